@@ -1,0 +1,140 @@
+"""The ``Provider`` interface every cloud (and local engine) implements, and what it declares."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from app.domain import AccountInfo, CreateServerRequest, Region, Server, Size
+
+
+@dataclass(frozen=True)
+class ProviderOption:
+    """One field of a provider's account form (the settings dialog is generated from these).
+
+    Attributes:
+        key: the field's key ("token", "project_id").
+        label: what the form shows.
+        secret: stored in the keychain, never in settings, shown masked.
+        required: the account cannot be used without it.
+        default: the initial value for non-secret fields.
+        pattern: a regular expression the value must match (checked as the user types).
+        help: one sentence shown under the field (least-privilege guidance goes here).
+        env: environment variables that may supply the value instead (first set wins).
+    """
+
+    key: str
+    label: str
+    secret: bool = False
+    required: bool = True
+    default: str = ""
+    pattern: str = ""
+    help: str = ""
+    env: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BillingRule:
+    """How the provider turns uptime into money.
+
+    Attributes:
+        granularity: "hour" bills every started hour, "second" bills by the second.
+        billed_when_off: a powered-off server is still billed (Hetzner, DO: yes).
+        monthly_cap: the hourly total never exceeds the monthly price within a month.
+        minimum_seconds: the smallest billed duration.
+    """
+
+    granularity: Literal["hour", "second"] = "hour"
+    billed_when_off: bool = True
+    monthly_cap: bool = True
+    minimum_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do; services and the UI adapt to these, never to the provider's name.
+
+    Attributes:
+        user_data_limit: bytes the provider accepts for user data.
+        user_data_gzip_base64: the VM's cloud-init datasource decodes base64(gzip(...)).
+        firewall: the API can restrict inbound traffic to TCP 22.
+        labels: servers carry key/value labels (else tags ``key=value`` or ``key:value``).
+        unique_names: the provider refuses a second server of the same name.
+        rate_limit_per_hour: documented requests per hour (0 when unpublished).
+        billing: how uptime is billed.
+        metadata_url: the VM's metadata service, for self-delete.
+    """
+
+    user_data_limit: int = 32768
+    user_data_gzip_base64: bool = False
+    firewall: bool = False
+    labels: bool = True
+    unique_names: bool = False
+    rate_limit_per_hour: int = 0
+    billing: BillingRule = field(default_factory=BillingRule)
+    metadata_url: str = ""
+
+
+class Provider(abc.ABC):
+    """One cloud account, spoken to over its REST API (async).
+
+    Implementations are constructed with the account's option values (secrets included) and
+    an optional ``httpx`` transport, which tests use to reach an emulator. They raise only
+    ``BivyError`` subclasses.
+    """
+
+    kind: ClassVar[str]
+    display_name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    options: ClassVar[tuple[ProviderOption, ...]]
+    #: A few sentences on creating the least-privileged token, for the settings dialog.
+    token_guidance: ClassVar[str] = ""
+    default_region: ClassVar[str] = ""
+    default_size: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    async def validate(self) -> AccountInfo:
+        """Check the credentials with one cheap call; raise ``AuthError`` when they are bad."""
+
+    @abc.abstractmethod
+    async def regions(self) -> list[Region]:
+        """The regions servers can be created in."""
+
+    @abc.abstractmethod
+    async def sizes(self, region: str | None = None) -> list[Size]:
+        """Server types with live prices; only those available in ``region`` when given."""
+
+    @abc.abstractmethod
+    async def list(self) -> list[Server]:
+        """Every server Bivy manages in this account (label/tag filtered at the provider)."""
+
+    @abc.abstractmethod
+    async def get(self, server_id: str) -> Server:
+        """One server; ``NotFound`` when it is gone."""
+
+    @abc.abstractmethod
+    async def create(self, request: CreateServerRequest) -> Server:
+        """Create the server and return as soon as the provider accepted it (not yet running).
+
+        Never retried in a way that could create a second server.
+        """
+
+    @abc.abstractmethod
+    async def delete(self, server_id: str) -> None:
+        """Delete the server (and what was created with it); ``NotFound`` is not an error."""
+
+    @abc.abstractmethod
+    def self_delete_script(self) -> str:
+        """POSIX shell the VM runs to delete itself; reads its credentials from the env file.
+
+        The script may use ``$BIVY_METADATA_URL`` and ``$BIVY_API_URL`` (overridable for tests)
+        and must exit non-zero when the deletion was not accepted.
+        """
+
+    def self_delete_env(self) -> dict[str, str]:
+        """Secret environment the self-delete script needs (written to the VM's root-only env)."""
+        return {}
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """Close HTTP clients."""

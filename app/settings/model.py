@@ -1,0 +1,145 @@
+"""The settings model, where it lives on disk, and atomic load/save with schema migration.
+
+Secrets never land here: the model has no field for them, and ``save_settings`` is the only
+writer. Window geometry is kept apart by the UI (``window.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import BaseModel, Field, ValidationError
+
+from app import APP_ID
+from app.domain import DEFAULT_IDLE_MINUTES, DEFAULT_MAX_HOURS, AgentCredentialKind
+from app.errors import InvalidInput
+
+SCHEMA_VERSION = 1
+
+
+def config_dir() -> Path:
+    """Where settings live: ``$BIVY_CONFIG_DIR`` or the platform's user config dir."""
+    override = os.environ.get("BIVY_CONFIG_DIR")
+    return Path(override) if override else Path(platformdirs.user_config_dir(APP_ID))
+
+
+def data_dir() -> Path:
+    """Where data lives (cost ledger, known_hosts, keys): ``$BIVY_DATA_DIR`` or platformdirs."""
+    override = os.environ.get("BIVY_DATA_DIR")
+    return Path(override) if override else Path(platformdirs.user_data_dir(APP_ID))
+
+
+def settings_path() -> Path:
+    return config_dir() / "settings.json"
+
+
+class Account(BaseModel):
+    """One configured cloud account. Secret option values live in the keychain only.
+
+    Attributes:
+        id: stable id ("hetzner", "hetzner-2"); keys the secrets in the keychain.
+        provider: the provider kind.
+        label: what the user calls it.
+        options: the non-secret option values, by option key.
+    """
+
+    id: str
+    provider: str
+    label: str = ""
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class Defaults(BaseModel):
+    """What the create dialog and ``bivy create`` start from."""
+
+    account: str = ""
+    region: str = ""
+    size: str = ""
+    idle_minutes: int = Field(default=DEFAULT_IDLE_MINUTES, ge=5, le=24 * 60)
+    max_hours: int = Field(default=DEFAULT_MAX_HOURS, ge=1, le=24 * 7)
+    agent_credential: AgentCredentialKind = "api_key"
+
+
+class BackupSettings(BaseModel):
+    """S3-compatible storage for the agent's history. Access keys live in the keychain."""
+
+    enabled: bool = False
+    endpoint: str = ""
+    bucket: str = ""
+    region: str = ""
+    prefix: str = "bivy"
+    interval_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    include_uncommitted: bool = True
+
+
+class Settings(BaseModel):
+    """Everything the user configured. ``schema_version`` drives migrations on load."""
+
+    schema_version: int = SCHEMA_VERSION
+    accounts: list[Account] = Field(default_factory=list)
+    defaults: Defaults = Field(default_factory=Defaults)
+    monthly_budget: Decimal | None = None
+    budget_currency: str = "EUR"
+    backup: BackupSettings = Field(default_factory=BackupSettings)
+    notifications: bool = True
+    refresh_seconds: int = Field(default=15, ge=5, le=3600)
+
+    def account(self, account_id: str) -> Account | None:
+        return next((a for a in self.accounts if a.id == account_id), None)
+
+
+def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older settings document up to ``SCHEMA_VERSION`` (none older exists yet)."""
+    version = int(raw.get("schema_version", 1))
+    if version > SCHEMA_VERSION:
+        raise InvalidInput(
+            f"settings file {settings_path()} was written by a newer Bivy (schema {version})",
+            hint="Upgrade Bivy, or move the file away to start fresh",
+        )
+    raw["schema_version"] = SCHEMA_VERSION
+    return raw
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read the settings; a missing file gives defaults, a broken one a clear ``InvalidInput``."""
+    path = path or settings_path()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Settings()
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInput(
+            f"cannot read settings file {path}: {exc}",
+            hint="Fix or remove the file; Bivy will start with defaults",
+        ) from None
+    try:
+        return Settings.model_validate(_migrate(raw))
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"settings file {path} is not valid: {exc.errors()[0]['msg']}",
+            hint="Fix or remove the file; Bivy will start with defaults",
+        ) from None
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> None:
+    """Write the settings atomically (temp file + rename), readable by the user only."""
+    path = path or settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = settings.model_dump_json(indent=2)
+    fd, tmp = tempfile.mkstemp(prefix=".settings-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,59 @@
+"""Test isolation: no test touches the real home, config dir, keychain or network."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import keyring
+import pytest
+
+from tests.support.memory_keyring import MemoryKeyring
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+if not SHARED.is_dir():  # CI lays shared/ beside the clone; a worktree may sit one level deeper
+    SHARED = Path(os.environ.get("BIVY_SHARED_DIR", "/work/shared"))
+
+_SCRUBBED_ENV = (
+    "BIVY_HETZNER_TOKEN",
+    "HCLOUD_TOKEN",
+    "BIVY_HETZNER_API_URL",
+    "BIVY_DIGITALOCEAN_TOKEN",
+    "DIGITALOCEAN_TOKEN",
+    "BIVY_DIGITALOCEAN_API_URL",
+    "BIVY_SCALEWAY_API_URL",
+    "SCW_SECRET_KEY",
+    "BIVY_OVH_API_URL",
+    "ANTHROPIC_API_KEY",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The project's shared/ folder (specs, fixtures, reference)."""
+    assert SHARED.is_dir(), f"shared/ not found at {SHARED}"
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MemoryKeyring]:
+    """Point HOME, XDG and Bivy's dirs into tmp_path and use an in-memory keychain."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("BIVY_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("BIVY_DATA_DIR", str(tmp_path / "data"))
+    for name in _SCRUBBED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    try:
+        yield backend
+    finally:
+        keyring.set_keyring(previous)
