@@ -115,7 +115,9 @@ def smoke_test(exe: Path, home: Path) -> float:
     """Start the frozen app offscreen; it must exit 0 with no unexpected stderr. Returns seconds."""
     env = frozen_env()
     # A throwaway home: the smoke test must not read or write the builder's settings.
-    env.update(HOME=str(home), BIVY_CONFIG_DIR=str(home / "config"), BIVY_DATA_DIR=str(home / "data"))
+    env.update(
+        HOME=str(home), BIVY_CONFIG_DIR=str(home / "config"), BIVY_DATA_DIR=str(home / "data")
+    )
     started = time.monotonic()
     proc = subprocess.run(
         [str(exe), "--smoke-test"], env=env, capture_output=True, text=True, timeout=120
