@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import referencing
 import referencing.jsonschema
 import yaml
-from openapi_schema_validator import OAS30ReadValidator, OAS30WriteValidator
+from openapi_schema_validator import OAS30ReadValidator, OAS30Validator, OAS30WriteValidator
 
 __all__ = ["OpenAPISpec", "Operation", "SpecViolation"]
 
@@ -258,7 +258,9 @@ class OpenAPISpec:
             value = _coerce(self, schema, raw, explode)
         except ValueError as exc:
             return [f"parameter {name!r}: {exc}"]
-        validator = OAS30WriteValidator(schema, registry=self._registry)
+        # Parameters are not request bodies: ``readOnly`` (DigitalOcean marks the ssh key
+        # identifier so) must not reject them, hence the plain OAS 3.0 validator.
+        validator = OAS30Validator(schema, registry=self._registry)
         return [f"parameter {name!r}: {e.message}" for e in validator.iter_errors(value)]
 
     def validate_request(
