@@ -394,6 +394,8 @@ class ApiClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         idempotent: bool | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Send one request (with retries) and return the successful response.
 
@@ -407,7 +409,10 @@ class ApiClient:
         limited = 0
         while True:
             try:
-                response = await self._client.request(method, url, params=params, json=json)
+                # ``content``/``headers``: raw bodies such as Scaleway's text/plain user data.
+                response = await self._client.request(
+                    method, url, params=params, json=json, content=content, headers=headers
+                )
             except httpx.TimeoutException as exc:
                 failures += 1
                 if safe and failures <= self.max_retries:
