@@ -328,9 +328,8 @@ class OpenAPISpec:
     def response_errors(self, op: Operation, status: int, body: Any) -> list[str]:
         """Problems of a JSON response ``body`` for ``op`` and ``status`` (emulator self-checks)."""
         responses = op.responses
-        key = str(status) if str(status) in responses else f"{str(status)[0]}XX"
-        if key not in responses:
-            key = "default" if "default" in responses else ""
+        candidates = [str(status), f"{str(status)[0]}XX", f"{str(status)[0]}xx", "default"]
+        key = next((c for c in candidates if c in responses), "")
         if not key:
             return [f"status {status} is not documented"]
         raw = responses[key]

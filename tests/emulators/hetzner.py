@@ -1,0 +1,1069 @@
+"""Hetzner Cloud API emulator: every endpoint Bivy uses, real JSON shapes, checked against the spec.
+
+In tests::
+
+    emu = HetznerEmulator(token="t0k", clock=ManualClock())
+    provider = HetznerProvider({"token": "t0k"}, transport=emu.transport())
+    emu.inject_error("POST", r"/v1/servers", 409, "uniqueness_error")   # once
+    emu.clock.advance(30)                                                 # servers move on
+
+By hand, or for the CLI integration test (a separate process)::
+
+    python -m tests.emulators.hetzner --port 8765 [--token T] [--readonly-token R]
+    BIVY_HETZNER_API_URL=http://127.0.0.1:8765/v1 BIVY_HETZNER_TOKEN=T bivy ls
+
+Behaviour:
+- Servers move ``initializing`` → ``starting`` → ``running`` (``create_seconds`` then
+  ``start_seconds`` of emulator time) and, once deleted, ``deleting`` for ``delete_seconds``
+  before they are gone (404). Time is ``clock()``: a ``ManualClock`` in tests (optionally advanced
+  on every request with ``tick_per_request``), the real time when served.
+- Actions (``create_server``, ``start_server``, ``delete_server``, ``create_firewall``…) run for
+  the same durations and end in ``success``; ``fail_next_action(command, code, message)`` makes
+  the next one of that command end in ``error``.
+- Lists paginate (``page``, ``per_page`` ≤ 50, ``meta.pagination`` and a ``Link`` header) and
+  filter by ``name``, ``label_selector`` (the full selector language), ``fingerprint``, ``type``,
+  ``architecture`` and ``status`` where the API does.
+- Names are unique per project for servers, SSH keys (and fingerprints) and firewalls (409
+  ``uniqueness_error``); a server type unavailable in a location gives 412
+  ``resource_unavailable``; more than ``server_limit`` servers gives 403
+  ``resource_limit_exceeded``; an invalid name, label or too-long ``user_data`` gives 422
+  ``invalid_input`` with field messages.
+- Auth: ``Authorization: Bearer <token>`` must equal ``token`` (any non-empty bearer when
+  ``token`` is None); a token in ``readonly_tokens`` may only GET (401 ``token_readonly``).
+- Every answer carries ``RateLimit-Limit/Remaining/Reset`` (a bucket of ``rate_limit`` requests
+  refilling one per 3600/limit seconds, 429 ``rate_limit_exceeded`` when empty) and
+  ``X-Correlation-Id``.
+- Any error (``inject_error``), latency (``inject_latency``) and transport fault
+  (``inject_fault``) from ``tests.emulators.base`` can be injected per method and path.
+
+Metadata service (for the VM's self-delete script): ``GET /_metadata/<server id>/hetzner/v1/
+metadata/instance-id`` (also ``hostname``, ``public-ipv4``, ``region``, ``availability-zone``,
+and the YAML summary at ``…/metadata``). So a test sets
+``BIVY_METADATA_URL=<root>/_metadata/<id>/hetzner/v1/metadata`` where ``<root>`` is the served
+URL without ``/v1`` (``emu.metadata_url(base_url, server_id)`` builds it). These paths are not
+part of the API spec and are not validated against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import ipaddress
+import itertools
+import math
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from tests.emulators.base import (
+    Emulator,
+    EmuRequest,
+    EmuResponse,
+    ManualClock,
+    json_response,
+    route,
+)
+
+__all__ = ["HetznerEmulator", "LabelSelector", "ManualClock", "main"]
+
+MAX_USER_DATA = 32768
+_NAME_RE = re.compile(r"^(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_LABEL_NAME = r"[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?"
+_LABEL_KEY_RE = re.compile(rf"^([a-z0-9]([a-z0-9.-]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
+_LABEL_VALUE_RE = re.compile(rf"^({_LABEL_NAME})?$")
+
+
+def iso(ts: float) -> str:
+    """An epoch second as the API writes timestamps ("2016-01-30T23:55:00Z")."""
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fingerprint(public_key: str) -> str:
+    """Hetzner's SSH key fingerprint: MD5 of the key blob, colon-separated hex."""
+    parts = public_key.split()
+    blob = base64.b64decode(parts[1]) if len(parts) > 1 else public_key.encode()
+    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, 32, 2))
+
+
+# -- label selectors ---------------------------------------------------------------------------
+
+
+class LabelSelector:
+    """Hetzner's label-selector language: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``,
+    ``k in (a,b)``, ``k notin (a,b)``; expressions joined by commas are ANDed."""
+
+    _EXPR = re.compile(
+        r"\s*(?:(?P<neg>!)\s*(?P<nkey>[^\s,=!()]+)"
+        r"|(?P<key>[^\s,=!()]+)\s*(?:(?P<op>==|=|!=)\s*(?P<value>[^\s,()]*)"
+        r"|\s+(?P<setop>in|notin)\s*\((?P<set>[^()]*)\))?)\s*(?:,|$)"
+    )
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.terms: list[Callable[[dict[str, str]], bool]] = []
+        pos = 0
+        text = text.strip()
+        while pos < len(text):
+            m = self._EXPR.match(text, pos)
+            if not m or m.end() == pos:
+                raise ValueError(f"invalid label selector {self.text!r}")
+            pos = m.end()
+            self.terms.append(self._term(m))
+
+    @staticmethod
+    def _term(m: re.Match[str]) -> Callable[[dict[str, str]], bool]:
+        if m.group("neg"):
+            key = m.group("nkey")
+            return lambda labels: key not in labels
+        key = m.group("key")
+        op, value = m.group("op"), m.group("value")
+        if op in ("=", "=="):
+            return lambda labels: labels.get(key) == value
+        if op == "!=":
+            return lambda labels: labels.get(key) != value
+        if m.group("setop"):
+            values = {v.strip() for v in m.group("set").split(",") if v.strip()}
+            if m.group("setop") == "in":
+                return lambda labels: labels.get(key) in values
+            return lambda labels: labels.get(key) not in values
+        return lambda labels: key in labels
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(term(labels) for term in self.terms)
+
+
+# -- catalogue (the emulator's "cloud"; prices are emulator data in the API's format) -----------
+
+LOCATIONS: list[dict[str, Any]] = [
+    {"id": 1, "name": "fsn1", "description": "Falkenstein DC Park 1", "country": "DE",
+     "city": "Falkenstein", "latitude": 50.47612, "longitude": 12.370071,
+     "network_zone": "eu-central"},
+    {"id": 2, "name": "nbg1", "description": "Nuremberg DC Park 1", "country": "DE",
+     "city": "Nuremberg", "latitude": 49.452102, "longitude": 11.076665,
+     "network_zone": "eu-central"},
+    {"id": 3, "name": "hel1", "description": "Helsinki DC Park 1", "country": "FI",
+     "city": "Helsinki", "latitude": 60.169855, "longitude": 24.938379,
+     "network_zone": "eu-central"},
+    {"id": 4, "name": "ash", "description": "Ashburn, VA", "country": "US",
+     "city": "Ashburn, VA", "latitude": 39.043757, "longitude": -77.487442,
+     "network_zone": "us-east"},
+]  # fmt: skip
+
+# name, id, cores, memory GB, disk GB, cpu_type, arch, category, net hourly EUR, net monthly EUR,
+# locations where orderable, deprecated
+SERVER_TYPES: list[tuple[Any, ...]] = [
+    ("cx23", 101, 2, 4.0, 40, "shared", "x86", "Cost-Optimized", "0.0056", "3.49",
+     ("fsn1", "nbg1", "hel1"), False),
+    ("cx33", 102, 4, 8.0, 80, "shared", "x86", "Cost-Optimized", "0.0088", "5.49",
+     ("fsn1", "nbg1", "hel1"), False),
+    ("cax11", 103, 2, 4.0, 40, "shared", "arm", "Cost-Optimized", "0.0064", "3.99",
+     ("fsn1", "nbg1", "hel1"), False),
+    ("cpx22", 104, 2, 4.0, 80, "shared", "x86", "Regular Purpose", "0.0112", "6.99",
+     ("fsn1", "nbg1", "hel1", "ash"), False),
+    ("ccx13", 105, 2, 8.0, 80, "dedicated", "x86", "General Purpose", "0.0224", "13.99",
+     ("fsn1", "nbg1", "hel1", "ash"), False),
+    ("cx11", 1, 1, 2.0, 20, "shared", "x86", "Shared vCPU", "0.0052", "3.29",
+     (), True),
+]  # fmt: skip
+
+VAT_RATE = Decimal("19.00")
+
+
+def _money(net: str) -> dict[str, str]:
+    gross = (Decimal(net) * (1 + VAT_RATE / 100)).quantize(Decimal("0.0000000001"))
+    return {"net": f"{Decimal(net):.10f}", "gross": f"{gross:.10f}"}
+
+
+def _type_prices(hourly: str, monthly: str, where: Iterable[str]) -> list[dict[str, Any]]:
+    # Prices differ a little outside Germany, as at the real provider, so tests can tell them apart.
+    out = []
+    for loc in where:
+        factor = Decimal("1.0") if loc in ("fsn1", "nbg1") else Decimal("1.1")
+        h = (Decimal(hourly) * factor).quantize(Decimal("0.0001"))
+        mo = (Decimal(monthly) * factor).quantize(Decimal("0.01"))
+        out.append(
+            {
+                "location": loc,
+                "price_hourly": _money(str(h)),
+                "price_monthly": _money(str(mo)),
+                "included_traffic": 21990232555520 if loc != "ash" else 1099511627776,
+                "price_per_tb_traffic": _money("1.00"),
+            }
+        )
+    return out
+
+
+def _server_type(row: tuple[Any, ...]) -> dict[str, Any]:
+    name, tid, cores, mem, disk, cpu, arch, category, hourly, monthly, where, dep = row
+    deprecation = (
+        {"announced": "2023-06-01T00:00:00Z", "unavailable_after": "2023-09-01T00:00:00Z"}
+        if dep
+        else None
+    )
+    return {
+        "id": tid,
+        "name": name,
+        "description": name.upper(),
+        "cores": cores,
+        "memory": mem,
+        "disk": disk,
+        "deprecated": dep,
+        "prices": _type_prices(hourly, monthly, where),
+        "storage_type": "local",
+        "cpu_type": cpu,
+        "category": category,
+        "architecture": arch,
+        "deprecation": deprecation,
+        "locations": [
+            {
+                "id": loc["id"],
+                "name": loc["name"],
+                "deprecation": None,
+                "available": loc["name"] in where,
+                "recommended": loc["name"] in where and cpu == "shared",
+            }
+            for loc in LOCATIONS
+        ],
+    }
+
+
+def _image(
+    iid: int, name: str | None, kind: str, desc: str, arch: str, flavor: str
+) -> dict[str, Any]:
+    return {
+        "id": iid,
+        "type": kind,
+        "status": "available",
+        "name": name,
+        "description": desc,
+        "image_size": None,
+        "disk_size": 5,
+        "created": "2024-04-25T10:00:00Z",
+        "created_from": None,
+        "bound_to": None,
+        "os_flavor": flavor,
+        "os_version": "24.04",
+        "rapid_deploy": True,
+        "protection": {"delete": False},
+        "deprecated": None,
+        "deleted": None,
+        "labels": {},
+        "architecture": arch,
+    }
+
+
+IMAGES: list[dict[str, Any]] = [
+    _image(161547269, "ubuntu-24.04", "system", "Ubuntu 24.04", "x86", "ubuntu"),
+    _image(161547270, "ubuntu-24.04", "system", "Ubuntu 24.04", "arm", "ubuntu"),
+    _image(179498042, "debian-12", "system", "Debian 12", "x86", "debian"),
+    _image(180053452, "docker-ce", "app", "Docker CE", "x86", "ubuntu"),
+    _image(180053453, "docker-ce", "app", "Docker CE", "arm", "ubuntu"),
+]
+
+
+# -- state -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Action:
+    id: int
+    command: str
+    started: float
+    duration: float
+    resources: list[dict[str, Any]]
+    error: tuple[str, str] | None = None
+
+    def json(self, now: float) -> dict[str, Any]:
+        done = now >= self.started + self.duration
+        if done:
+            status = "error" if self.error else "success"
+            progress = 100
+        else:
+            status = "running"
+            progress = int(100 * (now - self.started) / self.duration) if self.duration else 0
+        return {
+            "id": self.id,
+            "command": self.command,
+            "status": status,
+            "progress": progress,
+            "started": iso(self.started),
+            "finished": iso(self.started + self.duration) if done else None,
+            "resources": self.resources,
+            "error": {"code": self.error[0], "message": self.error[1]}
+            if done and self.error
+            else None,
+        }
+
+
+@dataclass
+class _Server:
+    id: int
+    name: str
+    created: float
+    server_type: dict[str, Any]
+    location: dict[str, Any]
+    image: dict[str, Any]
+    labels: dict[str, str]
+    user_data: str | None
+    ssh_keys: list[int]
+    firewalls: list[int]
+    ipv4: str
+    ipv6: str
+    deleted_at: float | None = None
+    failed: bool = False
+
+
+@dataclass
+class _Project:
+    servers: dict[int, _Server] = field(default_factory=dict)
+    ssh_keys: dict[int, dict[str, Any]] = field(default_factory=dict)
+    firewalls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    actions: dict[int, _Action] = field(default_factory=dict)
+
+
+class HetznerEmulator(Emulator):
+    """The Hetzner Cloud API in-process (see the module docstring).
+
+    Attributes:
+        token: the accepted bearer token (None: any).
+        readonly_tokens: tokens that may only read.
+        create_seconds, start_seconds, delete_seconds: lifecycle durations (emulator time).
+        server_limit: servers allowed before ``resource_limit_exceeded``.
+        rate_limit: requests per hour (the bucket size).
+        project: the emulated state (servers, ssh_keys, firewalls, actions).
+    """
+
+    provider = "hetzner"
+    base_path = "/v1"
+    spec_file = "hetzner-cloud.spec.json"
+    unvalidated_prefixes = ("/_metadata/",)
+
+    def __init__(
+        self,
+        *,
+        token: str | None = "emulator-token",
+        readonly_tokens: Iterable[str] = (),
+        create_seconds: float = 10.0,
+        start_seconds: float = 10.0,
+        delete_seconds: float = 5.0,
+        server_limit: int = 10,
+        rate_limit: int = 3600,
+        clock: Callable[[], float] | None = None,
+        tick_per_request: float = 0.0,
+        strict: bool = True,
+        validate: bool = True,
+    ) -> None:
+        super().__init__(
+            clock=clock, tick_per_request=tick_per_request, strict=strict, validate=validate
+        )
+        self.token = token
+        self.readonly_tokens = set(readonly_tokens)
+        self.create_seconds = create_seconds
+        self.start_seconds = start_seconds
+        self.delete_seconds = delete_seconds
+        self.server_limit = server_limit
+        self.rate_limit = rate_limit
+        self.project = _Project()
+        self.server_types = [_server_type(row) for row in SERVER_TYPES]
+        self.images = [dict(i) for i in IMAGES]
+        self._ids = itertools.count(1000)
+        self._action_ids = itertools.count(500000)
+        self._correlation = itertools.count(1)
+        self._tokens = float(rate_limit)
+        self._tokens_at = self.clock()
+        self._failures: dict[str, list[tuple[str, str]]] = {}
+
+    # -- test helpers ------------------------------------------------------------------------
+
+    def fail_next_action(
+        self, command: str, code: str = "action_failed", message: str = ""
+    ) -> None:
+        """Make the next action of ``command`` ("create_server", …) end in error."""
+        with self.lock:
+            self._failures.setdefault(command, []).append((code, message or f"{command} failed"))
+
+    def set_availability(self, server_type: str, location: str, available: bool) -> None:
+        """Make ``server_type`` orderable (or not) in ``location``."""
+        with self.lock:
+            for st in self.server_types:
+                if st["name"] == server_type:
+                    for loc in st["locations"]:
+                        if loc["name"] == location:
+                            loc["available"] = available
+
+    def set_price(self, server_type: str, location: str, hourly_net: str, monthly_net: str) -> None:
+        """Change a price (the app must show it without a restart: prices are never cached)."""
+        with self.lock:
+            for st in self.server_types:
+                if st["name"] == server_type:
+                    for price in st["prices"]:
+                        if price["location"] == location:
+                            price["price_hourly"] = _money(hourly_net)
+                            price["price_monthly"] = _money(monthly_net)
+
+    def add_server(self, name: str, labels: dict[str, str] | None = None, **kw: Any) -> int:
+        """Create a server directly (not through the API); returns its id."""
+        with self.lock:
+            return self._new_server(
+                name=name,
+                server_type=kw.get("server_type", "cx23"),
+                location=kw.get("location", "fsn1"),
+                image=kw.get("image", "ubuntu-24.04"),
+                labels=labels or {},
+                user_data=kw.get("user_data"),
+                ssh_keys=[],
+                firewalls=[],
+                created=kw.get("created"),
+            )[0].id
+
+    def server_status(self, server_id: int) -> str | None:
+        """The server's status now, or None when it is gone."""
+        with self.lock:
+            server = self._live(server_id)
+            return None if server is None else self._status(server)
+
+    @staticmethod
+    def metadata_url(base_url: str, server_id: int) -> str:
+        """The metadata base URL a VM with ``server_id`` would see, on a served emulator."""
+        root = base_url[: -len(HetznerEmulator.base_path)]
+        return f"{root}/_metadata/{server_id}/hetzner/v1/metadata"
+
+    # -- Emulator hooks ----------------------------------------------------------------------
+
+    def error_body(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> Any:
+        return {"error": {"code": code, "message": message, "details": details}}
+
+    def _refill(self, now: float) -> None:
+        rate = self.rate_limit / 3600.0
+        self._tokens = min(float(self.rate_limit), self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+
+    def _reset_at(self, now: float) -> int:
+        missing = self.rate_limit - math.floor(self._tokens)
+        return math.ceil(now + missing * 3600.0 / self.rate_limit)
+
+    def authenticate(self, request: EmuRequest) -> EmuResponse | None:
+        if request.path.startswith("/_metadata/"):
+            return None
+        now = self.clock()
+        self._refill(now)
+        if self._tokens < 1:
+            return self.error(429, "rate_limit_exceeded", "limit of requests per hour reached")
+        self._tokens -= 1
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return self.error(401, "unauthorized", "unable to authenticate")
+        token = token.strip()
+        if token in self.readonly_tokens:
+            if request.method != "GET":
+                return self.error(
+                    401, "token_readonly", "The token is only allowed to perform GET requests."
+                )
+            return None
+        if self.token is not None and token != self.token:
+            return self.error(401, "unauthorized", "unable to authenticate")
+        return None
+
+    def extra_headers(self, request: EmuRequest, response: EmuResponse) -> dict[str, str]:
+        if request.path.startswith("/_metadata/"):
+            return {}
+        now = self.clock()
+        self._refill(now)
+        remaining = max(0, math.floor(self._tokens))
+        reset = self._reset_at(now)
+        if response.status == 429:
+            remaining = 0
+            reset = max(reset, math.ceil(now + 3600.0 / self.rate_limit))
+        return {
+            "RateLimit-Limit": str(self.rate_limit),
+            "RateLimit-Remaining": str(remaining),
+            "RateLimit-Reset": str(reset),
+            "X-Correlation-Id": f"emu-{next(self._correlation):08x}",
+        }
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _action(self, command: str, resources: list[dict[str, Any]], duration: float) -> _Action:
+        failures = self._failures.get(command)
+        error = failures.pop(0) if failures else None
+        action = _Action(next(self._action_ids), command, self.clock(), duration, resources, error)
+        self.project.actions[action.id] = action
+        return action
+
+    def _paginate(self, request: EmuRequest, key: str, items: list[dict[str, Any]]) -> EmuResponse:
+        try:
+            page = max(1, int(request.arg("page", "1") or 1))
+            per_page = min(50, max(1, int(request.arg("per_page", "25") or 25)))
+        except ValueError:
+            return self.error(422, "invalid_input", "invalid page or per_page")
+        total = len(items)
+        last = max(1, math.ceil(total / per_page))
+        chunk = items[(page - 1) * per_page : page * per_page]
+        meta = {
+            "pagination": {
+                "page": page,
+                "per_page": per_page,
+                "previous_page": page - 1 if page > 1 else None,
+                "next_page": page + 1 if page < last else None,
+                "last_page": last,
+                "total_entries": total,
+            }
+        }
+        links = []
+        base = f"https://api.hetzner.cloud/v1{request.path[len(self.base_path) :]}"
+        if page < last:
+            links.append(f'<{base}?page={page + 1}&per_page={per_page}>; rel="next"')
+        if page > 1:
+            links.append(f'<{base}?page={page - 1}&per_page={per_page}>; rel="prev"')
+        links.append(f'<{base}?page={last}&per_page={per_page}>; rel="last"')
+        return json_response(200, {key: chunk, "meta": meta}, {"Link": ", ".join(links)})
+
+    def _selector(self, request: EmuRequest) -> LabelSelector | None:
+        text = request.arg("label_selector")
+        return LabelSelector(text) if text else None
+
+    def _invalid(self, fields: dict[str, list[str]]) -> EmuResponse:
+        first = next(iter(fields))
+        return self.error(
+            422,
+            "invalid_input",
+            f"invalid input in field '{first}'",
+            {"fields": [{"name": k, "messages": v} for k, v in fields.items()]},
+        )
+
+    def _unique(self, name: str, what: str = "name") -> EmuResponse:
+        return self.error(
+            409,
+            "uniqueness_error",
+            f"{what} is already used",
+            {"fields": [{"name": what}]},
+        )
+
+    def _label_errors(self, labels: Any) -> list[str]:
+        if labels is None:
+            return []
+        errors = []
+        for k, v in labels.items():
+            if not _LABEL_KEY_RE.match(k) or k.startswith("hetzner.cloud/"):
+                errors.append(f"invalid label key {k!r}")
+            if not _LABEL_VALUE_RE.match(v):
+                errors.append(f"invalid label value {v!r}")
+        return errors
+
+    def _find(self, items: Iterable[dict[str, Any]], ref: Any) -> dict[str, Any] | None:
+        for item in items:
+            if str(item["id"]) == str(ref) or item.get("name") == ref:
+                return item
+        return None
+
+    def _live(self, server_id: int) -> _Server | None:
+        server = self.project.servers.get(server_id)
+        if server is None:
+            return None
+        if (
+            server.deleted_at is not None
+            and self.clock() >= server.deleted_at + self.delete_seconds
+        ):
+            del self.project.servers[server_id]
+            return None
+        return server
+
+    def _status(self, server: _Server) -> str:
+        if server.deleted_at is not None:
+            return "deleting"
+        age = self.clock() - server.created
+        if server.failed:
+            return "off"
+        if age < self.create_seconds:
+            return "initializing"
+        if age < self.create_seconds + self.start_seconds:
+            return "starting"
+        return "running"
+
+    def _server_json(self, s: _Server) -> dict[str, Any]:
+        dc = {
+            "id": s.location["id"],
+            "name": f"{s.location['name']}-dc14",
+            "description": f"{s.location['city']} DC 14",
+            "location": s.location,
+            "server_types": {
+                "supported": [t["id"] for t in self.server_types],
+                "available": [t["id"] for t in self.server_types if not t["deprecated"]],
+                "available_for_migration": [t["id"] for t in self.server_types],
+            },
+        }
+        return {
+            "id": s.id,
+            "name": s.name,
+            "status": self._status(s),
+            "created": iso(s.created),
+            "public_net": {
+                "ipv4": {"id": s.id + 7000, "ip": s.ipv4, "blocked": False,
+                         "dns_ptr": f"static.{s.ipv4}.clients.your-server.de"},
+                "ipv6": {"id": s.id + 8000, "ip": s.ipv6, "blocked": False, "dns_ptr": []},
+                "floating_ips": [],
+                "firewalls": [{"id": f, "status": "applied"} for f in s.firewalls],
+            },
+            "private_net": [],
+            "server_type": s.server_type,
+            "location": s.location,
+            "datacenter": dc,
+            "image": s.image,
+            "iso": None,
+            "rescue_enabled": False,
+            "locked": s.deleted_at is not None,
+            "backup_window": None,
+            "outgoing_traffic": 0,
+            "ingoing_traffic": 0,
+            "included_traffic": 21990232555520,
+            "protection": {"delete": False, "rebuild": False},
+            "labels": dict(s.labels),
+            "volumes": [],
+            "load_balancers": [],
+            "primary_disk_size": s.server_type["disk"],
+            "placement_group": None,
+        }  # fmt: skip
+
+    def _new_server(
+        self,
+        *,
+        name: str,
+        server_type: str,
+        location: str,
+        image: str,
+        labels: dict[str, str],
+        user_data: str | None,
+        ssh_keys: list[int],
+        firewalls: list[int],
+        created: float | None = None,
+    ) -> tuple[_Server, _Action, _Action]:
+        st = self._find(self.server_types, server_type)
+        loc = self._find(LOCATIONS, location)
+        img = next(
+            (
+                i
+                for i in self.images
+                if (str(i["id"]) == str(image) or i["name"] == image)
+                and st is not None
+                and i["architecture"] == st["architecture"]
+            ),
+            None,
+        )
+        assert st is not None and loc is not None and img is not None
+        sid = next(self._ids)
+        server = _Server(
+            id=sid,
+            name=name,
+            created=self.clock() if created is None else created,
+            server_type=st,
+            location=loc,
+            image=img,
+            labels=dict(labels),
+            user_data=user_data,
+            ssh_keys=ssh_keys,
+            firewalls=firewalls,
+            ipv4=f"203.0.113.{sid % 250 + 1}",
+            ipv6=f"2001:db8:{sid:x}::/64",
+        )
+        self.project.servers[sid] = server
+        res = [{"id": sid, "type": "server"}]
+        create = self._action("create_server", res, self.create_seconds)
+        if create.error:
+            server.failed = True
+        start = self._action("start_server", res, self.create_seconds + self.start_seconds)
+        return server, create, start
+
+    # -- routes: catalogue ---------------------------------------------------------------------
+
+    @route("GET", "/v1/locations")
+    def list_locations(self, req: EmuRequest) -> EmuResponse:
+        items = [loc for loc in LOCATIONS if req.arg("name") in (None, loc["name"])]
+        return self._paginate(req, "locations", items)
+
+    @route("GET", "/v1/server_types")
+    def list_server_types(self, req: EmuRequest) -> EmuResponse:
+        items = [t for t in self.server_types if req.arg("name") in (None, t["name"])]
+        return self._paginate(req, "server_types", items)
+
+    @route("GET", "/v1/pricing")
+    def pricing(self, req: EmuRequest) -> EmuResponse:
+        return json_response(
+            200,
+            {
+                "pricing": {
+                    "currency": "EUR",
+                    "vat_rate": f"{VAT_RATE:.2f}",
+                    "primary_ips": [
+                        {"type": "ipv4", "prices": [
+                            {"location": loc["name"], "price_hourly": _money("0.0008"),
+                             "price_monthly": _money("0.50")} for loc in LOCATIONS]},
+                    ],
+                    "floating_ips": [
+                        {"type": "ipv4", "prices": [
+                            {"location": loc["name"], "price_monthly": _money("3.00")}
+                            for loc in LOCATIONS]},
+                    ],
+                    "image": {"price_per_gb_month": _money("0.0110")},
+                    "volume": {"price_per_gb_month": _money("0.0440")},
+                    "server_backup": {"percentage": "20.00"},
+                    "server_types": [
+                        {"id": t["id"], "name": t["name"], "prices": t["prices"]}
+                        for t in self.server_types
+                    ],
+                    "load_balancer_types": [],
+                    "floating_ip": {"price_monthly": _money("3.00")},
+                }
+            },
+        )  # fmt: skip
+
+    @route("GET", "/v1/images")
+    def list_images(self, req: EmuRequest) -> EmuResponse:
+        types = req.query.get("type") or []
+        items = [
+            i
+            for i in self.images
+            if (not types or i["type"] in types)
+            and req.arg("name") in (None, i["name"])
+            and req.arg("architecture") in (None, i["architecture"])
+        ]
+        return self._paginate(req, "images", items)
+
+    # -- routes: ssh keys ----------------------------------------------------------------------
+
+    @route("GET", "/v1/ssh_keys")
+    def list_ssh_keys(self, req: EmuRequest) -> EmuResponse:
+        try:
+            selector = self._selector(req)
+        except ValueError as exc:
+            return self._invalid({"label_selector": [str(exc)]})
+        items = [
+            k
+            for k in self.project.ssh_keys.values()
+            if req.arg("name") in (None, k["name"])
+            and req.arg("fingerprint") in (None, k["fingerprint"])
+            and (selector is None or selector.matches(k["labels"]))
+        ]
+        return self._paginate(req, "ssh_keys", items)
+
+    @route("POST", "/v1/ssh_keys")
+    def create_ssh_key(self, req: EmuRequest) -> EmuResponse:
+        body = req.json()
+        key = body["public_key"].strip()
+        if not re.match(r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?$", key):
+            return self._invalid({"public_key": ["invalid public key"]})
+        try:
+            fp = fingerprint(key)
+        except ValueError:
+            return self._invalid({"public_key": ["invalid public key"]})
+        for existing in self.project.ssh_keys.values():
+            if existing["name"] == body["name"]:
+                return self._unique(body["name"], "name")
+            if existing["fingerprint"] == fp:
+                return self.error(
+                    409,
+                    "uniqueness_error",
+                    "SSH key with the same fingerprint already exists",
+                    {"fields": [{"name": "public_key"}]},
+                )
+        if errors := self._label_errors(body.get("labels")):
+            return self._invalid({"labels": errors})
+        sid = next(self._ids)
+        record = {
+            "id": sid,
+            "name": body["name"],
+            "fingerprint": fp,
+            "public_key": key,
+            "labels": dict(body.get("labels") or {}),
+            "created": iso(self.clock()),
+        }
+        self.project.ssh_keys[sid] = record
+        return json_response(201, {"ssh_key": record})
+
+    # -- routes: firewalls ---------------------------------------------------------------------
+
+    @route("GET", "/v1/firewalls")
+    def list_firewalls(self, req: EmuRequest) -> EmuResponse:
+        try:
+            selector = self._selector(req)
+        except ValueError as exc:
+            return self._invalid({"label_selector": [str(exc)]})
+        items = [
+            self._firewall_json(f)
+            for f in self.project.firewalls.values()
+            if req.arg("name") in (None, f["name"])
+            and (selector is None or selector.matches(f["labels"]))
+        ]
+        return self._paginate(req, "firewalls", items)
+
+    def _firewall_json(self, fw: dict[str, Any]) -> dict[str, Any]:
+        applied = [
+            {"type": "server", "server": {"id": s.id}}
+            for s in self.project.servers.values()
+            if fw["id"] in s.firewalls and s.deleted_at is None
+        ]
+        return {**fw, "applied_to": applied}
+
+    @route("POST", "/v1/firewalls")
+    def create_firewall(self, req: EmuRequest) -> EmuResponse:
+        body = req.json()
+        if any(f["name"] == body["name"] for f in self.project.firewalls.values()):
+            return self._unique(body["name"])
+        if errors := self._label_errors(body.get("labels")):
+            return self._invalid({"labels": errors})
+        rules = []
+        for rule in body.get("rules") or []:
+            ips = rule.get("source_ips" if rule["direction"] == "in" else "destination_ips") or []
+            try:
+                for ip in ips:
+                    ipaddress.ip_network(ip, strict=False)
+            except ValueError:
+                return self._invalid({"rules": [f"invalid CIDR in {ips!r}"]})
+            if rule["protocol"] in ("tcp", "udp") and not rule.get("port"):
+                return self._invalid({"rules": ["port is required for tcp and udp"]})
+            rules.append(
+                {
+                    "description": rule.get("description"),
+                    "direction": rule["direction"],
+                    "source_ips": rule.get("source_ips") or [],
+                    "destination_ips": rule.get("destination_ips") or [],
+                    "protocol": rule["protocol"],
+                    "port": rule.get("port"),
+                }
+            )
+        fid = next(self._ids)
+        record = {
+            "id": fid,
+            "name": body["name"],
+            "labels": dict(body.get("labels") or {}),
+            "created": iso(self.clock()),
+            "rules": rules,
+        }
+        self.project.firewalls[fid] = record
+        action = self._action("set_firewall_rules", [{"id": fid, "type": "firewall"}], 1.0)
+        return json_response(
+            201,
+            {"firewall": self._firewall_json(record), "actions": [action.json(self.clock())]},
+        )
+
+    # -- routes: servers -----------------------------------------------------------------------
+
+    @route("GET", "/v1/servers")
+    def list_servers(self, req: EmuRequest) -> EmuResponse:
+        try:
+            selector = self._selector(req)
+        except ValueError as exc:
+            return self._invalid({"label_selector": [str(exc)]})
+        statuses = req.query.get("status") or []
+        items = []
+        for sid in sorted(self.project.servers):
+            server = self._live(sid)
+            if server is None:
+                continue
+            if req.arg("name") not in (None, server.name):
+                continue
+            if selector is not None and not selector.matches(server.labels):
+                continue
+            if statuses and self._status(server) not in statuses:
+                continue
+            items.append(self._server_json(server))
+        return self._paginate(req, "servers", items)
+
+    @route("GET", "/v1/servers/{id}")
+    def get_server(self, req: EmuRequest) -> EmuResponse:
+        server = self._live(int(req.params["id"]))
+        if server is None:
+            return self.error(404, "not_found", "server not found")
+        return json_response(200, {"server": self._server_json(server)})
+
+    @route("POST", "/v1/servers")
+    def create_server(self, req: EmuRequest) -> EmuResponse:
+        body = req.json()
+        name = body["name"]
+        errors: dict[str, list[str]] = {}
+        if not _NAME_RE.match(name):
+            errors["name"] = ["must be a valid hostname"]
+        user_data = body.get("user_data")
+        if user_data is not None and len(user_data.encode()) > MAX_USER_DATA:
+            errors["user_data"] = [f"Length must be between 0 and {MAX_USER_DATA}."]
+        if label_errors := self._label_errors(body.get("labels")):
+            errors["labels"] = label_errors
+        st = self._find(self.server_types, body["server_type"])
+        if st is None:
+            errors["server_type"] = ["server type not found"]
+        location = body.get("location") or "fsn1"
+        if body.get("location") and body.get("datacenter"):
+            errors["location"] = ["must not be used together with datacenter"]
+        loc = self._find(LOCATIONS, location)
+        if loc is None:
+            errors["location"] = ["location not found"]
+        image_ref = body["image"]
+        if not any(str(i["id"]) == str(image_ref) or i["name"] == image_ref for i in self.images):
+            errors["image"] = ["image not found"]
+        key_ids = []
+        for ref in body.get("ssh_keys") or []:
+            found = self._find(self.project.ssh_keys.values(), ref)
+            if found is None:
+                errors["ssh_keys"] = [f"ssh key {ref} not found"]
+            else:
+                key_ids.append(found["id"])
+        fw_ids = []
+        for item in body.get("firewalls") or []:
+            if item["firewall"] not in self.project.firewalls:
+                errors["firewalls"] = [f"firewall {item['firewall']} not found"]
+            else:
+                fw_ids.append(item["firewall"])
+        if errors:
+            return self._invalid(errors)
+        assert st is not None and loc is not None
+        if any(s.name == name for s in self.project.servers.values() if s.deleted_at is None):
+            return self._unique(name)
+        if (
+            sum(1 for s in self.project.servers.values() if s.deleted_at is None)
+            >= self.server_limit
+        ):
+            return self.error(
+                403,
+                "resource_limit_exceeded",
+                "server limit exceeded",
+                {"limits": [{"name": "server_limit"}]},
+            )
+        if not any(
+            loc_entry["name"] == loc["name"] and loc_entry["available"]
+            for loc_entry in st["locations"]
+        ):
+            return self.error(
+                412,
+                "resource_unavailable",
+                f"server type {st['name']} is unavailable in {loc['name']}: error during placement",
+            )
+        if not any(
+            (str(i["id"]) == str(image_ref) or i["name"] == image_ref)
+            and i["architecture"] == st["architecture"]
+            for i in self.images
+        ):
+            return self._invalid({"image": ["image architecture does not match server type"]})
+        server, create, start = self._new_server(
+            name=name,
+            server_type=st["name"],
+            location=loc["name"],
+            image=image_ref,
+            labels=body.get("labels") or {},
+            user_data=user_data,
+            ssh_keys=key_ids,
+            firewalls=fw_ids,
+        )
+        now = self.clock()
+        return json_response(
+            201,
+            {
+                "server": self._server_json(server),
+                "action": create.json(now),
+                "next_actions": [start.json(now)] if body.get("start_after_create", True) else [],
+                "root_password": None if key_ids else "emulated-root-password",
+            },
+        )
+
+    @route("DELETE", "/v1/servers/{id}")
+    def delete_server(self, req: EmuRequest) -> EmuResponse:
+        server = self._live(int(req.params["id"]))
+        if server is None:
+            return self.error(404, "not_found", "server not found")
+        if server.deleted_at is None:
+            server.deleted_at = self.clock()
+        action = self._action(
+            "delete_server", [{"id": server.id, "type": "server"}], self.delete_seconds
+        )
+        return json_response(200, {"action": action.json(self.clock())})
+
+    # -- routes: actions -----------------------------------------------------------------------
+
+    @route("GET", "/v1/actions/{id}")
+    def get_action(self, req: EmuRequest) -> EmuResponse:
+        action = self.project.actions.get(int(req.params["id"]))
+        if action is None:
+            return self.error(404, "not_found", "action not found")
+        return json_response(200, {"action": action.json(self.clock())})
+
+    @route("GET", "/v1/servers/{id}/actions/{action_id}")
+    def get_server_action(self, req: EmuRequest) -> EmuResponse:
+        action = self.project.actions.get(int(req.params["action_id"]))
+        sid = int(req.params["id"])
+        if action is None or not any(r["id"] == sid for r in action.resources):
+            return self.error(404, "not_found", "action not found")
+        return json_response(200, {"action": action.json(self.clock())})
+
+    # -- metadata service (not part of the API) ------------------------------------------------
+
+    @route("GET", "/_metadata/{server_id}/hetzner/v1/metadata")
+    def metadata_summary(self, req: EmuRequest) -> EmuResponse:
+        server = self._live(int(req.params["server_id"]))
+        if server is None:
+            return EmuResponse(404, "not found\n")
+        return EmuResponse(
+            200,
+            f"availability-zone: {server.location['name']}-dc14\nhostname: {server.name}\n"
+            f"instance-id: {server.id}\npublic-ipv4: {server.ipv4}\n"
+            f"region: {server.location['network_zone']}\n",
+        )
+
+    @route("GET", "/_metadata/{server_id}/hetzner/v1/metadata/{key}")
+    def metadata_key(self, req: EmuRequest) -> EmuResponse:
+        server = self._live(int(req.params["server_id"]))
+        if server is None:
+            return EmuResponse(404, "not found\n")
+        values = {
+            "instance-id": str(server.id),
+            "hostname": server.name,
+            "public-ipv4": server.ipv4,
+            "availability-zone": f"{server.location['name']}-dc14",
+            "region": server.location["network_zone"],
+        }
+        value = values.get(req.params["key"])
+        return EmuResponse(404, "not found\n") if value is None else EmuResponse(200, value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the emulator on 127.0.0.1 until interrupted (SIGINT/SIGTERM)."""
+    parser = argparse.ArgumentParser(prog="python -m tests.emulators.hetzner", description=__doc__)
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
+    parser.add_argument("--token", default="emulator-token", help="the accepted token ('' = any)")
+    parser.add_argument("--readonly-token", action="append", default=[], help="a read-only token")
+    parser.add_argument("--create-seconds", type=float, default=2.0)
+    parser.add_argument("--start-seconds", type=float, default=2.0)
+    parser.add_argument("--delete-seconds", type=float, default=1.0)
+    parser.add_argument("--server-limit", type=int, default=10)
+    args = parser.parse_args(argv)
+    emulator = HetznerEmulator(
+        token=args.token or None,
+        readonly_tokens=args.readonly_token,
+        create_seconds=args.create_seconds,
+        start_seconds=args.start_seconds,
+        delete_seconds=args.delete_seconds,
+        server_limit=args.server_limit,
+        strict=False,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with emulator.serve(args.port) as url:
+        print(f"Hetzner emulator listening on {url}", flush=True)
+        stop.wait()
+    if emulator.violations:
+        print("spec violations:\n" + "\n".join(emulator.violations), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
