@@ -1,0 +1,190 @@
+"""Thin Qt controllers over the plain-async services: they await, then emit signals.
+
+An async slot is one line awaiting the service; ``@reports_errors`` turns a ``BivyError`` into the
+controller's ``failed`` signal (the window shows it as a dialog or in the status bar). Every long
+operation keeps its task in ``Controller.tasks`` so Cancel can cancel it, and the ``busy`` signal
+is restored in ``finally`` whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from PySide6.QtCore import QObject, Signal
+
+from app.domain import Region, Size, Workspace, WorkspaceSpec
+from app.errors import BivyError
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class ProgressLike(Protocol):
+    step: str
+    detail: str
+    fraction: float
+
+
+class WorkspaceListLike(Protocol):
+    workspaces: Sequence[Workspace]
+    errors: Mapping[str, BivyError]
+
+
+class WorkspaceBackend(Protocol):
+    """What the UI needs of ``app.services.workspaces.WorkspaceService``."""
+
+    async def list_workspaces(self) -> Any: ...
+
+    async def create(
+        self, spec: WorkspaceSpec, on_progress: Callable[[Any], None] | None = None
+    ) -> Workspace: ...
+
+    async def delete(self, name: str) -> None: ...
+
+    async def sizes(self, account_id: str, region: str | None = None) -> list[Size]: ...
+
+    async def regions(self, account_id: str) -> list[Region]: ...
+
+
+def reports_errors(
+    fn: Callable[..., Coroutine[Any, Any, R]],
+) -> Callable[..., Coroutine[Any, Any, R | None]]:
+    """Catch ``BivyError`` from a controller coroutine and emit it on ``self.failed``."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Controller, *args: Any, **kwargs: Any) -> R | None:
+        try:
+            return await fn(self, *args, **kwargs)
+        except BivyError as exc:
+            log.info("%s failed: %s", fn.__name__, exc.message)
+            self.failed.emit(exc.message, exc.hint)
+            return None
+
+    return wrapper
+
+
+class Controller(QObject):
+    """Base of every controller.
+
+    Signals:
+        failed(message, hint): a service raised a ``BivyError``.
+        busy(name, on): a named long operation started or ended (always ends, even on cancel).
+    Attributes:
+        tasks: the running long operations by name; ``cancel(name)`` cancels one.
+    """
+
+    failed = Signal(str, str)
+    busy = Signal(str, bool)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+
+    def start(self, name: str, coro: Awaitable[R]) -> asyncio.Task[R | None]:
+        """Run ``coro`` as the long operation ``name``; its task is kept until it ends."""
+
+        async def run() -> R | None:
+            self.busy.emit(name, True)
+            try:
+                return await coro
+            except asyncio.CancelledError:
+                log.info("%s cancelled", name)
+                return None
+            except BivyError as exc:
+                self.failed.emit(exc.message, exc.hint)
+                return None
+            finally:
+                self.tasks.pop(name, None)
+                self.busy.emit(name, False)
+
+        task = asyncio.ensure_future(run())
+        self.tasks[name] = task
+        task.add_done_callback(lambda _: self._ended(name, task, coro))
+        return task
+
+    def _ended(self, name: str, task: asyncio.Task[Any], coro: Awaitable[Any]) -> None:
+        # A task cancelled before its first step never ran ``run``: close the coroutine so it
+        # is not reported as never awaited, and forget the task.
+        close = getattr(coro, "close", None)
+        if close is not None:
+            close()
+        if self.tasks.get(name) is task:
+            del self.tasks[name]
+
+    def running(self, name: str) -> bool:
+        task = self.tasks.get(name)
+        return task is not None and not task.done()
+
+    def cancel(self, name: str) -> None:
+        task = self.tasks.get(name)
+        if task is not None:
+            task.cancel()
+
+    async def cancel_all(self) -> None:
+        """Cancel every long operation and wait until their cleanup ran."""
+        pending = [t for t in self.tasks.values() if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+class WorkspacesController(Controller):
+    """The workspace list and its operations over ``WorkspaceService``.
+
+    Signals:
+        listed(workspaces, errors): a refresh finished; errors maps account id → message.
+        progress(name, step, detail, fraction): a create advanced.
+        created(workspace): a create finished.
+        deleted(name): a delete finished.
+    """
+
+    listed = Signal(object, object)
+    progress = Signal(str, str, str, float)
+    created = Signal(object)
+    deleted = Signal(str)
+
+    def __init__(self, service: WorkspaceBackend, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.service = service
+
+    @reports_errors
+    async def refresh(self) -> None:
+        self._emit_list(await self.service.list_workspaces())
+
+    def _emit_list(self, result: WorkspaceListLike) -> None:
+        errors = {account: str(exc) for account, exc in result.errors.items()}
+        self.listed.emit(list(result.workspaces), errors)
+
+    def start_create(self, spec: WorkspaceSpec) -> asyncio.Task[Workspace | None]:
+        """Create in the background as operation ``create:<name>``; Cancel cancels it."""
+        return self.start(f"create:{spec.name}", self._create(spec))
+
+    async def _create(self, spec: WorkspaceSpec) -> Workspace:
+        ws = await self.service.create(spec, on_progress=lambda p: self._progress(spec.name, p))
+        self.created.emit(ws)
+        return ws
+
+    def _progress(self, name: str, p: ProgressLike) -> None:
+        self.progress.emit(name, p.step, p.detail, float(p.fraction))
+
+    def start_delete(self, name: str) -> asyncio.Task[None]:
+        return self.start(f"delete:{name}", self._delete(name))
+
+    async def _delete(self, name: str) -> None:
+        await self.service.delete(name)
+        self.deleted.emit(name)
+
+    @reports_errors
+    async def sizes(self, account_id: str, region: str | None = None) -> list[Size]:
+        return await self.service.sizes(account_id, region)
+
+    @reports_errors
+    async def regions(self, account_id: str) -> list[Region]:
+        return await self.service.regions(account_id)

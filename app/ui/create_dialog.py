@@ -1,0 +1,409 @@
+"""The create dialog: repo, account, region, size with live prices, progress, Cancel at any time."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.domain import (
+    AgentCredentialKind,
+    Region,
+    Size,
+    Workspace,
+    WorkspaceSpec,
+    validate_workspace_name,
+)
+from app.settings import Settings
+from app.ui import formatting
+from app.ui.controllers import WorkspacesController
+
+_CREDENTIALS: list[tuple[AgentCredentialKind, str]] = [
+    ("api_key", "Anthropic API key"),
+    ("oauth_token", "Claude Code OAuth token (subscription)"),
+    ("none", "None — log in inside the terminal"),
+]
+
+
+def repo_problem(url: str) -> str | None:
+    """Why ``url`` cannot be cloned, or None when it is fine (reason shown as the user types)."""
+    try:
+        from app.domain.validation import validate_repo_url  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # lands with the cloud-init work; WorkspaceSpec checks it on create
+        return None
+    try:
+        validate_repo_url(url)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def name_from_repo(url: str) -> str:
+    """A workspace name proposal from the repository's last path segment."""
+    tail = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1].removesuffix(".git").lower()
+    name = re.sub(r"[^a-z0-9-]+", "-", tail).strip("-")
+    name = re.sub(r"^[^a-z]+", "", name)[:40].rstrip("-")
+    return name or "workspace"
+
+
+class CreateDialog(QDialog):
+    """Asks what to create, then shows its progress; Cancel cancels the create task.
+
+    Signals:
+        created(workspace): the workspace was created and is bootstrapping.
+    Attributes:
+        controller: the workspaces controller that runs the create.
+        create_task: the running create, if any (kept so Cancel can cancel it).
+        load_task: the running region/size load, if any.
+    """
+
+    created = Signal(object)
+
+    def __init__(
+        self,
+        controller: WorkspacesController,
+        settings: Settings,
+        accounts: Sequence[tuple[str, str]],
+        parent: QWidget | None = None,
+        *,
+        existing_names: Sequence[str] = (),
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("New workspace")
+        self.setMinimumWidth(560)
+        self.controller = controller
+        self.settings = settings
+        self.create_task: asyncio.Task[Workspace | None] | None = None
+        self.load_task: asyncio.Task[None] | None = None
+        self._sizes: list[Size] = []
+        self._existing = set(existing_names)
+        self._name_edited = False
+        self._build(accounts)
+        self._validate()
+        QTimer.singleShot(0, self._account_changed)
+
+    # -- construction ---------------------------------------------------------------------
+
+    def _build(self, accounts: Sequence[tuple[str, str]]) -> None:
+        defaults = self.settings.defaults
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.repo = QLineEdit()
+        self.repo.setPlaceholderText(
+            "https://github.com/owner/repo.git  or  git@github.com:owner/repo.git"
+        )
+        self.repo.setToolTip("The git repository to clone (https or ssh URL)")
+        self.repo_error = QLabel()
+        self.repo_error.setWordWrap(True)
+        self.repo_error.setStyleSheet("color: #b00020;")
+        self.branch = QLineEdit()
+        self.branch.setPlaceholderText("default branch")
+        self.branch.setToolTip("Leave empty for the repository's default branch")
+        self.name = QLineEdit()
+        self.name.setToolTip("Lower-case letters, digits and '-'; `ssh bivy-<name>` reaches it")
+        self.name.textEdited.connect(self._name_was_edited)
+        self.name_error = QLabel()
+        self.name_error.setStyleSheet("color: #b00020;")
+        self.account = QComboBox()
+        for account_id, label in accounts:
+            self.account.addItem(label, account_id)
+        if defaults.account:
+            index = self.account.findData(defaults.account)
+            if index >= 0:
+                self.account.setCurrentIndex(index)
+        self.region_combo = QComboBox()
+        self.region_combo.setToolTip("Where the VM runs; sizes and prices depend on it")
+        self.size_combo = QComboBox()
+        self.size_combo.setToolTip("The server type, with its price in the chosen region")
+        self.loading = QProgressBar()
+        self.loading.setRange(0, 0)
+        self.loading.setMaximumWidth(90)
+        self.loading.setTextVisible(False)
+        self.loading.setToolTip("Loading live prices from the provider…")
+        self.loading.hide()
+        size_row = QHBoxLayout()
+        size_row.addWidget(self.size_combo, 1)
+        size_row.addWidget(self.loading)
+        self.price = QLabel("–")
+        self.price.setToolTip("Billed per started hour until the VM is deleted")
+        self.idle = QSpinBox()
+        self.idle.setRange(5, 24 * 60)
+        self.idle.setSuffix(" min")
+        self.idle.setValue(defaults.idle_minutes)
+        self.idle.setToolTip("The VM deletes itself after this long without agent or user activity")
+        self.max_hours = QSpinBox()
+        self.max_hours.setRange(1, 24 * 7)
+        self.max_hours.setSuffix(" h")
+        self.max_hours.setValue(defaults.max_hours)
+        self.max_hours.setToolTip("Hard limit: the VM is deleted this long after creation")
+        self.credential = QComboBox()
+        for kind, label in _CREDENTIALS:
+            self.credential.addItem(label, kind)
+        self.credential.setCurrentIndex(max(0, self.credential.findData(defaults.agent_credential)))
+        self.credential.setToolTip("Which credential from the keychain the agent gets")
+
+        form.addRow("Repository URL", self.repo)
+        form.addRow("", self.repo_error)
+        form.addRow("Branch", self.branch)
+        form.addRow("Name", self.name)
+        form.addRow("", self.name_error)
+        form.addRow("Account", self.account)
+        form.addRow("Region", self.region_combo)
+        form.addRow("Size", size_row)
+        form.addRow("Price", self.price)
+        form.addRow("Idle delete after", self.idle)
+        form.addRow("Maximum lifetime", self.max_hours)
+        form.addRow("Agent credential", self.credential)
+        self.form_widget = QWidget()
+        self.form_widget.setLayout(form)
+
+        self.step = QLabel()
+        self.step.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.step.hide()
+        self.progress.hide()
+
+        self.buttons = QDialogButtonBox()
+        self.create_button = QPushButton("Create")
+        self.create_button.setDefault(True)
+        self.create_button.setToolTip("Create the VM on the chosen account (Ctrl+Return)")
+        self.create_button.setShortcut("Ctrl+Return")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Close, or stop a create in progress and delete what it made")
+        self.buttons.addButton(self.create_button, QDialogButtonBox.ButtonRole.AcceptRole)
+        self.buttons.addButton(self.cancel_button, QDialogButtonBox.ButtonRole.RejectRole)
+        self.create_button.clicked.connect(self.start_create)
+        self.cancel_button.clicked.connect(self.cancel)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form_widget)
+        layout.addWidget(self.step)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.buttons)
+
+        self.repo.textChanged.connect(self._repo_changed)
+        self.name.textChanged.connect(self._validate)
+        self.account.currentIndexChanged.connect(self._account_changed)
+        self.region_combo.currentIndexChanged.connect(self._region_changed)
+        self.size_combo.currentIndexChanged.connect(self._show_price)
+        self.controller.progress.connect(self._on_progress)
+
+    # -- validation as the user types -----------------------------------------------------
+
+    def _name_was_edited(self, _: str) -> None:
+        self._name_edited = True
+
+    def _repo_changed(self, text: str) -> None:
+        if not self._name_edited:
+            self.name.setText(name_from_repo(text) if text.strip() else "")
+        self._validate()
+
+    def _validate(self) -> bool:
+        url = self.repo.text().strip()
+        problem = repo_problem(url) if url else None
+        self.repo_error.setText(problem or "")
+        self.repo_error.setVisible(bool(problem))
+        name_problem: str | None = None
+        name = self.name.text().strip()
+        if name:
+            try:
+                validate_workspace_name(name)
+            except ValueError as exc:
+                name_problem = str(exc)
+            if name in self._existing:
+                name_problem = f"a workspace named {name!r} exists already"
+        self.name_error.setText(name_problem or "")
+        self.name_error.setVisible(bool(name_problem))
+        ok = bool(
+            url
+            and not problem
+            and name
+            and not name_problem
+            and self.account.currentData()
+            and self.size_combo.currentData()
+        )
+        self.create_button.setEnabled(ok and self.create_task is None)
+        return ok
+
+    # -- live regions, sizes and prices ---------------------------------------------------
+
+    def _run_load(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self.load_task is not None and not self.load_task.done():
+            self.load_task.cancel()
+        self.load_task = asyncio.ensure_future(self._loading(coro))
+
+    async def _loading(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.loading.show()
+        self.size_combo.setEnabled(False)
+        try:
+            await coro
+        finally:
+            self.loading.hide()
+            self.size_combo.setEnabled(True)
+            self._validate()
+
+    def _account_changed(self, *_: object) -> None:
+        account = self.account.currentData()
+        if account:
+            self._run_load(self._load_regions(str(account)))
+
+    async def _load_regions(self, account: str) -> None:
+        regions = await self.controller.regions(account) or []
+        self._fill_regions(regions)
+        await self._load_sizes(account, self.region_combo.currentData())
+
+    def _fill_regions(self, regions: list[Region]) -> None:
+        self.region_combo.blockSignals(True)
+        self.region_combo.clear()
+        for region in regions:
+            where = ", ".join(p for p in (region.city, region.country) if p)
+            self.region_combo.addItem(f"{region.id} — {where}" if where else region.id, region.id)
+        wanted = self.settings.defaults.region
+        index = self.region_combo.findData(wanted) if wanted else -1
+        self.region_combo.setCurrentIndex(max(0, index))
+        self.region_combo.blockSignals(False)
+
+    def _region_changed(self, *_: object) -> None:
+        account = self.account.currentData()
+        if account:
+            self._run_load(self._load_sizes(str(account), self.region_combo.currentData()))
+
+    async def _load_sizes(self, account: str, region: str | None) -> None:
+        sizes = await self.controller.sizes(account, region) or []
+        self._sizes = [s for s in sizes if not s.deprecated]
+        previous = self.size_combo.currentData() or self.settings.defaults.size
+        self.size_combo.blockSignals(True)
+        self.size_combo.clear()
+        for size in sorted(self._sizes, key=lambda s: _hourly(s, region)):
+            price = size.price_in(region) if region else None
+            label = f"{size.name} — {size.cores} vCPU, {size.memory_gb:g} GB RAM, {size.disk_gb} GB"
+            if price is not None:
+                label += f" — {formatting.hourly(price.hourly, price.currency)}/h"
+            self.size_combo.addItem(label, size.name)
+        index = self.size_combo.findData(previous) if previous else -1
+        self.size_combo.setCurrentIndex(max(0, index) if self.size_combo.count() else -1)
+        self.size_combo.blockSignals(False)
+        self._show_price()
+
+    def _show_price(self, *_: object) -> None:
+        name = self.size_combo.currentData()
+        region = self.region_combo.currentData()
+        size = next((s for s in self._sizes if s.name == name), None)
+        price = size.price_in(region) if size is not None and region else None
+        if price is None:
+            self.price.setText("–" if size is None else "not available in this region")
+        else:
+            self.price.setText(
+                f"{formatting.hourly(price.hourly, price.currency)} per hour · at most "
+                f"{formatting.money(price.monthly, price.currency)} per month"
+                + (" (VAT incl.)" if price.includes_vat else " (excl. VAT)")
+            )
+        self._validate()
+
+    # -- create and cancel ----------------------------------------------------------------
+
+    def spec(self) -> WorkspaceSpec:
+        account = str(self.account.currentData())
+        configured = self.settings.account(account)
+        return WorkspaceSpec(
+            name=self.name.text().strip(),
+            repo_url=self.repo.text().strip(),
+            branch=self.branch.text().strip() or None,
+            provider=configured.provider if configured else account,
+            account=account,
+            region=self.region_combo.currentData(),
+            size=self.size_combo.currentData(),
+            idle_minutes=self.idle.value(),
+            max_hours=self.max_hours.value(),
+            agent_credential=self.credential.currentData(),
+        )
+
+    def start_create(self) -> None:
+        if not self._validate():
+            return
+        spec = self.spec()
+        self._spec_name = spec.name
+        self.form_widget.setEnabled(False)
+        self.create_button.setEnabled(False)
+        self.step.setText("Starting…")
+        self.step.show()
+        self.progress.setValue(0)
+        self.progress.show()
+        self.cancel_button.setToolTip("Stop the create and delete anything it created")
+        self.create_task = self.controller.start_create(spec)
+        self.create_task.add_done_callback(self._create_done)
+
+    def _on_progress(self, name: str, step: str, detail: str, fraction: float) -> None:
+        if self.create_task is None or name != getattr(self, "_spec_name", None):
+            return
+        self.step.setText(f"{step}: {detail}" if detail else step)
+        self.progress.setValue(round(fraction * 100))
+
+    def _create_done(self, task: asyncio.Task[Workspace | None]) -> None:
+        self.create_task = None
+        ws = None if task.cancelled() else task.result()
+        if ws is not None:
+            self.created.emit(ws)
+            self.accept()
+            return
+        # Failed or cancelled: the form comes back as it was, the error is shown by the app.
+        self.form_widget.setEnabled(True)
+        self.progress.hide()
+        self.step.setText("Cancelled; nothing was left running." if self._cancelled else "")
+        self.step.setVisible(self._cancelled)
+        self.cancel_button.setEnabled(True)
+        self._validate()
+
+    _cancelled = False
+
+    def cancel(self) -> None:
+        """Cancel a running create (its cleanup deletes the VM), else close the dialog."""
+        if self.create_task is not None and not self.create_task.done():
+            self._cancelled = True
+            self.step.setText("Cancelling: deleting what was created…")
+            self.cancel_button.setEnabled(False)
+            self.create_task.cancel()
+            return
+        self.reject()
+
+    def reject(self) -> None:
+        if self.create_task is not None and not self.create_task.done():
+            self.cancel()
+            return
+        if self.load_task is not None and not self.load_task.done():
+            self.load_task.cancel()
+        super().reject()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.create_task is not None and not self.create_task.done():
+            self.cancel()
+            event.ignore()
+            return
+        super().closeEvent(event)
+
+    def busy_loading(self) -> bool:
+        return self.load_task is not None and not self.load_task.done()
+
+
+def _hourly(size: Size, region: str | None) -> float:
+    price = size.price_in(region) if region else None
+    return float(price.hourly) if price else float("inf")

@@ -1,0 +1,64 @@
+"""Entry point of the desktop app: QApplication + qasync loop, the window, one shutdown path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication
+
+from app import APP_ID
+from app.paths import resource_path
+
+log = logging.getLogger(__name__)
+
+
+def _application() -> QApplication:
+    existing = QApplication.instance()
+    if isinstance(existing, QApplication):
+        return existing
+    app = QApplication(sys.argv[:1])
+    app.setApplicationName("Bivy")
+    app.setOrganizationName("Bivy")
+    app.setDesktopFileName(APP_ID)
+    app.setWindowIcon(QIcon(str(resource_path("icons", "bivy.svg"))))
+    # The tray keeps running workspaces in view; quitting is explicit (window close or tray Quit).
+    app.setQuitOnLastWindowClosed(False)
+    return app
+
+
+def run_gui(smoke_test: bool = False) -> int:
+    """Open the main window and run until the user quits; ``smoke_test`` shows it and exits 0."""
+    import qasync
+
+    from app.ui.shell import Shell
+
+    started = time.perf_counter()
+    if smoke_test:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    logging.basicConfig(level=logging.INFO if not smoke_test else logging.WARNING)
+    app = _application()
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+
+    async def main() -> int:
+        shell = Shell.from_environment()
+        await shell.start(smoke_test=smoke_test)
+        if smoke_test:
+            # Let the window map and paint, then leave through the same path as Quit.
+            for _ in range(5):
+                app.processEvents()
+                await asyncio.sleep(0.01)
+            shown = shell.window.isVisible()
+            elapsed = time.perf_counter() - started
+            print(f"bivy smoke test: window shown={shown} after {elapsed:.3f} s")
+            await shell.shutdown()
+            return 0 if shown else 1
+        return await shell.wait_closed()
+
+    with loop:
+        return int(loop.run_until_complete(main()))

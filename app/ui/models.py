@@ -1,0 +1,349 @@
+"""Qt item models over the domain: the workspace table of the main window."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import IntEnum
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+
+from app.domain import AgentState, Phase, ServerStatus, Workspace, utcnow
+from app.ui import formatting
+
+ProgressRole = Qt.ItemDataRole.UserRole + 1
+WorkspaceRole = Qt.ItemDataRole.UserRole + 2
+SortRole = Qt.ItemDataRole.UserRole + 3
+
+AnyIndex = QModelIndex | QPersistentModelIndex
+
+
+class Column(IntEnum):
+    """The table's columns, in display order."""
+
+    NAME = 0
+    REPO = 1
+    PROVIDER = 2
+    REGION = 3
+    SIZE = 4
+    STATUS = 5
+    UPTIME = 6
+    COST = 7
+    PRICE = 8
+    IDLE_LEFT = 9
+    LIFETIME_LEFT = 10
+
+
+HEADERS: dict[Column, tuple[str, str]] = {
+    Column.NAME: ("Name", "The workspace name (ssh bivy-<name>)"),
+    Column.REPO: ("Repository", "The git repository cloned into the workspace"),
+    Column.PROVIDER: ("Account", "The cloud account that pays for the VM"),
+    Column.REGION: ("Region", "Where the VM runs"),
+    Column.SIZE: ("Size", "The server type"),
+    Column.STATUS: ("Status", "The VM's state and bootstrap phase, with its progress"),
+    Column.UPTIME: ("Uptime", "Time since the VM was created"),
+    Column.COST: ("Cost so far", "What the VM has cost since it was created (provider's billing)"),
+    Column.PRICE: ("Price/h", "The hourly price of the server type in its region"),
+    Column.IDLE_LEFT: ("Idle delete in", "Time left before the VM deletes itself for idleness"),
+    Column.LIFETIME_LEFT: ("Lifetime left", "Time left before the hard maximum lifetime"),
+}
+
+
+@dataclass(frozen=True)
+class CostFigure:
+    """What the cost service says about one workspace.
+
+    Attributes:
+        so_far: the running cost since creation.
+        currency: the account's currency.
+    """
+
+    so_far: Decimal
+    currency: str = "EUR"
+
+
+def workspace_key(ws: Workspace) -> tuple[str, str]:
+    """Workspaces are unique per account and name."""
+    return (ws.account, ws.name)
+
+
+_NO_BAR = (Phase.READY, Phase.FAILED, Phase.UNKNOWN, Phase.EXPIRING, Phase.DELETING)
+
+
+def is_running(ws: Workspace) -> bool:
+    return ws.server is not None and ws.server.status is ServerStatus.RUNNING
+
+
+def is_ready(ws: Workspace) -> bool:
+    """Running and bootstrapped: the terminal can be opened."""
+    return is_running(ws) and ws.status is not None and ws.status.phase is Phase.READY
+
+
+def phase_of(ws: Workspace) -> Phase | None:
+    return ws.status.phase if ws.status is not None else None
+
+
+def status_text(ws: Workspace) -> str:
+    """``ready · agent waiting``, ``building (45%)``, ``starting``, ``creating``…"""
+    if ws.server is None:
+        return "creating"
+    if ws.server.status is not ServerStatus.RUNNING:
+        return ws.server.status.value
+    if ws.status is None or ws.status.phase is Phase.UNKNOWN:
+        return "running · booting"
+    text = ws.status.phase.value
+    if ws.status.phase is Phase.FAILED:
+        return "failed"
+    agent = ws.agent.state if ws.agent is not None else AgentState.UNKNOWN
+    if ws.status.phase is Phase.READY and agent is not AgentState.UNKNOWN:
+        text = f"{text} · {_AGENT_LABELS[agent]}"
+    return text
+
+
+_AGENT_LABELS = {
+    AgentState.WORKING: "agent working",
+    AgentState.WAITING: "agent waiting for you",
+    AgentState.IDLE: "agent idle",
+}
+
+
+def progress_of(ws: Workspace) -> float | None:
+    """The bootstrap progress to draw as a bar, or None when no bar belongs there."""
+    if ws.server is None:
+        return 0.0
+    if ws.status is None:
+        booting = ws.server.status in (ServerStatus.INITIALIZING, ServerStatus.STARTING)
+        return 0.02 if booting else None
+    if ws.status.phase in _NO_BAR:
+        return None
+    return max(0.0, min(1.0, ws.status.progress))
+
+
+def idle_deadline(ws: Workspace) -> datetime | None:
+    return ws.status.idle_deadline if ws.status is not None else None
+
+
+def lifetime_deadline(ws: Workspace) -> datetime | None:
+    if ws.status is not None and ws.status.lifetime_deadline is not None:
+        return ws.status.lifetime_deadline
+    return ws.lifetime_deadline
+
+
+class WorkspaceTableModel(QAbstractTableModel):
+    """The workspaces of every account, one row each, updated in place on refresh.
+
+    Rows are keyed by (account, name), so a refresh keeps the selection and only changed rows
+    repaint. ``now`` is injectable so countdowns can be tested.
+    """
+
+    def __init__(self, parent: Any = None, *, now: Callable[[], datetime] = utcnow) -> None:
+        super().__init__(parent)
+        self._rows: list[Workspace] = []
+        self._index: dict[tuple[str, str], int] = {}
+        self._costs: dict[tuple[str, str], CostFigure] = {}
+        self._now = now
+
+    # -- Qt model interface ---------------------------------------------------------------
+
+    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(Column)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if orientation is not Qt.Orientation.Horizontal or section >= len(Column):
+            return None
+        title, tip = HEADERS[Column(section)]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return title
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return tip
+        return None
+
+    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or index.row() >= len(self._rows):
+            return None
+        ws = self._rows[index.row()]
+        column = Column(index.column())
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(ws, column)
+        if role == SortRole:
+            return self._sort_key(ws, column)
+        if role == WorkspaceRole:
+            return ws
+        if role == ProgressRole and column is Column.STATUS:
+            return progress_of(ws)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(ws, column)
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in (
+            Column.UPTIME,
+            Column.COST,
+            Column.PRICE,
+            Column.IDLE_LEFT,
+            Column.LIFETIME_LEFT,
+        ):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    # -- updates --------------------------------------------------------------------------
+
+    def set_workspaces(self, workspaces: Iterable[Workspace]) -> None:
+        """Replace the rows: changed ones update in place, new ones append, gone ones go."""
+        incoming = {workspace_key(ws): ws for ws in workspaces}
+        gone = [i for i, ws in enumerate(self._rows) if workspace_key(ws) not in incoming]
+        for row in reversed(gone):
+            self.beginRemoveRows(QModelIndex(), row, row)
+            del self._rows[row]
+            self.endRemoveRows()
+        self._reindex()
+        changed: list[int] = []
+        for key, ws in incoming.items():
+            at = self._index.get(key)
+            if at is not None and self._rows[at] != ws:
+                self._rows[at] = ws
+                changed.append(at)
+        new = [ws for key, ws in incoming.items() if key not in self._index]
+        if new:
+            first = len(self._rows)
+            self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
+            self._rows.extend(new)
+            self.endInsertRows()
+            self._reindex()
+        if changed:
+            self.dataChanged.emit(
+                self.index(min(changed), 0), self.index(max(changed), len(Column) - 1)
+            )
+
+    def upsert(self, ws: Workspace) -> None:
+        """Add or update one workspace (a create in progress, a status read)."""
+        row = self._index.get(workspace_key(ws))
+        if row is None:
+            self.set_workspaces([*self._rows, ws])
+            return
+        self._rows[row] = ws
+        self.dataChanged.emit(self.index(row, 0), self.index(row, len(Column) - 1))
+
+    def remove(self, account: str, name: str) -> None:
+        row = self._index.get((account, name))
+        if row is None:
+            return
+        self.beginRemoveRows(QModelIndex(), row, row)
+        del self._rows[row]
+        self.endRemoveRows()
+        self._reindex()
+
+    def set_costs(self, costs: Mapping[tuple[str, str], CostFigure]) -> None:
+        self._costs = dict(costs)
+        self.tick()
+
+    def tick(self) -> None:
+        """Repaint the time-dependent columns (uptime, cost, countdowns)."""
+        if self._rows:
+            self.dataChanged.emit(
+                self.index(0, Column.UPTIME),
+                self.index(len(self._rows) - 1, Column.LIFETIME_LEFT),
+                [Qt.ItemDataRole.DisplayRole],
+            )
+
+    def workspaces(self) -> Sequence[Workspace]:
+        return tuple(self._rows)
+
+    def workspace_at(self, row: int) -> Workspace | None:
+        return self._rows[row] if 0 <= row < len(self._rows) else None
+
+    def row_of(self, account: str, name: str) -> int | None:
+        return self._index.get((account, name))
+
+    def _reindex(self) -> None:
+        self._index = {workspace_key(ws): i for i, ws in enumerate(self._rows)}
+
+    # -- cell contents --------------------------------------------------------------------
+
+    def _display(self, ws: Workspace, column: Column) -> str:
+        now = self._now()
+        server = ws.server
+        price = server.price if server is not None else None
+        match column:
+            case Column.NAME:
+                return ws.name
+            case Column.REPO:
+                return _short_repo(ws.repo_url)
+            case Column.PROVIDER:
+                return ws.account if ws.account == ws.provider else f"{ws.account} ({ws.provider})"
+            case Column.REGION:
+                return server.region if server else "–"
+            case Column.SIZE:
+                return server.size if server else "–"
+            case Column.STATUS:
+                return status_text(ws)
+            case Column.UPTIME:
+                return formatting.since(server.created_at if server else None, now)
+            case Column.COST:
+                cost = self._costs.get(workspace_key(ws))
+                return formatting.money(cost.so_far, cost.currency) if cost else "–"
+            case Column.PRICE:
+                return formatting.hourly(price.hourly, price.currency) if price else "–"
+            case Column.IDLE_LEFT:
+                if ws.keep_alive_until is not None and ws.keep_alive_until > now:
+                    return f"kept alive {formatting.until(ws.keep_alive_until, now)}"
+                return formatting.until(idle_deadline(ws), now)
+            case Column.LIFETIME_LEFT:
+                return formatting.until(lifetime_deadline(ws), now)
+        return ""  # pragma: no cover - every column is matched above
+
+    def _sort_key(self, ws: Workspace, column: Column) -> Any:
+        now = self._now()
+        far = now + timedelta(days=3650)
+        match column:
+            case Column.UPTIME:
+                created = ws.server.created_at if ws.server else None
+                return (now - created).total_seconds() if created else -1.0
+            case Column.COST:
+                cost = self._costs.get(workspace_key(ws))
+                return float(cost.so_far) if cost else -1.0
+            case Column.PRICE:
+                price = ws.server.price if ws.server else None
+                return float(price.hourly) if price else -1.0
+            case Column.IDLE_LEFT:
+                return (idle_deadline(ws) or far).timestamp()
+            case Column.LIFETIME_LEFT:
+                return (lifetime_deadline(ws) or far).timestamp()
+        return self._display(ws, column).lower()
+
+    def _tooltip(self, ws: Workspace, column: Column) -> str | None:
+        if column is Column.REPO:
+            return ws.repo_url or None
+        if column is Column.STATUS:
+            parts = [status_text(ws)]
+            if ws.status is not None:
+                if ws.status.detail:
+                    parts.append(ws.status.detail)
+                if ws.status.error:
+                    parts.append(f"Error: {ws.status.error}")
+                if ws.status.backup_error:
+                    parts.append(f"Backup failed: {ws.status.backup_error}")
+            if ws.agent is not None and ws.agent.message:
+                parts.append(f"Agent: {ws.agent.message}")
+            return "\n".join(parts)
+        if column is Column.IDLE_LEFT:
+            return f"Deletes itself after {ws.idle_minutes} min without agent or user activity"
+        if column is Column.LIFETIME_LEFT:
+            return f"Deleted at the latest {ws.max_hours} h after creation, whatever happens"
+        return None
+
+
+def _short_repo(url: str) -> str:
+    """``github.com/owner/repo`` for ``https://github.com/owner/repo.git``."""
+    text = url.strip()
+    for prefix in ("https://", "http://", "ssh://"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    if text.startswith("git@"):
+        text = text[4:].replace(":", "/", 1)
+    return text.removesuffix(".git") or "–"

@@ -1,0 +1,304 @@
+"""Wires the window, dialogs and tray to the controllers, and owns the one shutdown path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QWidget
+
+from app.domain import Workspace, utcnow
+from app.errors import BivyError
+from app.providers.base import Provider
+from app.settings import SecretStore, Settings, load_settings, save_settings
+from app.ui.controllers import WorkspaceBackend, WorkspacesController
+from app.ui.create_dialog import CreateDialog
+from app.ui.main_window import MainWindow
+from app.ui.models import CostFigure
+from app.ui.notifications import Notifier
+from app.ui.settings_dialog import SettingsDialog, Validator
+from app.ui.tray import Tray
+
+log = logging.getLogger(__name__)
+
+#: Refresh interval multiplier while the window is hidden or minimised.
+HIDDEN_BACKOFF = 4
+
+
+class Shell(QObject):
+    """The running app: settings, services, controllers, window and tray.
+
+    Attributes:
+        window: the main window; tray: the tray icon; workspaces: the workspaces controller.
+        settings: the current settings (saved by the settings dialog).
+        costs: the last cost figures per (account, name).
+        closed: set when shutdown finished.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        secrets: SecretStore,
+        *,
+        workspace_service: WorkspaceBackend | None,
+        providers: Mapping[str, type[Provider]],
+        validator: Validator,
+        reload_services: Callable[[Settings], WorkspaceBackend | None] | None = None,
+        public_key: Callable[[], Awaitable[str]] | None = None,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.secrets = secrets
+        self.providers = providers
+        self.validator = validator
+        self.public_key = public_key
+        self._reload_services = reload_services
+        self.now = now
+        self.closed = asyncio.Event()
+        self._shutting_down = False
+        self.costs: dict[tuple[str, str], CostFigure] = {}
+        self.notifier = Notifier()
+        self.window = MainWindow(now=now)
+        self.tray = Tray(self)
+        self.workspaces: WorkspacesController | None = None
+        self.refresh_timer = QTimer(self)
+        self.refresh_timer.setSingleShot(True)
+        self.refresh_timer.timeout.connect(self.request_refresh)
+        self.tick_timer = QTimer(self)
+        self.tick_timer.setInterval(1000)
+        self.tick_timer.timeout.connect(self.window.model.tick)
+        self.dialogs: list[QWidget] = []
+        self._set_service(workspace_service)
+        self._connect()
+
+    @classmethod
+    def from_environment(cls) -> Shell:
+        """Build the shell over the real services, settings and keychain of this user."""
+        from app.providers.registry import PROVIDERS
+
+        try:
+            settings = load_settings()
+        except BivyError as exc:
+            log.warning("%s", exc)
+            settings = Settings()
+        secrets = SecretStore()
+
+        def services(current: Settings) -> WorkspaceBackend | None:
+            try:
+                from app.services.workspaces import (  # type: ignore[import-not-found,unused-ignore]
+                    WorkspaceService,
+                )
+            except ImportError:  # the service lands in a parallel change
+                return None
+            return WorkspaceService(current, secrets)  # type: ignore[no-any-return]
+
+        async def validate(kind: str, options: Mapping[str, str]) -> str:
+            provider = PROVIDERS[kind](options)  # type: ignore[call-arg]
+            try:
+                info = await provider.validate()
+            finally:
+                await provider.aclose()
+            return info.description or "The credentials work."
+
+        return cls(
+            settings,
+            secrets,
+            workspace_service=services(settings),
+            providers=PROVIDERS,
+            validator=validate,
+            reload_services=services,
+        )
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def _set_service(self, service: WorkspaceBackend | None) -> None:
+        if self.workspaces is not None:
+            self.workspaces.deleteLater()
+        self.workspaces = WorkspacesController(service, self) if service is not None else None
+        if self.workspaces is None:
+            return
+        self.workspaces.listed.connect(self._listed)
+        self.workspaces.failed.connect(self.window.show_error)
+        self.workspaces.created.connect(self._created)
+        self.workspaces.deleted.connect(self._deleted)
+        self.workspaces.progress.connect(self._progress)
+        self.workspaces.busy.connect(self._busy)
+
+    def _connect(self) -> None:
+        w = self.window
+        w.newRequested.connect(self.open_create_dialog)
+        w.settingsRequested.connect(self.open_settings_dialog)
+        w.refreshRequested.connect(self.request_refresh)
+        w.deleteRequested.connect(self.delete)
+        w.copySshRequested.connect(self.copy_ssh)
+        w.closing.connect(self.request_shutdown)
+        t = self.tray
+        t.newRequested.connect(self.open_create_dialog)
+        t.showRequested.connect(self._show_window)
+        t.quitRequested.connect(self.request_shutdown)
+        t.deleteRequested.connect(self.delete)
+        t.deleteAllRequested.connect(self.delete_all)
+
+    async def start(self, *, smoke_test: bool = False) -> None:
+        self.window.set_has_accounts(bool(self.settings.accounts))
+        self.window.show()
+        if not smoke_test:
+            self.tray.show()
+            self.tick_timer.start()
+            self.request_refresh()
+
+    # -- refresh --------------------------------------------------------------------------
+
+    def request_refresh(self) -> None:
+        """Refresh now unless one is running; the next one is scheduled when it ends."""
+        if self.workspaces is None or self._shutting_down:
+            return
+        if not self.workspaces.running("refresh"):
+            self.refresh_timer.stop()
+            self.workspaces.start("refresh", self.workspaces.refresh())
+
+    def next_interval_ms(self) -> int:
+        seconds = self.settings.refresh_seconds
+        if not self.window.isVisible() or self.window.isMinimized():
+            seconds *= HIDDEN_BACKOFF
+        return seconds * 1000
+
+    def _busy(self, name: str, on: bool) -> None:
+        if name == "refresh" and not on and not self._shutting_down:
+            self.refresh_timer.start(self.next_interval_ms())
+
+    def _listed(self, workspaces: list[Workspace], errors: dict[str, str]) -> None:
+        self.window.set_workspaces(workspaces)
+        self.window.set_refreshed(self.now(), errors)
+        self.tray.update(workspaces, self.costs)
+        for notice in self.notifier.update(workspaces, self.now()):
+            if not self.tray.notify(notice):
+                self.window.show_error(notice.title, notice.text)
+
+    def _created(self, ws: Workspace) -> None:
+        self.window.upsert_workspace(ws)
+        self.window.select(ws.account, ws.name)
+        self.request_refresh()
+
+    def _deleted(self, name: str) -> None:
+        for ws in self.window.model.workspaces():
+            if ws.name == name:
+                self.window.model.remove(ws.account, ws.name)
+        self.window.statusBar().showMessage(f"Deleted {name}", 5000)
+        self.request_refresh()
+
+    def _progress(self, name: str, step: str, detail: str, fraction: float) -> None:
+        self.window.statusBar().showMessage(f"{name}: {step} {detail}".strip(), 5000)
+
+    # -- actions --------------------------------------------------------------------------
+
+    def account_choices(self) -> list[tuple[str, str]]:
+        out = []
+        for account in self.settings.accounts:
+            provider = self.providers.get(account.provider)
+            kind = provider.display_name if provider else account.provider
+            out.append((account.id, f"{account.label or account.id} ({kind})"))
+        return out
+
+    def open_create_dialog(self) -> CreateDialog | None:
+        if self.workspaces is None or not self.settings.accounts:
+            self.open_settings_dialog()
+            return None
+        dialog = CreateDialog(
+            self.workspaces,
+            self.settings,
+            self.account_choices(),
+            self.window,
+            existing_names=[ws.name for ws in self.window.model.workspaces()],
+        )
+        self._keep(dialog)
+        dialog.open()
+        return dialog
+
+    def open_settings_dialog(self) -> SettingsDialog:
+        dialog = SettingsDialog(
+            self.settings,
+            self.secrets,
+            self.providers,
+            self.validator,
+            public_key=self.public_key,
+            parent=self.window,
+        )
+        dialog.accepted.connect(lambda: self._settings_saved(dialog.settings))
+        self._keep(dialog)
+        dialog.open()
+        return dialog
+
+    def _keep(self, dialog: QWidget) -> None:
+        self.dialogs.append(dialog)
+        dialog.destroyed.connect(lambda *_: self.dialogs.remove(dialog))
+        dialog.finished.connect(dialog.deleteLater)  # type: ignore[attr-defined]
+
+    def _settings_saved(self, settings: Settings) -> None:
+        self.settings = settings
+        save_settings(settings)
+        if self._reload_services is not None:
+            self._set_service(self._reload_services(settings))
+        self.window.set_has_accounts(bool(settings.accounts))
+        self.request_refresh()
+
+    def delete(self, ws: Workspace) -> None:
+        if self.workspaces is not None:
+            self.window.statusBar().showMessage(f"Deleting {ws.name}…")
+            self.workspaces.start_delete(ws.name)
+
+    def delete_all(self) -> None:
+        from app.ui.main_window import _ask
+
+        running = [ws for ws in self.window.model.workspaces() if ws.server is not None]
+        if running and _ask(
+            self.window,
+            f"Delete all {len(running)} workspaces?",
+            "Every Bivy VM in every account is deleted now. Backups are kept.",
+        ):
+            for ws in running:
+                self.delete(ws)
+
+    def copy_ssh(self, ws: Workspace) -> None:
+        QGuiApplication.clipboard().setText(f"ssh bivy-{ws.name}")
+        self.window.statusBar().showMessage(f"Copied: ssh bivy-{ws.name}", 5000)
+
+    def _show_window(self) -> None:
+        self.window.showNormal()
+        self.window.raise_()
+        self.window.activateWindow()
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def request_shutdown(self) -> None:
+        if not self._shutting_down:
+            self._shutdown_task = asyncio.ensure_future(self.shutdown())
+
+    async def shutdown(self) -> None:
+        """The one way out (window close, tray Quit, smoke test): stop, cancel, close."""
+        if self._shutting_down:
+            await self.closed.wait()
+            return
+        self._shutting_down = True
+        self.refresh_timer.stop()
+        self.tick_timer.stop()
+        for dialog in list(self.dialogs):
+            dialog.close()
+        if self.workspaces is not None:
+            await self.workspaces.cancel_all()
+            closer: Any = getattr(self.workspaces.service, "aclose", None)
+            if closer is not None:
+                await closer()
+        self.tray.hide()
+        self.window.hide()
+        self.closed.set()
+
+    async def wait_closed(self) -> int:
+        await self.closed.wait()
+        return 0

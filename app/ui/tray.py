@@ -1,0 +1,115 @@
+"""The system tray: running workspaces with status and cost, quick actions, notifications."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QAction, QIcon
+from PySide6.QtWidgets import QMenu, QSystemTrayIcon
+
+from app.domain import AgentState, Workspace
+from app.paths import resource_path
+from app.ui import formatting
+from app.ui.models import CostFigure, is_ready, status_text, workspace_key
+from app.ui.notifications import Notice
+
+
+def _icon(name: str) -> QIcon:
+    return QIcon(str(resource_path("icons", name)))
+
+
+class Tray(QObject):
+    """The tray icon and its menu.
+
+    Signals:
+        openRequested(ws), deleteRequested(ws): actions on one workspace.
+        deleteAllRequested, newRequested, showRequested, quitRequested: global actions.
+    Attributes:
+        icon: the QSystemTrayIcon (shown only where the platform has a tray).
+        menu: its context menu, rebuilt on every update.
+    """
+
+    openRequested = Signal(object)
+    deleteRequested = Signal(object)
+    deleteAllRequested = Signal()
+    newRequested = Signal()
+    showRequested = Signal()
+    quitRequested = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.icon = QSystemTrayIcon(_icon("tray-idle.svg"), self)
+        self.icon.setToolTip("Bivy")
+        self.menu = QMenu()
+        self.icon.setContextMenu(self.menu)
+        self.icon.activated.connect(self._activated)
+        self.workspaces: list[Workspace] = []
+        self.update([], {})
+
+    @staticmethod
+    def available() -> bool:
+        return QSystemTrayIcon.isSystemTrayAvailable()
+
+    def show(self) -> None:
+        if self.available():
+            self.icon.show()
+
+    def hide(self) -> None:
+        self.icon.hide()
+
+    def update(
+        self, workspaces: Sequence[Workspace], costs: Mapping[tuple[str, str], CostFigure]
+    ) -> None:
+        """Rebuild the menu and the icon's state from the current workspaces."""
+        self.workspaces = [ws for ws in workspaces if ws.server is not None]
+        self.menu.clear()
+        header = self.menu.addAction(
+            f"{len(self.workspaces)} workspace(s) running" if self.workspaces else "No workspaces"
+        )
+        header.setEnabled(False)
+        for ws in self.workspaces:
+            cost = costs.get(workspace_key(ws))
+            label = f"{ws.name} — {status_text(ws)}"
+            if cost is not None:
+                label += f" — {formatting.money(cost.so_far, cost.currency)}"
+            sub = self.menu.addMenu(label)
+            open_action = QAction("Open terminal", sub)
+            open_action.setEnabled(is_ready(ws))
+            open_action.triggered.connect(lambda _=False, w=ws: self.openRequested.emit(w))
+            delete_action = QAction("Delete…", sub)
+            delete_action.triggered.connect(lambda _=False, w=ws: self.deleteRequested.emit(w))
+            sub.addAction(open_action)
+            sub.addAction(delete_action)
+        self.menu.addSeparator()
+        self.menu.addAction("New workspace…").triggered.connect(self.newRequested)
+        delete_all = self.menu.addAction("Delete all…")
+        delete_all.setEnabled(bool(self.workspaces))
+        delete_all.triggered.connect(self.deleteAllRequested)
+        self.menu.addSeparator()
+        self.menu.addAction("Show window").triggered.connect(self.showRequested)
+        self.menu.addAction("Quit").triggered.connect(self.quitRequested)
+        states = {ws.agent.state for ws in self.workspaces if ws.agent is not None}
+        if AgentState.WAITING in states:
+            self.icon.setIcon(_icon("tray-attention.svg"))
+        elif AgentState.WORKING in states:
+            self.icon.setIcon(_icon("tray-working.svg"))
+        else:
+            self.icon.setIcon(_icon("tray-idle.svg"))
+        self.icon.setToolTip(f"Bivy — {len(self.workspaces)} workspace(s)")
+
+    def notify(self, notice: Notice) -> bool:
+        """Show a notification; False when the platform has no tray to show it in."""
+        if not (self.available() and self.icon.isVisible()):
+            return False
+        icon = (
+            QSystemTrayIcon.MessageIcon.Warning
+            if notice.urgent
+            else QSystemTrayIcon.MessageIcon.Information
+        )
+        self.icon.showMessage(notice.title, notice.text, icon, 10000)
+        return True
+
+    def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        if reason is QSystemTrayIcon.ActivationReason.Trigger:
+            self.showRequested.emit()
