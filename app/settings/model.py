@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from app import APP_ID
 from app.domain import DEFAULT_IDLE_MINUTES, DEFAULT_MAX_HOURS, AgentCredentialKind
-from app.errors import InvalidInput
+from app.errors import BivyError, InvalidInput
 
 SCHEMA_VERSION = 1
 
@@ -94,16 +95,43 @@ class Settings(BaseModel):
         return next((a for a in self.accounts if a.id == account_id), None)
 
 
-def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
-    """Bring an older settings document up to ``SCHEMA_VERSION`` (none older exists yet)."""
-    version = int(raw.get("schema_version", 1))
+#: ``MIGRATIONS[n]`` turns a schema-``n`` document into a schema-``n+1`` one. Add one per bump.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def _migrate(raw: object, path: Path) -> dict[str, Any]:
+    """Bring an older settings document up to ``SCHEMA_VERSION`` through ``MIGRATIONS``."""
+    if not isinstance(raw, dict):
+        raise InvalidInput(
+            f"settings file {path} is not valid: expected a JSON object",
+            hint="Fix or remove the file; Bivy will start with defaults",
+        )
+    version_value = raw.get("schema_version", 1)
+    if isinstance(version_value, bool) or not isinstance(version_value, int) or version_value < 0:
+        raise InvalidInput(
+            f"settings file {path} is not valid: schema_version must be a whole number",
+            hint="Fix or remove the file; Bivy will start with defaults",
+        )
+    version = version_value
     if version > SCHEMA_VERSION:
         raise InvalidInput(
-            f"settings file {settings_path()} was written by a newer Bivy (schema {version})",
+            f"settings file {path} was written by a newer Bivy (schema {version})",
             hint="Upgrade Bivy, or move the file away to start fresh",
         )
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is not None:
+            raw = step(dict(raw))
+        version += 1
     raw["schema_version"] = SCHEMA_VERSION
     return raw
+
+
+def _first_error(exc: ValidationError) -> str:
+    # Only the location and pydantic's message: the offending input value is left out.
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -113,33 +141,51 @@ def load_settings(path: Path | None = None) -> Settings:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return Settings()
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput(
-            f"cannot read settings file {path}: {exc}",
+            f"cannot read settings file {path}: {type(exc).__name__}: {exc}",
             hint="Fix or remove the file; Bivy will start with defaults",
         ) from None
     try:
-        return Settings.model_validate(_migrate(raw))
+        return Settings.model_validate(_migrate(raw, path))
     except ValidationError as exc:
         raise InvalidInput(
-            f"settings file {path} is not valid: {exc.errors()[0]['msg']}",
+            f"settings file {path} is not valid: {_first_error(exc)}",
             hint="Fix or remove the file; Bivy will start with defaults",
         ) from None
 
 
-def save_settings(settings: Settings, path: Path | None = None) -> None:
-    """Write the settings atomically (temp file + rename), readable by the user only."""
-    path = path or settings_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = settings.model_dump_json(indent=2)
-    fd, tmp = tempfile.mkstemp(prefix=".settings-", dir=path.parent)
+def atomic_write_text(path: Path, text: str, *, mode: int = 0o600) -> None:
+    """Write ``text`` to ``path`` atomically: a temp file beside it, fsync, chmod, rename.
+
+    A reader sees the old content or the new one, never half of it; a failed write leaves the
+    old file untouched and no temp file behind.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise BivyError(
+            f"cannot write {path}: {exc.strerror or type(exc).__name__}",
+            hint="Check the permissions and free space of that folder",
+        ) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise BivyError(
+                f"cannot write {path}: {exc.strerror or type(exc).__name__}",
+                hint="Check the permissions and free space of that folder",
+            ) from None
         raise
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> None:
+    """Write the settings atomically (temp file + rename), readable by the user only."""
+    atomic_write_text(path or settings_path(), settings.model_dump_json(indent=2) + "\n")

@@ -12,6 +12,7 @@ import logging
 import keyring
 import keyring.errors
 from keyring.backend import KeyringBackend
+from keyring.backends.chainer import ChainerBackend
 
 from app.errors import SecretStoreError
 
@@ -40,15 +41,37 @@ class SecretKeys:
         return f"workspace/{name}/{what}"
 
 
+#: Backends that keep secrets in a plain or home-made file: Bivy refuses them (keyrings.alt's
+#: PlaintextKeyring and its file-based cousins), so a secret never lands in a file silently.
+_FILE_BACKEND_MODULES = ("keyrings.alt.file", "keyrings.alt.pyfs", "keyrings.alt.Gnome")
+
+
 def _is_usable(backend: KeyringBackend) -> bool:
-    priority = getattr(backend, "priority", 0)
+    if isinstance(backend, ChainerBackend):
+        # A chainer writes to its first member that accepts: every member must be acceptable.
+        members = list(backend.backends)
+        return bool(members) and all(_is_usable(m) for m in members)
     module = type(backend).__module__
-    return not (module.startswith("keyring.backends.fail") or module.endswith(".null")) and (
-        priority is None or float(priority) > 0
-    )
+    if module.startswith("keyring.backends.fail") or module.endswith(".null"):
+        return False
+    if module.startswith(_FILE_BACKEND_MODULES) or "plaintext" in type(backend).__name__.lower():
+        return False
+    try:
+        priority = backend.priority
+    except Exception:  # a backend's priority probes the system and may raise anything
+        return False
+    return priority is None or float(priority) > 0
 
 
-def _refused(verb: str, key: str, exc: Exception) -> SecretStoreError:
+def _default_backend() -> KeyringBackend | None:
+    try:
+        return keyring.get_keyring()
+    except Exception:  # keyring's discovery imports third-party plugins; any failure means none
+        log.warning("no keyring backend could be loaded", exc_info=False)
+        return None
+
+
+def _refused(verb: str, key: str, exc: BaseException) -> SecretStoreError:
     # The exception's text is left out on purpose: some backends echo the value back.
     return SecretStoreError(f"the keychain refused to {verb} {key!r}: {type(exc).__name__}")
 
@@ -61,46 +84,53 @@ class SecretStore:
     """
 
     def __init__(self, backend: KeyringBackend | None = None) -> None:
-        self.backend = backend if backend is not None else keyring.get_keyring()
+        self.backend = backend if backend is not None else _default_backend()
 
-    def _check(self) -> None:
-        if not _is_usable(self.backend):
+    def __repr__(self) -> str:
+        return f"SecretStore(backend={type(self.backend).__name__})"
+
+    @property
+    def available(self) -> bool:
+        """Whether a usable keychain backend is configured (it may still be locked)."""
+        return self.backend is not None and _is_usable(self.backend)
+
+    def _require(self) -> KeyringBackend:
+        if self.backend is None or not _is_usable(self.backend):
             raise SecretStoreError(
                 "no system keychain is available to keep Bivy's secrets, "
                 "and Bivy does not write secrets to plain files"
             )
+        return self.backend
 
     def get(self, key: str) -> str | None:
-        self._check()
+        """The secret stored under ``key``, or None."""
+        backend = self._require()
         try:
-            return self.backend.get_password(SERVICE, key)
-        except keyring.errors.KeyringError as exc:
-            raise SecretStoreError(
-                f"the keychain refused to read {key!r}: {type(exc).__name__}"
-            ) from None
+            value = backend.get_password(SERVICE, key)
+        except Exception as exc:  # D-Bus and backend errors are not all KeyringErrors
+            raise _refused("read", key, exc) from None
+        return value if isinstance(value, str) and value else None
 
     def set(self, key: str, value: str) -> None:
-        self._check()
+        """Store ``value`` under ``key`` (replacing any previous value)."""
+        backend = self._require()
         if not value:
             raise SecretStoreError(f"refusing to store an empty secret for {key!r}", hint="")
         try:
-            self.backend.set_password(SERVICE, key, value)
-        except keyring.errors.KeyringError as exc:
-            raise SecretStoreError(
-                f"the keychain refused to store {key!r}: {type(exc).__name__}"
-            ) from None
+            backend.set_password(SERVICE, key, value)
+        except Exception as exc:
+            raise _refused("store", key, exc) from None
         log.info("stored secret %s", key)
 
     def delete(self, key: str) -> None:
-        self._check()
+        """Forget ``key``; a key that is not there is not an error."""
+        backend = self._require()
         try:
-            self.backend.delete_password(SERVICE, key)
+            backend.delete_password(SERVICE, key)
         except keyring.errors.PasswordDeleteError:
             return
-        except keyring.errors.KeyringError as exc:
-            raise SecretStoreError(
-                f"the keychain refused to delete {key!r}: {type(exc).__name__}"
-            ) from None
+        except Exception as exc:
+            raise _refused("delete", key, exc) from None
         log.info("deleted secret %s", key)
 
     def has(self, key: str) -> bool:
