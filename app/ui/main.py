@@ -55,7 +55,11 @@ def run_gui(smoke_test: bool = False) -> int:
                 await asyncio.sleep(0.01)
             shown = shell.window.isVisible()
             elapsed = time.perf_counter() - started
-            print(f"bivy smoke test: window shown={shown} after {elapsed:.3f} s")
+            print(
+                f"bivy smoke test: window shown={shown} after {elapsed:.3f} s "
+                f"(shown_at={time.time():.3f})",
+                flush=True,
+            )
             await shell.shutdown()
             return 0 if shown else 1
         return await shell.wait_closed()
