@@ -3,5 +3,8 @@
 from __future__ import annotations
 
 from app.providers.base import Provider
+from app.providers.hetzner import HetznerProvider
 
-PROVIDERS: dict[str, type[Provider]] = {}
+PROVIDERS: dict[str, type[Provider]] = {
+    HetznerProvider.kind: HetznerProvider,
+}

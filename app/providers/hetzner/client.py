@@ -1,0 +1,143 @@
+"""Hetzner Cloud REST calls over the shared ``ApiClient``; returns wire models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from app.errors import BivyError
+from app.providers._http import (
+    ApiClient,
+    RateLimitState,
+    default_rate_limit_delay,
+    extract_error_info,
+    map_error,
+    request_id_of,
+)
+from app.providers.hetzner import models as m
+
+KIND = "hetzner"
+DEFAULT_API_URL = "https://api.hetzner.cloud/v1"
+#: The API's largest page.
+PER_PAGE = 50
+#: Guard against a server that keeps announcing another page.
+MAX_PAGES = 100
+
+
+def parse_error(response: httpx.Response) -> BivyError:
+    """Map a Hetzner error body (``{"error": {"code", "message", "details"}}``) to a BivyError."""
+    return map_error(
+        provider=KIND,
+        status=response.status_code,
+        info=extract_error_info(response),
+        request_id=request_id_of(response),
+    )
+
+
+def rate_limit_delay(response: httpx.Response, state: RateLimitState, now: float) -> float | None:
+    """Seconds to wait after a 429.
+
+    ``RateLimit-Reset`` is when the *whole* hourly budget is back, but the budget refills
+    gradually (one request per 3600/limit seconds), so one more request is possible long before:
+    wait for that, never more than until the reset.
+    """
+    until_reset = default_rate_limit_delay(response, state, now)
+    if state.limit:
+        refill = 3600.0 / state.limit
+        return refill if until_reset is None else min(until_reset, max(refill, 0.0))
+    return until_reset
+
+
+class HetznerClient:
+    """The Hetzner endpoints Bivy uses.
+
+    Attributes:
+        api: the shared HTTP client (``api.rate_limit`` mirrors the ``RateLimit-*`` headers).
+    """
+
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+
+    async def _pages(
+        self, path: str, key: str, params: Mapping[str, Any] | None = None
+    ) -> list[Any]:
+        items: list[Any] = []
+        page = 1
+        for _ in range(MAX_PAGES):
+            body = await self.api.get_json(
+                path, {**(params or {}), "page": page, "per_page": PER_PAGE}
+            )
+            items.extend(body.get(key) or [])
+            meta = m.Meta.model_validate(body.get("meta") or {})
+            next_page = meta.pagination.next_page if meta.pagination else None
+            if not next_page or next_page <= page:
+                break
+            page = next_page
+        return items
+
+    async def locations(self) -> list[m.Location]:
+        return [m.Location.model_validate(x) for x in await self._pages("locations", "locations")]
+
+    async def server_types(self, name: str | None = None) -> list[m.ServerType]:
+        params = {"name": name} if name else {}
+        raw = await self._pages("server_types", "server_types", params)
+        return [m.ServerType.model_validate(x) for x in raw]
+
+    async def pricing(self) -> m.Pricing:
+        body = await self.api.get_json("pricing")
+        return m.Pricing.model_validate(body["pricing"])
+
+    async def images(
+        self, *, type: str | None = None, name: str | None = None, architecture: str | None = None
+    ) -> list[m.Image]:
+        params = {
+            k: v for k, v in (("type", type), ("name", name), ("architecture", architecture)) if v
+        }
+        return [m.Image.model_validate(x) for x in await self._pages("images", "images", params)]
+
+    async def ssh_keys(
+        self, *, fingerprint: str | None = None, name: str | None = None
+    ) -> list[m.SSHKey]:
+        params = {k: v for k, v in (("fingerprint", fingerprint), ("name", name)) if v}
+        return [
+            m.SSHKey.model_validate(x) for x in await self._pages("ssh_keys", "ssh_keys", params)
+        ]
+
+    async def create_ssh_key(self, name: str, public_key: str, labels: dict[str, str]) -> m.SSHKey:
+        body = await self.api.send_json(
+            "POST", "ssh_keys", {"name": name, "public_key": public_key, "labels": labels}
+        )
+        return m.SSHKey.model_validate(body["ssh_key"])
+
+    async def firewalls(self, *, name: str | None = None) -> list[m.Firewall]:
+        params = {"name": name} if name else {}
+        raw = await self._pages("firewalls", "firewalls", params)
+        return [m.Firewall.model_validate(x) for x in raw]
+
+    async def create_firewall(self, body: dict[str, Any]) -> m.Firewall:
+        answer = await self.api.send_json("POST", "firewalls", body)
+        return m.Firewall.model_validate(answer["firewall"])
+
+    async def servers(self, *, label_selector: str | None = None) -> list[m.Server]:
+        params = {"label_selector": label_selector} if label_selector else {}
+        return [m.Server.model_validate(x) for x in await self._pages("servers", "servers", params)]
+
+    async def server(self, server_id: int) -> m.Server:
+        body = await self.api.get_json(f"servers/{server_id}")
+        return m.Server.model_validate(body["server"])
+
+    async def create_server(self, body: dict[str, Any]) -> m.CreateServerResponse:
+        # A POST: ApiClient never repeats it after a 5xx or timeout (a second server could
+        # result); only a 429, which Hetzner answers before doing anything, is retried.
+        answer = await self.api.send_json("POST", "servers", body)
+        return m.CreateServerResponse.model_validate(answer)
+
+    async def delete_server(self, server_id: int) -> m.Action:
+        body = await self.api.send_json("DELETE", f"servers/{server_id}")
+        return m.Action.model_validate(body["action"])
+
+    async def action(self, action_id: int) -> m.Action:
+        body = await self.api.get_json(f"actions/{action_id}")
+        return m.Action.model_validate(body["action"])
