@@ -11,6 +11,9 @@ import pytest
 
 from tests.support.memory_keyring import MemoryKeyring
 
+#: Shared fixtures (real Secret Service, served emulators, CLI runner): see that module.
+pytest_plugins = ["tests.support.fixtures"]
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 if not SHARED.is_dir():  # CI lays shared/ beside the clone; a worktree may sit one level deeper
     SHARED = Path(os.environ.get("BIVY_SHARED_DIR", "/work/shared"))
