@@ -107,9 +107,7 @@ def test_install_into_clean_root_starts_and_removes_cleanly(
     assert version.returncode == 0 and version.stdout.strip()
 
     subprocess.run([*dpkg, "--purge", "bivy"], check=True, capture_output=True)
-    leftovers = [
-        p for p in root.rglob("*") if p.is_file() and not p.is_relative_to(admin)
-    ]
+    leftovers = [p for p in root.rglob("*") if p.is_file() and not p.is_relative_to(admin)]
     assert leftovers == [], f"files left after removal: {leftovers[:10]}"
 
 
