@@ -1,0 +1,1 @@
+"""Plain-async services (no Qt): accounts, keys, the local registry, workspaces, costs, tunnels."""

@@ -1,0 +1,168 @@
+"""The local workspace registry: what Bivy knows of each workspace beyond the provider's labels.
+
+Kept in ``data_dir()/workspaces.json``, written atomically. The provider's labels stay the source
+of truth for which servers exist; this file adds what labels cannot hold (the repository URL,
+the VM's pinned host key). It never holds a secret: the ttyd password is in the keychain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from app.domain import DEFAULT_IDLE_MINUTES, DEFAULT_MAX_HOURS, utcnow
+from app.errors import InvalidInput
+from app.settings import atomic_write_text, data_dir
+
+__all__ = ["REGISTRY_SCHEMA_VERSION", "Registry", "WorkspaceRecord", "registry_path"]
+
+REGISTRY_SCHEMA_VERSION = 1
+
+
+def registry_path() -> Path:
+    return data_dir() / "workspaces.json"
+
+
+class WorkspaceRecord(BaseModel):
+    """One workspace as Bivy created it.
+
+    Attributes:
+        name: the workspace name (unique in the registry).
+        account: the settings account id that pays for it.
+        provider: the provider kind.
+        server_id: the provider's server id ("" until the create call answered).
+        repo_url, branch: what is cloned on the VM.
+        region, size: where and what it runs on.
+        idle_minutes, max_hours: its idle and lifetime limits.
+        created_at: when Bivy asked for it (UTC).
+        host_public_key: the VM's pinned ed25519 host key (public half only).
+        ipv4: the server's public address, once known.
+    """
+
+    name: str
+    account: str
+    provider: str
+    server_id: str = ""
+    repo_url: str = ""
+    branch: str | None = None
+    region: str = ""
+    size: str = ""
+    idle_minutes: int = DEFAULT_IDLE_MINUTES
+    max_hours: int = DEFAULT_MAX_HOURS
+    created_at: datetime = Field(default_factory=utcnow)
+    host_public_key: str = ""
+    ipv4: str | None = None
+
+    @field_validator("host_public_key")
+    @classmethod
+    def _public_only(cls, value: str) -> str:
+        # A guard against ever writing the private half to this plain file.
+        if "PRIVATE KEY" in value or (value and not value.startswith("ssh-")):
+            raise ValueError("host_public_key must be an OpenSSH public key line")
+        return value.strip()
+
+
+class _RegistryFile(BaseModel):
+    schema_version: int = REGISTRY_SCHEMA_VERSION
+    workspaces: list[WorkspaceRecord] = Field(default_factory=list)
+
+
+class Registry:
+    """Read and write the workspace records (thread-safe; async twins run in a thread).
+
+    Attributes:
+        path: the JSON file (``data_dir()/workspaces.json`` unless given).
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or registry_path()
+        self._lock = threading.RLock()
+
+    def _read(self) -> dict[str, WorkspaceRecord]:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidInput(
+                f"cannot read the workspace registry {self.path}: {type(exc).__name__}",
+                hint="Fix or remove the file; running workspaces will show up again from the "
+                "provider, without their repository URL",
+            ) from None
+        try:
+            document = _RegistryFile.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise InvalidInput(
+                f"the workspace registry {self.path} is not valid ({where}: {first['msg']})",
+                hint="Fix or remove the file; running workspaces will show up again from the "
+                "provider, without their repository URL",
+            ) from None
+        if document.schema_version > REGISTRY_SCHEMA_VERSION:
+            raise InvalidInput(
+                f"the workspace registry {self.path} was written by a newer Bivy",
+                hint="Upgrade Bivy",
+            )
+        return {record.name: record for record in document.workspaces}
+
+    def _write(self, records: dict[str, WorkspaceRecord]) -> None:
+        document = _RegistryFile(workspaces=sorted(records.values(), key=lambda r: r.name))
+        atomic_write_text(self.path, document.model_dump_json(indent=2) + "\n")
+
+    def all(self) -> list[WorkspaceRecord]:
+        """Every record, by name."""
+        with self._lock:
+            return sorted(self._read().values(), key=lambda r: r.name)
+
+    def get(self, name: str) -> WorkspaceRecord | None:
+        with self._lock:
+            return self._read().get(name)
+
+    def put(self, record: WorkspaceRecord) -> None:
+        """Add or replace the record of ``record.name``."""
+        with self._lock:
+            records = self._read()
+            records[record.name] = record
+            self._write(records)
+
+    def update(self, name: str, **changes: object) -> WorkspaceRecord | None:
+        """Change fields of an existing record; returns it, or None when there is none."""
+        with self._lock:
+            records = self._read()
+            current = records.get(name)
+            if current is None:
+                return None
+            updated = WorkspaceRecord.model_validate({**current.model_dump(), **changes})
+            records[name] = updated
+            self._write(records)
+            return updated
+
+    def remove(self, name: str) -> bool:
+        """Forget ``name``; returns whether there was a record."""
+        with self._lock:
+            records = self._read()
+            if records.pop(name, None) is None:
+                return False
+            self._write(records)
+            return True
+
+    async def aall(self) -> list[WorkspaceRecord]:
+        return await asyncio.to_thread(self.all)
+
+    async def aget(self, name: str) -> WorkspaceRecord | None:
+        return await asyncio.to_thread(self.get, name)
+
+    async def aput(self, record: WorkspaceRecord) -> None:
+        await asyncio.to_thread(self.put, record)
+
+    async def aupdate(self, name: str, **changes: object) -> WorkspaceRecord | None:
+        return await asyncio.to_thread(lambda: self.update(name, **changes))
+
+    async def aremove(self, name: str) -> bool:
+        return await asyncio.to_thread(self.remove, name)
