@@ -12,12 +12,14 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from decimal import Decimal
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
 from app.domain import Region, Size, Workspace, WorkspaceSpec
 from app.errors import BivyError
+from app.services.costs import CostService
 
 log = logging.getLogger(__name__)
 
@@ -188,3 +190,36 @@ class WorkspacesController(Controller):
     @reports_errors
     async def regions(self, account_id: str) -> list[Region]:
         return await self.service.regions(account_id)
+
+
+class CostsController(Controller):
+    """Costs after every refresh, over ``CostService`` (ledger I/O runs in its thread).
+
+    Signals:
+        snapshot(CostSnapshot): the costs of the workspaces just listed, month-to-date, budget.
+    """
+
+    snapshot = Signal(object)
+
+    def __init__(self, service: CostService, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.service = service
+
+    @reports_errors
+    async def observe(
+        self,
+        workspaces: Sequence[Workspace],
+        listed_accounts: Sequence[str],
+        budget: Decimal | None,
+        currency: str,
+    ) -> None:
+        self.snapshot.emit(
+            await self.service.observe(
+                workspaces, listed_accounts=listed_accounts, budget=budget, budget_currency=currency
+            )
+        )
+
+    @reports_errors
+    async def record_deleted(self, ws: Workspace) -> None:
+        if ws.server is not None:
+            await self.service.record_deleted(ws.account, ws.server.provider, ws.server.id)

@@ -1,22 +1,18 @@
-"""Item delegates: the status cell draws its phase text over a progress bar."""
+"""Item delegates: the status cell shows its phase text with a progress strip beneath it."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
-from PySide6.QtGui import QPainter
-from PySide6.QtWidgets import (
-    QApplication,
-    QStyle,
-    QStyledItemDelegate,
-    QStyleOptionProgressBar,
-    QStyleOptionViewItem,
-)
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect
+from PySide6.QtGui import QPainter, QPalette
+from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 from app.ui.models import ProgressRole
 
+STRIP = 4  # px: thin enough to leave the text readable, thick enough to see at a glance
+
 
 class ProgressDelegate(QStyledItemDelegate):
-    """Draws a progress bar with the status text when the row has a bootstrap progress."""
+    """Draws the status text as usual plus, while bootstrapping, a progress strip and percent."""
 
     def paint(
         self,
@@ -28,19 +24,24 @@ class ProgressDelegate(QStyledItemDelegate):
         if progress is None:
             super().paint(painter, option, index)
             return
-        # Draw selection/background first, then the bar inset so rows keep their rhythm.
-        background = QStyleOptionViewItem(option)
-        self.initStyleOption(background, index)
-        background.text = ""
-        style = option.widget.style() if option.widget is not None else QApplication.style()
-        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, background, painter, option.widget)
-        bar = QStyleOptionProgressBar()
-        bar.rect = option.rect.adjusted(2, 3, -2, -3)
-        bar.minimum = 0
-        bar.maximum = 100
-        bar.progress = round(float(progress) * 100)
-        bar.text = f"{index.data(Qt.ItemDataRole.DisplayRole)} {bar.progress}%"
-        bar.textVisible = True
-        bar.textAlignment = Qt.AlignmentFlag.AlignCenter
-        bar.state = option.state
-        style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, option.widget)
+        percent = round(float(progress) * 100)
+        styled = QStyleOptionViewItem(option)
+        self.initStyleOption(styled, index)
+        styled.text = f"{styled.text}  {percent}%"
+        widget = option.widget
+        style = widget.style() if widget is not None else None
+        if style is None:
+            super().paint(painter, option, index)
+            return
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, styled, painter, widget)
+        rect = option.rect
+        track = QRect(rect.left() + 4, rect.bottom() - STRIP - 1, rect.width() - 8, STRIP)
+        palette = option.palette
+        painter.save()
+        painter.fillRect(track, palette.color(QPalette.ColorRole.Midlight))
+        done = QRect(track)
+        done.setWidth(max(1, int(track.width() * float(progress))))
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        role = QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Highlight
+        painter.fillRect(done, palette.color(role))
+        painter.restore()

@@ -90,7 +90,7 @@ class EmptyState(QWidget):
         self.text = QLabel()
         self.text.setWordWrap(True)
         self.text.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.text.setMaximumWidth(520)
+        self.text.setFixedWidth(460)
         self.button = QPushButton()
         self.button.setMinimumHeight(36)
         self.button.setDefault(True)

@@ -10,6 +10,7 @@ from enum import IntEnum
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtGui import QColor
 
 from app.domain import AgentState, Phase, ServerStatus, Workspace, utcnow
 from app.ui import formatting
@@ -181,6 +182,8 @@ class WorkspaceTableModel(QAbstractTableModel):
             return progress_of(ws)
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(ws, column)
+        if role == Qt.ItemDataRole.ForegroundRole and column is Column.STATUS:
+            return _status_colour(ws)
         if role == Qt.ItemDataRole.TextAlignmentRole and column in (
             Column.UPTIME,
             Column.COST,
@@ -336,6 +339,15 @@ class WorkspaceTableModel(QAbstractTableModel):
         if column is Column.LIFETIME_LEFT:
             return f"Deleted at the latest {ws.max_hours} h after creation, whatever happens"
         return None
+
+
+def _status_colour(ws: Workspace) -> QColor | None:
+    """Red for failures, amber when the agent waits for the user; else the palette's."""
+    if ws.status is not None and ws.status.phase is Phase.FAILED:
+        return QColor("#b00020")
+    if ws.agent is not None and ws.agent.state is AgentState.WAITING:
+        return QColor("#b35c00")
+    return None
 
 
 def _short_repo(url: str) -> str:

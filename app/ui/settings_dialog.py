@@ -102,7 +102,8 @@ class AccountForm(QWidget):
             if option.help:
                 help_label = QLabel(option.help)
                 help_label.setWordWrap(True)
-                help_label.setStyleSheet("color: palette(mid);")
+                help_label.setStyleSheet("color: palette(dark);")
+                help_label.setAlignment(Qt.AlignmentFlag.AlignLeft)
                 form.addRow("", help_label)
         layout.addLayout(form)
         self.problem = QLabel()
@@ -338,7 +339,7 @@ class SettingsDialog(QDialog):
     def _fill_default_accounts(self) -> None:
         current = self.default_account.currentData() or self.settings.defaults.account
         self.default_account.clear()
-        self.default_account.addItem("first account", "")
+        self.default_account.addItem("the first account", "")
         for account in self.settings.accounts:
             self.default_account.addItem(account.label or account.id, account.id)
         self.default_account.setCurrentIndex(max(0, self.default_account.findData(current)))

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from PySide6.QtCore import QObject, QTimer
@@ -15,8 +16,9 @@ from PySide6.QtWidgets import QWidget
 from app.domain import Workspace, utcnow
 from app.errors import BivyError
 from app.providers.base import Provider
+from app.services.costs import CostService, CostSnapshot
 from app.settings import SecretStore, Settings, load_settings, save_settings
-from app.ui.controllers import WorkspaceBackend, WorkspacesController
+from app.ui.controllers import CostsController, WorkspaceBackend, WorkspacesController
 from app.ui.create_dialog import CreateDialog
 from app.ui.main_window import MainWindow
 from app.ui.models import CostFigure
@@ -46,6 +48,7 @@ class Shell(QObject):
         secrets: SecretStore,
         *,
         workspace_service: WorkspaceBackend | None,
+        cost_service: CostService | None = None,
         providers: Mapping[str, type[Provider]],
         validator: Validator,
         reload_services: Callable[[Settings], WorkspaceBackend | None] | None = None,
@@ -67,6 +70,11 @@ class Shell(QObject):
         self.window = MainWindow(now=now)
         self.tray = Tray(self)
         self.workspaces: WorkspacesController | None = None
+        self.cost_controller = CostsController(cost_service, self) if cost_service else None
+        if self.cost_controller is not None:
+            self.cost_controller.snapshot.connect(self._costs)
+            self.cost_controller.failed.connect(self.window.show_error)
+        self.last_snapshot: CostSnapshot | None = None
         self.refresh_timer = QTimer(self)
         self.refresh_timer.setSingleShot(True)
         self.refresh_timer.timeout.connect(self.request_refresh)
@@ -110,6 +118,7 @@ class Shell(QObject):
             settings,
             secrets,
             workspace_service=services(settings),
+            cost_service=CostService(),
             providers=PROVIDERS,
             validator=validate,
             reload_services=services,
@@ -177,9 +186,39 @@ class Shell(QObject):
         self.window.set_workspaces(workspaces)
         self.window.set_refreshed(self.now(), errors)
         self.tray.update(workspaces, self.costs)
+        if self.cost_controller is not None and not self._shutting_down:
+            listed = [a.id for a in self.settings.accounts if a.id not in errors]
+            listed += sorted({ws.account for ws in workspaces} - set(errors) - set(listed))
+            self.cost_controller.start(
+                "costs",
+                self.cost_controller.observe(
+                    workspaces,
+                    listed,
+                    self.settings.monthly_budget,
+                    self.settings.budget_currency,
+                ),
+            )
         for notice in self.notifier.update(workspaces, self.now()):
             if not self.tray.notify(notice):
                 self.window.show_error(notice.title, notice.text)
+
+    def _costs(self, snapshot: CostSnapshot) -> None:
+        self.last_snapshot = snapshot
+        self.costs = {
+            key: CostFigure(cost.so_far, cost.currency) for key, cost in snapshot.workspaces.items()
+        }
+        self.window.model.set_costs(self.costs)
+        currency = self.settings.budget_currency
+        currencies = set(snapshot.per_hour) | set(snapshot.month_to_date)
+        if currency not in currencies and currencies:
+            currency = sorted(currencies)[0]
+        self.window.set_costs_summary(
+            per_hour=snapshot.per_hour.get(currency, Decimal(0)),
+            month_to_date=snapshot.month_to_date.get(currency, Decimal(0)),
+            currency=currency,
+            budget_warning=snapshot.budget.warning if snapshot.budget is not None else None,
+        )
+        self.tray.update(self.window.model.workspaces(), self.costs)
 
     def _created(self, ws: Workspace) -> None:
         self.window.upsert_workspace(ws)
@@ -190,6 +229,10 @@ class Shell(QObject):
         for ws in self.window.model.workspaces():
             if ws.name == name:
                 self.window.model.remove(ws.account, ws.name)
+                if self.cost_controller is not None:
+                    self.cost_controller.start(
+                        f"ledger:{name}", self.cost_controller.record_deleted(ws)
+                    )
         self.window.statusBar().showMessage(f"Deleted {name}", 5000)
         self.request_refresh()
 
@@ -290,6 +333,8 @@ class Shell(QObject):
         self.tick_timer.stop()
         for dialog in list(self.dialogs):
             dialog.close()
+        if self.cost_controller is not None:
+            await self.cost_controller.cancel_all()
         if self.workspaces is not None:
             await self.workspaces.cancel_all()
             closer: Any = getattr(self.workspaces.service, "aclose", None)
