@@ -138,14 +138,15 @@ set -eu
 meta="${BIVY_METADATA_URL:-http://169.254.42.42}"
 api="${BIVY_API_URL:-https://api.scaleway.com}"
 conf=$(curl -fsS --max-time 10 --local-port 1-1023 "$meta/conf?format=json")
-set -- $(printf '%s' "$conf" | python3 -c '
+found=$(printf '%s' "$conf" | python3 -c '
 import json, sys
 conf = json.load(sys.stdin)
 zone = conf.get("zone") or (conf.get("location") or {}).get("zone_id") or ""
 print(conf["id"], zone)
 ')
-id=$1
-zone=${2:-${BIVY_SCALEWAY_ZONE:-}}
+id=${found%% *}
+zone=${found#* }
+zone=${zone:-${BIVY_SCALEWAY_ZONE:-}}
 case "$id" in
   ''|*[!0-9a-f-]*) echo "bivy: no server id from the metadata service" >&2; exit 1 ;;
 esac
