@@ -479,7 +479,7 @@ class SettingsDialog(QDialog):
         defaults.idle_minutes = self.default_idle.value()
         defaults.max_hours = self.default_max.value()
         defaults.agent_credential = self.default_credential.currentData()
-        budget = Decimal(str(round(self.budget.value(), 2)))
+        budget = Decimal(str(self.budget.value())).quantize(Decimal("0.01"))
         self.settings.monthly_budget = budget if budget > 0 else None
         secrets: dict[str, str] = {}
         for account_id, form in self.forms.items():

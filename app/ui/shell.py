@@ -16,7 +16,9 @@ from PySide6.QtWidgets import QWidget
 from app.domain import Workspace, utcnow
 from app.errors import BivyError
 from app.providers.base import Provider
+from app.services.accounts import effective_accounts
 from app.services.costs import CostService, CostSnapshot
+from app.services.keys import KeyService
 from app.settings import SecretStore, Settings, load_settings, save_settings
 from app.ui.controllers import CostsController, WorkspaceBackend, WorkspacesController
 from app.ui.create_dialog import CreateDialog
@@ -122,6 +124,7 @@ class Shell(QObject):
             providers=PROVIDERS,
             validator=validate,
             reload_services=services,
+            public_key=KeyService(secrets).public_key,
         )
 
     # -- wiring ---------------------------------------------------------------------------
@@ -155,7 +158,7 @@ class Shell(QObject):
         t.deleteAllRequested.connect(self.delete_all)
 
     async def start(self, *, smoke_test: bool = False) -> None:
-        self.window.set_has_accounts(bool(self.settings.accounts))
+        self.window.set_has_accounts(bool(effective_accounts(self.settings)))
         self.window.show()
         if not smoke_test:
             self.tray.show()
@@ -187,7 +190,8 @@ class Shell(QObject):
         self.window.set_refreshed(self.now(), errors)
         self.tray.update(workspaces, self.costs)
         if self.cost_controller is not None and not self._shutting_down:
-            listed = [a.id for a in self.settings.accounts if a.id not in errors]
+            accounts = effective_accounts(self.settings)
+            listed = [a.id for a in accounts if a.id not in errors]
             listed += sorted({ws.account for ws in workspaces} - set(errors) - set(listed))
             self.cost_controller.start(
                 "costs",
@@ -243,14 +247,14 @@ class Shell(QObject):
 
     def account_choices(self) -> list[tuple[str, str]]:
         out = []
-        for account in self.settings.accounts:
+        for account in effective_accounts(self.settings):
             provider = self.providers.get(account.provider)
             kind = provider.display_name if provider else account.provider
             out.append((account.id, f"{account.label or account.id} ({kind})"))
         return out
 
     def open_create_dialog(self) -> CreateDialog | None:
-        if self.workspaces is None or not self.settings.accounts:
+        if self.workspaces is None or not self.account_choices():
             self.open_settings_dialog()
             return None
         dialog = CreateDialog(
@@ -288,7 +292,7 @@ class Shell(QObject):
         save_settings(settings)
         if self._reload_services is not None:
             self._set_service(self._reload_services(settings))
-        self.window.set_has_accounts(bool(settings.accounts))
+        self.window.set_has_accounts(bool(effective_accounts(settings)))
         self.request_refresh()
 
     def delete(self, ws: Workspace) -> None:

@@ -1,0 +1,113 @@
+"""The settings dialog: account form from Provider.options, Validate against the emulator,
+secrets masked and written to the keychain, never shown back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from app.providers.hetzner import HetznerProvider
+from app.providers.registry import PROVIDERS
+from app.settings import Account, SecretKeys, SecretStore, Settings
+from app.ui.settings_dialog import STORED, SecretField, SettingsDialog
+from tests.emulators.hetzner import HetznerEmulator
+from tests.support.memory_keyring import MemoryKeyring
+
+
+def emulator_validator(emulator: HetznerEmulator):  # type: ignore[no-untyped-def]
+    async def validate(kind: str, options: Mapping[str, str]) -> str:
+        provider = HetznerProvider(options, transport=emulator.transport())
+        try:
+            info = await provider.validate()
+        finally:
+            await provider.aclose()
+        return info.description
+
+    return validate
+
+
+@pytest.fixture
+def emulator() -> HetznerEmulator:
+    return HetznerEmulator(token="good-token-1234")
+
+
+def open_dialog(
+    qtbot: QtBot, settings: Settings, emulator: HetznerEmulator, public_key: str = ""
+) -> SettingsDialog:
+    async def key() -> str:
+        return public_key
+
+    dialog = SettingsDialog(
+        settings,
+        SecretStore(),
+        PROVIDERS,
+        emulator_validator(emulator),
+        public_key=key if public_key else None,
+    )
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitUntil(lambda: not dialog.tasks)
+    return dialog
+
+
+def test_add_account_validate_and_save(
+    qtbot: QtBot,
+    qloop: asyncio.AbstractEventLoop,
+    emulator: HetznerEmulator,
+    isolated_environment: MemoryKeyring,
+) -> None:
+    dialog = open_dialog(qtbot, Settings(), emulator, public_key="ssh-ed25519 AAAA bivy")
+    assert dialog.public_key.toPlainText() == "ssh-ed25519 AAAA bivy"
+    form = dialog.add_account("hetzner")
+    token = form.fields["token"]
+    assert isinstance(token, SecretField)
+    assert token.echoMode() is token.EchoMode.Password
+    token.setText("wrong-token-9999")
+    form.validate_button.click()
+    qtbot.waitUntil(lambda: form.result.text() not in ("", "Checking…"))
+    assert "rejected the API token" in form.result.text()  # the provider's AuthError
+    assert "wrong-token-9999" not in form.result.text()
+    token.setText("good-token-1234")
+    form.validate_button.click()
+    qtbot.waitUntil(lambda: form.result.text().startswith("✓"))
+    assert "Hetzner Cloud project" in form.result.text()
+    form.label.setText("Personal")
+    with qtbot.waitSignal(dialog.accepted):
+        dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
+    assert dialog.settings.accounts == [
+        Account(id="hetzner", provider="hetzner", label="Personal", options={})
+    ]
+    assert isolated_environment.store[("bivy", SecretKeys.account("hetzner", "token"))] == (
+        "good-token-1234"
+    )
+    assert "good-token-1234" not in dialog.settings.model_dump_json()
+
+
+def test_stored_secret_is_never_shown(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, emulator: HetznerEmulator
+) -> None:
+    SecretStore().set(SecretKeys.account("hetzner", "token"), "good-token-1234")
+    settings = Settings(accounts=[Account(id="hetzner", provider="hetzner")])
+    dialog = open_dialog(qtbot, settings, emulator)
+    form = dialog.forms["hetzner"]
+    token = form.fields["token"]
+    assert token.text() == ""
+    assert token.placeholderText() == STORED
+    # Validate with the stored token (fetched off the UI thread), not the empty field.
+    form.validate_button.click()
+    qtbot.waitUntil(lambda: form.result.text().startswith("✓"))
+
+
+def test_budget_and_defaults_are_saved(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, emulator: HetznerEmulator
+) -> None:
+    dialog = open_dialog(qtbot, Settings(), emulator)
+    dialog.budget.setValue(50)
+    dialog.default_idle.setValue(45)
+    with qtbot.waitSignal(dialog.accepted):
+        dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
+    assert str(dialog.settings.monthly_budget) == "50.00"
+    assert dialog.settings.defaults.idle_minutes == 45
