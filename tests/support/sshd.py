@@ -1,4 +1,4 @@
-"""A real OpenSSH server (and ttyd) on 127.0.0.1 for integration tests, started and reaped by the test.
+"""A real OpenSSH server and ttyd on 127.0.0.1 for integration tests, started and reaped by tests.
 
 Usage (see ``tests/integration/test_tunnel.py``)::
 
