@@ -1,0 +1,553 @@
+"""``WorkspaceService``: list, create (Cancel-safe), delete workspaces across every account.
+
+Plain async, no Qt: the UI's controllers and the CLI drive the same code. The provider's labels
+say which servers are Bivy's; the local registry adds what labels cannot hold; secrets stay in
+the keychain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets as secrets_module
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import httpx
+import yaml
+
+from app.domain import (
+    LABEL_IDLE_MINUTES,
+    LABEL_MANAGED_BY,
+    LABEL_MANAGED_BY_VALUE,
+    LABEL_MAX_HOURS,
+    LABEL_WORKSPACE,
+    CreateServerRequest,
+    Region,
+    Server,
+    ServerStatus,
+    Size,
+    Workspace,
+    WorkspaceSpec,
+    utcnow,
+)
+from app.errors import ActionFailed, BivyError, Conflict, InvalidInput, NotFound
+from app.providers._polling import Backoff, poll_until
+from app.providers.base import Provider
+from app.services.accounts import effective_accounts, find_account, open_provider
+from app.services.keys import KeyPair, KeyService, generate_host_key
+from app.services.registry import Registry, WorkspaceRecord
+from app.settings import Account, SecretKeys, SecretStore, Settings
+
+__all__ = ["CreateProgress", "TransportFactory", "WorkspaceList", "WorkspaceService"]
+
+log = logging.getLogger(__name__)
+
+TransportFactory = Callable[[Account], httpx.AsyncBaseTransport | None]
+Sleep = Callable[[float], Awaitable[None]]
+
+#: Records older than this whose server is gone (self-deleted) are pruned when listing; younger
+#: ones may belong to a create still running in another process.
+STALE_RECORD_GRACE = timedelta(minutes=10)
+TTYD_PASSWORD = "ttyd-password"
+
+_STATUS_FRACTION = {
+    ServerStatus.INITIALIZING: 0.6,
+    ServerStatus.STARTING: 0.8,
+    ServerStatus.RUNNING: 1.0,
+}
+
+
+@dataclass(frozen=True)
+class CreateProgress:
+    """One step of a create, for progress bars and the CLI's stderr.
+
+    Attributes:
+        step: a stable id ("validate", "keys", "user-data", "create", "record", "wait", "done").
+        detail: one human sentence.
+        fraction: overall progress, 0..1.
+    """
+
+    step: str
+    detail: str
+    fraction: float
+
+
+@dataclass
+class WorkspaceList:
+    """The result of a refresh across accounts.
+
+    Attributes:
+        workspaces: every workspace found, sorted by name.
+        errors: account id → the error listing that account raised (the others still count).
+    """
+
+    workspaces: list[Workspace] = field(default_factory=list)
+    errors: dict[str, BivyError] = field(default_factory=dict)
+
+
+def _placeholder_user_data(spec: WorkspaceSpec, ssh_public_key: str, host_key: KeyPair) -> str:
+    """A minimal valid #cloud-config (dev user, pinned host key), used only while
+    ``app.cloudinit.render_user_data`` is not available."""
+    document = {
+        "users": [
+            {
+                "name": "dev",
+                "shell": "/bin/bash",
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "ssh_authorized_keys": [ssh_public_key],
+            }
+        ],
+        "disable_root": True,
+        "ssh_pwauth": False,
+        "ssh_deletekeys": True,
+        "ssh_keys": {
+            "ed25519_private": host_key.private_openssh,
+            "ed25519_public": host_key.public_openssh,
+        },
+        "hostname": f"bivy-{spec.name}",
+    }
+    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
+
+
+class WorkspaceService:
+    """Workspaces across every configured account.
+
+    Attributes:
+        settings: the user's settings (accounts, defaults); read on every call.
+        secrets: the keychain.
+        registry: the local workspace records.
+        keys: the install's SSH keypair.
+        running_timeout: seconds a new server may take to reach ``running``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        secrets: SecretStore,
+        *,
+        transport_factory: TransportFactory | None = None,
+        registry: Registry | None = None,
+        keys: KeyService | None = None,
+        environ: Mapping[str, str] | None = None,
+        running_timeout: float = 600.0,
+        poll_backoff: Backoff | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        cleanup_attempts: int = 3,
+        cleanup_interval: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self.registry = registry or Registry()
+        self.keys = keys or KeyService(secrets)
+        self.running_timeout = running_timeout
+        self._transport_factory = transport_factory
+        self._environ = environ
+        self._poll_backoff = poll_backoff or Backoff(initial=1.0, factor=1.5, maximum=5.0)
+        self._sleep = sleep
+        self._clock = clock
+        self._cleanup_attempts = cleanup_attempts
+        self._cleanup_interval = cleanup_interval
+        self._providers: dict[str, tuple[str, Provider]] = {}
+
+    # -- accounts and providers ----------------------------------------------------------------
+
+    def accounts(self) -> list[Account]:
+        """The accounts in use (configured, plus implicit ones from environment tokens)."""
+        return effective_accounts(self.settings, self._environ)
+
+    def account(self, account_id: str | None = None, provider: str | None = None) -> Account:
+        return find_account(self.settings, account_id, provider=provider, environ=self._environ)
+
+    async def provider(self, account: Account) -> Provider:
+        """The provider of ``account`` (kept open; reopened when its options change)."""
+
+        def build() -> tuple[str, Provider | None]:
+            from app.services.accounts import resolve_options
+
+            options = resolve_options(account, self.secrets, self._environ)
+            digest = hashlib.sha256(repr(sorted(options.items())).encode()).hexdigest()
+            cached = self._providers.get(account.id)
+            if cached is not None and cached[0] == digest:
+                return digest, None
+            transport = self._transport_factory(account) if self._transport_factory else None
+            return digest, open_provider(account, self.secrets, transport, self._environ)
+
+        digest, fresh = await asyncio.to_thread(build)
+        if fresh is None:
+            return self._providers[account.id][1]
+        old = self._providers.get(account.id)
+        self._providers[account.id] = (digest, fresh)
+        if old is not None:
+            await old[1].aclose()
+        return fresh
+
+    async def aclose(self) -> None:
+        """Close every provider's HTTP client."""
+        providers, self._providers = self._providers, {}
+        for _, provider in providers.values():
+            with contextlib.suppress(BivyError):
+                await provider.aclose()
+
+    async def sizes(self, account_id: str, region: str | None = None) -> list[Size]:
+        provider = await self.provider(self.account(account_id))
+        return await provider.sizes(region)
+
+    async def regions(self, account_id: str) -> list[Region]:
+        provider = await self.provider(self.account(account_id))
+        return await provider.regions()
+
+    # -- list ----------------------------------------------------------------------------------
+
+    async def list_workspaces(self) -> WorkspaceList:
+        """Every Bivy server of every account, concurrently; one account failing is reported
+        in ``errors`` and does not hide the others."""
+        accounts = self.accounts()
+
+        async def one(account: Account) -> list[Server]:
+            provider = await self.provider(account)
+            return await provider.list()
+
+        results = await asyncio.gather(*(one(a) for a in accounts), return_exceptions=True)
+        records = {r.name: r for r in await self.registry.aall()}
+        listing = WorkspaceList()
+        listed_ok: set[str] = set()
+        seen: set[str] = set()
+        for account, result in zip(accounts, results, strict=True):
+            if isinstance(result, BivyError):
+                listing.errors[account.id] = result
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            listed_ok.add(account.id)
+            for server in result:
+                name = server.workspace_name
+                if not server.is_bivy or not name:
+                    continue
+                seen.add(name)
+                listing.workspaces.append(self._workspace(account, server, records.get(name)))
+        listing.workspaces.sort(key=lambda w: (w.name, w.account))
+        await self._prune(records, listed_ok, seen)
+        return listing
+
+    @staticmethod
+    def _workspace(account: Account, server: Server, record: WorkspaceRecord | None) -> Workspace:
+        if record is not None and record.account != account.id:
+            record = None  # same name in another account: not this one's record
+        idle = _int_label(server.labels.get(LABEL_IDLE_MINUTES))
+        hours = _int_label(server.labels.get(LABEL_MAX_HOURS))
+        workspace = Workspace(
+            name=server.workspace_name or server.name,
+            account=account.id,
+            provider=account.provider,
+            server=server,
+            repo_url=record.repo_url if record else "",
+        )
+        if record is not None:
+            workspace.idle_minutes = record.idle_minutes
+            workspace.max_hours = record.max_hours
+        else:
+            workspace.idle_minutes = idle or workspace.idle_minutes
+            workspace.max_hours = hours or workspace.max_hours
+        return workspace
+
+    async def _prune(
+        self, records: dict[str, WorkspaceRecord], listed_ok: set[str], seen: set[str]
+    ) -> None:
+        cutoff = utcnow() - STALE_RECORD_GRACE
+        for record in records.values():
+            gone = record.account in listed_ok and record.name not in seen
+            if gone and record.created_at < cutoff:
+                log.info("workspace %s is gone at the provider; forgetting it", record.name)
+                await self._forget(record.name)
+
+    async def _forget(self, name: str) -> None:
+        await self.registry.aremove(name)
+        with contextlib.suppress(BivyError):
+            await self.secrets.adelete(SecretKeys.workspace(name, TTYD_PASSWORD))
+
+    # -- create --------------------------------------------------------------------------------
+
+    async def create(
+        self, spec: WorkspaceSpec, on_progress: Callable[[CreateProgress], None] | None = None
+    ) -> Workspace:
+        """Create the workspace's VM and wait until it runs.
+
+        Cancel-safe: when the task is cancelled (or any step fails) after the create request may
+        have reached the provider, the server — found by id, or by its workspace label when the
+        request was in flight — is deleted, the record and the ttyd password forgotten, and the
+        cancellation (or error) propagates.
+        """
+
+        def progress(step: str, detail: str, fraction: float) -> None:
+            if on_progress is not None:
+                on_progress(CreateProgress(step, detail, fraction))
+
+        progress("validate", f"Checking workspace {spec.name}", 0.0)
+        account = self.account(spec.account or None, provider=spec.provider)
+        provider = await self.provider(account)
+        cls = type(provider)
+        defaults = self.settings.defaults
+        same_account = defaults.account in ("", account.id)
+        region = spec.region or (defaults.region if same_account else "") or cls.default_region
+        size = spec.size or (defaults.size if same_account else "") or cls.default_size
+        if not size:
+            raise InvalidInput(f"choose a server size for {cls.display_name}")
+        spec = spec.model_copy(
+            update={"account": account.id, "provider": account.provider, "region": region,
+                    "size": size}
+        )  # fmt: skip
+        await self._check_name_free(spec.name, account, provider)
+
+        created: Server | None = None
+        request_sent = False
+        try:
+            progress("keys", "Preparing SSH keys and the terminal password", 0.1)
+            install_key = await self.keys.install_key()
+            host_key = await asyncio.to_thread(generate_host_key, spec.name)
+            ttyd_password = secrets_module.token_urlsafe(24)
+            await self.secrets.aset(SecretKeys.workspace(spec.name, TTYD_PASSWORD), ttyd_password)
+
+            progress("user-data", "Rendering the VM's cloud-init configuration", 0.2)
+            user_data = await self._user_data(
+                spec, provider, install_key.public_openssh, host_key, ttyd_password
+            )
+            labels = {
+                LABEL_MANAGED_BY: LABEL_MANAGED_BY_VALUE,
+                LABEL_WORKSPACE: spec.name,
+                LABEL_IDLE_MINUTES: str(spec.idle_minutes),
+                LABEL_MAX_HOURS: str(spec.max_hours),
+            }
+            request = CreateServerRequest(
+                name=f"bivy-{spec.name}",
+                region=region or None,
+                size=size,
+                ssh_public_key=install_key.public_openssh,
+                ssh_key_name="bivy",
+                labels=labels,
+                user_data=user_data,
+            )
+
+            where = f" in {region}" if region else ""
+            progress("create", f"Asking {cls.display_name} for a {size} server{where}", 0.3)
+            request_sent = True
+            created = await provider.create(request)
+
+            progress("record", f"Server {created.id} accepted", 0.5)
+            record = WorkspaceRecord(
+                name=spec.name,
+                account=account.id,
+                provider=account.provider,
+                server_id=created.id,
+                repo_url=spec.repo_url,
+                branch=spec.branch,
+                region=created.region or region,
+                size=size,
+                idle_minutes=spec.idle_minutes,
+                max_hours=spec.max_hours,
+                host_public_key=host_key.public_openssh,
+                ipv4=created.ipv4,
+            )
+            await self.registry.aput(record)
+
+            server = await self._wait_running(provider, created, progress)
+            if server.ipv4 and server.ipv4 != record.ipv4:
+                await self.registry.aupdate(spec.name, ipv4=server.ipv4)
+        except BaseException as exc:
+            # A 4xx answer means the provider refused before creating anything; after anything
+            # else (cancel, timeout, network error, failed action) a server may exist.
+            refused = isinstance(exc, BivyError) and 400 <= exc.status < 500 and created is None
+            cleanup = asyncio.ensure_future(
+                self._undo_create(spec.name, provider, created, request_sent and not refused)
+            )
+            try:
+                await asyncio.shield(cleanup)
+            except asyncio.CancelledError:
+                # Cancelled again while cleaning up: the cleanup task keeps running regardless.
+                log.warning("create of %s cancelled during cleanup; cleanup continues", spec.name)
+                raise
+            except BivyError as cleanup_error:
+                log.warning("cleanup after failed create of %s: %s", spec.name, cleanup_error)
+                if isinstance(exc, BivyError):
+                    exc.hint = (
+                        f"{exc.hint + '. ' if exc.hint else ''}The server may still exist: "
+                        f"check with `bivy ls` and remove it with `bivy rm {spec.name}`"
+                    )
+            raise
+        progress("done", f"Workspace {spec.name} is running", 1.0)
+        return Workspace(
+            name=spec.name,
+            account=account.id,
+            provider=account.provider,
+            server=server,
+            repo_url=spec.repo_url,
+            idle_minutes=spec.idle_minutes,
+            max_hours=spec.max_hours,
+        )
+
+    async def _check_name_free(self, name: str, account: Account, provider: Provider) -> None:
+        for server in await provider.list():
+            if server.workspace_name == name:
+                raise Conflict(
+                    f"a workspace named {name!r} already exists in account {account.id!r}",
+                    hint=f"Choose another name, or remove it first with `bivy rm {name}`",
+                    provider=account.provider,
+                )
+        record = await self.registry.aget(name)
+        if record is not None and record.account != account.id:
+            raise Conflict(
+                f"a workspace named {name!r} already exists in account {record.account!r}",
+                hint=f"Choose another name, or remove it first with `bivy rm {name}`",
+            )
+
+    async def _user_data(
+        self,
+        spec: WorkspaceSpec,
+        provider: Provider,
+        ssh_public_key: str,
+        host_key: KeyPair,
+        ttyd_password: str,
+    ) -> str:
+        del provider, ttyd_password  # used by the real renderer
+        return _placeholder_user_data(spec, ssh_public_key, host_key)
+
+    async def _wait_running(
+        self,
+        provider: Provider,
+        created: Server,
+        progress: Callable[[str, str, float], None],
+    ) -> Server:
+        async def fetch() -> Server:
+            try:
+                return await provider.get(created.id)
+            except NotFound:
+                raise ActionFailed(
+                    f"server {created.id} disappeared while starting",
+                    hint="It may have been deleted in the provider's console; try again",
+                    provider=created.provider,
+                ) from None
+
+        def report(server: Server) -> None:
+            fraction = 0.5 + 0.5 * _STATUS_FRACTION.get(server.status, 0.5) * 0.98
+            progress("wait", f"Server {server.id} is {server.status.value}", fraction)
+
+        def done(server: Server) -> bool:
+            if server.status in (ServerStatus.DELETING, ServerStatus.OFF):
+                raise ActionFailed(
+                    f"server {server.id} went {server.status.value} while starting",
+                    provider=server.provider,
+                )
+            return server.status == ServerStatus.RUNNING
+
+        if done(created):
+            return created
+        return await poll_until(
+            fetch,
+            done,
+            timeout=self.running_timeout,
+            backoff=self._poll_backoff,
+            sleep=self._sleep,
+            clock=self._clock,
+            what=f"server {created.id} to start",
+            on_value=report,
+        )
+
+    async def _undo_create(
+        self, name: str, provider: Provider, created: Server | None, request_sent: bool
+    ) -> None:
+        """Delete what a failed or cancelled create left behind (raises ``BivyError``)."""
+        failure: BivyError | None = None
+        if created is not None:
+            try:
+                await provider.delete(created.id)
+            except BivyError as exc:
+                failure = exc
+        elif request_sent:
+            # The POST may have been applied without us seeing the answer: look by label, a
+            # few times, since an in-flight request can land after the first look.
+            for attempt in range(self._cleanup_attempts):
+                try:
+                    found = [s for s in await provider.list() if s.workspace_name == name]
+                    for server in found:
+                        log.info("deleting server %s left by an interrupted create", server.id)
+                        await provider.delete(server.id)
+                    failure = None
+                    if found:
+                        break
+                except BivyError as exc:
+                    failure = exc
+                if attempt + 1 < self._cleanup_attempts:
+                    await self._sleep(self._cleanup_interval)
+        await self._forget(name)
+        if failure is not None:
+            raise failure
+
+    # -- delete --------------------------------------------------------------------------------
+
+    async def delete(self, name: str, *, wait: bool = False, timeout: float = 300.0) -> None:  # noqa: ASYNC109
+        """Delete the workspace's server(s) and forget it locally.
+
+        ``NotFound`` when neither the registry nor any account knows ``name``. With ``wait``,
+        return only once the provider no longer lists the server.
+        """
+        record = await self.registry.aget(name)
+        accounts = self.accounts()
+        if record is not None:
+            # Its own account first; others too, in case the record is stale.
+            accounts.sort(key=lambda a: a.id != record.account)
+        deleted: list[tuple[Provider, str]] = []
+        errors: list[BivyError] = []
+        for account in accounts:
+            try:
+                provider = await self.provider(account)
+                servers = [s for s in await provider.list() if s.workspace_name == name]
+                for server in servers:
+                    await provider.delete(server.id)
+                    deleted.append((provider, server.id))
+            except BivyError as exc:
+                if record is not None and account.id == record.account:
+                    raise
+                errors.append(exc)
+            if deleted:
+                break
+        if not deleted and record is None:
+            if errors:
+                raise errors[0]
+            raise NotFound(
+                f"there is no workspace named {name!r}",
+                hint="See the names with `bivy ls`",
+            )
+        await self._forget(name)
+        if wait:
+            for provider, server_id in deleted:
+                await self._wait_gone(provider, server_id, timeout)
+
+    async def _wait_gone(self, provider: Provider, server_id: str, timeout: float) -> None:  # noqa: ASYNC109
+        async def fetch() -> bool:
+            try:
+                await provider.get(server_id)
+            except NotFound:
+                return True
+            return False
+
+        await poll_until(
+            fetch,
+            bool,
+            timeout=timeout,
+            backoff=self._poll_backoff,
+            sleep=self._sleep,
+            clock=self._clock,
+            what=f"server {server_id} to be deleted",
+        )
+
+
+def _int_label(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
