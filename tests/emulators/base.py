@@ -500,7 +500,11 @@ class Emulator:
         """Run on 127.0.0.1 (a free port unless given) in a thread; yield the base URL."""
         server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, name=f"{self.provider}-emulator")
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # shutdown() waits up to one poll interval
+            name=f"{self.provider}-emulator",
+        )
         thread.daemon = True
         thread.start()
         try:

@@ -119,7 +119,9 @@ class OpenAPISpec:
         self.base_path = urlsplit(str(servers[0].get("url", ""))).path.rstrip("/")
         self._registry: referencing.Registry[Any] = referencing.Registry().with_resource(
             _SPEC_URI,
-            referencing.Resource(contents=document, specification=referencing.jsonschema.DRAFT4),
+            referencing.Resource.from_contents(
+                document, default_specification=referencing.jsonschema.DRAFT4
+            ),
         )
         self._templates: list[tuple[str, list[str]]] = [
             (t, _segments(t)) for t in document.get("paths", {})
