@@ -75,6 +75,8 @@ class DigitalOceanEmulator(Emulator):
         self.boot_seconds = boot_seconds
         self.rate_limit = 5000
         self.droplets: dict[int, dict[str, Any]] = {}
+        #: (size, region) pairs refused as "not available in this region".
+        self.unavailable: set[tuple[str, str]] = set()
         self.ssh_keys: dict[int, dict[str, Any]] = {}
         self.user_data: dict[int, str] = {}
         self._ids = itertools.count(3164444)
@@ -186,18 +188,18 @@ class DigitalOceanEmulator(Emulator):
             },
         )
 
+    def _region_json(self, slug: str, name: str) -> dict[str, Any]:
+        return {
+            "slug": slug,
+            "name": name,
+            "available": True,
+            "features": ["backups", "ipv6", "metadata"],
+            "sizes": [s[0] for s in SIZES if slug in s[8]],
+        }
+
     @route("GET", "/v2/regions")
     def regions(self, request: EmuRequest) -> EmuResponse:
-        items = [
-            {
-                "slug": slug,
-                "name": name,
-                "available": True,
-                "features": ["backups", "ipv6", "metadata"],
-                "sizes": [s[0] for s in SIZES if slug in s[8]],
-            }
-            for slug, name in REGIONS
-        ]
+        items = [self._region_json(slug, name) for slug, name in REGIONS]
         return self._page(request, "regions", items)
 
     @route("GET", "/v2/sizes")
@@ -255,7 +257,7 @@ class DigitalOceanEmulator(Emulator):
                 422, "unprocessable_entity", "You specified an invalid size for Droplet creation."
             )
         region = body.get("region") or size["regions"][0]
-        if region not in size["regions"]:
+        if region not in size["regions"] or (size["slug"], region) in self.unavailable:
             return self.error(422, "unprocessable_entity", "Size is not available in this region.")
         if len(self.droplets) >= self.droplet_limit:
             return self.error(
@@ -284,12 +286,27 @@ class DigitalOceanEmulator(Emulator):
             "backup_ids": [],
             "next_backup_window": None,
             "snapshot_ids": [],
-            "image": {"slug": body["image"], "name": "Ubuntu", "distribution": "Ubuntu"},
+            "image": {
+                "id": 63663980,
+                "name": "24.04 (LTS) x64",
+                "distribution": "Ubuntu",
+                "slug": body["image"] if isinstance(body["image"], str) else None,
+                "public": True,
+                "regions": [r for r, _ in REGIONS],
+                "created_at": "2024-04-25T10:00:00Z",
+                "type": "base",
+                "min_disk_size": 15,
+                "size_gigabytes": 2.36,
+                "description": "",
+                "tags": [],
+                "status": "available",
+                "error_message": "",
+            },
             "volume_ids": [],
             "size": size,
             "size_slug": size["slug"],
             "networks": {"v4": [], "v6": []},
-            "region": {"slug": region, "name": dict(REGIONS).get(region, region)},
+            "region": self._region_json(region, dict(REGIONS).get(region, region)),
             "tags": list(body.get("tags") or []),
             "vpc_uuid": str(uuid.uuid4()),
             "_created": now,

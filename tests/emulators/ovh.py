@@ -191,7 +191,8 @@ class OvhEmulator(Emulator):
         instances: id → instance JSON; operations: id → operation JSON.
         user_data: instance id → the userData sent.
         max_instances: quota; unavailable: flavor names refused as unavailable.
-        operation_polls: operation GETs before an operation completes.
+        operation_polls: operation GETs before an operation completes; its instance shows up
+            in lists then, or ``operation_seconds`` after the create anyway.
     """
 
     provider = "ovh"
@@ -205,9 +206,11 @@ class OvhEmulator(Emulator):
         max_instances: int = 10,
         boot_seconds: float = 3.0,
         operation_polls: int = 2,
+        operation_seconds: float = 5.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.operation_seconds = operation_seconds
         self.application_key = APPLICATION_KEY
         self.application_secret = APPLICATION_SECRET
         self.consumer_keys: dict[str, list[tuple[str, str]] | None] = {CONSUMER_KEY: None}
@@ -324,6 +327,9 @@ class OvhEmulator(Emulator):
             return self.error(404, "", f"This service does not exist: {request.params}")
         return None
 
+    def _visible(self, instance: dict[str, Any]) -> bool:
+        return not instance["_hidden"] or self.clock() >= instance["_visible_at"]
+
     def _view(self, instance: dict[str, Any]) -> dict[str, Any]:
         if instance["status"] == "BUILD" and self.clock() - instance["_since"] >= self.boot_seconds:
             instance["status"] = "ACTIVE"
@@ -433,7 +439,8 @@ class OvhEmulator(Emulator):
             "created": self._iso(now),
             "monthlyBilling": None,
             "_since": now,
-            "_hidden": True,  # appears once its operation completes
+            "_hidden": True,  # appears once its operation completes (or time passed)
+            "_visible_at": now + self.operation_seconds,
         }
         self.user_data[instance_id] = body.get("userData", "")
         operation_id = str(uuid.uuid4())
@@ -485,7 +492,7 @@ class OvhEmulator(Emulator):
         items = [
             self._view(i)
             for i in self.instances.values()
-            if not i["_hidden"] and (not region or i["region"] == region)
+            if self._visible(i) and (not region or i["region"] == region)
         ]
         return json_response(200, items)
 
@@ -493,7 +500,7 @@ class OvhEmulator(Emulator):
         if error := self._project(request):
             return error
         instance = self.instances.get(request.params["instanceId"])
-        if instance is None or instance["_hidden"]:
+        if instance is None or not self._visible(instance):
             return self.error(404, "", f"Instance {request.params['instanceId']} not found")
         return instance
 

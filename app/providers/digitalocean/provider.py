@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -264,6 +265,7 @@ class DigitalOceanProvider(Provider):
         options: Mapping[str, str],
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._token = options.get("token", "")
         self._delete_token = options.get("delete_token", "") or self._token
@@ -276,6 +278,7 @@ class DigitalOceanProvider(Provider):
                 secrets=(self._token, self._delete_token),
                 transport=transport,
                 parse_error=parse_error,
+                sleep=sleep,
             )
         )
 

@@ -120,17 +120,30 @@ class SigningTransport(httpx.AsyncBaseTransport):
             self.delta = 0 if server is None else server - int(self._clock())
         return self.delta
 
+    async def _sign(self, request: httpx.Request) -> None:
+        ts = int(self._clock()) + await self._server_time_delta()
+        request.headers["X-Ovh-Application"] = self._ak
+        request.headers["X-Ovh-Consumer"] = self._ck
+        request.headers["X-Ovh-Timestamp"] = str(ts)
+        request.headers["X-Ovh-Signature"] = signature(
+            self._as, self._ck, request.method, str(request.url), request.content, ts
+        )
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if not request.url.path.endswith("/auth/time"):
-            ts = int(self._clock()) + await self._server_time_delta()
-            body = request.content
-            request.headers["X-Ovh-Application"] = self._ak
-            request.headers["X-Ovh-Consumer"] = self._ck
-            request.headers["X-Ovh-Timestamp"] = str(ts)
-            request.headers["X-Ovh-Signature"] = signature(
-                self._as, self._ck, request.method, str(request.url), body, ts
-            )
-        return await self._inner.handle_async_request(request)
+        if request.url.path.endswith("/auth/time"):
+            return await self._inner.handle_async_request(request)
+        await self._sign(request)
+        response = await self._inner.handle_async_request(request)
+        if response.status_code in (400, 401, 403):
+            await response.aread()
+            if b"timestamp" in response.content.lower():
+                # The local clock jumped (suspend, NTP) since the delta was measured. The API
+                # refused before acting, so measuring again and re-signing once is safe.
+                await response.aclose()
+                self.delta = None
+                await self._sign(request)
+                response = await self._inner.handle_async_request(request)
+        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -269,6 +269,7 @@ class OvhProvider(Provider):
         options: Mapping[str, str],
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._ak = options.get("application_key", "")
         self._as = options.get("application_secret", "")
@@ -299,10 +300,11 @@ class OvhProvider(Provider):
                 secrets=(self._as, self._ck, self._delete_ck),
                 transport=self.signer,
                 parse_error=parse_error,
+                sleep=sleep,
             ),
             self.project_id,
         )
-        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self.sleep = sleep
         self._flavor_names: dict[str, str] = {}
 
     def __repr__(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -229,6 +229,7 @@ class ScalewayProvider(Provider):
         options: Mapping[str, str],
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._secret = options.get("secret_key", "")
         self.project_id = options.get("project_id", "")
@@ -242,6 +243,7 @@ class ScalewayProvider(Provider):
                 secrets=(self._secret,),
                 transport=transport,
                 parse_error=parse_error,
+                sleep=sleep,
             )
         )
 
