@@ -30,6 +30,17 @@ Adapters: ``transport()`` gives an ``httpx.MockTransport`` (async; latency is a 
 ``asyncio.sleep``), ``serve()`` runs a threaded HTTP server on 127.0.0.1:<free port> and yields
 the base URL (``http://127.0.0.1:PORT`` + ``base_path``).
 
+Control API (to drive a served emulator from another process, e.g. ``curl``)::
+
+    POST /_emulator/errors   {"method": "GET", "path": "/v1/servers", "status": 429,
+                              "code": "rate_limit_exceeded", "times": 1}
+    POST /_emulator/latency  {"method": "*", "path": "/v1/.*", "seconds": 2, "times": null}
+    POST /_emulator/faults   {"method": "POST", "path": "/v1/servers", "fault": "timeout",
+                              "apply": true}
+    POST /_emulator/clock    {"advance": 30}        (only with a ManualClock)
+    POST /_emulator/clear    {}                     (drop every injection)
+    GET  /_emulator/requests, GET /_emulator/violations
+
 Time: emulators read ``self.clock()`` (seconds since the epoch). Pass a ``ManualClock`` to move
 time by hand (``clock.advance(5)``) and/or ``tick_per_request`` to advance it on every request,
 which makes state machines move by step count.
@@ -56,6 +67,7 @@ import httpx
 from tests.emulators.openapi import OpenAPISpec, SpecViolation
 
 __all__ = [
+    "CONTROL_PREFIX",
     "EmuRequest",
     "EmuResponse",
     "Emulator",
@@ -68,6 +80,9 @@ __all__ = [
 ]
 
 Handler = Callable[[Any, "EmuRequest"], "EmuResponse"]
+
+#: Path prefix of the control API (not part of any provider API, never validated or logged).
+CONTROL_PREFIX = "/_emulator"
 
 
 def shared_specs_dir() -> Path:
@@ -370,9 +385,50 @@ class Emulator:
             return None
         return path[len(self.base_path) :] or "/"
 
+    def _control(self, request: EmuRequest) -> EmuResponse:
+        """The control API under ``/_emulator/`` (for a served emulator in another process)."""
+        action = request.path[len(CONTROL_PREFIX) :].strip("/")
+        try:
+            body = request.json() or {}
+        except ValueError:
+            return EmuResponse(400, {"error": "body is not JSON"})
+        try:
+            if request.method == "GET" and action == "requests":
+                return EmuResponse(200, {"requests": [vars(r) for r in self.requests]})
+            if request.method == "GET" and action == "violations":
+                return EmuResponse(200, {"violations": list(self.violations)})
+            if request.method == "POST" and action == "errors":
+                self.inject_error(
+                    body.get("method", "*"), body["path"], int(body["status"]),
+                    body.get("code", ""), body.get("message", ""), times=body.get("times", 1),
+                )  # fmt: skip
+            elif request.method == "POST" and action == "latency":
+                self.inject_latency(
+                    body.get("method", "*"), body["path"], float(body["seconds"]),
+                    times=body.get("times"),
+                )  # fmt: skip
+            elif request.method == "POST" and action == "faults":
+                self.inject_fault(
+                    body.get("method", "*"), body["path"], body.get("fault", "timeout"),
+                    times=body.get("times", 1), apply=bool(body.get("apply", False)),
+                )  # fmt: skip
+            elif request.method == "POST" and action == "clock":
+                if not hasattr(self.clock, "advance"):
+                    return EmuResponse(409, {"error": "the clock is real time (--manual-clock)"})
+                self.clock.advance(float(body["advance"]))
+            elif request.method == "POST" and action == "clear":
+                self.clear_injections()
+            else:
+                return EmuResponse(404, {"error": f"no control action {request.method} {action}"})
+        except (KeyError, TypeError, ValueError) as exc:
+            return EmuResponse(400, {"error": f"bad control request: {exc!r}"})
+        return EmuResponse(200, {"ok": True})
+
     def handle(self, request: EmuRequest) -> tuple[EmuResponse | None, float, str]:
         """Process one request: (response or None for a fault, latency seconds, fault name)."""
         with self.lock:
+            if request.path.startswith(CONTROL_PREFIX + "/"):
+                return self._control(request), 0.0, ""
             if self.tick_per_request and hasattr(self.clock, "advance"):
                 self.clock.advance(self.tick_per_request)
             body: Any

@@ -10,7 +10,13 @@ In tests::
 By hand, or for the CLI integration test (a separate process)::
 
     python -m tests.emulators.hetzner --port 8765 [--token T] [--readonly-token R]
+                                      [--manual-clock] [--rate-limit N]
     BIVY_HETZNER_API_URL=http://127.0.0.1:8765/v1 BIVY_HETZNER_TOKEN=T bivy ls
+    curl -X POST -d '{"method": "GET", "path": "/v1/servers", "status": 429,
+                      "code": "rate_limit_exceeded"}' http://127.0.0.1:8765/_emulator/errors
+
+(the control API under ``/_emulator/`` is described in ``tests.emulators.base``). On exit it
+prints any spec violations to stderr and exits 1 if there were some.
 
 Behaviour:
 - Servers move ``initializing`` → ``starting`` → ``running`` (``create_seconds`` then
@@ -1043,6 +1049,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-seconds", type=float, default=2.0)
     parser.add_argument("--delete-seconds", type=float, default=1.0)
     parser.add_argument("--server-limit", type=int, default=10)
+    parser.add_argument("--rate-limit", type=int, default=3600, help="requests per hour")
+    parser.add_argument(
+        "--manual-clock",
+        action="store_true",
+        help="time moves only through POST /_emulator/clock (and --tick-per-request)",
+    )
+    parser.add_argument("--tick-per-request", type=float, default=0.0)
     args = parser.parse_args(argv)
     emulator = HetznerEmulator(
         token=args.token or None,
@@ -1051,6 +1064,9 @@ def main(argv: list[str] | None = None) -> int:
         start_seconds=args.start_seconds,
         delete_seconds=args.delete_seconds,
         server_limit=args.server_limit,
+        rate_limit=args.rate_limit,
+        clock=ManualClock() if args.manual_clock else None,
+        tick_per_request=args.tick_per_request,
         strict=False,
     )
     stop = threading.Event()

@@ -230,7 +230,16 @@ async def test_served_over_http(emulator: HetznerEmulator) -> None:
 
 def test_runs_as_a_module() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulators.hetzner", "--port", "0", "--token", "tok"],
+        [
+            sys.executable,
+            "-m",
+            "tests.emulators.hetzner",
+            "--port",
+            "0",
+            "--token",
+            "tok",
+            "--manual-clock",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -244,6 +253,23 @@ def test_runs_as_a_module() -> None:
         answer = httpx.get(f"{url}/locations", headers={"Authorization": "Bearer tok"})
         assert answer.status_code == 200
         assert [loc["name"] for loc in answer.json()["locations"]][:2] == ["fsn1", "nbg1"]
+        # the control API drives it from this process
+        root = url.removesuffix("/v1")
+        auth = {"Authorization": "Bearer tok"}
+        rule = {"method": "GET", "path": "/v1/servers", "status": 429,
+                "code": "rate_limit_exceeded", "times": 1}  # fmt: skip
+        assert httpx.post(f"{root}/_emulator/errors", json=rule).json() == {"ok": True}
+        assert httpx.get(f"{url}/servers", headers=auth).status_code == 429
+        assert httpx.get(f"{url}/servers", headers=auth).status_code == 200
+        created = httpx.post(f"{url}/servers", headers=auth, json=CREATE).json()["server"]
+        assert httpx.post(f"{root}/_emulator/clock", json={"advance": 60}).status_code == 200
+        server = httpx.get(f"{url}/servers/{created['id']}", headers=auth).json()["server"]
+        assert server["status"] == "running"
+        logged = httpx.get(f"{root}/_emulator/requests").json()["requests"]
+        assert [r["status"] for r in logged][-4:] == [429, 200, 201, 200]
+        assert httpx.get(f"{root}/_emulator/violations").json() == {"violations": []}
+        bad = httpx.post(f"{root}/_emulator/errors", json={"status": 500})
+        assert bad.status_code == 400
     finally:
         proc.terminate()
         _out, err = proc.communicate(timeout=10)
