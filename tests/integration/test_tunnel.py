@@ -281,3 +281,50 @@ async def test_status_and_agent_files_are_read(
     assert snapshot.agent is not None and snapshot.agent.state == AgentState.WAITING
     until = await statuses.keep_alive(tunnel, 3600)
     assert int(lease_file.read_text().strip()) == int(until.timestamp())
+
+
+async def test_status_watch_emits_phase_and_waiting(
+    service: TunnelService, sshd: SshServer, tmp_path: Path
+) -> None:
+    from app.services.status import StatusEvent, StatusEventKind, StatusService
+
+    vm = tmp_path / "vm"
+    vm.mkdir()
+    status_file, agent_file = vm / "status.json", vm / "agent.json"
+    status_file.write_text(json.dumps({"phase": "cloning"}))
+    tunnel = await service.open(target_for(sshd))
+    statuses = StatusService(
+        service,
+        interval=0.05,
+        fast_interval=0.05,
+        status_path=str(status_file),
+        agent_path=str(agent_file),  # absent at first: agent stays None
+    )
+    events: list[StatusEvent] = []
+    waiting = asyncio.Event()
+    first_phase = asyncio.Event()
+
+    def listen(event: StatusEvent) -> None:
+        events.append(event)
+        if event.kind == StatusEventKind.PHASE_CHANGED:
+            first_phase.set()
+        if event.kind == StatusEventKind.AGENT_WAITING:
+            waiting.set()
+
+    statuses.add_listener(listen)
+    statuses.watch(tunnel.target.workspace)
+    await asyncio.wait_for(first_phase.wait(), 10)
+    status_file.write_text(json.dumps({"phase": "ready"}))
+    agent_file.write_text(json.dumps({"state": "waiting", "message": "Allow edit?"}))
+    await asyncio.wait_for(waiting.wait(), 10)
+    await statuses.close()
+    phases = [
+        (e.previous_phase, e.snapshot.phase)
+        for e in events
+        if e.kind == StatusEventKind.PHASE_CHANGED and e.snapshot is not None
+    ]
+    assert phases == [(None, Phase.CLONING), (Phase.CLONING, Phase.READY)]
+    latest = statuses.latest("demo")
+    assert latest is not None and latest.agent is not None
+    assert latest.agent.message == "Allow edit?"
+    assert sum(e.kind == StatusEventKind.AGENT_WAITING for e in events) == 1
