@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.domain.validation import validate_branch, validate_repo_url
+
 #: Labels every VM Bivy creates carries; the list is one filtered call per provider.
 LABEL_MANAGED_BY = "managed-by"
 LABEL_MANAGED_BY_VALUE = "bivy"
@@ -192,6 +194,16 @@ class WorkspaceSpec(BaseModel):
     @classmethod
     def _name(cls, value: str) -> str:
         return validate_workspace_name(value)
+
+    @field_validator("repo_url")
+    @classmethod
+    def _repo_url(cls, value: str) -> str:
+        return validate_repo_url(value)
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str | None) -> str | None:
+        return None if value is None or value == "" else validate_branch(value)
 
 
 class CreateServerRequest(BaseModel):
