@@ -461,7 +461,12 @@ class ApiClient:
                 failures += 1
                 await self._backoff(failures, method, path, f"HTTP {status}")
                 continue
-            raise self._wrap(self._parse_error(response))
+            error = self._parse_error(response)
+            if status >= 500 and not safe:
+                error.message += (
+                    "; the request may or may not have been applied, so Bivy did not repeat it"
+                )
+            raise self._wrap(error)
 
     async def _backoff(self, attempt: int, method: str, path: str, why: str) -> None:
         delay = min(self._backoff_max, self._backoff_initial * (2 ** (attempt - 1)))
