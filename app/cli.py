@@ -1,0 +1,618 @@
+"""The ``bivy`` command line: headless commands over the same services as the window."""
+
+# Adding a command (other engineers: keep it additive):
+#   1. write ``_add_<cmd>_parser(sub)`` that calls ``sub.add_parser("<cmd>", help=...)`` and adds
+#      its arguments, and ``_cmd_<cmd>(args, ctx) -> int`` (plain or ``async def``);
+#   2. add one ``Command("<cmd>", _add_<cmd>_parser, _cmd_<cmd>)`` row to ``COMMANDS``.
+# ``main`` parses, runs the handler (``asyncio.run`` for async ones), closes the services, and
+# turns every ``BivyError`` into one line on stderr with a non-zero exit: handlers just raise.
+# Data goes to stdout (``--json`` where offered); progress and warnings go to stderr.
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import inspect
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TextIO
+
+from app import __version__
+from app.domain import Size, Workspace, WorkspaceSpec, utcnow
+from app.errors import BivyError, InvalidInput
+from app.settings import SecretStore, Settings, load_settings, save_settings
+
+log = logging.getLogger("bivy.cli")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+SubParsers = Any  # argparse's _SubParsersAction is private; this is what add_parser is called on
+
+
+@dataclass
+class CliContext:
+    """What handlers share: settings, keychain and the workspace service, made on first use.
+
+    Attributes:
+        out: where data goes (stdout).
+        err: where progress, warnings and errors go (stderr).
+    """
+
+    out: TextIO
+    err: TextIO
+    _settings: Settings | None = None
+    _secrets: SecretStore | None = None
+    _service: Any = None
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+    @property
+    def secrets(self) -> SecretStore:
+        if self._secrets is None:
+            self._secrets = SecretStore()
+        return self._secrets
+
+    def save_settings(self) -> None:
+        save_settings(self.settings)
+
+    @property
+    def service(self) -> Any:
+        """The ``WorkspaceService`` (typed ``Any`` so this module imports services lazily)."""
+        if self._service is None:
+            from app.services.workspaces import WorkspaceService
+
+            self._service = WorkspaceService(self.settings, self.secrets)
+            self._closers.append(self._service.aclose)
+        return self._service
+
+    async def aclose(self) -> None:
+        closers, self._closers = self._closers, []
+        for close in closers:
+            await close()
+
+    def note(self, text: str) -> None:
+        """One line on stderr."""
+        print(text, file=self.err, flush=True)
+
+    def emit_json(self, value: Any) -> None:
+        json.dump(value, self.out, indent=2, default=_json_default)
+        self.out.write("\n")
+
+
+Handler = Callable[[argparse.Namespace, CliContext], "int | Awaitable[int]"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: how to declare its arguments and how to run it."""
+
+    name: str
+    add_parser: Callable[[SubParsers], argparse.ArgumentParser]
+    run: Handler
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str], out: TextIO) -> None:
+    """Columns padded to their widest cell; numbers (cells starting with a digit) right-aligned."""
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    right = [bool(rows) and all(r[i][:1].isdigit() for r in rows) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    print(line(header), file=out)
+    for row in rows:
+        print(line(row), file=out)
+
+
+def _gb(value: float) -> str:
+    return f"{value:g} GB"
+
+
+def _age(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    seconds = max(0, int((utcnow() - moment).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
+
+
+# -- providers ----------------------------------------------------------------------------------
+
+
+def _add_providers_parser(sub: SubParsers) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "providers", help="list the cloud providers and their accounts"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _cmd_providers(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.providers.registry import PROVIDERS
+    from app.services.accounts import effective_accounts
+
+    accounts = effective_accounts(ctx.settings)
+    rows: list[dict[str, Any]] = []
+    for kind, cls in PROVIDERS.items():
+        mine = [a.id for a in accounts if a.provider == kind]
+        rows.append(
+            {
+                "kind": kind,
+                "name": cls.display_name,
+                "accounts": mine,
+                "default_region": cls.default_region,
+                "default_size": cls.default_size,
+            }
+        )
+    if args.json:
+        ctx.emit_json(rows)
+        return EXIT_OK
+    _table(
+        [
+            [r["kind"], r["name"], ", ".join(r["accounts"]) or f"- (bivy login {r['kind']})"]
+            for r in rows
+        ],
+        ["PROVIDER", "NAME", "ACCOUNTS"],
+        ctx.out,
+    )
+    return EXIT_OK
+
+
+# -- sizes --------------------------------------------------------------------------------------
+
+
+def _add_sizes_parser(sub: SubParsers) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser("sizes", help="server types with live prices")
+    parser.add_argument("provider", help="provider kind, e.g. hetzner")
+    parser.add_argument("--region", help="only types available there (prices for it)")
+    parser.add_argument("--account", help="account id (default: the provider's default)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+async def _cmd_sizes(args: argparse.Namespace, ctx: CliContext) -> int:
+    service = ctx.service
+    account = service.account(args.account, provider=args.provider)
+    provider = await service.provider(account)
+    region = args.region or (
+        ctx.settings.defaults.region if ctx.settings.defaults.account in ("", account.id) else ""
+    )
+    region = region or type(provider).default_region
+    sizes: list[Size] = await provider.sizes(args.region)
+    rows = []
+    for size in sorted(sizes, key=_size_sort_key(region)):
+        price = size.price_in(region) if region else None
+        if price is None and not args.region and size.prices:
+            # Not offered in the default region: show its cheapest region instead.
+            region_id, price = min(size.prices.items(), key=lambda kv: kv[1].hourly)
+        else:
+            region_id = region
+        rows.append((size, region_id, price))
+    if args.json:
+        ctx.emit_json(
+            [
+                {
+                    "name": s.name,
+                    "description": s.description,
+                    "cores": s.cores,
+                    "memory_gb": s.memory_gb,
+                    "disk_gb": s.disk_gb,
+                    "cpu_type": s.cpu_type,
+                    "architecture": s.architecture,
+                    "deprecated": s.deprecated,
+                    "region": r if p else None,
+                    "currency": p.currency if p else None,
+                    "price_hourly": p.hourly if p else None,
+                    "price_monthly": p.monthly if p else None,
+                    "includes_vat": p.includes_vat if p else None,
+                    "prices": {
+                        k: {"hourly": v.hourly, "monthly": v.monthly, "currency": v.currency}
+                        for k, v in s.prices.items()
+                    },
+                }
+                for s, r, p in rows
+            ]
+        )
+        return EXIT_OK
+    if not rows:
+        ctx.note(f"No server types are available{' in ' + args.region if args.region else ''}.")
+        return EXIT_OK
+    currency = next((p.currency for _, _, p in rows if p), "")
+    vat = next((p.includes_vat for _, _, p in rows if p), False)
+    _table(
+        [
+            [
+                s.name,
+                str(s.cores),
+                _gb(s.memory_gb),
+                f"{s.disk_gb} GB",
+                s.cpu_type + ("/arm" if s.architecture == "arm" else ""),
+                r or "-",
+                f"{p.hourly:.4f}" if p else "-",
+                f"{p.monthly:.2f}" if p else "-",
+            ]
+            for s, r, p in rows
+        ],
+        ["NAME", "CORES", "MEMORY", "DISK", "CPU", "REGION",
+         f"{currency}/HOUR", f"{currency}/MONTH"],
+        ctx.out,
+    )  # fmt: skip
+    ctx.note(
+        f"Prices in {currency}{', VAT included' if vat else ', without VAT'}; live from the API."
+    )
+    return EXIT_OK
+
+
+def _size_sort_key(region: str) -> Callable[[Size], tuple[Decimal, str]]:
+    def key(size: Size) -> tuple[Decimal, str]:
+        price = size.price_in(region) or min(
+            size.prices.values(), key=lambda p: p.hourly, default=None
+        )
+        return (price.hourly if price else Decimal("Infinity"), size.name)
+
+    return key  # fmt: skip
+
+
+# -- ls -----------------------------------------------------------------------------------------
+
+
+def _add_ls_parser(sub: SubParsers) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser("ls", help="list workspaces")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _workspace_json(ws: Workspace) -> dict[str, Any]:
+    server = ws.server
+    return {
+        "name": ws.name,
+        "account": ws.account,
+        "provider": ws.provider,
+        "status": server.status.value if server else None,
+        "server_id": server.id if server else None,
+        "region": server.region if server else None,
+        "size": server.size if server else None,
+        "ipv4": server.ipv4 if server else None,
+        "created_at": server.created_at if server else None,
+        "repo_url": ws.repo_url,
+        "idle_minutes": ws.idle_minutes,
+        "max_hours": ws.max_hours,
+        "lifetime_deadline": ws.lifetime_deadline,
+    }
+
+
+async def _cmd_ls(args: argparse.Namespace, ctx: CliContext) -> int:
+    service = ctx.service
+    if not service.accounts():
+        if args.json:
+            ctx.emit_json([])
+        ctx.note(
+            "No accounts are configured: run `bivy login hetzner` (or set BIVY_HETZNER_TOKEN)."
+        )
+        return EXIT_OK
+    listing = await service.list_workspaces()
+    for account_id, error in sorted(listing.errors.items()):
+        ctx.note(f"bivy: account {account_id}: {error.one_line()}")
+    if args.json:
+        ctx.emit_json([_workspace_json(ws) for ws in listing.workspaces])
+    elif listing.workspaces:
+        _table(
+            [
+                [
+                    ws.name,
+                    ws.account,
+                    ws.server.status.value if ws.server else "-",
+                    (ws.server.region or "-") if ws.server else "-",
+                    (ws.server.size or "-") if ws.server else "-",
+                    (ws.server.ipv4 or "-") if ws.server else "-",
+                    _age(ws.server.created_at if ws.server else None),
+                    ws.repo_url or "-",
+                ]
+                for ws in listing.workspaces
+            ],
+            ["NAME", "ACCOUNT", "STATUS", "REGION", "SIZE", "IPV4", "AGE", "REPOSITORY"],
+            ctx.out,
+        )
+    elif not listing.errors:
+        ctx.note("No workspaces. Create one with `bivy create NAME --repo URL`.")
+    return EXIT_ERROR if listing.errors else EXIT_OK
+
+
+# -- create -------------------------------------------------------------------------------------
+
+
+def _add_create_parser(sub: SubParsers) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "create", help="create a workspace and wait until its server runs"
+    )
+    parser.add_argument("name", help="workspace name (lower-case letters, digits, '-')")
+    parser.add_argument("--repo", required=True, help="git repository URL to clone")
+    parser.add_argument("--provider", default="hetzner", help="provider kind (default hetzner)")
+    parser.add_argument("--account", help="account id (default: the provider's default)")
+    parser.add_argument("--size", help="server type (see `bivy sizes`)")
+    parser.add_argument("--region", help="region/location")
+    parser.add_argument("--branch", help="branch to check out")
+    parser.add_argument("--idle-minutes", type=int, help="delete after this long idle")
+    parser.add_argument("--max-hours", type=int, help="delete after this long, whatever happens")
+    parser.add_argument("--json", action="store_true", help="print the workspace as JSON")
+    return parser
+
+
+def _spec_from_args(args: argparse.Namespace, settings: Settings) -> WorkspaceSpec:
+    from pydantic import ValidationError
+
+    values: dict[str, Any] = {
+        "name": args.name,
+        "repo_url": args.repo,
+        "provider": args.provider,
+        "account": args.account or "",
+        "region": args.region,
+        "size": args.size,
+        "branch": args.branch,
+        "idle_minutes": (
+            args.idle_minutes if args.idle_minutes is not None else settings.defaults.idle_minutes
+        ),
+        "max_hours": args.max_hours if args.max_hours is not None else settings.defaults.max_hours,
+        "agent_credential": settings.defaults.agent_credential,
+    }
+    try:
+        return WorkspaceSpec.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "input"
+        flag = {"name": "NAME", "repo_url": "--repo", "idle_minutes": "--idle-minutes",
+                "max_hours": "--max-hours"}.get(where, f"--{where.replace('_', '-')}")  # fmt: skip
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidInput(f"{flag}: {message}") from None
+
+
+async def _cmd_create(args: argparse.Namespace, ctx: CliContext) -> int:
+    spec = _spec_from_args(args, ctx.settings)
+    last: list[str] = [""]
+
+    def on_progress(progress: Any) -> None:
+        if progress.detail != last[0]:
+            last[0] = progress.detail
+            ctx.note(f"[{round(progress.fraction * 100):3d}%] {progress.detail}")
+
+    workspace: Workspace = await ctx.service.create(spec, on_progress=on_progress)
+    if args.json:
+        ctx.emit_json(_workspace_json(workspace))
+    else:
+        server = workspace.server
+        where = f" at {server.ipv4}" if server and server.ipv4 else ""
+        print(f"Workspace {workspace.name} is running{where}.", file=ctx.out)
+    return EXIT_OK
+
+
+# -- rm -----------------------------------------------------------------------------------------
+
+
+def _add_rm_parser(sub: SubParsers) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser("rm", help="delete a workspace and its server")
+    parser.add_argument("name", help="workspace name")
+    parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument(
+        "--no-wait", action="store_true", help="return once the provider accepted the deletion"
+    )
+    return parser
+
+
+def _confirm(question: str) -> bool:
+    try:
+        answer = input(question)
+    except EOFError:
+        return False
+    return answer.strip().lower() in {"y", "yes"}
+
+
+async def _cmd_rm(args: argparse.Namespace, ctx: CliContext) -> int:
+    if not args.yes:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise InvalidInput(
+                f"refusing to delete workspace {args.name!r} without confirmation",
+                hint="Not running in a terminal: pass --yes to delete without asking",
+            )
+        question = f"Delete workspace {args.name!r} and its server? Unsaved work is lost. [y/N] "
+        if not await asyncio.to_thread(_confirm, question):
+            ctx.note("Not deleted.")
+            return EXIT_ERROR
+    ctx.note(f"Deleting workspace {args.name}…")
+    await ctx.service.delete(args.name, wait=not args.no_wait)
+    print(f"Workspace {args.name} deleted.", file=ctx.out)
+    return EXIT_OK
+
+
+# -- login --------------------------------------------------------------------------------------
+
+
+def _add_login_parser(sub: SubParsers) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "login", help="store a provider's API token in the keychain (after checking it)"
+    )
+    parser.add_argument("provider", help="provider kind, e.g. hetzner")
+    parser.add_argument(
+        "--token-stdin", action="store_true", help="read the token from stdin instead of asking"
+    )
+    parser.add_argument("--account", help="account id to store it under (default: the kind)")
+    parser.add_argument("--label", default="", help="a name for the account")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a non-secret account option (repeatable)",
+    )
+    return parser
+
+
+def _read_secret(prompt: str, from_stdin: bool) -> str:
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().strip()
+    return getpass.getpass(prompt).strip()
+
+
+async def _cmd_login(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.services.accounts import add_account, provider_class
+
+    cls = provider_class(args.provider)
+    given: dict[str, str] = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"--option {item!r} is not KEY=VALUE")
+        given[key.strip()] = value.strip()
+    secret_options = [o for o in cls.options if o.secret]
+    if args.token_stdin and len(secret_options) != 1:
+        raise InvalidInput(
+            f"{cls.display_name} needs {len(secret_options)} secrets; --token-stdin reads one",
+        )
+    values: dict[str, str] = {}
+    for option in cls.options:
+        if option.key in given:
+            if option.secret:
+                raise InvalidInput(
+                    f"{option.label} is secret: it is read without echo, not from --option"
+                )
+            values[option.key] = given[option.key]
+        elif option.secret:
+            if not args.token_stdin and sys.stdin.isatty():
+                ctx.note(option.help or cls.token_guidance)
+            values[option.key] = await asyncio.to_thread(
+                _read_secret, f"{cls.display_name} {option.label}: ", args.token_stdin
+            )
+        elif sys.stdin.isatty():
+            default = f" [{option.default}]" if option.default else ""
+            answer = await asyncio.to_thread(input, f"{option.label}{default}: ")
+            values[option.key] = answer.strip() or option.default
+        else:
+            values[option.key] = option.default
+    ctx.note(f"Checking the {cls.display_name} credentials…")
+    account = await add_account(
+        ctx.settings,
+        ctx.secrets,
+        cls.kind,
+        values,
+        account_id=args.account,
+        label=args.label,
+    )
+    ctx.save_settings()
+    print(
+        f"Logged in: account {account.id} ({cls.display_name}); the token is in the keychain.",
+        file=ctx.out,
+    )
+    return EXIT_OK
+
+
+# -- the table and the entry point ----------------------------------------------------------------
+
+COMMANDS: list[Command] = [
+    Command("providers", _add_providers_parser, _cmd_providers),
+    Command("sizes", _add_sizes_parser, _cmd_sizes),
+    Command("ls", _add_ls_parser, _cmd_ls),
+    Command("create", _add_create_parser, _cmd_create),
+    Command("rm", _add_rm_parser, _cmd_rm),
+    Command("login", _add_login_parser, _cmd_login),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bivy",
+        description="Disposable cloud workspaces for AI coding agents. "
+        "Run without arguments to open the window.",
+    )
+    parser.add_argument("--version", action="version", version=f"bivy {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="log details (never secrets) to stderr"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub).set_defaults(handler=command.run)
+    return parser
+
+
+async def _run_async(handler: Handler, args: argparse.Namespace, ctx: CliContext) -> int:
+    try:
+        result = handler(args, ctx)
+        if inspect.isawaitable(result):
+            result = await result
+        return int(result)
+    finally:
+        await ctx.aclose()
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:  # fmt: skip
+    """Run one command; returns the exit status (never raises, never prints a traceback)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="bivy: %(levelname)s %(name)s: %(message)s" if args.debug else "bivy: %(message)s",
+        stream=err,
+    )
+    if not args.debug:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(err)
+        return EXIT_USAGE
+    ctx = CliContext(out=out, err=err)
+    try:
+        return asyncio.run(_run_async(handler, args, ctx))
+    except BivyError as exc:
+        print(f"bivy: {exc.one_line()}", file=err, flush=True)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("bivy: interrupted", file=err, flush=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: one line, details only with --debug
+        if args.debug:
+            log.exception("internal error")
+        print(
+            f"bivy: internal error ({type(exc).__name__}); run with --debug for details",
+            file=err,
+            flush=True,
+        )
+        return EXIT_INTERNAL
