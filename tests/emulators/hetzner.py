@@ -796,6 +796,12 @@ class HetznerEmulator(Emulator):
         self.project.ssh_keys[sid] = record
         return json_response(201, {"ssh_key": record})
 
+    @route("DELETE", "/v1/ssh_keys/{id}")
+    def delete_ssh_key(self, req: EmuRequest) -> EmuResponse:
+        if self.project.ssh_keys.pop(int(req.params["id"]), None) is None:
+            return self.error(404, "not_found", "ssh key not found")
+        return EmuResponse(204)
+
     # -- routes: firewalls ---------------------------------------------------------------------
 
     @route("GET", "/v1/firewalls")

@@ -111,6 +111,9 @@ class HetznerClient:
         )
         return m.SSHKey.model_validate(body["ssh_key"])
 
+    async def delete_ssh_key(self, key_id: int) -> None:
+        await self.api.send_json("DELETE", f"ssh_keys/{key_id}")
+
     async def firewalls(self, *, name: str | None = None) -> list[m.Firewall]:
         params = {"name": name} if name else {}
         raw = await self._pages("firewalls", "firewalls", params)

@@ -45,6 +45,9 @@ DEFAULT_IMAGE = "ubuntu-24.04"
 #: Hetzner's app image with Docker preinstalled (listed under ``GET /images?type=app``).
 DOCKER_APP_IMAGE = "docker-ce"
 FIREWALL_NAME = "bivy-ssh-only"
+#: The read-only probe: an SSH key upload that must fail validation (it is not a key).
+PROBE_KEY_NAME = "bivy-permission-probe"
+PROBE_PUBLIC_KEY = "bivy-permission-probe"
 
 STATUS_MAP: dict[str, ServerStatus] = {
     "initializing": ServerStatus.INITIALIZING,
@@ -131,9 +134,10 @@ class HetznerProvider(Provider):
 
     Prices are shown **gross** (VAT included, ``Price.includes_vat=True``) in the project owner's
     currency from ``GET /pricing``: that is what lands on the bill of the private users Bivy is
-    for. ``validate`` cannot tell a read-only token from a read & write one without trying a
-    change (Hetzner has no token introspection); a read-only token is reported on its first
-    write (401 ``token_readonly`` → ``AuthError`` saying so).
+    for. Hetzner has no token introspection, so ``validate`` tells a read-only token from a
+    read & write one with a write that cannot succeed: ``POST /ssh_keys`` with a public key that
+    is not a key. A read & write token gets 422 ``invalid_input`` (nothing is created), a
+    read-only one 401 ``token_readonly``. Should the API ever accept it, the key is deleted again.
 
     Attributes:
         client: the REST calls (its ``api.rate_limit`` is the last rate-limit state seen).
@@ -219,16 +223,34 @@ class HetznerProvider(Provider):
     # -- account and catalogue -----------------------------------------------------------------
 
     async def validate(self) -> AccountInfo:
-        """One cheap authenticated call (``GET /pricing``, which also gives the currency)."""
+        """``GET /pricing`` (token valid? currency), then the side-effect-free write probe."""
         self._need_token()
         pricing = await self.client.pricing()
         self._currency = pricing.currency
+        read_only = await self._probe_read_only()
+        kind = "read-only token" if read_only else "read & write token"
         return AccountInfo(
             provider=KIND,
-            description=f"Hetzner Cloud project (prices in {pricing.currency}, VAT included)",
+            description=(
+                f"Hetzner Cloud project, {kind} (prices in {pricing.currency}, VAT included)"
+            ),
             currency=pricing.currency,
-            read_only=False,
+            read_only=read_only,
         )
+
+    async def _probe_read_only(self) -> bool:
+        try:
+            key = await self.client.create_ssh_key(PROBE_KEY_NAME, PROBE_PUBLIC_KEY, {})
+        except InvalidInput:
+            return False
+        except AuthError as exc:
+            if exc.code == "token_readonly":
+                return True
+            raise
+        # Never expected (the probe is not a key), but leave nothing behind if it happens.
+        with contextlib.suppress(NotFound):
+            await self.client.delete_ssh_key(key.id)
+        return False
 
     async def regions(self) -> list[Region]:
         self._need_token()

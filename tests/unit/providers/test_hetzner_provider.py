@@ -59,9 +59,23 @@ def test_registered_and_declared() -> None:
     assert "Read & Write" in HetznerProvider.token_guidance
 
 
-async def test_validate(provider: HetznerProvider) -> None:
+async def test_validate(provider: HetznerProvider, emulator: HetznerEmulator) -> None:
     info = await provider.validate()
-    assert (info.provider, info.currency) == ("hetzner", "EUR")
+    assert (info.provider, info.currency, info.read_only) == ("hetzner", "EUR", False)
+    assert "read & write" in info.description
+    (probe,) = emulator.calls("POST", r"/v1/ssh_keys")
+    assert probe.status == 422  # the write probe cannot create anything
+    assert emulator.project.ssh_keys == {}
+
+
+async def test_validate_cleans_up_if_the_probe_were_accepted(
+    provider: HetznerProvider, emulator: HetznerEmulator
+) -> None:
+    key = {"id": 77, "name": "bivy-permission-probe", "fingerprint": "00", "public_key": "x",
+           "labels": {}, "created": "2026-01-01T00:00:00Z"}  # fmt: skip
+    emulator.inject_error("POST", r"/v1/ssh_keys", 201, body={"ssh_key": key})
+    assert (await provider.validate()).read_only is False
+    assert [c.path for c in emulator.calls("DELETE", r".*")] == ["/v1/ssh_keys/77"]
 
 
 async def test_bad_token(emulator: HetznerEmulator) -> None:
@@ -285,7 +299,8 @@ async def test_bad_label_refused_locally(provider: HetznerProvider) -> None:
 async def test_readonly_token(emulator: HetznerEmulator, fake_sleep: FakeSleep) -> None:
     ro = HetznerProvider({"token": "readonly-token-1"}, transport=emulator.transport(),
                          sleep=fake_sleep)  # fmt: skip
-    assert (await ro.validate()).currency == "EUR"
+    info = await ro.validate()
+    assert (info.currency, info.read_only) == ("EUR", True)
     with pytest.raises(AuthError) as info:
         await ro.create(request())
     await ro.aclose()
