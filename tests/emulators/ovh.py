@@ -219,6 +219,8 @@ class OvhEmulator(Emulator):
         self.boot_seconds = boot_seconds
         self.operation_polls = operation_polls
         self.unavailable: set[str] = set()
+        #: how many of the next create operations end ``in-error`` (their instance vanishes)
+        self.fail_operations = 0
         self.instances: dict[str, dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.user_data: dict[str, str] = {}
@@ -454,7 +456,11 @@ class OvhEmulator(Emulator):
             "subOperations": [],
             "_polls": 0,
             "_instance": instance_id,
+            "_fail": self.fail_operations > 0,
         }
+        if self.fail_operations > 0:
+            self.fail_operations -= 1
+            self.instances[instance_id]["_visible_at"] = float("inf")
         return json_response(
             200, {k: v for k, v in self.operations[operation_id].items() if not k.startswith("_")}
         )
@@ -467,7 +473,10 @@ class OvhEmulator(Emulator):
         if op is None:
             return self.error(404, "", "Operation not found")
         op["_polls"] += 1
-        if op["_polls"] >= self.operation_polls and op["status"] != "completed":
+        if op.get("_fail") and op["_polls"] >= self.operation_polls:
+            op["status"] = "in-error"
+            self.instances.pop(op["_instance"], None)
+        elif op["_polls"] >= self.operation_polls and op["status"] not in ("completed", "in-error"):
             instance_id = op["_instance"]
             op["status"] = "completed"
             op["subOperations"] = [

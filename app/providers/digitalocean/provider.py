@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, ClassVar
 
 import httpx
@@ -41,6 +41,7 @@ from app.providers.digitalocean.client import (
 USER_DATA_LIMIT = 64 * 1024
 #: The tag every Bivy droplet carries; ``GET /v2/droplets?tag_name=bivy`` lists them.
 MANAGED_TAG = "bivy"
+MAX_TAG_LENGTH = 255
 DEFAULT_IMAGE = "ubuntu-24-04-x64"
 
 STATUS_MAP = {
@@ -77,13 +78,23 @@ def _unescape(text: str) -> str:
 
 
 def labels_to_tags(labels: Mapping[str, str]) -> list[str]:
-    """Bivy labels as DigitalOcean tags: ``bivy`` for managed-by, ``key:value`` for the rest."""
+    """Bivy labels as DigitalOcean tags: ``bivy`` for managed-by, ``key:value`` for the rest.
+
+    Raises ``InvalidInput`` when an encoded tag would exceed DigitalOcean's 255 characters.
+    """
     tags = []
     for key, value in labels.items():
         if key == LABEL_MANAGED_BY and value == LABEL_MANAGED_BY_VALUE:
             tags.append(MANAGED_TAG)
         else:
-            tags.append(f"{_escape(key)}:{_escape(value)}")
+            tag = f"{_escape(key)}:{_escape(value)}"
+            if len(tag) > MAX_TAG_LENGTH:
+                raise InvalidInput(
+                    f"The label {key!r} is too long for a DigitalOcean tag "
+                    f"({len(tag)} > {MAX_TAG_LENGTH} characters once encoded)",
+                    provider=KIND,
+                )
+            tags.append(tag)
     return tags
 
 
@@ -132,8 +143,8 @@ def _cpu_type(slug: str) -> str:
 
 def _price(size: m.Size) -> Price:
     # JSON floats arrive as Decimal via str(); round away float noise (0.00743999984…).
-    hourly = Decimal(str(size.price_hourly)).quantize(Decimal("0.00001"))
-    monthly = Decimal(str(size.price_monthly)).quantize(Decimal("0.01"))
+    hourly = Decimal(str(size.price_hourly)).quantize(Decimal("0.00001"), ROUND_HALF_UP)
+    monthly = Decimal(str(size.price_monthly)).quantize(Decimal("0.01"), ROUND_HALF_UP)
     return Price(currency="USD", hourly=hourly, monthly=monthly, includes_vat=False)
 
 
@@ -334,13 +345,14 @@ class DigitalOceanProvider(Provider):
                 f"The user data is {size} bytes; DigitalOcean accepts at most {USER_DATA_LIMIT}",
                 provider=KIND,
             )
+        tags = labels_to_tags(request.labels)  # refuses over-long labels before any request
         fingerprint = await self._ensure_ssh_key(request.ssh_key_name, request.ssh_public_key)
         body: dict[str, Any] = {
             "name": request.name,
             "size": request.size,
             "image": request.image or DEFAULT_IMAGE,
             "ssh_keys": [fingerprint],
-            "tags": labels_to_tags(request.labels),
+            "tags": tags,
             "user_data": request.user_data,
             "ipv6": True,
             "monitoring": False,

@@ -7,7 +7,7 @@ import hashlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, ClassVar
 
 import httpx
@@ -127,13 +127,15 @@ def flavor_price(
     hourly_code = flavor.planCodes.hourly
     if not hourly_code or hourly_code not in prices:
         return None
-    hourly = prices[hourly_code][1].quantize(Decimal("0.00001"))
+    hourly = prices[hourly_code][1].quantize(Decimal("0.00001"), ROUND_HALF_UP)
     monthly_code = flavor.planCodes.monthly
     if monthly_code and monthly_code in prices and prices[monthly_code][0] == "month":
         monthly = prices[monthly_code][1]
     else:
         monthly = hourly * HOURS_PER_MONTH
-    return Price(currency=currency, hourly=hourly, monthly=monthly.quantize(Decimal("0.01")))
+    return Price(
+        currency=currency, hourly=hourly, monthly=monthly.quantize(Decimal("0.01"), ROUND_HALF_UP)
+    )
 
 
 SELF_DELETE_SCRIPT = r"""#!/bin/sh

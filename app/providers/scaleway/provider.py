@@ -6,7 +6,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, ClassVar
 
 import httpx
@@ -107,10 +107,10 @@ def server_to_domain(server: m.Server, zone: str) -> Server:
 
 
 def _price(kind: m.ServerType) -> Price:
-    hourly = Decimal(str(kind.hourly_price)).quantize(Decimal("0.00001"))
+    hourly = Decimal(str(kind.hourly_price)).quantize(Decimal("0.00001"), ROUND_HALF_UP)
     monthly = (
         Decimal(str(kind.monthly_price)) if kind.monthly_price else hourly * HOURS_PER_MONTH
-    ).quantize(Decimal("0.01"))
+    ).quantize(Decimal("0.01"), ROUND_HALF_UP)
     return Price(currency="EUR", hourly=hourly, monthly=monthly, includes_vat=False)
 
 
