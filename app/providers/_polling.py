@@ -51,6 +51,7 @@ async def poll_until(
     clock: Callable[[], float] = time.monotonic,
     what: str = "the provider",
     on_value: Callable[[T], None] | None = None,
+    provider: str = "",
 ) -> T:
     """Call ``fetch`` until ``done(value)`` is true and return that value.
 
@@ -69,5 +70,7 @@ async def poll_until(
             return value
         remaining = deadline - clock()
         if remaining <= 0:
-            raise Timeout(f"Gave up waiting for {what} after {timeout:g} s")
+            raise Timeout(
+                f"Gave up waiting for {what} after {timeout:g} s", provider=provider, code="timeout"
+            )
         await sleep(min(next(delays), remaining))

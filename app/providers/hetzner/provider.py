@@ -436,6 +436,7 @@ class HetznerProvider(Provider):
                 sleep=self._sleep,
                 clock=self._clock,
                 what=f"Hetzner to finish {action.command}",
+                provider=KIND,
             )
         except ActionFailed:
             await self._cleanup(action)

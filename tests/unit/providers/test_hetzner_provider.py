@@ -9,6 +9,8 @@ import subprocess
 from decimal import Decimal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.domain import CreateServerRequest, ServerStatus
 from app.errors import (
@@ -419,9 +421,10 @@ async def test_create_action_timeout(emulator: HetznerEmulator, clock: ManualClo
     emulator.create_seconds = 10_000
     p = HetznerProvider({"token": TOKEN}, transport=emulator.transport(), sleep=FakeSleep(clock),
                         clock=clock, action_timeout=60)  # fmt: skip
-    with pytest.raises(Timeout, match="create_server"):
+    with pytest.raises(Timeout, match="create_server") as info:
         await p.create(request())
     await p.aclose()
+    assert info.value.provider == "hetzner"
 
 
 async def test_delete_is_idempotent(provider: HetznerProvider, emulator: HetznerEmulator) -> None:
@@ -513,3 +516,24 @@ def test_self_delete_script_fails_without_metadata() -> None:
         )  # fmt: skip
     assert result.returncode == 3
     assert emu.calls("DELETE", r".*") == []
+
+
+# -- property: list() finds exactly Bivy's servers, with one call per page of 50 ----------------
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ours=st.integers(min_value=0, max_value=120), theirs=st.integers(min_value=0, max_value=30))
+async def test_list_property(ours: int, theirs: int) -> None:
+    emu = HetznerEmulator(token=TOKEN, server_limit=1000)
+    for i in range(ours):
+        emu.add_server(f"b{i}", {"managed-by": "bivy", "bivy-workspace": f"w{i}"})
+    for i in range(theirs):
+        emu.add_server(f"o{i}", {"managed-by": "someone-else"})
+    p = HetznerProvider({"token": TOKEN}, transport=emu.transport())
+    servers = await p.list()
+    await p.aclose()
+    assert sorted(s.workspace_name or "" for s in servers) == sorted(f"w{i}" for i in range(ours))
+    assert len(emu.calls("GET", r"/v1/servers")) == max(1, -(-ours // 50))
+    emu.assert_no_violations()
