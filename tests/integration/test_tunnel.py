@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -328,3 +329,50 @@ async def test_status_watch_emits_phase_and_waiting(
     assert latest is not None and latest.agent is not None
     assert latest.agent.message == "Allow edit?"
     assert sum(e.kind == StatusEventKind.AGENT_WAITING for e in events) == 1
+
+
+def run_openssh(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [argv[0], "-o", "BatchMode=yes", *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_openssh_client_uses_the_generated_config(sshd: SshServer, tmp_path: Path) -> None:
+    """``ssh bivy-<name>`` (what `bivy ssh` and VS Code run) logs in with the pinned key only."""
+    from app.services.sshconfig import SshConfigManager, SshHostEntry
+
+    manager = SshConfigManager(tmp_path / "home" / ".ssh")
+    manager.add(
+        SshHostEntry(
+            name="demo",
+            host=sshd.host,
+            port=sshd.port,
+            user=sshd.user,
+            host_public_key=sshd.host_public_key,
+        ),
+        sshd.client_private_key,
+    )
+    ok = run_openssh(manager.ssh_command("demo", ["echo", "hello-from-vm"]))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "hello-from-vm"
+    # through the user's own ~/.ssh/config too (the Include line)
+    via_user = run_openssh(["ssh", "-F", str(manager.user_config), "bivy-demo", "echo", "again"])
+    assert via_user.returncode == 0, via_user.stderr
+    assert via_user.stdout.strip() == "again"
+
+    # the VM is replaced behind the same address: OpenSSH refuses, it does not ask
+    _, other = new_keypair()
+    manager.add(
+        SshHostEntry(
+            name="demo", host=sshd.host, port=sshd.port, user=sshd.user, host_public_key=other
+        ),
+        sshd.client_private_key,
+    )
+    refused = run_openssh(manager.ssh_command("demo", ["echo", "nope"]))
+    assert refused.returncode == 255
+    assert "Host key verification failed" in refused.stderr
+    assert "nope" not in refused.stdout
