@@ -319,6 +319,7 @@ class ApiClient:
         max_retries: extra attempts after a 5xx/timeout/network error (idempotent requests only).
         max_rate_limit_retries: extra attempts after a 429.
         max_rate_limit_wait: the longest single wait for a 429 (seconds); a longer one raises.
+        min_rate_limit_wait: the shortest wait after a 429 (seconds).
     """
 
     def __init__(
@@ -337,6 +338,7 @@ class ApiClient:
         max_retries: int = 3,
         max_rate_limit_retries: int = 5,
         max_rate_limit_wait: float = 60.0,
+        min_rate_limit_wait: float = 0.5,
         backoff_initial: float = 0.5,
         backoff_max: float = 8.0,
     ) -> None:
@@ -345,6 +347,7 @@ class ApiClient:
         self.max_retries = max_retries
         self.max_rate_limit_retries = max_rate_limit_retries
         self.max_rate_limit_wait = max_rate_limit_wait
+        self.min_rate_limit_wait = min_rate_limit_wait
         self._secrets = tuple(s for s in secrets if s)
         self._parse_error = parse_error or default_parse_error(provider)
         self._rate_limit_delay = rate_limit_delay or default_rate_limit_delay
@@ -442,7 +445,8 @@ class ApiClient:
             if status == 429:
                 limited += 1
                 delay = self._rate_limit_delay(response, self.rate_limit, now)
-                wait = 1.0 if delay is None else delay
+                # never hammer: a reset "now" (whole seconds, clocks apart) still waits a little
+                wait = 1.0 if delay is None else max(delay, self.min_rate_limit_wait)
                 if limited <= self.max_rate_limit_retries and wait <= self.max_rate_limit_wait:
                     log.info(
                         "%s rate limit reached; retrying %s %s in %.1f s",

@@ -537,3 +537,26 @@ async def test_list_property(ours: int, theirs: int) -> None:
     assert sorted(s.workspace_name or "" for s in servers) == sorted(f"w{i}" for i in range(ours))
     assert len(emu.calls("GET", r"/v1/servers")) == max(1, -(-ours // 50))
     emu.assert_no_violations()
+
+
+@pytest.mark.parametrize(
+    ("limit", "reset_in", "expected"),
+    [
+        (3600, 3600, 1.0),  # budget refills one request a second: wait one second, not an hour
+        (1800, 1, 1.0),  # the reset comes sooner than the next refill (2 s)
+        (60, 600, 60.0),  # a smaller budget refills more slowly
+        (None, 5, 5.0),  # no limit header: wait for the reset
+    ],
+)
+def test_rate_limit_delay(limit: int | None, reset_in: float, expected: float) -> None:
+    import httpx
+
+    from app.providers._http import RateLimitState
+    from app.providers.hetzner.client import rate_limit_delay
+
+    now = 1_800_000_000.0
+    headers = {"RateLimit-Reset": str(now + reset_in)}
+    state = RateLimitState(limit=limit, remaining=0)
+    assert rate_limit_delay(httpx.Response(429, headers=headers), state, now) == pytest.approx(
+        expected
+    )

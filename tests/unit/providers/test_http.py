@@ -336,3 +336,13 @@ async def test_empty_body_decodes_to_none() -> None:
     handler, _ = counting([httpx.Response(204)])
     async with make_client(handler, Recorder()) as client:
         assert await client.send_json("DELETE", "servers/1") is None
+
+
+async def test_429_never_retried_without_a_pause() -> None:
+    sleep = Recorder()
+    limited = hz_error(429, "rate_limit_exceeded")
+    limited.headers["RateLimit-Reset"] = "1800000000"  # "now" by the client's clock
+    handler, _ = counting([limited, httpx.Response(200, json={})])
+    async with make_client(handler, sleep) as client:
+        await client.get_json("servers")
+    assert sleep.delays == [0.5]
