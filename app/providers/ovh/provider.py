@@ -235,6 +235,7 @@ class OvhProvider(Provider):
             label="Project ID",
             pattern=r"^[0-9a-f]{32}$",
             help="The Public Cloud project (serviceName), 32 hex characters.",
+            env=("BIVY_OVH_PROJECT_ID", "OVH_CLOUD_PROJECT_SERVICE"),
         ),
         ProviderOption(
             key="region",
@@ -242,6 +243,7 @@ class OvhProvider(Provider):
             required=False,
             default="GRA11",
             pattern=r"^[A-Z]{2,5}[0-9]{0,2}(-[A-Z0-9-]+)?$",
+            env=("BIVY_OVH_REGION",),
         ),
         ProviderOption(
             key="endpoint",
@@ -250,6 +252,7 @@ class OvhProvider(Provider):
             default="eu",
             pattern=r"^(eu|ca|us)$",
             help="eu (OVHcloud Europe), ca (OVHcloud Canada) or us (OVHcloud US).",
+            env=("BIVY_OVH_ENDPOINT",),
         ),
     )
     token_guidance: ClassVar[str] = (

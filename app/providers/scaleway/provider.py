@@ -203,6 +203,7 @@ class ScalewayProvider(Provider):
             label="Project ID",
             pattern=r"^[0-9a-fA-F-]{36}$",
             help="The project servers are created in (Console → Project settings).",
+            env=("BIVY_SCALEWAY_PROJECT_ID", "SCW_DEFAULT_PROJECT_ID"),
         ),
         ProviderOption(
             key="zone",
@@ -211,6 +212,7 @@ class ScalewayProvider(Provider):
             default="fr-par-1",
             pattern=r"^[a-z]{2}-[a-z]{3}-[0-9]$",
             help="Where new servers go unless the create dialog says otherwise.",
+            env=("BIVY_SCALEWAY_ZONE", "SCW_DEFAULT_ZONE"),
         ),
     )
     token_guidance: ClassVar[str] = (
