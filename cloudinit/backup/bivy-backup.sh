@@ -1,0 +1,349 @@
+#!/usr/bin/env bash
+# Bivy's restic backup of the agent's history and the workspace's unsaved work (DESIGN.md §3).
+#
+#   bivy-backup run [--force]   back up now (systemd timer, the app's "Back up now")
+#   bivy-backup pre-delete      final backup before the VM deletes itself; non-zero = keep the VM
+#   bivy-backup restore         restore the latest backup before the agent starts
+#
+# Two restic snapshots per backup, each of a directory's contents (so a restore does not depend
+# on absolute paths): tag bivy-agent = the agent's config dir (transcripts, .claude.json,
+# credentials); tag bivy-workspace = a staging dir with the git work tree's uncommitted state
+# (HEAD, branch, `git diff --binary HEAD`, untracked-not-ignored files, unpushed commits).
+# A backup runs only after restore has finished, so an empty new VM never becomes "latest".
+set -euo pipefail
+umask 077
+
+ENV_FILE=${BIVY_BACKUP_ENV:-/etc/bivy/backup.env}
+if [[ -r $ENV_FILE ]]; then
+  set -a
+  # shellcheck source=/dev/null
+  source "$ENV_FILE"
+  set +a
+fi
+STATUS_FILE=${BIVY_STATUS_FILE:-/var/lib/bivy/status.json}
+STATE_DIR=${BIVY_BACKUP_STATE:-/var/lib/bivy/backup}
+RESTIC=${BIVY_RESTIC:-restic}
+AGENT_DIR=${BIVY_AGENT_DIR:-}
+WORKSPACE_DIR=${BIVY_WORKSPACE_DIR:-}
+UNCOMMITTED=${BIVY_BACKUP_UNCOMMITTED:-1}
+SNAPSHOT_HOST=${BIVY_BACKUP_HOST:-bivy}
+RETRIES=${BIVY_BACKUP_RETRIES:-3}
+RETRY_DELAY=${BIVY_BACKUP_RETRY_DELAY:-20}
+TIMEOUT=${BIVY_BACKUP_TIMEOUT:-1800}
+# Files of the agent dir that the new VM's bootstrap wrote and a restore must not replace.
+KEEP=${BIVY_RESTORE_KEEP:-settings.json}
+MAX_UNTRACKED_KB=${BIVY_BACKUP_MAX_UNTRACKED_KB:-512000}
+export RESTIC_CACHE_DIR=${RESTIC_CACHE_DIR:-$STATE_DIR/cache}
+LAST_ERROR=""
+REPO=""
+RESULT=""
+
+log() { printf '%s bivy-backup: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
+
+# Merge key=value pairs into status.json atomically (an empty value writes null).
+status_set() {
+  mkdir -p "$(dirname "$STATUS_FILE")"
+  (
+    flock -w 10 9 || true
+    python3 - "$STATUS_FILE" "$@" <<'PY'
+import json, os, sys, tempfile
+path, pairs = sys.argv[1], sys.argv[2:]
+try:
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+except (OSError, ValueError):
+    data = {}
+if not isinstance(data, dict):
+    data = {}
+for pair in pairs:
+    key, _, value = pair.partition("=")
+    data[key] = value or None
+fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".status-")
+with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    json.dump(data, handle)
+    handle.flush()
+    os.fsync(handle.fileno())
+os.chmod(tmp, 0o644)
+os.replace(tmp, path)
+PY
+  ) 9>>"$STATUS_FILE.lock"
+}
+
+now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+
+# The line of restic's stderr that says what went wrong, short enough for status.json.
+summarize() {
+  local text=$1 line
+  line=$(grep -m1 -E '^(Fatal|error|Error)' <<<"$text" || true)
+  if [[ -z $line ]]; then line=$(grep -v '^[[:space:]]*$' <<<"$text" | tail -n1 || true); fi
+  printf '%s' "${line:0:300}"
+}
+
+restic_() { timeout --kill-after=30 "$TIMEOUT" "$RESTIC" "$@"; }
+
+require_config() {
+  local missing=()
+  for var in RESTIC_REPOSITORY RESTIC_PASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; do
+    if [[ -z ${!var:-} ]]; then missing+=("$var"); fi
+  done
+  if ((${#missing[@]})); then
+    LAST_ERROR="backup is not configured on this VM (missing ${missing[*]} in $ENV_FILE)"
+    return 1
+  fi
+}
+
+# Set REPO to "present" or "absent"; fail (LAST_ERROR set) when the repository cannot be read.
+repo_state() {
+  local err rc=0
+  err=$(restic_ cat config 2>&1 >/dev/null) || rc=$?
+  if ((rc == 0)); then
+    REPO=present
+  elif ((rc == 10)) || grep -q -e 'specified key does not exist' -e 'NoSuchKey' <<<"$err"; then
+    REPO=absent # restic >= 0.17 exits 10; older ones only say so
+  else
+    LAST_ERROR=$(summarize "$err")
+    [[ -n $LAST_ERROR ]] || LAST_ERROR="restic exited with status $rc"
+    return 1
+  fi
+}
+
+# Run a command as the owner of the work tree, so git never leaves root-owned files in it.
+as_owner() {
+  local uid gid
+  uid=$(stat -c %u "$WORKSPACE_DIR")
+  gid=$(stat -c %g "$WORKSPACE_DIR")
+  if [[ $(id -u) == 0 && $uid != 0 ]]; then
+    setpriv --reuid="$uid" --regid="$gid" --clear-groups -- \
+      env HOME=/nonexistent GIT_OPTIONAL_LOCKS=0 "$@"
+  else
+    env GIT_OPTIONAL_LOCKS=0 "$@"
+  fi
+}
+
+g() { as_owner git -c safe.directory='*' -C "$WORKSPACE_DIR" "$@"; }
+
+has_worktree() { [[ $UNCOMMITTED == 1 && -n $WORKSPACE_DIR && -d $WORKSPACE_DIR/.git ]]; }
+
+# Write the work tree's unsaved state into $1.
+stage_workspace() {
+  local stage=$1 head
+  rm -rf "$stage"
+  mkdir -p "$stage"
+  if head=$(g rev-parse -q --verify HEAD 2>/dev/null); then
+    printf '%s\n' "$head" >"$stage/head"
+    g symbolic-ref -q --short HEAD >"$stage/branch" || true
+    g diff --binary HEAD >"$stage/changes.patch"
+    g ls-files -z --others --exclude-standard >"$stage/untracked.list"
+    # Commits no remote has (there may be none: git refuses an empty bundle).
+    if [[ -n $(g rev-list -n1 HEAD --not --remotes) ]]; then
+      g bundle create - HEAD --not --remotes >"$stage/unpushed.bundle" 2>/dev/null
+    fi
+  else
+    # No commit yet: every non-ignored file is unsaved work.
+    g ls-files -z --cached --others --exclude-standard >"$stage/untracked.list"
+  fi
+  if [[ -s $stage/untracked.list ]]; then
+    (cd "$WORKSPACE_DIR" && tar --null -T "$stage/untracked.list" -cf -) >"$stage/untracked.tar"
+    if (($(du -k "$stage/untracked.tar" | cut -f1) > MAX_UNTRACKED_KB)); then
+      log "untracked files exceed ${MAX_UNTRACKED_KB} KiB: not backed up (commit or ignore them)"
+      rm -f "$stage/untracked.tar"
+      echo "untracked files exceeded ${MAX_UNTRACKED_KB} KiB" >"$stage/untracked-skipped"
+    fi
+  fi
+  rm -f "$stage/untracked.list"
+}
+
+# One restic backup of the contents of directory $1 with tag $2.
+snapshot() {
+  local dir=$1 tag=$2 err rc=0
+  err=$(cd "$dir" && restic_ backup --quiet --host "$SNAPSHOT_HOST" --tag "$tag" . 2>&1) || rc=$?
+  if ((rc == 3)); then
+    log "some files of $tag could not be read; the snapshot was still saved: $(summarize "$err")"
+  elif ((rc != 0)); then
+    LAST_ERROR=$(summarize "$err")
+    [[ -n $LAST_ERROR ]] || LAST_ERROR="restic backup exited with status $rc"
+    return 1
+  fi
+}
+
+do_backup() {
+  local force=${1:-0} err
+  require_config || return 1
+  mkdir -p "$STATE_DIR"
+  if [[ ! -e $STATE_DIR/restore-done && ! -e $STATE_DIR/restore-failed ]]; then
+    log "restore has not run yet: nothing of this VM to back up"
+    return 0
+  fi
+  if [[ -e $STATE_DIR/restore-failed && $force != 1 ]]; then
+    LAST_ERROR="the restore at start failed, so backing up now could hide the older backup;"
+    LAST_ERROR+=" use Back up now to override"
+    return 1
+  fi
+  repo_state || return 1
+  if [[ $REPO == absent ]]; then
+    if ! err=$(restic_ init 2>&1 >/dev/null); then
+      LAST_ERROR=$(summarize "$err")
+      return 1
+    fi
+    log "created the backup repository"
+  fi
+  if [[ -n $AGENT_DIR && -d $AGENT_DIR ]]; then
+    snapshot "$AGENT_DIR" bivy-agent || return 1
+  fi
+  if has_worktree; then
+    stage_workspace "$STATE_DIR/stage" || {
+      LAST_ERROR="could not read the uncommitted changes of $WORKSPACE_DIR"
+      return 1
+    }
+    snapshot "$STATE_DIR/stage" bivy-workspace || return 1
+  fi
+  rm -f "$STATE_DIR/restore-failed"
+  touch "$STATE_DIR/restore-done"
+  status_set last_backup_at="$(now)" backup_error=
+  log "backup done"
+}
+
+# Bring the staged state in $1 back into the fresh clone at $WORKSPACE_DIR.
+apply_workspace() {
+  local src=$1 head branch keep
+  if [[ ! -d $WORKSPACE_DIR/.git ]]; then
+    log "no git work tree at $WORKSPACE_DIR: uncommitted changes not restored"
+    return 0
+  fi
+  keep="$WORKSPACE_DIR/.git/bivy-restore"
+  head=$(cat "$src/head" 2>/dev/null || true)
+  branch=$(cat "$src/branch" 2>/dev/null || true)
+  if [[ -s $src/unpushed.bundle ]]; then
+    as_owner cat "$src/unpushed.bundle" >/dev/null 2>&1 || chmod 0644 "$src/unpushed.bundle"
+    g fetch -q "$src/unpushed.bundle" 2>/dev/null || log "could not read the unpushed commits"
+  fi
+  if [[ -n $head ]] && g cat-file -e "$head^{commit}" 2>/dev/null; then
+    if [[ -n $branch ]]; then
+      g checkout -q -B "$branch" "$head"
+    else
+      g checkout -q --detach "$head"
+    fi
+  elif [[ -n $head ]]; then
+    log "commit $head is gone from the remote: applying the changes onto $(g rev-parse --short HEAD)"
+  fi
+  if [[ -s $src/changes.patch ]]; then
+    chmod 0644 "$src/changes.patch"
+    if ! g apply --binary --whitespace=nowarn "$src/changes.patch" 2>/dev/null &&
+      ! g apply --binary --3way --whitespace=nowarn "$src/changes.patch" 2>/dev/null; then
+      as_owner mkdir -p "$keep"
+      cp "$src/changes.patch" "$keep/changes.patch"
+      log "the uncommitted changes did not apply cleanly; kept in $keep/changes.patch"
+    fi
+  fi
+  if [[ -s $src/untracked.tar ]]; then
+    chmod 0644 "$src/untracked.tar"
+    as_owner tar -xf "$src/untracked.tar" -C "$WORKSPACE_DIR"
+  fi
+}
+
+# Restore the latest snapshot with tag $2 into directory $1; RESULT says "restored" or "none".
+restore_tag() {
+  local target=$1 tag=$2 listing err
+  RESULT=none
+  if ! listing=$(restic_ snapshots --json --host "$SNAPSHOT_HOST" --tag "$tag" 2>/dev/null); then
+    LAST_ERROR="cannot list the snapshots"
+    return 1
+  fi
+  if [[ $listing == "[]" || -z $listing ]]; then
+    return 0
+  fi
+  mkdir -p "$target"
+  if ! err=$(restic_ restore latest --host "$SNAPSHOT_HOST" --tag "$tag" --target "$target" 2>&1); then
+    LAST_ERROR=$(summarize "$err")
+    return 1
+  fi
+  RESULT=restored
+}
+
+do_restore() {
+  local tmp when
+  mkdir -p "$STATE_DIR"
+  rm -f "$STATE_DIR/restore-done" "$STATE_DIR/restore-failed"
+  require_config || return 1
+  repo_state || return 1
+  if [[ $REPO == absent ]]; then
+    log "no backup yet for this workspace: starting fresh"
+    touch "$STATE_DIR/restore-done"
+    return 0
+  fi
+  tmp=$(mktemp -d "$STATE_DIR/restore.XXXXXX")
+  if ! restore_into "$tmp"; then
+    rm -rf "$tmp"
+    return 1
+  fi
+  rm -rf "$tmp"
+  when=$(restic_ snapshots --json --host "$SNAPSHOT_HOST" --latest 1 2>/dev/null |
+    python3 -c 'import json,sys; s=json.load(sys.stdin); print(max((x["time"] for x in s), default="")[:19] + ("Z" if s else ""))' ||
+    true)
+  touch "$STATE_DIR/restore-done"
+  if [[ -n $when ]]; then status_set last_backup_at="$when"; fi
+}
+
+restore_into() {
+  local tmp=$1 name
+  if [[ -n $AGENT_DIR ]]; then
+    restore_tag "$tmp/agent" bivy-agent || return 1
+    if [[ $RESULT == restored ]]; then
+      for name in $KEEP; do
+        if [[ -e $AGENT_DIR/$name ]]; then rm -rf "${tmp:?}/agent/$name"; fi
+      done
+      mkdir -p "$AGENT_DIR"
+      cp -a "$tmp/agent/." "$AGENT_DIR/"
+      log "restored the agent's history into $AGENT_DIR"
+    fi
+  fi
+  if has_worktree; then
+    restore_tag "$tmp/workspace" bivy-workspace || return 1
+    if [[ $RESULT == restored ]]; then
+      apply_workspace "$tmp/workspace"
+      log "restored the uncommitted changes into $WORKSPACE_DIR"
+    fi
+  fi
+}
+
+main() {
+  local cmd=${1:-run} force=0 attempt=1
+  if [[ ${2:-} == --force ]]; then force=1; fi
+  mkdir -p "$STATE_DIR"
+  exec 8>"$STATE_DIR/lock"
+  flock -w 900 8 || { log "another backup is still running"; exit 75; }
+  case $cmd in
+    run)
+      if ! do_backup "$force"; then
+        log "backup failed: $LAST_ERROR"
+        status_set backup_error="backup failed: $LAST_ERROR"
+        exit 1
+      fi
+      ;;
+    pre-delete)
+      while ! do_backup 0; do
+        log "backup before deletion failed (attempt $attempt of $RETRIES): $LAST_ERROR"
+        if ((attempt >= RETRIES)); then
+          status_set backup_error="final backup before deletion failed: $LAST_ERROR; the VM stays until its hard lifetime"
+          exit 1
+        fi
+        attempt=$((attempt + 1))
+        sleep "$RETRY_DELAY"
+      done
+      ;;
+    restore)
+      if ! do_restore; then
+        touch "$STATE_DIR/restore-failed"
+        log "restore failed: $LAST_ERROR"
+        status_set backup_error="restore failed: $LAST_ERROR"
+        exit 1
+      fi
+      ;;
+    *)
+      echo "usage: bivy-backup run [--force] | pre-delete | restore" >&2
+      exit 64
+      ;;
+  esac
+}
+
+main "$@"
