@@ -28,7 +28,7 @@ from app.domain import (
     Size,
 )
 from app.errors import ActionFailed, AuthError, BivyError, Conflict, InvalidInput, NotFound
-from app.providers._http import ApiClient
+from app.providers._http import ApiClient, RateLimitState
 from app.providers._polling import Backoff, poll_until
 from app.providers.base import BillingRule, Capabilities, Provider, ProviderOption
 from app.providers.hetzner import models as m
@@ -140,7 +140,8 @@ class HetznerProvider(Provider):
     read-only one 401 ``token_readonly``. Should the API ever accept it, the key is deleted again.
 
     Attributes:
-        client: the REST calls (its ``api.rate_limit`` is the last rate-limit state seen).
+        client: the REST calls over the shared ``ApiClient``.
+        rate_limit: the last rate-limit state seen (``limit``, ``remaining``, ``reset_at``).
     """
 
     kind: ClassVar[str] = KIND
@@ -212,6 +213,11 @@ class HetznerProvider(Provider):
 
     def __repr__(self) -> str:  # the token never shows up
         return f"HetznerProvider(base_url={self.base_url!r})"
+
+    @property
+    def rate_limit(self) -> RateLimitState:
+        """The last ``RateLimit-*`` headers seen (for the refresh scheduler)."""
+        return self.client.api.rate_limit
 
     def _need_token(self) -> None:
         if not self._token:

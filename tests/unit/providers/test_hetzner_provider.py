@@ -374,7 +374,7 @@ async def test_rate_limit_exhausted(provider: HetznerProvider, emulator: Hetzner
         await provider.regions()
     assert len(emulator.calls("GET", r"/v1/locations")) == 6
     assert info.value.retry_after == 1.0
-    assert provider.client.api.rate_limit.remaining == 0
+    assert provider.rate_limit.remaining == 0 and provider.rate_limit.limit == 3600
 
 
 async def test_get_timeouts_retried(provider: HetznerProvider, emulator: HetznerEmulator) -> None:
