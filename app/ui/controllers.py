@@ -13,45 +13,19 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
 from app.domain import Region, Size, Workspace, WorkspaceSpec
 from app.errors import BivyError
 from app.services.costs import CostService
+from app.services.workspaces import CreateProgress, WorkspaceList, WorkspaceService
 
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class ProgressLike(Protocol):
-    step: str
-    detail: str
-    fraction: float
-
-
-class WorkspaceListLike(Protocol):
-    workspaces: Sequence[Workspace]
-    errors: Mapping[str, BivyError]
-
-
-class WorkspaceBackend(Protocol):
-    """What the UI needs of ``app.services.workspaces.WorkspaceService``."""
-
-    async def list_workspaces(self) -> Any: ...
-
-    async def create(
-        self, spec: WorkspaceSpec, on_progress: Callable[[Any], None] | None = None
-    ) -> Workspace: ...
-
-    async def delete(self, name: str) -> None: ...
-
-    async def sizes(self, account_id: str, region: str | None = None) -> list[Size]: ...
-
-    async def regions(self, account_id: str) -> list[Region]: ...
 
 
 def reports_errors(
@@ -152,7 +126,7 @@ class WorkspacesController(Controller):
     created = Signal(object)
     deleted = Signal(str)
 
-    def __init__(self, service: WorkspaceBackend, parent: QObject | None = None) -> None:
+    def __init__(self, service: WorkspaceService, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.service = service
 
@@ -160,7 +134,7 @@ class WorkspacesController(Controller):
     async def refresh(self) -> None:
         self._emit_list(await self.service.list_workspaces())
 
-    def _emit_list(self, result: WorkspaceListLike) -> None:
+    def _emit_list(self, result: WorkspaceList) -> None:
         errors = {account: str(exc) for account, exc in result.errors.items()}
         self.listed.emit(list(result.workspaces), errors)
 
@@ -173,7 +147,7 @@ class WorkspacesController(Controller):
         self.created.emit(ws)
         return ws
 
-    def _progress(self, name: str, p: ProgressLike) -> None:
+    def _progress(self, name: str, p: CreateProgress) -> None:
         self.progress.emit(name, p.step, p.detail, float(p.fraction))
 
     def start_delete(self, name: str) -> asyncio.Task[None]:
@@ -212,10 +186,15 @@ class CostsController(Controller):
         listed_accounts: Sequence[str],
         budget: Decimal | None,
         currency: str,
+        sizes: Mapping[str, Sequence[Size]] | None = None,
     ) -> None:
         self.snapshot.emit(
             await self.service.observe(
-                workspaces, listed_accounts=listed_accounts, budget=budget, budget_currency=currency
+                workspaces,
+                listed_accounts=listed_accounts,
+                sizes=sizes,
+                budget=budget,
+                budget_currency=currency,
             )
         )
 

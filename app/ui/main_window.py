@@ -231,7 +231,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Bivy")
         self.setWindowIcon(QIcon(str(resource_path("icons", "bivy.svg"))))
         self.resize(1280, 720)
-        self._confirm = confirm or _ask
+        self.confirm = confirm or _ask
         self._history: dict[tuple[str, str], list[PhaseEntry]] = {}
         self._now = now
         self.model = WorkspaceTableModel(self, now=now)
@@ -480,7 +480,7 @@ class MainWindow(QMainWindow):
         ws = self.selected()
         if ws is None:
             return
-        if self._confirm(
+        if self.confirm(
             self,
             f"Delete workspace {ws.name}?",
             f"The VM of {ws.name} is deleted now; anything not pushed or backed up on it is "

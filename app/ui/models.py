@@ -60,10 +60,12 @@ class CostFigure:
     Attributes:
         so_far: the running cost since creation.
         currency: the account's currency.
+        hourly: the hourly price the cost is based on (when the server carries none).
     """
 
     so_far: Decimal
     currency: str = "EUR"
+    hourly: Decimal | None = None
 
 
 def workspace_key(ws: Workspace) -> tuple[str, str]:
@@ -291,7 +293,10 @@ class WorkspaceTableModel(QAbstractTableModel):
                 cost = self._costs.get(workspace_key(ws))
                 return formatting.money(cost.so_far, cost.currency) if cost else "–"
             case Column.PRICE:
-                return formatting.hourly(price.hourly, price.currency) if price else "–"
+                if price is not None:
+                    return formatting.hourly(price.hourly, price.currency)
+                cost = self._costs.get(workspace_key(ws))
+                return formatting.hourly(cost.hourly, cost.currency) if cost else "–"
             case Column.IDLE_LEFT:
                 if ws.keep_alive_until is not None and ws.keep_alive_until > now:
                     return f"kept alive {formatting.until(ws.keep_alive_until, now)}"
@@ -312,7 +317,9 @@ class WorkspaceTableModel(QAbstractTableModel):
                 return float(cost.so_far) if cost else -1.0
             case Column.PRICE:
                 price = ws.server.price if ws.server else None
-                return float(price.hourly) if price else -1.0
+                cost = self._costs.get(workspace_key(ws))
+                hourly = price.hourly if price else (cost.hourly if cost else None)
+                return float(hourly) if hourly is not None else -1.0
             case Column.IDLE_LEFT:
                 return (idle_deadline(ws) or far).timestamp()
             case Column.LIFETIME_LEFT:

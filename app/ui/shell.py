@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QWidget
 
-from app.domain import Workspace, utcnow
+from app.domain import ServerStatus, Size, Workspace, utcnow
 from app.errors import BivyError
 from app.providers.base import Provider
 from app.services.accounts import effective_accounts
 from app.services.costs import CostService, CostSnapshot
 from app.services.keys import KeyService
+from app.services.workspaces import WorkspaceService
 from app.settings import SecretStore, Settings, load_settings, save_settings
-from app.ui.controllers import CostsController, WorkspaceBackend, WorkspacesController
+from app.ui.controllers import CostsController, WorkspacesController
 from app.ui.create_dialog import CreateDialog
 from app.ui.main_window import MainWindow
 from app.ui.models import CostFigure
@@ -29,6 +30,9 @@ from app.ui.settings_dialog import SettingsDialog, Validator
 from app.ui.tray import Tray
 
 log = logging.getLogger(__name__)
+
+#: How long sizes and prices fetched for the cost column are reused (seconds).
+SIZES_TTL = 1800.0
 
 #: Refresh interval multiplier while the window is hidden or minimised.
 HIDDEN_BACKOFF = 4
@@ -49,13 +53,13 @@ class Shell(QObject):
         settings: Settings,
         secrets: SecretStore,
         *,
-        workspace_service: WorkspaceBackend | None,
+        workspace_service: WorkspaceService | None,
         cost_service: CostService | None = None,
         providers: Mapping[str, type[Provider]],
         validator: Validator,
-        reload_services: Callable[[Settings], WorkspaceBackend | None] | None = None,
         public_key: Callable[[], Awaitable[str]] | None = None,
         now: Callable[[], datetime] = utcnow,
+        confirm: Callable[[QWidget, str, str], bool] | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -63,13 +67,12 @@ class Shell(QObject):
         self.providers = providers
         self.validator = validator
         self.public_key = public_key
-        self._reload_services = reload_services
         self.now = now
         self.closed = asyncio.Event()
         self._shutting_down = False
         self.costs: dict[tuple[str, str], CostFigure] = {}
         self.notifier = Notifier()
-        self.window = MainWindow(now=now)
+        self.window = MainWindow(now=now, confirm=confirm)
         self.tray = Tray(self)
         self.workspaces: WorkspacesController | None = None
         self.cost_controller = CostsController(cost_service, self) if cost_service else None
@@ -77,6 +80,8 @@ class Shell(QObject):
             self.cost_controller.snapshot.connect(self._costs)
             self.cost_controller.failed.connect(self.window.show_error)
         self.last_snapshot: CostSnapshot | None = None
+        self.recently_deleted: set[str] = set()
+        self.sizes_cache: dict[str, tuple[float, list[Size]]] = {}
         self.refresh_timer = QTimer(self)
         self.refresh_timer.setSingleShot(True)
         self.refresh_timer.timeout.connect(self.request_refresh)
@@ -99,15 +104,6 @@ class Shell(QObject):
             settings = Settings()
         secrets = SecretStore()
 
-        def services(current: Settings) -> WorkspaceBackend | None:
-            try:
-                from app.services.workspaces import (  # type: ignore[import-not-found,unused-ignore]
-                    WorkspaceService,
-                )
-            except ImportError:  # the service lands in a parallel change
-                return None
-            return WorkspaceService(current, secrets)  # type: ignore[no-any-return]
-
         async def validate(kind: str, options: Mapping[str, str]) -> str:
             provider = PROVIDERS[kind](options)  # type: ignore[call-arg]
             try:
@@ -119,17 +115,16 @@ class Shell(QObject):
         return cls(
             settings,
             secrets,
-            workspace_service=services(settings),
+            workspace_service=WorkspaceService(settings, secrets),
             cost_service=CostService(),
             providers=PROVIDERS,
             validator=validate,
-            reload_services=services,
             public_key=KeyService(secrets).public_key,
         )
 
     # -- wiring ---------------------------------------------------------------------------
 
-    def _set_service(self, service: WorkspaceBackend | None) -> None:
+    def _set_service(self, service: WorkspaceService | None) -> None:
         if self.workspaces is not None:
             self.workspaces.deleteLater()
         self.workspaces = WorkspacesController(service, self) if service is not None else None
@@ -158,6 +153,10 @@ class Shell(QObject):
         t.deleteAllRequested.connect(self.delete_all)
 
     async def start(self, *, smoke_test: bool = False) -> None:
+        self.begin(smoke_test=smoke_test)
+
+    def begin(self, *, smoke_test: bool = False) -> None:
+        """Show the window; outside the smoke test also the tray, the clock and a refresh."""
         self.window.set_has_accounts(bool(effective_accounts(self.settings)))
         self.window.show()
         if not smoke_test:
@@ -186,6 +185,18 @@ class Shell(QObject):
             self.refresh_timer.start(self.next_interval_ms())
 
     def _listed(self, workspaces: list[Workspace], errors: dict[str, str]) -> None:
+        # A server Bivy deleted may be listed as "deleting" for a while: it is gone for the user.
+        names = {ws.name for ws in workspaces}
+        self.recently_deleted &= names
+        workspaces = [
+            ws
+            for ws in workspaces
+            if not (
+                ws.name in self.recently_deleted
+                and ws.server is not None
+                and ws.server.status in (ServerStatus.DELETING, ServerStatus.OFF)
+            )
+        ]
         self.window.set_workspaces(workspaces)
         self.window.set_refreshed(self.now(), errors)
         self.tray.update(workspaces, self.costs)
@@ -193,23 +204,42 @@ class Shell(QObject):
             accounts = effective_accounts(self.settings)
             listed = [a.id for a in accounts if a.id not in errors]
             listed += sorted({ws.account for ws in workspaces} - set(errors) - set(listed))
-            self.cost_controller.start(
-                "costs",
-                self.cost_controller.observe(
-                    workspaces,
-                    listed,
-                    self.settings.monthly_budget,
-                    self.settings.budget_currency,
-                ),
-            )
+            self.cost_controller.start("costs", self._observe_costs(workspaces, listed))
         for notice in self.notifier.update(workspaces, self.now()):
             if not self.tray.notify(notice):
                 self.window.show_error(notice.title, notice.text)
 
+    async def _observe_costs(self, workspaces: list[Workspace], listed: list[str]) -> None:
+        assert self.cost_controller is not None
+        await self.cost_controller.observe(
+            workspaces,
+            listed,
+            self.settings.monthly_budget,
+            self.settings.budget_currency,
+            await self._sizes_for(workspaces),
+        )
+
+    async def _sizes_for(self, workspaces: list[Workspace]) -> dict[str, list[Size]]:
+        """Sizes (with prices) of accounts whose servers come without a price; cached a while
+        because list calls share the provider's rate limit with the refresh."""
+        now = time.monotonic()
+        wanted = {
+            ws.account for ws in workspaces if ws.server is not None and ws.server.price is None
+        }
+        if self.workspaces is not None:
+            for account in wanted:
+                cached = self.sizes_cache.get(account)
+                if cached is None or now - cached[0] > SIZES_TTL:
+                    sizes = await self.workspaces.sizes(account)
+                    if sizes is not None:
+                        self.sizes_cache[account] = (now, sizes)
+        return {a: sizes for a, (_, sizes) in self.sizes_cache.items() if a in wanted}
+
     def _costs(self, snapshot: CostSnapshot) -> None:
         self.last_snapshot = snapshot
         self.costs = {
-            key: CostFigure(cost.so_far, cost.currency) for key, cost in snapshot.workspaces.items()
+            key: CostFigure(cost.so_far, cost.currency, cost.hourly)
+            for key, cost in snapshot.workspaces.items()
         }
         self.window.model.set_costs(self.costs)
         currency = self.settings.budget_currency
@@ -230,6 +260,7 @@ class Shell(QObject):
         self.request_refresh()
 
     def _deleted(self, name: str) -> None:
+        self.recently_deleted.add(name)
         for ws in self.window.model.workspaces():
             if ws.name == name:
                 self.window.model.remove(ws.account, ws.name)
@@ -290,8 +321,9 @@ class Shell(QObject):
     def _settings_saved(self, settings: Settings) -> None:
         self.settings = settings
         save_settings(settings)
-        if self._reload_services is not None:
-            self._set_service(self._reload_services(settings))
+        if self.workspaces is not None:
+            # The service reads its settings on every call: new accounts count from now on.
+            self.workspaces.service.settings = settings
         self.window.set_has_accounts(bool(effective_accounts(settings)))
         self.request_refresh()
 
@@ -301,10 +333,8 @@ class Shell(QObject):
             self.workspaces.start_delete(ws.name)
 
     def delete_all(self) -> None:
-        from app.ui.main_window import _ask
-
         running = [ws for ws in self.window.model.workspaces() if ws.server is not None]
-        if running and _ask(
+        if running and self.window.confirm(
             self.window,
             f"Delete all {len(running)} workspaces?",
             "Every Bivy VM in every account is deleted now. Backups are kept.",
@@ -341,9 +371,7 @@ class Shell(QObject):
             await self.cost_controller.cancel_all()
         if self.workspaces is not None:
             await self.workspaces.cancel_all()
-            closer: Any = getattr(self.workspaces.service, "aclose", None)
-            if closer is not None:
-                await closer()
+            await self.workspaces.service.aclose()
         self.tray.hide()
         self.window.hide()
         self.closed.set()

@@ -1,0 +1,193 @@
+"""End-to-end flows of the desktop app over the real services and the Hetzner emulator."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from PySide6.QtWidgets import QDialog
+from pytestqt.qtbot import QtBot
+
+from app.services.registry import Registry
+from app.ui.create_dialog import CreateDialog
+from app.ui.heartbeat import StallMeter
+from app.ui.settings_dialog import SettingsDialog
+from app.ui.shell import Shell
+from tests.emulators.hetzner import HetznerEmulator
+from tests.ui.harness import TOKEN, configured_settings, live_servers, make_shell
+
+REPO = "https://github.com/acme/api.git"
+
+
+@pytest.fixture
+def emulator() -> HetznerEmulator:
+    return HetznerEmulator(token=TOKEN, create_seconds=0.3, start_seconds=0.3)
+
+
+@pytest.fixture
+def shell_factory(qtbot: QtBot, qloop: asyncio.AbstractEventLoop, tmp_path: Path):  # type: ignore[no-untyped-def]
+    shells: list[Shell] = []
+
+    def make(emulator: HetznerEmulator, **kw: object) -> Shell:
+        shell = make_shell(emulator, tmp_path, **kw)  # type: ignore[arg-type]
+        shells.append(shell)
+        return shell
+
+    yield make
+    for shell in shells:
+        # The app's own way out: cancel operations, close clients, then drop the window.
+        task = asyncio.ensure_future(shell.shutdown())
+        qtbot.waitUntil(task.done, timeout=10000)
+        shell.window.close()
+        shell.window.deleteLater()
+        shell.deleteLater()
+
+
+def open_create(qtbot: QtBot, shell: Shell) -> CreateDialog:
+    shell.window.act_new.trigger()
+    dialog = shell.dialogs[-1]
+    assert isinstance(dialog, CreateDialog)
+    dialog.repo.setText(REPO)
+    qtbot.waitUntil(lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading())
+    return dialog
+
+
+def test_add_account_create_phases_open_delete(
+    qtbot: QtBot, emulator: HetznerEmulator, shell_factory
+) -> None:  # type: ignore[no-untyped-def]
+    shell = shell_factory(emulator)
+    shell.begin()
+    window = shell.window
+    assert window.empty.button.text() == "Add an account…"
+
+    # Add an account from the empty state.
+    window.empty.button.click()
+    settings_dialog = shell.dialogs[-1]
+    assert isinstance(settings_dialog, SettingsDialog)
+    qtbot.waitUntil(lambda: not settings_dialog.tasks)
+    form = settings_dialog.add_account("hetzner")
+    form.fields["token"].setText(TOKEN)
+    form.validate_button.click()
+    qtbot.waitUntil(lambda: form.result.text().startswith("✓"))
+    with qtbot.waitSignal(settings_dialog.accepted):
+        settings_dialog.buttons.button(settings_dialog.buttons.StandardButton.Save).click()
+    assert [a.id for a in shell.settings.accounts] == ["hetzner"]
+    assert window.empty.button.text() == "Create your first workspace…"
+
+    # Create: the dialog shows every step, in order, without blocking.
+    window.empty.button.click()
+    dialog = shell.dialogs[-1]
+    assert isinstance(dialog, CreateDialog)
+    dialog.repo.setText(REPO)
+    qtbot.waitUntil(lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading())
+    assert dialog.name.text() == "api"
+    assert "per hour" in dialog.price.text() and "per month" in dialog.price.text()
+    assert dialog.create_button.isEnabled()
+    steps: list[tuple[str, float]] = []
+    shell.workspaces.progress.connect(lambda _n, step, _d, f: steps.append((step, f)))
+    meter = StallMeter()
+    meter.start()
+    with qtbot.waitSignal(dialog.finished, timeout=15000) as finished:
+        dialog.create_button.click()
+        assert not dialog.form_widget.isEnabled()
+    assert finished.args == [QDialog.DialogCode.Accepted.value]
+    stall = meter.stop()
+    names = [s for s, _ in steps]
+    assert names[0] == "validate" and names[-1] == "done"
+    assert {"keys", "user-data", "create", "record"} <= set(names)
+    fractions = [f for _, f in steps]
+    assert fractions == sorted(fractions)
+    assert stall < 50, f"event loop stalled {stall:.1f} ms during create"
+
+    # The new workspace is listed and selected; actions that need a running VM are enabled.
+    qtbot.waitUntil(lambda: shell.window.model.row_of("hetzner", "api") is not None)
+    window.select("hetzner", "api")
+    ws = window.selected()
+    assert ws is not None and ws.server is not None and ws.server.status.value == "running"
+    assert window.act_copy_ssh.isEnabled()
+    assert window.act_keep_alive.isEnabled()
+    assert window.act_delete.isEnabled()
+    assert len(live_servers(emulator)) == 1
+
+    # Delete, confirmed: the server goes at the provider and the row goes from the table.
+    window.act_delete.trigger()
+    qtbot.waitUntil(lambda: live_servers(emulator) == [], timeout=10000)
+    qtbot.waitUntil(lambda: shell.window.model.rowCount() == 0, timeout=10000)
+    assert Registry().all() == []
+
+
+@pytest.mark.parametrize("when", ["request in flight", "server accepted, booting"])
+def test_cancel_mid_create_leaves_nothing_behind(
+    qtbot: QtBot, emulator: HetznerEmulator, shell_factory, when: str
+) -> None:  # type: ignore[no-untyped-def]
+    emulator.create_seconds = 30  # the server would take long to run: cancel while waiting
+    if when == "request in flight":
+        # The emulator creates the server, then holds the answer: the app cannot know its id.
+        emulator.inject_latency("POST", r"/v1/servers", 1.0, times=1)
+    shell = shell_factory(emulator, settings=configured_settings())
+    shell.begin()
+    dialog = open_create(qtbot, shell)
+    steps: list[str] = []
+    shell.workspaces.progress.connect(lambda _n, step, *_: steps.append(step))
+    dialog.create_button.click()
+    qtbot.waitUntil(lambda: len(emulator.calls("POST", r"/v1/servers")) == 1, timeout=10000)
+    assert "create" in steps
+    if when != "request in flight":
+        qtbot.wait(200)  # the answer arrived; the app now waits for the server to run
+    assert len(live_servers(emulator)) == 1
+    dialog.cancel_button.click()
+    assert "Cancelling" in dialog.step.text()
+    qtbot.waitUntil(lambda: dialog.create_task is None, timeout=15000)
+    assert live_servers(emulator) == []
+    assert Registry().all() == []
+    assert dialog.form_widget.isEnabled()
+    assert dialog.step.text() == "Cancelled; nothing was left running."
+    assert dialog.isVisible()  # the user can fix something and try again
+
+
+def test_bad_token_on_refresh_is_reported_clearly(
+    qtbot: QtBot, emulator: HetznerEmulator, shell_factory
+) -> None:  # type: ignore[no-untyped-def]
+    emulator.token = "another-token-5678"
+    shell = shell_factory(emulator, settings=configured_settings())
+    shell.begin()
+    qtbot.waitUntil(lambda: "failed" in shell.window.refresh_label.text(), timeout=10000)
+    tip = shell.window.refresh_label.toolTip()
+    assert tip.startswith("hetzner: Hetzner rejected the API token")
+    assert TOKEN not in tip
+
+
+def test_429_during_refresh_does_not_freeze(
+    qtbot: QtBot, emulator: HetznerEmulator, shell_factory
+) -> None:  # type: ignore[no-untyped-def]
+    for i in range(3):
+        emulator.add_server(f"bivy-w{i}", {"managed-by": "bivy", "bivy-workspace": f"w{i}"})
+    emulator.inject_error(
+        "GET", r"/v1/servers", 429, "rate_limit_exceeded", times=2, headers={"Retry-After": "1"}
+    )
+    shell = shell_factory(emulator, settings=configured_settings())
+    meter = StallMeter()
+    meter.start()
+    shell.begin()
+    qtbot.waitUntil(lambda: shell.window.model.rowCount() == 3, timeout=15000)
+    stall = meter.stop()
+    assert len(emulator.calls("GET", r"/v1/servers")) >= 3  # two 429s, then the answer
+    assert meter.ticks > 100  # the loop kept ticking while the client waited out the limit
+    assert stall < 50, f"event loop stalled {stall:.1f} ms"
+
+
+def test_budget_warning_appears(qtbot: QtBot, emulator: HetznerEmulator, shell_factory) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime, timedelta
+
+    created = (datetime.now(UTC) - timedelta(hours=5)).timestamp()
+    for i in range(2):
+        emulator.add_server(
+            f"bivy-b{i}", {"managed-by": "bivy", "bivy-workspace": f"b{i}"}, created=created
+        )
+    shell = shell_factory(emulator, settings=configured_settings(budget="0.05"))
+    shell.begin()
+    qtbot.waitUntil(lambda: shell.window.budget_label.isVisible(), timeout=10000)
+    assert "budget" in shell.window.budget_label.text().lower()
+    assert shell.window.month_label.text() != "This month: –"
+    assert shell.costs  # the cost column has figures
