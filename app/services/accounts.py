@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from app.errors import AuthError, InvalidInput
+from app.errors import AuthError, InvalidInput, SecretStoreError
 from app.providers.base import Provider, ProviderOption
 from app.settings import Account, SecretKeys, SecretStore, Settings
 
@@ -138,7 +138,14 @@ def resolve_options(
         value = env_value(option, environ)
         if value is None:
             if option.secret:
-                value = secrets.get(SecretKeys.account(account.id, option.key))
+                try:
+                    value = secrets.get(SecretKeys.account(account.id, option.key))
+                except SecretStoreError:
+                    # Without a keychain, an optional secret (e.g. DigitalOcean's self-delete
+                    # token) is simply absent; only a required one is an error.
+                    if option.required:
+                        raise
+                    value = None
             else:
                 value = account.options.get(option.key) or None
         if value is None and option.default:
