@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -376,3 +378,49 @@ def test_openssh_client_uses_the_generated_config(sshd: SshServer, tmp_path: Pat
     assert refused.returncode == 255
     assert "Host key verification failed" in refused.stderr
     assert "nope" not in refused.stdout
+
+
+def test_bivy_ssh_runs_a_command_on_the_vm(
+    sshd: SshServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """`bivy ssh NAME -- cmd` with the registry record and the keychain key, via real OpenSSH.
+
+    The record has no port (VMs listen on 22) and logs in as ``dev``; the test's sshd sits on
+    another port with another user, so an ``ssh`` earlier on PATH adds those two options and
+    execs the real client, which still reads only Bivy's generated config for everything else.
+    """
+    from app.cli import main
+    from app.services.registry import Registry, WorkspaceRecord
+
+    Registry().put(
+        WorkspaceRecord(
+            name="demo",
+            account="hetzner",
+            provider="hetzner",
+            ipv4=sshd.host,
+            host_public_key=sshd.host_public_key,
+        )
+    )
+    SecretStore().set(SecretKeys.SSH_PRIVATE_KEY, sshd.client_private_key)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    real_ssh = shutil.which("ssh")
+    assert real_ssh is not None
+    wrapper = bin_dir / "ssh"
+    wrapper.write_text(
+        f"#!/bin/sh\nexec {real_ssh} -o BatchMode=yes "
+        f'-o Port={sshd.port} -o User={sshd.user} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    assert main(["ssh", "demo", "--", "echo", "via-bivy-ssh"]) == 0
+    out = capfd.readouterr().out
+    assert "via-bivy-ssh" in out
+    assert (Path(os.environ["HOME"]) / ".ssh" / "bivy" / "config").exists()
+    assert main(["ssh", "demo", "--", "exit", "3"]) == 3
+    assert main(["ssh", "nosuch"]) == 1
+    assert "no workspace named 'nosuch'" in capfd.readouterr().err
