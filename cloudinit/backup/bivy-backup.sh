@@ -167,7 +167,8 @@ snapshot() {
 }
 
 do_backup() {
-  local force=${1:-0} err
+  local force=${1:-0} final=${2:-0} err started
+  started=$(now) # what the snapshot holds is as of its start
   require_config || return 1
   mkdir -p "$STATE_DIR"
   if [[ ! -e $STATE_DIR/restore-done && ! -e $STATE_DIR/restore-failed ]]; then
@@ -175,6 +176,11 @@ do_backup() {
     return 0
   fi
   if [[ -e $STATE_DIR/restore-failed && $force != 1 ]]; then
+    if [[ $final == 1 ]]; then
+      # The bootstrap stops when the restore fails, so the agent never ran: nothing new to save.
+      log "the restore at start failed and the agent never ran: nothing new to back up"
+      return 0
+    fi
     LAST_ERROR="the restore at start failed, so backing up now could hide the older backup;"
     LAST_ERROR+=" use Back up now to override"
     return 1
@@ -199,7 +205,7 @@ do_backup() {
   fi
   rm -f "$STATE_DIR/restore-failed"
   touch "$STATE_DIR/restore-done"
-  status_set last_backup_at="$(now)" backup_error=
+  status_set last_backup_at="$started" backup_error=
   log "backup done"
 }
 
@@ -321,7 +327,7 @@ main() {
       fi
       ;;
     pre-delete)
-      while ! do_backup 0; do
+      while ! do_backup 0 1; do
         log "backup before deletion failed (attempt $attempt of $RETRIES): $LAST_ERROR"
         if ((attempt >= RETRIES)); then
           status_set backup_error="final backup before deletion failed: $LAST_ERROR; the VM stays until its hard lifetime"

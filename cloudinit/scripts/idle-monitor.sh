@@ -1,0 +1,225 @@
+#!/bin/bash
+# Bivy idle monitor (bivy-idle.timer, every 60 s): decides whether anyone or the agent still uses
+# this VM and deletes it after idle_minutes without use, or at the hard lifetime regardless.
+#
+# Activity, any of: bootstrap still running; keep-alive lease in the future; the agent working
+# (a hook event inside the window) or with background tasks; an established connection to ttyd
+# (web terminal / IDE websocket); an interactive SSH session (a pty in utmp; the app's status
+# reads are exec channels without a pty and never count); a workspace file changed since the last
+# check (pruned: .git, node_modules, build and cache dirs). Process existence is not a signal.
+#
+#   idle-monitor            one check, then act (delete when due)
+#   idle-monitor --decide   one check, print the decision, change nothing but the check stamps
+#   idle-monitor --lifetime the hard lifetime is reached: delete regardless (the lifetime timer)
+#
+# For tests only: BIVY_NOW (fake clock), BIVY_*_DIR, BIVY_SS_CMD / BIVY_WHO_CMD (commands that
+# print established connections / logged-in ptys), BIVY_POWEROFF_CMD, BIVY_DELETE_ATTEMPTS,
+# BIVY_DELETE_RETRY_SECONDS, and BIVY_METADATA_URL / BIVY_API_URL for the self-delete script.
+set -uo pipefail
+# shellcheck source=/dev/null
+. "${BIVY_LIB_DIR:-{{ lib_dir }}}/lib.sh"
+bivy_load_env
+
+TTYD_PORT="{{ ttyd_port }}"
+WARNING_SECONDS="${BIVY_EXPIRY_WARNING_SECONDS:-{{ expiry_warning_seconds }}}"
+PREDELETE_RETRY_SECONDS=600
+PRUNE_NAMES=({% for name in prune_names %}{{ name }} {% endfor %})
+mode="${1:-check}"
+now=$(bivy_now)
+window=$((BIVY_IDLE_MINUTES * 60))
+
+log() { printf '%s bivy-idle: %s\n' "$(date -u +%FT%TZ)" "$*"; }
+
+status_field() {
+    python3 - "$BIVY_STATE_DIR/status.json" "$1" <<'PY' 2>/dev/null
+import json, sys
+try:
+    print(json.load(open(sys.argv[1])).get(sys.argv[2]) or "")
+except Exception:
+    print("")
+PY
+}
+
+# "STATE UPDATED_EPOCH BACKGROUND_TASKS" from agent.json, "none 0 0" without one.
+agent_fields() {
+    python3 - "$BIVY_STATE_DIR/agent/agent.json" <<'PY' 2>/dev/null || echo "none 0 0"
+import json, sys
+from datetime import datetime
+try:
+    a = json.load(open(sys.argv[1]))
+    t = datetime.fromisoformat(str(a.get("updated_at", "")).replace("Z", "+00:00")).timestamp()
+    bg = a.get("background_tasks", 0)
+    print(str(a.get("state", "unknown")).split()[0] or "unknown", int(t), int(bg) if isinstance(bg, int) else 0)
+except Exception:
+    print("none 0 0")
+PY
+}
+
+ttyd_connections() {
+    if [ -n "${BIVY_SS_CMD:-}" ]; then
+        bash -c "$BIVY_SS_CMD"
+    else
+        ss -Htn state established "( sport = :$TTYD_PORT )"
+    fi | grep -c . || true
+}
+
+pty_sessions() {
+    if [ -n "${BIVY_WHO_CMD:-}" ]; then
+        bash -c "$BIVY_WHO_CMD"
+    else
+        who
+    fi | grep -c 'pts/' || true
+}
+
+# Whether any workspace file changed since the previous check. A new stamp is taken before the
+# walk, so a file written during the walk is seen by the next check. -quit stops at the first hit.
+files_changed() {
+    local stamp="$BIVY_STATE_DIR/files.stamp" next="$BIVY_STATE_DIR/files.stamp.next" prune=() hit=""
+    [ -d "$BIVY_REPO_DIR" ] || return 1
+    touch -d "@$now" "$next"
+    if [ -e "$stamp" ]; then
+        for name in "${PRUNE_NAMES[@]}"; do
+            prune+=(-name "$name" -o)
+        done
+        hit=$(find "$BIVY_REPO_DIR" -xdev \( "${prune[@]}" -false \) -prune -o -newer "$stamp" -print -quit 2>/dev/null)
+    fi
+    mv -f "$next" "$stamp"
+    [ -n "$hit" ]
+}
+
+# Prints "active REASON", "idle SECONDS_LEFT" or "delete idle", and keeps idle_since.
+decide() {
+    local phase lease agent state updated background connections sessions since
+    phase=$(status_field phase)
+    case "$phase" in
+        booting | installing | restoring | cloning | building | starting)
+            echo "active bootstrapping ($phase)"
+            return
+            ;;
+    esac
+    lease=$(cat "$BIVY_STATE_DIR/lease" 2>/dev/null || true)
+    if [[ "$lease" =~ ^[0-9]+$ ]] && [ "$lease" -gt "$now" ]; then
+        echo "active keep-alive lease"
+        return
+    fi
+    agent=$(agent_fields)
+    read -r state updated background <<<"$agent"
+    if [ "$background" -gt 0 ]; then
+        echo "active agent has $background background task(s)"
+        return
+    fi
+    if [ "$state" = working ] && [ $((now - updated)) -lt "$window" ]; then
+        echo "active agent working"
+        return
+    fi
+    connections=$(ttyd_connections)
+    if [ "$connections" -gt 0 ]; then
+        echo "active $connections web terminal connection(s)"
+        return
+    fi
+    sessions=$(pty_sessions)
+    if [ "$sessions" -gt 0 ]; then
+        echo "active $sessions interactive SSH session(s)"
+        return
+    fi
+    if files_changed; then
+        echo "active workspace files changed"
+        return
+    fi
+    since=$(cat "$BIVY_STATE_DIR/idle-since" 2>/dev/null || true)
+    if ! [[ "$since" =~ ^[0-9]+$ ]]; then
+        since=$now
+        echo "$since" >"$BIVY_STATE_DIR/idle-since"
+    fi
+    if [ $((now - since)) -ge "$window" ]; then
+        echo "delete idle"
+    else
+        echo "idle $((since + window - now))"
+    fi
+}
+
+# The provider's self-delete script, retried; when it keeps failing, power off and say why.
+delete_self() {
+    local why="$1" attempts="${BIVY_DELETE_ATTEMPTS:-5}" delay="${BIVY_DELETE_RETRY_SECONDS:-15}" i out
+    bivy_status phase=deleting "detail=deleting this VM ($why)"
+    for i in $(seq 1 "$attempts"); do
+        if out=$(BIVY_ENV_FILE="$BIVY_ETC_DIR/provider.env" "$BIVY_LIB_DIR/self-delete" 2>&1); then
+            log "deleted ($why): $out"
+            bivy_status phase=deleting "detail=the provider is deleting this VM ($why)"
+            return 0
+        fi
+        log "self-delete attempt $i failed: $out"
+        [ "$i" -lt "$attempts" ] && sleep $((delay * i))
+    done
+    bivy_status phase=failed "error=self-delete failed: $out; powered off instead" \
+        "detail=could not delete this VM; powered off"
+    log "self-delete failed; powering off"
+    ${BIVY_POWEROFF_CMD:-systemctl poweroff}
+    return 1
+}
+
+# The backup hook (issue 6); non-zero means "do not delete yet".
+pre_delete() {
+    local out
+    [ -x "$BIVY_LIB_DIR/pre-delete" ] || return 0
+    if out=$("$BIVY_LIB_DIR/pre-delete" 2>&1); then
+        bivy_status backup_error=
+        return 0
+    fi
+    bivy_status "backup_error=the final backup failed: $(printf '%s' "$out" | tail -n 3)"
+    echo "$now" >"$BIVY_STATE_DIR/pre-delete-failed"
+    return 1
+}
+
+deadline=$(cat "$BIVY_STATE_DIR/deadline" 2>/dev/null || true)
+if ! [[ "$deadline" =~ ^[0-9]+$ ]]; then
+    boot=$(awk '/^btime/ {print $2}' /proc/stat)
+    deadline=$((boot + BIVY_MAX_HOURS * 3600))
+    echo "$deadline" >"$BIVY_STATE_DIR/deadline"
+fi
+
+if [ "$mode" = --lifetime ] || [ "$now" -ge "$deadline" ]; then
+    if [ "$mode" = --decide ]; then
+        echo "delete lifetime"
+        exit 0
+    fi
+    log "the hard lifetime is reached"
+    pre_delete || log "the final backup failed; deleting anyway at the hard lifetime"
+    delete_self "maximum lifetime reached"
+    exit $?
+fi
+
+decision=$(decide)
+if [ "$mode" = --decide ]; then
+    echo "$decision"
+    exit 0
+fi
+
+phase=$(status_field phase)
+expiring=()
+if [ $((deadline - now)) -le "$WARNING_SECONDS" ] && { [ "$phase" = ready ] || [ "$phase" = expiring ]; }; then
+    expiring=(phase=expiring "detail=the maximum lifetime ends at $(date -u -d "@$deadline" +%H:%MZ); this VM will then be deleted")
+fi
+
+case "$decision" in
+    active*)
+        rm -f "$BIVY_STATE_DIR/idle-since"
+        bivy_status idle_since= idle_deadline= "lifetime_deadline=@$deadline" "${expiring[@]}"
+        ;;
+    idle*)
+        since=$(cat "$BIVY_STATE_DIR/idle-since")
+        bivy_status "idle_since=@$since" "idle_deadline=@$((since + window))" "lifetime_deadline=@$deadline" "${expiring[@]}"
+        ;;
+    "delete idle")
+        failed=$(cat "$BIVY_STATE_DIR/pre-delete-failed" 2>/dev/null || echo 0)
+        if [ $((now - failed)) -lt "$PREDELETE_RETRY_SECONDS" ]; then
+            log "the last final backup failed; retrying later"
+            exit 0
+        fi
+        log "idle for $BIVY_IDLE_MINUTES minutes"
+        pre_delete || { log "the final backup failed; not deleting"; exit 0; }
+        delete_self "idle for $BIVY_IDLE_MINUTES minutes"
+        exit $?
+        ;;
+esac
+log "$decision"

@@ -1,0 +1,9 @@
+#!/bin/bash
+# Starts ttyd on the loopback only (the app reaches it through an SSH forward), writable, with
+# origin checks and basic auth as a second lock; every client joins the same tmux session.
+set -euo pipefail
+# shellcheck source=/dev/null
+. "${BIVY_LIB_DIR:-{{ lib_dir }}}/lib.sh"
+bivy_load_env
+exec ttyd -i lo -p "{{ ttyd_port }}" -W -O -m 8 -c "bivy:$BIVY_TTYD_PASSWORD" \
+    -t disableLeaveAlert=true -t "titleFixed=$BIVY_NAME" "$BIVY_LIB_DIR/ttyd-session"
