@@ -38,7 +38,12 @@ from app.domain import (
 from app.errors import ActionFailed, BivyError, Conflict, InvalidInput, NotFound
 from app.providers._polling import Backoff, poll_until
 from app.providers.base import Provider
-from app.services.accounts import effective_accounts, find_account, open_provider
+from app.services.accounts import (
+    effective_accounts,
+    find_account,
+    provider_class,
+    resolve_options,
+)
 from app.services.keys import KeyPair, KeyService, generate_host_key
 from app.services.registry import Registry, WorkspaceRecord
 from app.settings import Account, SecretKeys, SecretStore, Settings
@@ -168,15 +173,14 @@ class WorkspaceService:
         """The provider of ``account`` (kept open; reopened when its options change)."""
 
         def build() -> tuple[str, Provider | None]:
-            from app.services.accounts import resolve_options
-
             options = resolve_options(account, self.secrets, self._environ)
             digest = hashlib.sha256(repr(sorted(options.items())).encode()).hexdigest()
             cached = self._providers.get(account.id)
             if cached is not None and cached[0] == digest:
                 return digest, None
             transport = self._transport_factory(account) if self._transport_factory else None
-            return digest, open_provider(account, self.secrets, transport, self._environ)
+            cls = provider_class(account.provider)
+            return digest, cls(options, transport=transport)  # type: ignore[call-arg]
 
         digest, fresh = await asyncio.to_thread(build)
         if fresh is None:

@@ -1,0 +1,199 @@
+"""The ``bivy`` CLI as a separate process against the Hetzner emulator served on 127.0.0.1.
+
+Secrets persist between CLI runs through a real, private gnome-keyring (``secret_service``);
+tests that need no persistence use the in-memory test backend via PYTHON_KEYRING_BACKEND.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+
+import pytest
+
+from app.settings import settings_path
+from tests.support.fixtures import REPO_ROOT, CliRunner, ServedHetzner
+from tests.support.secret_service import SecretServiceSession
+
+MEMORY_KEYRING = {"PYTHON_KEYRING_BACKEND": "tests.support.memory_keyring.MemoryKeyring"}
+REPO = "https://github.com/example/project"
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Non-zero, no traceback, exactly one ``bivy:`` error line containing ``fragments``."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("bivy:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def test_version_and_providers(cli: CliRunner) -> None:
+    version = cli("--version")
+    assert version.returncode == 0
+    assert version.stdout.startswith("bivy ")
+    providers = cli("providers", env=MEMORY_KEYRING)
+    assert providers.returncode == 0, providers.stderr
+    assert providers.stdout.splitlines()[1].split()[0] == "hetzner"  # listed first
+    as_json = json.loads(cli("providers", "--json", env=MEMORY_KEYRING).stdout)
+    assert as_json[0]["kind"] == "hetzner" and as_json[0]["accounts"] == []
+
+
+def test_usage_errors_exit_2_without_traceback(cli: CliRunner) -> None:
+    result = cli("create", "demo")  # --repo missing
+    assert result.returncode == 2
+    assert "--repo" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_login_with_a_bad_token_fails_cleanly_and_stores_nothing(
+    cli: CliRunner, hetzner_api: ServedHetzner, secret_service: SecretServiceSession
+) -> None:
+    env = {**secret_service.env({}), **hetzner_api.env(with_token=False)}
+    bad = "Wrong" + hetzner_api.token
+    result = cli("login", "hetzner", "--token-stdin", input=bad + "\n", env=env)
+    assert_clean_failure(result, "rejected the API token", "request id")
+    assert bad not in result.stdout + result.stderr
+    assert not settings_path().exists()
+    ls = cli("ls", env=env)
+    assert ls.returncode == 0 and "No accounts are configured" in ls.stderr
+
+    good = cli("login", "hetzner", "--token-stdin", input=hetzner_api.token + "\n", env=env)
+    assert good.returncode == 0, good.stderr
+    assert "Logged in: account hetzner" in good.stdout
+    assert hetzner_api.token not in settings_path().read_text()
+    # The token is in the keychain: a later run needs no environment variable.
+    ls = cli("ls", "--json", env=env)
+    assert ls.returncode == 0, ls.stderr
+    assert json.loads(ls.stdout) == []
+
+
+def test_login_without_a_keychain_is_a_clear_error(
+    cli: CliRunner, hetzner_api: ServedHetzner
+) -> None:
+    env = {
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
+        **hetzner_api.env(with_token=False),
+    }
+    result = cli("login", "hetzner", "--token-stdin", input=hetzner_api.token + "\n", env=env)
+    assert_clean_failure(result, "no system keychain", "environment variable")
+    assert not settings_path().exists()
+
+
+def test_sizes_shows_live_prices(cli: CliRunner, hetzner_api: ServedHetzner) -> None:
+    env = {**MEMORY_KEYRING, **hetzner_api.env()}
+    hetzner_api.emulator.set_price("cx23", "fsn1", "0.0123", "7.6543")
+    table = cli("sizes", "hetzner", "--region", "fsn1", env=env)
+    assert table.returncode == 0, table.stderr
+    header = table.stdout.splitlines()[0].split()
+    assert header[-2:] == ["EUR/HOUR", "EUR/MONTH"]
+    assert {"NAME", "CORES", "MEMORY", "DISK"} <= set(header)
+    row = next(line.split() for line in table.stdout.splitlines() if line.startswith("cx23 "))
+    # Gross prices (the emulator adds 19 % VAT to the net ones set above).
+    assert Decimal(row[-2]) == (Decimal("0.0123") * Decimal("1.19")).quantize(Decimal("0.0001"))
+    assert Decimal(row[-1]) == (Decimal("7.6543") * Decimal("1.19")).quantize(Decimal("0.01"))
+    assert "VAT included" in table.stderr
+
+    data = json.loads(cli("sizes", "hetzner", "--region", "fsn1", "--json", env=env).stdout)
+    cx23 = next(s for s in data if s["name"] == "cx23")
+    assert (cx23["cores"], cx23["memory_gb"], cx23["disk_gb"]) == (2, 4.0, 40)
+    assert cx23["currency"] == "EUR" and cx23["region"] == "fsn1"
+    assert Decimal(cx23["price_hourly"]) > 0 and Decimal(cx23["price_monthly"]) > 0
+
+
+@pytest.mark.slow
+def test_create_ls_rm_with_a_rate_limit_in_the_middle(
+    cli: CliRunner, hetzner_api: ServedHetzner, secret_service: SecretServiceSession
+) -> None:
+    env = {**secret_service.env({}), **hetzner_api.env()}
+    emulator = hetzner_api.emulator
+    # One 429 while the CLI waits for the server to run: it waits for RateLimit-Reset, retries.
+    emulator.inject_error("GET", r"/v1/servers/\d+", 429, "rate_limit_exceeded", times=1)
+    created = cli("create", "demo", "--repo", REPO, "--region", "fsn1", "--json", env=env)
+    assert created.returncode == 0, created.stderr
+    assert [r.status for r in emulator.requests if r.status == 429] == [429]
+    workspace = json.loads(created.stdout)
+    assert workspace["name"] == "demo" and workspace["status"] == "running"
+    assert "[100%]" in created.stderr  # progress went to stderr
+
+    ls = cli("ls", "--json", env=env)
+    assert ls.returncode == 0, ls.stderr
+    listed = json.loads(ls.stdout)
+    assert [(w["name"], w["status"], w["repo_url"]) for w in listed] == [("demo", "running", REPO)]
+    table = cli("ls", env=env).stdout
+    assert table.splitlines()[1].split()[:3] == ["demo", "hetzner", "running"]
+
+    clash = cli("create", "demo", "--repo", REPO, env=env)
+    assert_clean_failure(clash, "already exists", "bivy rm demo")
+
+    refused = cli("rm", "demo", env=env)  # stdin is not a terminal: --yes is required
+    assert_clean_failure(refused, "--yes")
+    removed = cli("rm", "demo", "--yes", env=env)
+    assert removed.returncode == 0, removed.stderr
+    ls = cli("ls", "--json", env=env)
+    assert ls.returncode == 0 and json.loads(ls.stdout) == []
+    assert emulator.server_status(int(workspace["server_id"])) is None
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_create_exits_130_and_deletes_the_server(
+    cli: CliRunner, hetzner_api: ServedHetzner
+) -> None:
+    emulator = hetzner_api.emulator
+    env = {**cli.env, **MEMORY_KEYRING, **hetzner_api.env()}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "create", "demo", "--repo", REPO],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not emulator.calls("POST", r"/v1/servers") and time.monotonic() < deadline:
+            time.sleep(0.02)  # the emulator runs in this process's thread: poll its log
+        assert emulator.calls("POST", r"/v1/servers"), "the CLI never asked for a server"
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "bivy: interrupted"
+    server_id = emulator.calls("GET", r"/v1/servers")  # the cleanup looked it up by label
+    assert server_id
+    assert emulator.calls("DELETE", r"/v1/servers/\d+")
+    for sid in list(emulator.project.servers):
+        assert emulator.server_status(sid) in (None, "deleting")
+
+
+def test_unknown_workspace_and_bad_input_are_one_line(
+    cli: CliRunner, hetzner_api: ServedHetzner
+) -> None:
+    env = {**MEMORY_KEYRING, **hetzner_api.env()}
+    assert_clean_failure(cli("rm", "ghost", "--yes", env=env), "no workspace named 'ghost'")
+    assert_clean_failure(cli("create", "Bad_Name", "--repo", REPO, env=env), "NAME")
+    assert_clean_failure(cli("sizes", "nope", env=env), "unknown provider 'nope'")
+    no_token = {**MEMORY_KEYRING, **hetzner_api.env(with_token=False)}
+    assert_clean_failure(
+        cli("create", "demo", "--repo", REPO, env=no_token), "no hetzner account", "bivy login"
+    )
+    assert not emulator_posts(hetzner_api)
+
+
+def emulator_posts(api: ServedHetzner) -> list[object]:
+    return list(api.emulator.calls("POST", r"/v1/servers"))
+
+
+def test_env_passthrough_is_isolated() -> None:
+    # The CLI runs see the test's temp HOME, never the real one.
+    assert os.environ["HOME"].startswith(("/tmp", os.environ.get("TMPDIR", "/tmp")))
