@@ -80,6 +80,8 @@ class ScalewayEmulator(Emulator):
         self.volumes: dict[tuple[str, str], dict[str, Any]] = {}
         self.user_data: dict[tuple[str, str], dict[str, bytes]] = {}
         self.booted_with: dict[tuple[str, str], bytes | None] = {}
+        self.security_groups: dict[tuple[str, str], dict[str, Any]] = {}
+        self.security_group_rules: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._ips = itertools.count(10)
 
     # -- base hooks --------------------------------------------------------------------------
@@ -204,6 +206,9 @@ class ScalewayEmulator(Emulator):
                     ]
                 },
             )
+        group_id = body.get("security_group")
+        if group_id and (zone, group_id) not in self.security_groups:
+            return self.error(404, "not_found", f"security group {group_id} not found")
         server_id = str(uuid.uuid4())
         volume_id = str(uuid.uuid4())
         now = self.clock()
@@ -236,6 +241,11 @@ class ScalewayEmulator(Emulator):
             "arch": PRODUCTS[kind][5],
             "boot_type": body.get("boot_type", "local"),
             "volumes": {"0": volume},
+            "security_group": (
+                {"id": group_id, "name": self.security_groups[(zone, group_id)]["name"]}
+                if group_id
+                else {"id": "default", "name": "Default security group"}
+            ),
             "zone": zone,
             "_since": now,
         }
@@ -313,6 +323,71 @@ class ScalewayEmulator(Emulator):
             "progress": 0,
         }
         return json_response(200, {"task": task})
+
+    @route("GET", "/instance/v1/zones/{zone}/security_groups")
+    def list_security_groups(self, request: EmuRequest) -> EmuResponse:
+        zone = request.params["zone"]
+        name = request.arg("name")
+        project = request.arg("project")
+        items = [
+            g
+            for (z, _), g in self.security_groups.items()
+            if z == zone
+            and (not name or name in g["name"])
+            and (not project or g["project"] == project)
+        ]
+        return json_response(200, {"security_groups": items}, {"X-Total-Count": str(len(items))})
+
+    @route("POST", "/instance/v1/zones/{zone}/security_groups")
+    def create_security_group(self, request: EmuRequest) -> EmuResponse:
+        zone = request.params["zone"]
+        body = request.json()
+        now = self._iso(self.clock())
+        group = {
+            "id": str(uuid.uuid4()),
+            "name": body["name"],
+            "project": body.get("project", ""),
+            "organization": body.get("project", ""),
+            "tags": list(body.get("tags") or []),
+            "inbound_default_policy": body.get("inbound_default_policy", "accept"),
+            "outbound_default_policy": body.get("outbound_default_policy", "accept"),
+            "stateful": bool(body.get("stateful", False)),
+            "enable_default_security": bool(body.get("enable_default_security", True)),
+            "project_default": False,
+            "creation_date": now,
+            "modification_date": now,
+            "servers": [],
+            "state": "available",
+            "zone": zone,
+        }
+        self.security_groups[(zone, group["id"])] = group
+        self.security_group_rules[(zone, group["id"])] = []
+        return json_response(201, {"security_group": group})
+
+    @route("POST", "/instance/v1/zones/{zone}/security_groups/{security_group_id}/rules")
+    def add_rule(self, request: EmuRequest) -> EmuResponse:
+        key = (request.params["zone"], request.params["security_group_id"])
+        if key not in self.security_groups:
+            return self.error(404, "not_found", "security group not found")
+        rule = {"id": str(uuid.uuid4()), "editable": True, "position": 1, **request.json()}
+        self.security_group_rules[key].append(rule)
+        return json_response(201, {"rule": rule})
+
+    @route("DELETE", "/instance/v1/zones/{zone}/security_groups/{security_group_id}")
+    def delete_security_group(self, request: EmuRequest) -> EmuResponse:
+        key = (request.params["zone"], request.params["security_group_id"])
+        if self.security_groups.pop(key, None) is None:
+            return self.error(404, "not_found", "security group not found")
+        self.security_group_rules.pop(key, None)
+        return EmuResponse(204)
+
+    def inbound_open_ports(self, zone: str, group_id: str) -> set[tuple[str, int, str]]:
+        """(protocol, port, ip range) accepted inbound by a group whose default is drop."""
+        return {
+            (r["protocol"], r["dest_port_from"], r["ip_range"])
+            for r in self.security_group_rules.get((zone, group_id), [])
+            if r["direction"] == "inbound" and r["action"] == "accept"
+        }
 
     @route("GET", "/instance/v1/zones/{zone}/products/servers")
     def products(self, request: EmuRequest) -> EmuResponse:

@@ -113,6 +113,27 @@ class ScalewayClient:
     async def delete_volume(self, zone: str, volume_id: str) -> None:
         await self.api.request("DELETE", f"{self._base(zone)}/volumes/{volume_id}")
 
+    async def security_groups(self, zone: str, name: str, project: str) -> list[m.SecurityGroup]:
+        body = await self.api.get_json(
+            f"{self._base(zone)}/security_groups",
+            {"name": name, "project": project, "per_page": PER_PAGE},
+        )
+        return m.SecurityGroupList.model_validate(body).security_groups
+
+    async def create_security_group(self, zone: str, body: Mapping[str, Any]) -> m.SecurityGroup:
+        answer = await self.api.send_json("POST", f"{self._base(zone)}/security_groups", dict(body))
+        return m.SecurityGroupEnvelope.model_validate(answer).security_group
+
+    async def add_security_group_rule(
+        self, zone: str, group_id: str, body: Mapping[str, Any]
+    ) -> None:
+        await self.api.send_json(
+            "POST", f"{self._base(zone)}/security_groups/{group_id}/rules", dict(body)
+        )
+
+    async def delete_security_group(self, zone: str, group_id: str) -> None:
+        await self.api.request("DELETE", f"{self._base(zone)}/security_groups/{group_id}")
+
     async def server_types(self, zone: str) -> dict[str, m.ServerType]:
         types: dict[str, m.ServerType] = {}
         for page in range(1, MAX_PAGES + 1):

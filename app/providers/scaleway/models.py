@@ -82,6 +82,21 @@ class AvailabilityList(_Wire):
     servers: dict[str, Availability] = Field(default_factory=dict)
 
 
+class SecurityGroup(_Wire):
+    id: str
+    name: str
+    project: str = ""
+    inbound_default_policy: str = "accept"
+
+
+class SecurityGroupList(_Wire):
+    security_groups: list[SecurityGroup] = Field(default_factory=list)
+
+
+class SecurityGroupEnvelope(_Wire):
+    security_group: SecurityGroup
+
+
 class Task(_Wire):
     id: str = ""
     description: str = ""

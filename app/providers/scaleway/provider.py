@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -42,6 +43,7 @@ USER_DATA_LIMIT = 64 * 1024
 MANAGED_TAG = "bivy"
 DEFAULT_IMAGE = "ubuntu_noble"
 USER_DATA_KEY = "cloud-init"
+SECURITY_GROUP = "bivy-ssh-only"
 HOURS_PER_MONTH = Decimal(730)
 
 STATUS_MAP = {
@@ -175,11 +177,11 @@ class ScalewayProvider(Provider):
 
     kind: ClassVar[str] = KIND
     display_name: ClassVar[str] = "Scaleway"
-    # Security groups exist, but Bivy relies on the VM's own firewall here as on DigitalOcean.
+    # A stateful security group per zone drops every inbound connection but TCP 22.
     capabilities: ClassVar[Capabilities] = Capabilities(
         user_data_limit=USER_DATA_LIMIT,
         user_data_gzip_base64=False,
-        firewall=False,
+        firewall=True,
         labels=False,
         unique_names=False,
         rate_limit_per_hour=0,
@@ -236,6 +238,7 @@ class ScalewayProvider(Provider):
         self._secret = options.get("secret_key", "")
         self.project_id = options.get("project_id", "")
         self.zone = options.get("zone") or self.default_region
+        self._groups: dict[str, str] = {}
         base_url = os.environ.get("BIVY_SCALEWAY_API_URL") or DEFAULT_API_URL
         self.client = ScalewayClient(
             ApiClient(
@@ -333,6 +336,7 @@ class ScalewayProvider(Provider):
             "enable_ipv6": False,
             "boot_type": "local",
         }
+        body["security_group"] = await self._ssh_only_group(zone)
         # The app's SSH key travels in the cloud-init user data (ssh_authorized_keys), so no
         # IAM SSH key is uploaded: that would need the separate IAM API and its permissions.
         server = await self.client.create_server(zone, body)
@@ -348,6 +352,52 @@ class ScalewayProvider(Provider):
             return server_to_domain(await self.client.server(zone, server.id), zone)
         except BivyError:
             return server_to_domain(server, zone)
+
+    async def _ssh_only_group(self, zone: str) -> str:
+        """The zone's ``bivy-ssh-only`` security group (found by name, created once)."""
+        if zone in self._groups:
+            return self._groups[zone]
+        found = [
+            g
+            for g in await self.client.security_groups(zone, SECURITY_GROUP, self.project_id)
+            if g.name == SECURITY_GROUP
+        ]
+        if found:
+            self._groups[zone] = found[0].id
+            return found[0].id
+        group = await self.client.create_security_group(
+            zone,
+            {
+                "name": SECURITY_GROUP,
+                "project": self.project_id,
+                "tags": [MANAGED_TAG],
+                "stateful": True,
+                "inbound_default_policy": "drop",
+                "outbound_default_policy": "accept",
+                "enable_default_security": True,
+            },
+        )
+        try:
+            for ip_range in ("0.0.0.0/0", "::/0"):
+                await self.client.add_security_group_rule(
+                    zone,
+                    group.id,
+                    {
+                        "protocol": "TCP",
+                        "direction": "inbound",
+                        "action": "accept",
+                        "ip_range": ip_range,
+                        "dest_port_from": 22,
+                        "dest_port_to": 22,
+                    },
+                )
+        except BaseException:
+            # A group without its SSH rule would lock Bivy out of every later server.
+            with contextlib.suppress(BivyError):
+                await asyncio.shield(self.client.delete_security_group(zone, group.id))
+            raise
+        self._groups[zone] = group.id
+        return group.id
 
     async def _remove_stopped(self, zone: str, server: m.Server) -> None:
         try:

@@ -66,7 +66,11 @@ async def test_user_data_is_set_before_the_first_poweron(
 ) -> None:
     server = await provider.create(request())
     zone, uuid = server.id.split("/")
-    steps = [(r.method, r.path.rsplit("/", 2)[-2:]) for r in emu.requests if r.method != "GET"]
+    steps = [
+        (r.method, r.path.rsplit("/", 2)[-2:])
+        for r in emu.requests
+        if r.method != "GET" and "/servers" in r.path
+    ]
     assert [s[0] for s in steps] == ["POST", "PATCH", "POST"]
     assert steps[1][1] == ["user_data", "cloud-init"]
     assert emu.calls("POST", f"{BASE}/{zone}/servers/{uuid}/action")[0].body == {
@@ -77,6 +81,35 @@ async def test_user_data_is_set_before_the_first_poweron(
     create = emu.calls("POST", f"{BASE}/fr-par-1/servers")[0].body
     assert create["project"] == PROJECT_ID
     assert create["tags"] == ["bivy", "bivy-workspace=alpha"]
+
+
+async def test_servers_get_an_ssh_only_security_group_created_once_per_zone(
+    provider: ScalewayProvider, emu: ScalewayEmulator
+) -> None:
+    first = await provider.create(request("a"))
+    await provider.create(request("b"))
+    await provider.create(request("c", "nl-ams-1"))
+    groups = {k: g for k, g in emu.security_groups.items() if k[0] == "fr-par-1"}
+    assert len(groups) == 1 and len(emu.security_groups) == 2
+    (zone, group_id), group = next(iter(groups.items()))
+    assert group["inbound_default_policy"] == "drop" and group["stateful"]
+    assert emu.inbound_open_ports(zone, group_id) == {("TCP", 22, "0.0.0.0/0"), ("TCP", 22, "::/0")}
+    uuid = first.id.split("/")[1]
+    assert emu.servers[(zone, uuid)]["security_group"]["id"] == group_id
+    # a fresh provider (next app start) finds the group by name instead of making another
+    again = ScalewayProvider(OPTIONS, transport=emu.transport())
+    await again.create(request("d"))
+    await again.aclose()
+    assert len(emu.security_groups) == 2
+
+
+async def test_a_group_whose_rule_failed_is_removed(
+    provider: ScalewayProvider, emu: ScalewayEmulator
+) -> None:
+    emu.inject_error("POST", r".*/security_groups/[^/]+/rules", 500, "internal", "boom")
+    with pytest.raises(ProviderUnavailable):
+        await provider.create(request())
+    assert emu.security_groups == {} and emu.servers == {}
 
 
 async def test_failed_poweron_removes_the_stopped_server_and_its_volume(
