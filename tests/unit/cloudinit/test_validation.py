@@ -99,7 +99,7 @@ def test_workspace_spec_uses_the_validators() -> None:
     assert spec.branch is None
     with pytest.raises(ValidationError, match="must not start with '-'"):
         WorkspaceSpec(name="w", repo_url="-oProxyCommand=x:y")
-    with pytest.raises(ValidationError, match="'..'"):
+    with pytest.raises(ValidationError, match=r"'\.\.'"):
         WorkspaceSpec(name="w", repo_url="https://github.com/o/r", branch="a..b")
 
 

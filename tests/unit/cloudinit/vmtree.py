@@ -24,12 +24,12 @@ def inputs_for(spec: WorkspaceSpec, **overrides: Any) -> UserDataInputs:
     values: dict[str, Any] = {
         "spec": spec,
         "provider": "hetzner",
-        "ssh_authorized_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFake app",
+        "ssh_authorized_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFake app",
         "host_key_private": (
             "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
             "-----END OPENSSH PRIVATE KEY-----\n"
         ),
-        "host_key_public": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostHostHostHostHostHostHostHostHo host",
+        "host_key_public": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostHostHost host",
         "ttyd_password": "pw-0123456789abcdef",
         "self_delete_script": _hetzner_script(),
         "self_delete_env": {"HCLOUD_TOKEN": "t0k"},
