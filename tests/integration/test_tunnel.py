@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -424,3 +426,34 @@ def test_bivy_ssh_runs_a_command_on_the_vm(
     assert main(["ssh", "demo", "--", "exit", "3"]) == 3
     assert main(["ssh", "nosuch"]) == 1
     assert "no workspace named 'nosuch'" in capfd.readouterr().err
+
+
+async def test_silent_server_is_detected_by_keepalives(
+    service: TunnelService, sshd: SshServer
+) -> None:
+    """A peer that stops answering (no FIN, no RST: a dead network) is dropped by keep-alives."""
+    reconnected = asyncio.Event()
+    seen: list[TunnelState] = []
+
+    def listen(change: StateChange) -> None:
+        seen.append(change.state)
+        if change.state == TunnelState.CONNECTED and TunnelState.RECONNECTING in seen:
+            reconnected.set()
+
+    service.add_listener(listen)
+    tunnel = await service.open(target_for(sshd))
+    frozen = sshd.connection_pids()
+    assert frozen
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = asyncio.get_running_loop().time()
+        # keepalive_interval=1 s, keepalive_count_max=2 (the fixture): dropped after ~2-3 s
+        await asyncio.wait_for(reconnected.wait(), 15)
+        elapsed = asyncio.get_running_loop().time() - started
+        assert 1.5 < elapsed < 10
+        assert (await tunnel.run("echo alive")).stdout.strip() == "alive"
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
