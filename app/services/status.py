@@ -14,7 +14,7 @@ import json
 import logging
 import shlex
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
@@ -127,12 +127,6 @@ def _parse(model: type[_M], text: str) -> _M | None:
         return None
 
 
-@dataclass
-class _Watch:
-    task: asyncio.Task[None]
-    warned: set[tuple[str, datetime]] = field(default_factory=set)
-
-
 class StatusService:
     """Reads workspace status over the tunnels and tells listeners what changed.
 
@@ -166,7 +160,8 @@ class StatusService:
         self._clock = clock
         self._sleep = sleep
         self._latest: dict[str, StatusSnapshot] = {}
-        self._watches: dict[str, _Watch] = {}
+        self._watches: dict[str, asyncio.Task[None]] = {}
+        self._warned: dict[str, set[tuple[str, datetime]]] = {}
         self._listeners: list[StatusListener] = []
 
     def add_listener(self, listener: StatusListener) -> Callable[[], None]:
@@ -241,8 +236,7 @@ class StatusService:
     def _warn_deadlines(self, snapshot: StatusSnapshot) -> None:
         if snapshot.status is None:
             return
-        watch = self._watches.get(snapshot.workspace)
-        warned = watch.warned if watch is not None else set()
+        warned = self._warned.setdefault(snapshot.workspace, set())
         now = self._clock()
         for reason, deadline in (
             ("idle", snapshot.status.idle_deadline),
@@ -267,8 +261,9 @@ class StatusService:
         """Poll ``workspace`` until ``unwatch``/``close`` (its tunnel must be open)."""
         if workspace in self._watches:
             return
-        task = asyncio.create_task(self._loop(workspace), name=f"bivy-status-{workspace}")
-        self._watches[workspace] = _Watch(task)
+        self._watches[workspace] = asyncio.create_task(
+            self._loop(workspace), name=f"bivy-status-{workspace}"
+        )
 
     async def _loop(self, workspace: str) -> None:
         while True:
@@ -277,11 +272,11 @@ class StatusService:
             await self._sleep(self.interval if ready else self.fast_interval)
 
     async def unwatch(self, workspace: str) -> None:
-        watch = self._watches.pop(workspace, None)
-        if watch is not None:
-            watch.task.cancel()
+        task = self._watches.pop(workspace, None)
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await watch.task
+                await task
 
     async def close(self) -> None:
         """Stop every poll loop (the app's quit path; tunnels are closed by their service)."""
