@@ -11,15 +11,15 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import secrets as secrets_module
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import httpx
-import yaml
 
+from app.cloudinit import BackupInputs, UserDataInputs, new_ttyd_password, render_user_data
 from app.domain import (
     LABEL_IDLE_MINUTES,
     LABEL_MANAGED_BY,
@@ -93,30 +93,6 @@ class WorkspaceList:
 
     workspaces: list[Workspace] = field(default_factory=list)
     errors: dict[str, BivyError] = field(default_factory=dict)
-
-
-def _placeholder_user_data(spec: WorkspaceSpec, ssh_public_key: str, host_key: KeyPair) -> str:
-    """A minimal valid #cloud-config (dev user, pinned host key), used only while
-    ``app.cloudinit.render_user_data`` is not available."""
-    document = {
-        "users": [
-            {
-                "name": "dev",
-                "shell": "/bin/bash",
-                "sudo": "ALL=(ALL) NOPASSWD:ALL",
-                "ssh_authorized_keys": [ssh_public_key],
-            }
-        ],
-        "disable_root": True,
-        "ssh_pwauth": False,
-        "ssh_deletekeys": True,
-        "ssh_keys": {
-            "ed25519_private": host_key.private_openssh,
-            "ed25519_public": host_key.public_openssh,
-        },
-        "hostname": f"bivy-{spec.name}",
-    }
-    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
 
 
 class WorkspaceService:
@@ -314,7 +290,7 @@ class WorkspaceService:
             progress("keys", "Preparing SSH keys and the terminal password", 0.1)
             install_key = await self.keys.install_key()
             host_key = await asyncio.to_thread(generate_host_key, spec.name)
-            ttyd_password = secrets_module.token_urlsafe(24)
+            ttyd_password = new_ttyd_password()
             await self.secrets.aset(SecretKeys.workspace(spec.name, TTYD_PASSWORD), ttyd_password)
 
             progress("user-data", "Rendering the VM's cloud-init configuration", 0.2)
@@ -417,8 +393,45 @@ class WorkspaceService:
         host_key: KeyPair,
         ttyd_password: str,
     ) -> str:
-        del provider, ttyd_password  # used by the real renderer
-        return _placeholder_user_data(spec, ssh_public_key, host_key)
+        """The VM's user data from ``app.cloudinit`` (rendered in a thread: jinja2 + gzip)."""
+        caps = provider.capabilities
+        inputs = UserDataInputs(
+            spec=spec,
+            provider=provider.kind,
+            user_data_limit=caps.user_data_limit,
+            gzip_base64_ok=caps.user_data_gzip_base64,
+            ssh_authorized_key=ssh_public_key,
+            host_key_private=host_key.private_openssh,
+            host_key_public=host_key.public_openssh,
+            ttyd_password=ttyd_password,
+            self_delete_script=provider.self_delete_script(),
+            self_delete_env=provider.self_delete_env(),
+            agent_env=await self._agent_env(spec),
+            git_token=await self.secrets.aget(SecretKeys.GIT_TOKEN),
+            backup=await self._backup_inputs(spec),
+        )
+        rendered = await asyncio.to_thread(render_user_data, inputs)
+        return rendered.user_data
+
+    async def _agent_env(self, spec: WorkspaceSpec) -> dict[str, str]:
+        """The agent's credential: its environment variable here, else the keychain."""
+        if spec.agent_credential == "none":
+            return {}
+        name, key = {
+            "api_key": ("ANTHROPIC_API_KEY", SecretKeys.ANTHROPIC_API_KEY),
+            "oauth_token": ("CLAUDE_CODE_OAUTH_TOKEN", SecretKeys.CLAUDE_OAUTH_TOKEN),
+        }[spec.agent_credential]
+        environ = os.environ if self._environ is None else self._environ
+        value = environ.get(name, "").strip() or await self.secrets.aget(key)
+        if not value:
+            log.info("no %s configured: the agent will ask to log in in its terminal", name)
+            return {}
+        return {name: value}
+
+    async def _backup_inputs(self, spec: WorkspaceSpec) -> BackupInputs | None:
+        """Backup settings for the VM (issue 6 hooks in here); None: no backups."""
+        del spec
+        return None
 
     async def _wait_running(
         self,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
 import json
 import logging
 from collections.abc import Callable
@@ -11,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from app.domain import ServerStatus, WorkspaceSpec, utcnow
 from app.errors import ActionFailed, AuthError, Conflict, NotFound, Timeout
@@ -90,6 +93,13 @@ def live_servers(emulator: HetznerEmulator) -> list[dict[str, Any]]:
     ]
 
 
+def decode_user_data(user_data: str) -> str:
+    """The plain YAML of what was sent (Hetzner takes base64(gzip(...)) when it is large)."""
+    if user_data.startswith("#cloud-config"):
+        return user_data
+    return gzip.decompress(base64.b64decode(user_data)).decode()
+
+
 def spec(name: str = "demo", **kw: Any) -> WorkspaceSpec:
     return WorkspaceSpec(name=name, repo_url=REPO, **kw)
 
@@ -134,8 +144,11 @@ async def test_create_reports_progress_and_records_public_data_only(
         "bivy-idle-minutes": "45",
         "bivy-max-hours": "3",
     }
-    assert post["user_data"].startswith("#cloud-config")
-    assert record.host_public_key.split()[1] in post["user_data"]
+    cloud_config = decode_user_data(post["user_data"])
+    assert cloud_config.startswith("#cloud-config")
+    document = yaml.safe_load(cloud_config)
+    assert record.host_public_key in json.dumps(document)  # the pinned host key went along
+    assert "ssh-ed25519 " in json.dumps(document["users"])  # and the install's key for dev
 
     # Secrets: the ttyd password and SSH key only in the keychain.
     password = isolated_environment.store[("bivy", SecretKeys.workspace("demo", "ttyd-password"))]
@@ -407,3 +420,40 @@ def test_workspace_list_is_json_friendly() -> None:
     listing = WorkspaceList()
     assert listing.workspaces == [] and listing.errors == {}
     assert json.dumps([w.model_dump(mode="json") for w in listing.workspaces]) == "[]"
+
+
+@pytest.mark.parametrize(
+    ("credential", "environ", "keychain", "expected"),
+    [
+        ("api_key", {}, {"anthropic/api-key": "sk-ant-keychain-0123456789"},
+         ("ANTHROPIC_API_KEY", "sk-ant-keychain-0123456789")),
+        ("api_key", {"ANTHROPIC_API_KEY": "sk-ant-env-0123456789"},
+         {"anthropic/api-key": "sk-ant-keychain-0123456789"},
+         ("ANTHROPIC_API_KEY", "sk-ant-env-0123456789")),
+        ("oauth_token", {}, {"anthropic/oauth-token": "sk-ant-oat01-0123456789"},
+         ("CLAUDE_CODE_OAUTH_TOKEN", "sk-ant-oat01-0123456789")),
+        ("none", {}, {"anthropic/api-key": "sk-ant-keychain-0123456789"}, None),
+        ("api_key", {}, {}, None),
+    ],
+)  # fmt: skip
+async def test_agent_credential_reaches_the_vm_only(
+    emulator: HetznerEmulator,
+    credential: str,
+    environ: dict[str, str],
+    keychain: dict[str, str],
+    expected: tuple[str, str] | None,
+) -> None:
+    store = SecretStore()
+    for key, value in keychain.items():
+        store.set(key, value)
+    service = make_service(emulator, environ={"BIVY_HETZNER_TOKEN": TOKEN, **environ})
+    await service.create(spec(agent_credential=credential))
+    await service.aclose()
+    sent = decode_user_data(emulator.calls("POST", r"/v1/servers")[0].body["user_data"])
+    secrets_seen = [v for v in [*keychain.values(), *environ.values()] if v in sent]
+    if expected is None:
+        assert secrets_seen == []
+    else:
+        assert secrets_seen == [expected[1]]
+        assert expected[0] in sent
+    assert all(v not in Registry().path.read_text() for v in keychain.values())
