@@ -26,6 +26,7 @@ follows a symlinked ~/.ssh/config to its target instead of replacing the link.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -40,7 +41,8 @@ import asyncssh
 
 from app.domain import validate_workspace_name
 from app.errors import BivyError, InvalidInput
-from app.settings import data_dir
+from app.services.registry import WorkspaceRecord
+from app.settings import SecretKeys, SecretStore, data_dir
 
 BLOCK_BEGIN = "# >>> bivy (managed by Bivy; removed when its last workspace goes) >>>"
 BLOCK_END = "# <<< bivy <<<"
@@ -393,3 +395,22 @@ def _damaged() -> BivyError:
         "the Bivy block in ~/.ssh/config is damaged (one of its marker lines is missing)",
         hint=f"Remove the lines between '{BLOCK_BEGIN}' and '{BLOCK_END}' by hand",
     )
+
+
+async def add_workspace(record: WorkspaceRecord, secrets: SecretStore) -> bool:
+    """Add ``ssh bivy-<name>`` for a registry record (call once its address is known).
+
+    Returns False (and changes nothing) while the record has no address or pinned key yet.
+    """
+    if not record.ipv4 or not record.host_public_key:
+        return False
+    private_key = await secrets.aget(SecretKeys.SSH_PRIVATE_KEY)
+    if not private_key:
+        return False
+    entry = SshHostEntry(record.name, record.ipv4, record.host_public_key)
+    return await asyncio.to_thread(SshConfigManager().add, entry, private_key)
+
+
+async def remove_workspace(name: str) -> bool:
+    """Remove ``bivy-<name>`` (the last one also removes the key file and the Include line)."""
+    return await asyncio.to_thread(SshConfigManager().remove, name)

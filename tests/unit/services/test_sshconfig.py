@@ -287,3 +287,25 @@ def test_openssh_resolves_the_host(manager: SshConfigManager, keys: tuple[str, s
         check=True,
     ).stdout
     assert "identityfile ~/.ssh/id_github" in github
+
+
+async def test_workspace_helpers_follow_the_registry_record() -> None:
+    from app.services.registry import WorkspaceRecord
+    from app.services.sshconfig import add_workspace, remove_workspace
+    from app.settings import SecretKeys, SecretStore
+
+    client_private, _ = new_keypair()
+    _, host_public = new_keypair()
+    secrets = SecretStore()
+    record = WorkspaceRecord(name="demo", account="h", provider="hetzner", host_public_key="")
+    assert await add_workspace(record, secrets) is False  # no address or key yet
+    record = record.model_copy(update={"ipv4": "203.0.113.9", "host_public_key": host_public})
+    assert await add_workspace(record, secrets) is False  # no install key in the keychain yet
+    secrets.set(SecretKeys.SSH_PRIVATE_KEY, client_private)
+    assert await add_workspace(record, secrets) is True
+    manager = SshConfigManager()  # the real defaults: ~/.ssh under the test's HOME
+    assert manager.user_config.read_bytes() == manager.block().encode()
+    assert "HostName 203.0.113.9" in manager.include_file.read_text()
+    assert await remove_workspace("demo") is True
+    assert manager.user_config.read_bytes() == b""
+    assert not manager.identity_path.exists()
