@@ -79,6 +79,14 @@ summarize() {
   printf '%s' "${line:0:300}"
 }
 
+# When the newest snapshot of this workspace was taken (ISO-8601 UTC), or nothing.
+latest_time() {
+  restic_ snapshots --json --host "$SNAPSHOT_HOST" --latest 1 2>/dev/null | python3 -c '
+import json, sys
+times = [s["time"] for s in json.load(sys.stdin)]
+print(max(times)[:19] + "Z" if times else "")' || true
+}
+
 restic_() { timeout --kill-after=30 "$TIMEOUT" "$RESTIC" "$@"; }
 
 require_config() {
@@ -124,26 +132,30 @@ g() { as_owner git -c safe.directory='*' -C "$WORKSPACE_DIR" "$@"; }
 
 has_worktree() { [[ $UNCOMMITTED == 1 && -n $WORKSPACE_DIR && -d $WORKSPACE_DIR/.git ]]; }
 
-# Write the work tree's unsaved state into $1.
+# Write the work tree's unsaved state into $1. Every step is checked: `set -e` does not apply
+# inside a function whose caller tests it.
 stage_workspace() {
-  local stage=$1 head
+  local stage=$1 head unpushed
   rm -rf "$stage"
   mkdir -p "$stage"
-  if head=$(g rev-parse -q --verify HEAD 2>/dev/null); then
+  g rev-parse --git-dir >/dev/null || return 1
+  if head=$(g rev-parse -q --verify HEAD); then
     printf '%s\n' "$head" >"$stage/head"
     g symbolic-ref -q --short HEAD >"$stage/branch" || true
-    g diff --binary HEAD >"$stage/changes.patch"
-    g ls-files -z --others --exclude-standard >"$stage/untracked.list"
+    g diff --binary HEAD >"$stage/changes.patch" || return 1
+    g ls-files -z --others --exclude-standard >"$stage/untracked.list" || return 1
     # Commits no remote has (there may be none: git refuses an empty bundle).
-    if [[ -n $(g rev-list -n1 HEAD --not --remotes) ]]; then
-      g bundle create - HEAD --not --remotes >"$stage/unpushed.bundle" 2>/dev/null
+    unpushed=$(g rev-list -n1 HEAD --not --remotes) || return 1
+    if [[ -n $unpushed ]]; then
+      g bundle create - HEAD --not --remotes >"$stage/unpushed.bundle" 2>/dev/null || return 1
     fi
   else
     # No commit yet: every non-ignored file is unsaved work.
-    g ls-files -z --cached --others --exclude-standard >"$stage/untracked.list"
+    g ls-files -z --cached --others --exclude-standard >"$stage/untracked.list" || return 1
   fi
   if [[ -s $stage/untracked.list ]]; then
-    (cd "$WORKSPACE_DIR" && tar --null -T "$stage/untracked.list" -cf -) >"$stage/untracked.tar"
+    (cd "$WORKSPACE_DIR" && tar --null -T "$stage/untracked.list" -cf -) >"$stage/untracked.tar" ||
+      return 1
     if (($(du -k "$stage/untracked.tar" | cut -f1) > MAX_UNTRACKED_KB)); then
       log "untracked files exceed ${MAX_UNTRACKED_KB} KiB: not backed up (commit or ignore them)"
       rm -f "$stage/untracked.tar"
@@ -156,6 +168,10 @@ stage_workspace() {
 # One restic backup of the contents of directory $1 with tag $2.
 snapshot() {
   local dir=$1 tag=$2 err rc=0
+  if [[ -z $(ls -A "$dir") ]]; then
+    log "$tag: nothing to back up yet"
+    return 0 # restic refuses an empty snapshot, and there is nothing to keep
+  fi
   err=$(cd "$dir" && restic_ backup --quiet --host "$SNAPSHOT_HOST" --tag "$tag" . 2>&1) || rc=$?
   if ((rc == 3)); then
     log "some files of $tag could not be read; the snapshot was still saved: $(summarize "$err")"
@@ -167,8 +183,7 @@ snapshot() {
 }
 
 do_backup() {
-  local force=${1:-0} final=${2:-0} err started
-  started=$(now) # what the snapshot holds is as of its start
+  local force=${1:-0} final=${2:-0} err when
   require_config || return 1
   mkdir -p "$STATE_DIR"
   if [[ ! -e $STATE_DIR/restore-done && ! -e $STATE_DIR/restore-failed ]]; then
@@ -205,13 +220,14 @@ do_backup() {
   fi
   rm -f "$STATE_DIR/restore-failed"
   touch "$STATE_DIR/restore-done"
-  status_set last_backup_at="$started" backup_error=
+  when=$(latest_time)
+  status_set last_backup_at="${when:-$(now)}" backup_error=
   log "backup done"
 }
 
 # Bring the staged state in $1 back into the fresh clone at $WORKSPACE_DIR.
 apply_workspace() {
-  local src=$1 head branch keep
+  local src=$1 head branch keep bundle
   if [[ ! -d $WORKSPACE_DIR/.git ]]; then
     log "no git work tree at $WORKSPACE_DIR: uncommitted changes not restored"
     return 0
@@ -220,8 +236,12 @@ apply_workspace() {
   head=$(cat "$src/head" 2>/dev/null || true)
   branch=$(cat "$src/branch" 2>/dev/null || true)
   if [[ -s $src/unpushed.bundle ]]; then
-    as_owner cat "$src/unpushed.bundle" >/dev/null 2>&1 || chmod 0644 "$src/unpushed.bundle"
-    g fetch -q "$src/unpushed.bundle" 2>/dev/null || log "could not read the unpushed commits"
+    # git reads a bundle by path: hand the owner a copy it may read (the staging dir is root's).
+    bundle=$(mktemp /tmp/bivy-unpushed.XXXXXX)
+    cat "$src/unpushed.bundle" >"$bundle"
+    chown "$(stat -c %u:%g "$WORKSPACE_DIR")" "$bundle"
+    g fetch -q "$bundle" 2>/dev/null || log "could not read the unpushed commits"
+    rm -f "$bundle"
   fi
   if [[ -n $head ]] && g cat-file -e "$head^{commit}" 2>/dev/null; then
     if [[ -n $branch ]]; then
@@ -233,17 +253,15 @@ apply_workspace() {
     log "commit $head is gone from the remote: applying the changes onto $(g rev-parse --short HEAD)"
   fi
   if [[ -s $src/changes.patch ]]; then
-    chmod 0644 "$src/changes.patch"
-    if ! g apply --binary --whitespace=nowarn "$src/changes.patch" 2>/dev/null &&
-      ! g apply --binary --3way --whitespace=nowarn "$src/changes.patch" 2>/dev/null; then
+    if ! g apply --binary --whitespace=nowarn <"$src/changes.patch" 2>/dev/null &&
+      ! g apply --binary --3way --whitespace=nowarn <"$src/changes.patch" 2>/dev/null; then
       as_owner mkdir -p "$keep"
       cp "$src/changes.patch" "$keep/changes.patch"
       log "the uncommitted changes did not apply cleanly; kept in $keep/changes.patch"
     fi
   fi
   if [[ -s $src/untracked.tar ]]; then
-    chmod 0644 "$src/untracked.tar"
-    as_owner tar -xf "$src/untracked.tar" -C "$WORKSPACE_DIR"
+    as_owner tar -xf - -C "$WORKSPACE_DIR" <"$src/untracked.tar"
   fi
 }
 
@@ -256,6 +274,7 @@ restore_tag() {
     return 1
   fi
   if [[ $listing == "[]" || -z $listing ]]; then
+    log "$tag: no snapshot to restore"
     return 0
   fi
   mkdir -p "$target"
@@ -283,9 +302,7 @@ do_restore() {
     return 1
   fi
   rm -rf "$tmp"
-  when=$(restic_ snapshots --json --host "$SNAPSHOT_HOST" --latest 1 2>/dev/null |
-    python3 -c 'import json,sys; s=json.load(sys.stdin); print(max((x["time"] for x in s), default="")[:19] + ("Z" if s else ""))' ||
-    true)
+  when=$(latest_time)
   touch "$STATE_DIR/restore-done"
   if [[ -n $when ]]; then status_set last_backup_at="$when"; fi
 }

