@@ -20,7 +20,7 @@ set -uo pipefail
 . "${BIVY_LIB_DIR:-{{ lib_dir }}}/lib.sh"
 bivy_load_env
 
-TTYD_PORT="{{ ttyd_port }}"
+TTYD_PORT="${BIVY_TTYD_PORT:-{{ ttyd_port }}}"
 WARNING_SECONDS="${BIVY_EXPIRY_WARNING_SECONDS:-{{ expiry_warning_seconds }}}"
 PREDELETE_RETRY_SECONDS=600
 PRUNE_NAMES=({% for name in prune_names %}{{ name }} {% endfor %})
@@ -87,43 +87,12 @@ files_changed() {
     [ -n "$hit" ]
 }
 
-# Prints "active REASON", "idle SECONDS_LEFT" or "delete idle", and keeps idle_since.
+# Prints "active REASON", "idle SECONDS_LEFT" or "delete idle", and keeps idle-since.
 decide() {
-    local phase lease agent state updated background connections sessions since
-    phase=$(status_field phase)
-    case "$phase" in
-        booting | installing | restoring | cloning | building | starting)
-            echo "active bootstrapping ($phase)"
-            return
-            ;;
-    esac
-    lease=$(cat "$BIVY_STATE_DIR/lease" 2>/dev/null || true)
-    if [[ "$lease" =~ ^[0-9]+$ ]] && [ "$lease" -gt "$now" ]; then
-        echo "active keep-alive lease"
-        return
-    fi
-    agent=$(agent_fields)
-    read -r state updated background <<<"$agent"
-    if [ "$background" -gt 0 ]; then
-        echo "active agent has $background background task(s)"
-        return
-    fi
-    if [ "$state" = working ] && [ $((now - updated)) -lt "$window" ]; then
-        echo "active agent working"
-        return
-    fi
-    connections=$(ttyd_connections)
-    if [ "$connections" -gt 0 ]; then
-        echo "active $connections web terminal connection(s)"
-        return
-    fi
-    sessions=$(pty_sessions)
-    if [ "$sessions" -gt 0 ]; then
-        echo "active $sessions interactive SSH session(s)"
-        return
-    fi
-    if files_changed; then
-        echo "active workspace files changed"
+    local reason since
+    if reason=$(activity); then
+        rm -f "$BIVY_STATE_DIR/idle-since"
+        echo "active $reason"
         return
     fi
     since=$(cat "$BIVY_STATE_DIR/idle-since" 2>/dev/null || true)
@@ -136,6 +105,48 @@ decide() {
     else
         echo "idle $((since + window - now))"
     fi
+}
+
+# Prints the first reason this VM is in use and succeeds, or fails when nothing uses it.
+activity() {
+    local phase lease agent state updated background connections sessions
+    phase=$(status_field phase)
+    case "$phase" in
+        booting | installing | restoring | cloning | building | starting)
+            echo "bootstrapping ($phase)"
+            return 0
+            ;;
+    esac
+    lease=$(cat "$BIVY_STATE_DIR/lease" 2>/dev/null || true)
+    if [[ "$lease" =~ ^[0-9]+$ ]] && [ "$lease" -gt "$now" ]; then
+        echo "keep-alive lease"
+        return 0
+    fi
+    agent=$(agent_fields)
+    read -r state updated background <<<"$agent"
+    if [ "$background" -gt 0 ]; then
+        echo "agent has $background background task(s)"
+        return 0
+    fi
+    if [ "$state" = working ] && [ $((now - updated)) -lt "$window" ]; then
+        echo "agent working"
+        return 0
+    fi
+    connections=$(ttyd_connections)
+    if [ "$connections" -gt 0 ]; then
+        echo "$connections web terminal connection(s)"
+        return 0
+    fi
+    sessions=$(pty_sessions)
+    if [ "$sessions" -gt 0 ]; then
+        echo "$sessions interactive SSH session(s)"
+        return 0
+    fi
+    if files_changed; then
+        echo "workspace files changed"
+        return 0
+    fi
+    return 1
 }
 
 # The provider's self-delete script, retried; when it keeps failing, power off and say why.
@@ -203,7 +214,6 @@ fi
 
 case "$decision" in
     active*)
-        rm -f "$BIVY_STATE_DIR/idle-since"
         bivy_status idle_since= idle_deadline= "lifetime_deadline=@$deadline" "${expiring[@]}"
         ;;
     idle*)

@@ -1,0 +1,242 @@
+"""The idle monitor's decisions, run for real in bash against a fake clock and a temp workspace."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from app.domain import WorkspaceSpec
+from tests.unit.cloudinit.vmtree import render_tree
+
+pytestmark = pytest.mark.skipif(shutil.which("python3") is None, reason="needs python3")
+
+T0 = 1_800_000_000
+WINDOW = 30 * 60
+
+
+class Vm:
+    """A rendered VM laid out under a temp dir, with a workspace tree and a fake clock."""
+
+    def __init__(self, root: Path) -> None:
+        spec = WorkspaceSpec(name="w", repo_url="https://github.com/o/r.git", idle_minutes=30)
+        self.env = render_tree(spec, root)
+        self.root = root
+        self.state = root / "state"
+        self.lib = root / "lib"
+        self.repo = root / "workspace"
+        (self.repo / "src").mkdir(parents=True)
+        (self.repo / "node_modules" / "pkg").mkdir(parents=True)
+        (self.repo / ".git" / "objects").mkdir(parents=True)
+        with (root / "etc" / "workspace.env").open("a") as env_file:
+            env_file.write(f"BIVY_REPO_DIR={self.repo}\n")
+        (self.state / "deadline").write_text(f"{T0 + 12 * 3600}\n")
+        self.status({"phase": "ready"})
+        self.now = T0
+        self.env.update(BIVY_SS_CMD="true", BIVY_WHO_CMD="true")
+
+    def status(self, data: dict[str, object]) -> None:
+        (self.state / "status.json").write_text(json.dumps(data))
+
+    def agent(self, state: str, at: int, background: int = 0) -> None:
+        stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        record = {"state": state, "event": "x", "background_tasks": background, "updated_at": stamp}
+        (self.state / "agent" / "agent.json").write_text(json.dumps(record))
+
+    def touch(self, relative: str, at: int) -> None:
+        path = self.repo / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+        os.utime(path, (at, at))
+
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(self.lib / "idle-monitor"), *args],
+            env={**self.env, "BIVY_NOW": str(self.now), **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    def decide(self, **env: str) -> str:
+        result = self.run("--decide", **env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+
+@pytest.fixture
+def vm(tmp_path: Path) -> Vm:
+    return Vm(tmp_path)
+
+
+def test_nothing_going_on_becomes_idle_after_the_window(vm: Vm) -> None:
+    assert vm.decide() == f"idle {WINDOW}"
+    vm.now += WINDOW - 60
+    assert vm.decide() == "idle 60"
+    vm.now += 60
+    assert vm.decide() == "delete idle"
+
+
+def test_bootstrap_keeps_alive(vm: Vm) -> None:
+    vm.status({"phase": "building"})
+    assert vm.decide() == "active bootstrapping (building)"
+
+
+def test_working_agent_keeps_alive_waiting_agent_does_not(vm: Vm) -> None:
+    vm.agent("working", T0 - 60)
+    assert vm.decide() == "active agent working"
+    vm.agent("waiting", T0 - 60)
+    assert vm.decide().startswith("idle")
+    vm.now += WINDOW
+    assert vm.decide() == "delete idle"
+
+
+def test_stale_working_state_and_background_tasks(vm: Vm) -> None:
+    vm.agent("working", T0 - WINDOW - 1)  # a crashed agent's last word is not activity forever
+    assert vm.decide().startswith("idle")
+    vm.agent("idle", T0 - 3 * WINDOW, background=2)
+    assert vm.decide() == "active agent has 2 background task(s)"
+
+
+def test_injected_websocket_and_ssh_session(vm: Vm) -> None:
+    ss = "echo '0 0 127.0.0.1:7681 127.0.0.1:40000'"
+    assert vm.decide(BIVY_SS_CMD=ss) == "active 1 web terminal connection(s)"
+    who = "echo 'dev pts/0 2026-11-27 10:00 (203.0.113.5)'"
+    assert vm.decide(BIVY_WHO_CMD=who) == "active 1 interactive SSH session(s)"
+
+
+def test_real_established_connection_to_the_terminal_port(vm: Vm) -> None:
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2)")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = str(listener.getsockname()[1])
+    env = {"BIVY_SS_CMD": "", "BIVY_TTYD_PORT": port}
+    try:
+        assert vm.decide(**env).startswith("idle")
+        client = socket.create_connection(("127.0.0.1", int(port)))
+        server_side, _ = listener.accept()
+        try:
+            assert vm.decide(**env) == "active 1 web terminal connection(s)"
+        finally:
+            client.close()
+            server_side.close()
+        assert vm.decide(**env).startswith("idle")
+    finally:
+        listener.close()
+
+
+def test_changed_file_keeps_alive_but_node_modules_and_git_do_not(vm: Vm) -> None:
+    assert vm.decide().startswith("idle")  # first check takes the stamp
+    vm.now += 60
+    vm.touch("node_modules/pkg/index.js", vm.now - 1)
+    vm.touch(".git/objects/ab", vm.now - 1)
+    vm.touch("build/out.o", vm.now - 1)
+    assert vm.decide().startswith("idle")
+    vm.now += 60
+    vm.touch("src/main.py", vm.now - 1)
+    assert vm.decide() == "active workspace files changed"
+    vm.now += 60
+    assert vm.decide() == f"idle {WINDOW}"  # the idle clock restarted with the change
+
+
+def test_status_polling_is_not_activity(vm: Vm) -> None:
+    assert vm.decide().startswith("idle")
+    for _ in range(3):
+        # What the app does every few seconds: an exec channel without a pty reading two files.
+        subprocess.run(
+            ["cat", str(vm.state / "status.json"), str(vm.state / "agent.json")],
+            capture_output=True,
+            check=False,
+        )
+        vm.now += WINDOW // 3
+        decision = vm.decide()
+    assert decision == "delete idle"
+
+
+def test_lease_keeps_alive_until_it_expires(vm: Vm) -> None:
+    (vm.state / "lease").write_text(f"{T0 + 3600}\n")
+    assert vm.decide() == "active keep-alive lease"
+    vm.now = T0 + 3600
+    assert vm.decide().startswith("idle")
+
+
+def test_max_lifetime_wins_over_everything(vm: Vm) -> None:
+    vm.agent("working", T0 - 1, background=1)
+    (vm.state / "lease").write_text(f"{T0 + 10**6}\n")
+    vm.touch("src/a.py", T0)
+    ss = "echo '0 0 127.0.0.1:7681 127.0.0.1:40000'"
+    assert vm.decide(BIVY_SS_CMD=ss) == "active keep-alive lease"
+    vm.now = T0 + 12 * 3600
+    assert vm.decide(BIVY_SS_CMD=ss) == "delete lifetime"
+
+
+def _fake_delete(vm: Vm, exit_code: int) -> Path:
+    calls = vm.root / "delete-calls"
+    script = vm.lib / "self-delete"
+    script.write_text(f'#!/bin/sh\necho "$BIVY_ENV_FILE" >> {calls}\nexit {exit_code}\n')
+    script.chmod(0o755)
+    return calls
+
+
+def test_idle_run_reports_then_deletes(vm: Vm) -> None:
+    calls = _fake_delete(vm, 0)
+    assert vm.run().returncode == 0
+    status = json.loads((vm.state / "status.json").read_text())
+    assert status["idle_since"] == "2027-01-15T08:00:00Z"
+    assert status["idle_deadline"] == "2027-01-15T08:30:00Z"
+    assert not calls.exists()
+    vm.now += WINDOW
+    result = vm.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert calls.read_text().strip() == str(vm.root / "etc" / "provider.env")
+    assert json.loads((vm.state / "status.json").read_text())["phase"] == "deleting"
+
+
+def test_failed_final_backup_blocks_the_idle_delete(vm: Vm) -> None:
+    calls = _fake_delete(vm, 0)
+    hook = vm.lib / "pre-delete"
+    hook.write_text("#!/bin/sh\necho 'bucket unreachable' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    vm.now += WINDOW
+    vm.run()
+    vm.now += WINDOW
+    assert vm.run().returncode == 0
+    assert not calls.exists()
+    status = json.loads((vm.state / "status.json").read_text())
+    assert "bucket unreachable" in status["backup_error"]
+    vm.now = T0 + 12 * 3600  # the hard lifetime deletes anyway
+    vm.run()
+    assert calls.exists()
+
+
+def test_delete_keeps_failing_then_powers_off(vm: Vm) -> None:
+    calls = _fake_delete(vm, 5)
+    marker = vm.root / "powered-off"
+    result = vm.run(
+        "--lifetime",
+        BIVY_DELETE_ATTEMPTS="3",
+        BIVY_DELETE_RETRY_SECONDS="0",
+        BIVY_POWEROFF_CMD=f"touch {marker}",
+    )
+    assert result.returncode == 1
+    assert len(calls.read_text().splitlines()) == 3
+    assert marker.exists()
+    status = json.loads((vm.state / "status.json").read_text())
+    assert status["phase"] == "failed"
+    assert "self-delete failed" in status["error"]
+
+
+def test_expiring_phase_shortly_before_the_lifetime(vm: Vm) -> None:
+    vm.now = T0 + 12 * 3600 - 600
+    vm.agent("working", vm.now)
+    vm.run()
+    status = json.loads((vm.state / "status.json").read_text())
+    assert status["phase"] == "expiring"
+    assert status["lifetime_deadline"] == "2027-01-15T20:00:00Z"
