@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import asyncssh
 
 from app.errors import BivyError, HostKeyMismatch, SSHError
+from app.services.registry import WorkspaceRecord
 from app.settings.secrets import SecretKeys, SecretStore
 
 log = logging.getLogger(__name__)
@@ -67,21 +68,18 @@ class SSHTarget:
     username: str = VM_USER
 
     @classmethod
-    def from_record(cls, record: Any) -> SSHTarget:
-        """A target from a registry record (``name``, ``ipv4``, ``host_public_key``)."""
-        host = getattr(record, "ipv4", None)
-        key = getattr(record, "host_public_key", None)
-        name = str(record.name)
-        if not host:
+    def from_record(cls, record: WorkspaceRecord) -> SSHTarget:
+        """A target from the workspace's registry record (address and pinned host key)."""
+        if not record.ipv4:
             raise SSHError(
-                f"workspace {name!r} has no IP address yet", hint="Wait until it is running"
+                f"workspace {record.name!r} has no IP address yet", hint="Wait until it is running"
             )
-        if not key:
+        if not record.host_public_key:
             raise SSHError(
-                f"Bivy has no pinned host key for workspace {name!r}",
+                f"Bivy has no pinned host key for workspace {record.name!r}",
                 hint="Only workspaces created by this installation of Bivy can be opened",
             )
-        return cls(workspace=name, host=str(host), host_public_key=str(key))
+        return cls(workspace=record.name, host=record.ipv4, host_public_key=record.host_public_key)
 
 
 @dataclass(frozen=True)
