@@ -6,6 +6,8 @@ tests that need no persistence use the in-memory test backend via PYTHON_KEYRING
 
 from __future__ import annotations
 
+import getpass
+import io
 import json
 import os
 import signal
@@ -16,8 +18,10 @@ from decimal import Decimal
 
 import pytest
 
-from app.settings import settings_path
+from app import cli
+from app.settings import SecretKeys, load_settings, settings_path
 from tests.support.fixtures import REPO_ROOT, CliRunner, ServedHetzner
+from tests.support.memory_keyring import MemoryKeyring
 from tests.support.secret_service import SecretServiceSession
 
 MEMORY_KEYRING = {"PYTHON_KEYRING_BACKEND": "tests.support.memory_keyring.MemoryKeyring"}
@@ -197,3 +201,81 @@ def emulator_posts(api: ServedHetzner) -> list[object]:
 def test_env_passthrough_is_isolated() -> None:
     # The CLI runs see the test's temp HOME, never the real one.
     assert os.environ["HOME"].startswith(("/tmp", os.environ.get("TMPDIR", "/tmp")))
+
+
+# -- in-process: terminal prompts (input and getpass faked, the API served) ---------------------
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def use_emulator(monkeypatch: pytest.MonkeyPatch, api: ServedHetzner, token: bool = True) -> None:
+    for key, value in api.env(with_token=token).items():
+        monkeypatch.setenv(key, value)
+
+
+def on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+
+
+def test_rm_asks_on_a_terminal(monkeypatch: pytest.MonkeyPatch, hetzner_api: ServedHetzner) -> None:
+    use_emulator(monkeypatch, hetzner_api)
+    emulator = hetzner_api.emulator
+    sid = emulator.add_server("bivy-demo", labels={"managed-by": "bivy", "bivy-workspace": "demo"})
+    on_a_terminal(monkeypatch)
+    questions: list[str] = []
+    answers = iter(["n", "yes"])
+
+    def fake_input(prompt: str = "") -> str:
+        questions.append(prompt)
+        return next(answers)
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    code, _, err = run("rm", "demo", "--no-wait")
+    assert code == 1 and "Not deleted." in err
+    assert emulator.server_status(sid) not in ("deleting", None)
+    code, out, _ = run("rm", "demo", "--no-wait")
+    assert code == 0 and "Workspace demo deleted." in out
+    assert emulator.server_status(sid) in ("deleting", None)
+    assert questions == ["Delete workspace 'demo' and its server? Unsaved work is lost. [y/N] "] * 2
+
+
+def test_login_reads_the_token_without_echo_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+    hetzner_api: ServedHetzner,
+    isolated_environment: MemoryKeyring,
+) -> None:
+    use_emulator(monkeypatch, hetzner_api, token=False)
+    on_a_terminal(monkeypatch)
+    prompts: list[str] = []
+
+    def fake_getpass(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return hetzner_api.token + "  "
+
+    monkeypatch.setattr(getpass, "getpass", fake_getpass)
+    code, out, err = run("login", "hetzner", "--account", "work", "--label", "Work")
+    assert code == 0, err
+    assert prompts == ["Hetzner Cloud API token: "]
+    assert "Logged in: account work" in out
+    stored = isolated_environment.store[("bivy", SecretKeys.account("work", "token"))]
+    assert stored == hetzner_api.token
+    settings = load_settings()
+    assert [(a.id, a.label) for a in settings.accounts] == [("work", "Work")]
+    assert hetzner_api.token not in settings_path().read_text() + out + err
+
+
+def test_login_token_stdin(
+    monkeypatch: pytest.MonkeyPatch,
+    hetzner_api: ServedHetzner,
+    isolated_environment: MemoryKeyring,
+) -> None:
+    use_emulator(monkeypatch, hetzner_api, token=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(hetzner_api.token + "\n"))
+    code, _, err = run("login", "hetzner", "--token-stdin")
+    assert code == 0, err
+    assert ("bivy", "account/hetzner/token") in isolated_environment.store
