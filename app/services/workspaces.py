@@ -135,6 +135,7 @@ class WorkspaceService:
         self._cleanup_attempts = cleanup_attempts
         self._cleanup_interval = cleanup_interval
         self._providers: dict[str, tuple[str, Provider]] = {}
+        self._providers_lock = asyncio.Lock()
 
     # -- accounts and providers ----------------------------------------------------------------
 
@@ -158,11 +159,13 @@ class WorkspaceService:
             cls = provider_class(account.provider)
             return digest, cls(options, transport=transport)  # type: ignore[call-arg]
 
-        digest, fresh = await asyncio.to_thread(build)
-        if fresh is None:
-            return self._providers[account.id][1]
-        old = self._providers.get(account.id)
-        self._providers[account.id] = (digest, fresh)
+        # One at a time: two callers must not both build one and close the other's in use.
+        async with self._providers_lock:
+            digest, fresh = await asyncio.to_thread(build)
+            if fresh is None:
+                return self._providers[account.id][1]
+            old = self._providers.get(account.id)
+            self._providers[account.id] = (digest, fresh)
         if old is not None:
             await old[1].aclose()
         return fresh

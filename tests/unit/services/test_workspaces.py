@@ -457,3 +457,13 @@ async def test_agent_credential_reaches_the_vm_only(
         assert secrets_seen == [expected[1]]
         assert expected[0] in sent
     assert all(v not in Registry().path.read_text() for v in keychain.values())
+
+
+async def test_concurrent_callers_share_one_provider(emulator: HetznerEmulator) -> None:
+    service = make_service(emulator)
+    account = service.account()
+    providers = await asyncio.gather(*(service.provider(account) for _ in range(5)))
+    assert len({id(p) for p in providers}) == 1
+    listings = await asyncio.gather(service.list_workspaces(), service.list_workspaces())
+    assert all(listing.errors == {} for listing in listings)
+    await service.aclose()
