@@ -21,10 +21,10 @@ import re
 import secrets
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import jinja2
 
@@ -177,7 +177,9 @@ class UserDataInputs:
         """Inputs with every secret replaced by an obvious placeholder: safe to print."""
         caps = provider_cls.capabilities
         options = {o.key: o.default or _PLACEHOLDER for o in provider_cls.options}
-        provider = provider_cls(options)  # never used for a request: only its script and env names
+        # Every provider takes its options first (CONTRACTS.md); never used for a request here.
+        make = cast("Callable[[Mapping[str, str]], Provider]", provider_cls)
+        provider = make(options)
         script = provider.self_delete_script()
         env_keys = list(provider.self_delete_env())
         return cls(
