@@ -18,12 +18,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from app.cloudinit import BackupInputs
+from app.domain import WorkspaceSpec
+from tests.unit.cloudinit.vmtree import render_tree
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = REPO_ROOT / "cloudinit" / "backup" / "bivy-backup.sh"
+SPEC = WorkspaceSpec(name="demo", repo_url="https://github.com/example/demo.git")
 RESTIC = shutil.which("restic")
 
 pytestmark = pytest.mark.skipif(RESTIC is None, reason="restic is needed (apt: restic)")
@@ -75,15 +80,39 @@ def s3() -> Iterator[S3Server]:
 
 @dataclass
 class VM:
-    """One VM's worth of paths for the script, all under a temp dir."""
+    """One VM laid out under a temp dir from the real rendered user data (tests/unit/cloudinit).
+
+    The backup scripts run as installed (lib/backup, lib/restore, lib/pre-delete), with the
+    backup.env and workspace.env the renderer wrote; only the work tree is moved into the
+    temp dir (the rendered BIVY_REPO_DIR is /workspaces/demo).
+    """
 
     root: Path
     repository: str
     password: str
+    region: str = "us-east-1"
+    include_uncommitted: bool = True
+
+    def __post_init__(self) -> None:
+        keys = {"AWS_ACCESS_KEY_ID": "AKIDTESTBIVY", "AWS_SECRET_ACCESS_KEY": "test-secret-key"}
+        if self.region:
+            keys["AWS_DEFAULT_REGION"] = self.region
+        backup = BackupInputs(
+            repository=self.repository,
+            keys=keys,
+            password=self.password,
+            interval_minutes=15,
+            include_uncommitted=self.include_uncommitted,
+        )
+        self.env = render_tree(SPEC, self.root, backup=backup)
+
+    @property
+    def lib(self) -> Path:
+        return self.root / "lib"
 
     @property
     def agent(self) -> Path:
-        return self.root / "claude"
+        return self.root / "state" / "claude"
 
     @property
     def workspace(self) -> Path:
@@ -91,45 +120,22 @@ class VM:
 
     @property
     def status(self) -> Path:
-        return self.root / "status.json"
+        return self.root / "state" / "status.json"
 
     @property
     def state(self) -> Path:
-        return self.root / "backup"
+        return self.root / "state" / "backup"
 
-    def write_env(self, **extra: str) -> Path:
-        values = {
-            "RESTIC_REPOSITORY": self.repository,
-            "RESTIC_PASSWORD": self.password,
-            "AWS_ACCESS_KEY_ID": "AKIDTESTBIVY",
-            "AWS_SECRET_ACCESS_KEY": "test-secret-key",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "BIVY_BACKUP_HOST": "demo",
-            "BIVY_AGENT_DIR": str(self.agent),
-            "BIVY_WORKSPACE_DIR": str(self.workspace),
-            "BIVY_BACKUP_UNCOMMITTED": "1",
-            **extra,
-        }
-        import shlex
-
-        path = self.root / "backup.env"
-        path.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items()))
-        path.chmod(0o600)
-        return path
-
-    def run(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        env_file = self.write_env(**extra)
+    def run(self, hook: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run lib/<hook> (backup, restore, pre-delete) the way the VM does."""
         env = {
-            "PATH": os.environ["PATH"],
-            "HOME": str(self.root),
-            "BIVY_BACKUP_ENV": str(env_file),
-            "BIVY_STATUS_FILE": str(self.status),
-            "BIVY_BACKUP_STATE": str(self.state),
+            **self.env,
+            "BIVY_WORKSPACE_DIR": str(self.workspace),
             "BIVY_BACKUP_RETRY_DELAY": "0",
             "BIVY_BACKUP_RETRIES": "2",
         }
         return subprocess.run(
-            ["bash", str(SCRIPT), *args],
+            [str(self.lib / hook), *args],
             env=env,
             capture_output=True,
             text=True,
@@ -143,10 +149,10 @@ class VM:
         return data
 
 
-def _make_vm(tmp_path: Path, name: str, repository: str, password: str = "pw-one") -> VM:
+def _make_vm(tmp_path: Path, name: str, repository: str, password: str = "pw-one", **kw: Any) -> VM:
     root = tmp_path / name
     root.mkdir()
-    return VM(root=root, repository=repository, password=password)
+    return VM(root=root, repository=repository, password=password, **kw)
 
 
 def _claude_dir(path: Path) -> None:
@@ -165,7 +171,9 @@ def _claude_dir(path: Path) -> None:
     (path / ".claude.json").write_text(
         json.dumps({"hasCompletedOnboarding": True, "projects": {"/workspaces/demo": {}}})
     )
-    (path / "history.jsonl").write_text('{"display":"fix the tests","project":"/workspaces/demo"}\n')
+    (path / "history.jsonl").write_text(
+        '{"display":"fix the tests","project":"/workspaces/demo"}\n'
+    )
     credentials = path / ".credentials.json"
     credentials.write_text('{"claudeAiOauth":{"accessToken":"sk-ant-oat-not-real"}}')
     credentials.chmod(0o600)
@@ -203,7 +211,7 @@ def test_agent_dir_round_trips_byte_for_byte(tmp_path: Path, s3: S3Server) -> No
     result = first.run("restore")
     assert result.returncode == 0, result.stderr
     assert "no backup yet" in result.stderr
-    result = first.run("run")
+    result = first.run("backup")
     assert result.returncode == 0, result.stderr
     status = first.status_json()
     assert status["backup_error"] is None
@@ -256,7 +264,7 @@ def test_uncommitted_and_untracked_work_round_trips(tmp_path: Path, s3: S3Server
     expected_head = _git(ws, "rev-parse", "HEAD").strip()
 
     assert first.run("restore").returncode == 0
-    result = first.run("run")
+    result = first.run("backup")
     assert result.returncode == 0, result.stderr
 
     second = _make_vm(tmp_path, "second", repository)
@@ -304,7 +312,7 @@ def _owner_round_trip(tmp_path: Path, s3: S3Server) -> None:
         path.chmod(0o755)
     subprocess.run(["chown", "-R", f"{nobody}:{nobody}", str(first.workspace)], check=True)
     assert first.run("restore").returncode == 0
-    result = first.run("run")
+    result = first.run("backup")
     assert result.returncode == 0, result.stderr
     # Reading the work tree as its owner left nothing owned by root in it.
     owners = {p.lstat().st_uid for p in first.workspace.rglob("*")}
@@ -331,7 +339,7 @@ def test_wrong_password_fails_clearly(tmp_path: Path, s3: S3Server) -> None:
     first = _make_vm(tmp_path, "first", repository, password="the-right-one")
     _claude_dir(first.agent)
     assert first.run("restore").returncode == 0
-    assert first.run("run").returncode == 0
+    assert first.run("backup").returncode == 0
 
     intruder = _make_vm(tmp_path, "second", repository, password="a-wrong-one")
     result = intruder.run("restore")
@@ -342,7 +350,7 @@ def test_wrong_password_fails_clearly(tmp_path: Path, s3: S3Server) -> None:
     assert error.startswith("restore failed:") and "wrong password" in error
     assert not intruder.agent.exists()
     # A failed restore blocks the timer's backups, so the old backup is never shadowed…
-    result = intruder.run("run")
+    result = intruder.run("backup")
     assert result.returncode == 1
     assert "restore at start failed" in result.stderr
     # …and the password never shows up in what the app reads.
@@ -352,7 +360,8 @@ def test_wrong_password_fails_clearly(tmp_path: Path, s3: S3Server) -> None:
 
 def test_unreachable_endpoint_refuses_deletion_and_reports(tmp_path: Path) -> None:
     closed = _free_port()  # nothing listens there
-    vm = _make_vm(tmp_path, "vm", f"s3:http://127.0.0.1:{closed}/bivy-backups/bivy/demo")
+    # Without a region minio-go fails at once instead of backing off for ~13 s per attempt.
+    vm = _make_vm(tmp_path, "vm", f"s3:http://127.0.0.1:{closed}/bivy-backups/bivy/demo", region="")
     _claude_dir(vm.agent)
     vm.state.mkdir()
     (vm.state / "restore-done").touch()  # the VM had restored and the agent ran
@@ -380,12 +389,12 @@ def test_pre_delete_before_restore_lets_the_vm_go(tmp_path: Path) -> None:
 
 
 def test_missing_configuration_refuses_deletion(tmp_path: Path) -> None:
-    vm = _make_vm(tmp_path, "vm", "")
+    vm = _make_vm(tmp_path, "vm", "s3:http://127.0.0.1:9/b/p", password="")
     vm.state.mkdir()
     (vm.state / "restore-done").touch()
-    result = vm.run("pre-delete", RESTIC_PASSWORD="")
+    result = vm.run("pre-delete")
     assert result.returncode == 1
-    assert "missing RESTIC_REPOSITORY RESTIC_PASSWORD" in str(vm.status_json()["backup_error"])
+    assert "missing RESTIC_PASSWORD" in str(vm.status_json()["backup_error"])
 
 
 def test_scripts_pass_shellcheck() -> None:
@@ -398,3 +407,30 @@ def test_scripts_pass_shellcheck() -> None:
         [shellcheck, "--severity=style", *map(str, scripts)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_scripts_are_rendered_verbatim_within_hetzners_limit(tmp_path: Path) -> None:
+    from app.cloudinit import render_user_data
+    from tests.unit.cloudinit.vmtree import file_content, inputs_for
+
+    backup = BackupInputs(
+        repository="s3:https://fsn1.your-objectstorage.com/my-bivy-backups/bivy/" + SPEC.name,
+        keys={"AWS_ACCESS_KEY_ID": "A" * 20, "AWS_SECRET_ACCESS_KEY": "s" * 40,
+              "AWS_DEFAULT_REGION": "fsn1"},
+        password="p" * 43,
+        interval_minutes=15,
+        include_uncommitted=True,
+    )  # fmt: skip
+    rendered = render_user_data(inputs_for(SPEC, backup=backup, user_data_limit=32768))
+    assert rendered.size <= 32768
+    assert len(rendered.user_data.encode()) == rendered.size
+    source = REPO_ROOT / "cloudinit" / "backup"
+    for name in ("backup", "restore", "pre-delete"):
+        content = file_content(rendered.cloud_config, f"/usr/local/lib/bivy/{name}")
+        assert content == (source / f"{name}.sh").read_text(), name
+    env = file_content(rendered.cloud_config, "/etc/bivy/backup.env")
+    assert "RESTIC_PASSWORD=" in env and "BIVY_BACKUP_INCLUDE_UNCOMMITTED=1" in env
+    # Without backups, none of it is installed.
+    plain = render_user_data(inputs_for(SPEC)).cloud_config
+    assert "/usr/local/lib/bivy/pre-delete" not in plain
+    assert "bivy-backup.timer" not in plain

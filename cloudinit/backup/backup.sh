@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Bivy's restic backup of the agent's history and the workspace's unsaved work (DESIGN.md §3).
 #
-#   bivy-backup run [--force]   back up now (systemd timer, the app's "Back up now")
-#   bivy-backup pre-delete      final backup before the VM deletes itself; non-zero = keep the VM
-#   bivy-backup restore         restore the latest backup before the agent starts
+# Installed as /usr/local/lib/bivy/backup (rendered verbatim: no template syntax in here):
+#   backup [run] [--force]   back up now (bivy-backup.timer, the app's "Back up now")
+#   backup pre-delete        final backup before the VM deletes itself; non-zero = keep the VM
+#   backup restore           restore the latest backup before the agent starts (bootstrap)
+# /usr/local/lib/bivy/pre-delete and /restore (the hooks of the idle monitor and the bootstrap)
+# call it. Settings: /etc/bivy/backup.env (restic, storage keys) and workspace.env (name, repo).
 #
 # Two restic snapshots per backup, each of a directory's contents (so a restore does not depend
 # on absolute paths): tag bivy-agent = the agent's config dir (transcripts, .claude.json,
@@ -13,20 +16,26 @@
 set -euo pipefail
 umask 077
 
-ENV_FILE=${BIVY_BACKUP_ENV:-/etc/bivy/backup.env}
+ETC_DIR=${BIVY_ETC_DIR:-/etc/bivy}
+VAR_DIR=${BIVY_STATE_DIR:-/var/lib/bivy}
+if [[ -r $ETC_DIR/workspace.env ]]; then
+  # shellcheck source=/dev/null
+  source "$ETC_DIR/workspace.env" # BIVY_NAME, BIVY_REPO_DIR (not exported)
+fi
+ENV_FILE=${BIVY_BACKUP_ENV:-$ETC_DIR/backup.env}
 if [[ -r $ENV_FILE ]]; then
-  set -a
+  set -a # restic reads RESTIC_* and AWS_* from its environment
   # shellcheck source=/dev/null
   source "$ENV_FILE"
   set +a
 fi
-STATUS_FILE=${BIVY_STATUS_FILE:-/var/lib/bivy/status.json}
-STATE_DIR=${BIVY_BACKUP_STATE:-/var/lib/bivy/backup}
+STATUS_FILE=${BIVY_STATUS_FILE:-$VAR_DIR/status.json}
+STATE_DIR=${BIVY_BACKUP_STATE:-$VAR_DIR/backup}
 RESTIC=${BIVY_RESTIC:-restic}
-AGENT_DIR=${BIVY_AGENT_DIR:-}
-WORKSPACE_DIR=${BIVY_WORKSPACE_DIR:-}
-UNCOMMITTED=${BIVY_BACKUP_UNCOMMITTED:-1}
-SNAPSHOT_HOST=${BIVY_BACKUP_HOST:-bivy}
+AGENT_DIR=${BIVY_AGENT_DIR:-$VAR_DIR/claude}
+WORKSPACE_DIR=${BIVY_WORKSPACE_DIR:-${BIVY_REPO_DIR:-}}
+UNCOMMITTED=${BIVY_BACKUP_INCLUDE_UNCOMMITTED:-1}
+SNAPSHOT_HOST=${BIVY_BACKUP_HOST:-${BIVY_NAME:-bivy}}
 RETRIES=${BIVY_BACKUP_RETRIES:-3}
 RETRY_DELAY=${BIVY_BACKUP_RETRY_DELAY:-20}
 TIMEOUT=${BIVY_BACKUP_TIMEOUT:-1800}
@@ -94,9 +103,25 @@ require_config() {
   for var in RESTIC_REPOSITORY RESTIC_PASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; do
     if [[ -z ${!var:-} ]]; then missing+=("$var"); fi
   done
-  if ((${#missing[@]})); then
+  if [[ -n ${missing[*]} ]]; then
     LAST_ERROR="backup is not configured on this VM (missing ${missing[*]} in $ENV_FILE)"
     return 1
+  fi
+}
+
+# restic from Ubuntu's archive (signed, served by the provider's mirror); the bootstrap has
+# already refreshed the package lists when the restore runs.
+ensure_restic() {
+  command -v "$RESTIC" >/dev/null && return 0
+  log "installing restic"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends restic \
+    >/dev/null 2>&1; then
+    apt-get update -q >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends restic \
+      >/dev/null 2>&1 || {
+      LAST_ERROR="could not install restic"
+      return 1
+    }
   fi
 }
 
@@ -200,6 +225,7 @@ do_backup() {
     LAST_ERROR+=" use Back up now to override"
     return 1
   fi
+  ensure_restic || return 1
   repo_state || return 1
   if [[ $REPO == absent ]]; then
     if ! err=$(restic_ init 2>&1 >/dev/null); then
@@ -290,6 +316,7 @@ do_restore() {
   mkdir -p "$STATE_DIR"
   rm -f "$STATE_DIR/restore-done" "$STATE_DIR/restore-failed"
   require_config || return 1
+  ensure_restic || return 1
   repo_state || return 1
   if [[ $REPO == absent ]]; then
     log "no backup yet for this workspace: starting fresh"
@@ -363,7 +390,7 @@ main() {
       fi
       ;;
     *)
-      echo "usage: bivy-backup run [--force] | pre-delete | restore" >&2
+      echo "usage: backup [run [--force] | pre-delete | restore]" >&2
       exit 64
       ;;
   esac
