@@ -427,7 +427,7 @@ class WorkspaceService:
         environ = os.environ if self._environ is None else self._environ
         value = environ.get(name, "").strip() or await self.secrets.aget(key)
         if not value:
-            log.info("no %s configured: the agent will ask to log in in its terminal", name)
+            log.warning("no %s is configured: log the agent in from its terminal", name)
             return {}
         return {name: value}
 

@@ -6,7 +6,9 @@ tests that need no persistence use the in-memory test backend via PYTHON_KEYRING
 
 from __future__ import annotations
 
+import base64
 import getpass
+import gzip
 import io
 import json
 import os
@@ -201,6 +203,25 @@ def emulator_posts(api: ServedHetzner) -> list[object]:
 def test_env_passthrough_is_isolated() -> None:
     # The CLI runs see the test's temp HOME, never the real one.
     assert os.environ["HOME"].startswith(("/tmp", os.environ.get("TMPDIR", "/tmp")))
+
+
+@pytest.mark.slow
+def test_debug_output_never_shows_a_secret(cli: CliRunner, hetzner_api: ServedHetzner) -> None:
+    agent_key = "sk-ant-api03-" + "S3cr3t" * 8
+    env = {**MEMORY_KEYRING, **hetzner_api.env(), "ANTHROPIC_API_KEY": agent_key}
+    created = cli("--debug", "create", "demo", "--repo", REPO, env=env)
+    assert created.returncode == 0, created.stderr
+    listed = cli("--debug", "ls", env=env)
+    removed = cli("--debug", "rm", "demo", "--yes", "--no-wait", env=env)
+    assert listed.returncode == removed.returncode == 0
+    everything = "".join(r.stdout + r.stderr for r in (created, listed, removed))
+    assert "HTTP Request: POST" in everything  # debug logging was on
+    for secret in (hetzner_api.token, agent_key, "PRIVATE KEY"):
+        assert secret not in everything
+    # The agent key did reach the VM's user data (and only there).
+    sent = hetzner_api.emulator.calls("POST", r"/v1/servers")[0].body["user_data"]
+    plain = sent if sent.startswith("#cloud") else gzip.decompress(base64.b64decode(sent)).decode()
+    assert agent_key in plain
 
 
 # -- in-process: terminal prompts (input and getpass faked, the API served) ---------------------
