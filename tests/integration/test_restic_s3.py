@@ -6,6 +6,7 @@ way systemd and the bootstrap run it on the VM, and checks what came back byte f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -25,6 +26,9 @@ import pytest
 
 from app.cloudinit import BackupInputs
 from app.domain import WorkspaceSpec
+from app.errors import BackupError, NotFound
+from app.services.backup import BackupService, S3Client, S3Credentials, check_storage
+from app.settings import BackupSettings, SecretStore, Settings
 from tests.unit.cloudinit.vmtree import render_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -434,3 +438,70 @@ def test_scripts_are_rendered_verbatim_within_hetzners_limit(tmp_path: Path) -> 
     plain = render_user_data(inputs_for(SPEC)).cloud_config
     assert "/usr/local/lib/bivy/pre-delete" not in plain
     assert "bivy-backup.timer" not in plain
+
+
+def _backup_settings(s3: S3Server, **changes: Any) -> BackupSettings:
+    values: dict[str, Any] = {
+        "enabled": True,
+        "endpoint": s3.endpoint,
+        "bucket": s3.bucket,
+        "region": "us-east-1",
+        "prefix": "bivy",
+    }
+    values.update(changes)
+    return BackupSettings(**values)
+
+
+async def test_check_storage_against_a_real_s3_api(s3: S3Server) -> None:
+    keys = S3Credentials("AKIDTESTBIVY", "test-secret-key")
+    result = await check_storage(_backup_settings(s3), keys)
+    assert "list, write and delete" in result.message
+    # The probe object is gone again.
+    async with S3Client(s3.endpoint, s3.bucket, "us-east-1", keys) as client:
+        assert not [o for o in await client.list("bivy/") if ".bivy-check" in o.key]
+
+    with pytest.raises(BackupError) as missing:
+        await check_storage(_backup_settings(s3, bucket="no-such-bucket"), keys)
+    assert missing.value.code == "NoSuchBucket"
+    assert "Create the bucket" in missing.value.hint
+
+    closed = _free_port()
+    with pytest.raises(BackupError) as unreachable:
+        await check_storage(_backup_settings(s3, endpoint=f"http://127.0.0.1:{closed}"), keys)
+    assert "cannot reach the storage endpoint" in unreachable.value.message
+
+
+@pytest.mark.slow
+async def test_service_sees_and_deletes_what_the_vm_backed_up(tmp_path: Path, s3: S3Server) -> None:
+    settings = Settings(backup=_backup_settings(s3))
+    store = SecretStore()
+    service = BackupService(settings, store)
+    await service.save_credentials("AKIDTESTBIVY", "test-secret-key")
+    inputs = await service.inputs_for(SPEC)
+    assert inputs is not None
+    assert inputs.repository == s3.repository("bivy/demo")
+
+    vm = _make_vm(tmp_path, "vm", inputs.repository, password=inputs.password)
+    _claude_dir(vm.agent)
+    assert (await asyncio.to_thread(vm.run, "restore")).returncode == 0
+    result = await asyncio.to_thread(vm.run, "backup")
+    assert result.returncode == 0, result.stderr
+
+    info = await service.repository_info("demo")
+    assert info.exists and info.snapshots == 1 and info.objects > 3
+    assert info.last_backup_at is not None
+
+    report = await service.delete_workspace_and_backups("demo", _GoneAlready())
+    assert report.vm_deleted is False
+    assert report.objects_deleted == info.objects
+    assert report.password_forgotten and await service.password("demo") is None
+    assert (await service.repository_info("demo")).objects == 0
+    # A new VM of that name starts fresh.
+    fresh = _make_vm(tmp_path, "fresh", inputs.repository, password="another")
+    result = await asyncio.to_thread(fresh.run, "restore")
+    assert result.returncode == 0 and "no backup yet" in result.stderr
+
+
+class _GoneAlready:
+    async def delete(self, name: str, *, wait: bool = False) -> None:
+        raise NotFound(f"there is no workspace named {name!r}")
