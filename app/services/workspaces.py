@@ -433,8 +433,9 @@ class WorkspaceService:
 
     async def _backup_inputs(self, spec: WorkspaceSpec) -> BackupInputs | None:
         """Backup settings for the VM (issue 6 hooks in here); None: no backups."""
-        del spec
-        return None
+        from app.services.backup import BackupService  # issue 6 (persistence engineer)
+
+        return await BackupService(self.settings, self.secrets).inputs_for(spec)
 
     async def _wait_running(
         self,
