@@ -662,6 +662,108 @@ async def _cmd_ssh(args: argparse.Namespace, ctx: CliContext) -> int:
     return await asyncio.to_thread(subprocess.call, argv)
 
 
+# -- backup (persistence engineer, issue 6) -------------------------------------------------------
+
+
+def _add_backup_parser(sub: SubParsers) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "backup",
+        help="check the backup storage, back up a workspace now, show or delete its backups",
+        description="Backups of the agent's history (restic, encrypted, one password per "
+        "workspace) in the S3-compatible storage of Settings → Backups. Keys come from the "
+        "keychain, or BIVY_BACKUP_ACCESS_KEY_ID / BIVY_BACKUP_SECRET_ACCESS_KEY.",
+    )
+    actions = parser.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
+    actions.add_parser("check", help="prove the storage settings and keys work (list/write/delete)")
+    now = actions.add_parser("now", help="run the workspace VM's backup now and wait for it")
+    now.add_argument("name", help="workspace name")
+    now.add_argument(
+        "--force", action="store_true", help="back up even though the restore at start failed"
+    )
+    info = actions.add_parser("info", help="what the storage holds for a workspace")
+    info.add_argument("name", help="workspace name")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    rm = actions.add_parser("rm", help="delete a workspace AND all of its backups")
+    rm.add_argument("name", help="workspace name")
+    rm.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    return parser
+
+
+async def _cmd_backup(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.services.backup import BackupService
+
+    backups = BackupService(ctx.settings, ctx.secrets)
+    if args.backup_command == "check":
+        result = await backups.check()
+        print(result.message, file=ctx.out)
+        return EXIT_OK
+    if args.backup_command == "info":
+        info = await backups.repository_info(args.name)
+        if args.json:
+            ctx.emit_json({"repository": backups.repository_url(args.name), **vars(info)})
+        elif not info.exists:
+            print(f"No backup of workspace {args.name} in the storage.", file=ctx.out)
+        else:
+            print(
+                f"Workspace {args.name}: {info.snapshots} snapshots, last backup "
+                f"{_age(info.last_backup_at)} ago, {info.size_bytes / 1e6:.1f} MB",
+                file=ctx.out,
+            )
+        return EXIT_OK
+    if args.backup_command == "now":
+        return await _backup_now(args, ctx, backups)
+    if not args.yes:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise InvalidInput(
+                f"refusing to delete workspace {args.name!r} and its backups without confirmation",
+                hint="Not running in a terminal: pass --yes to delete without asking",
+            )
+        question = (
+            f"Delete workspace {args.name!r}, its server AND every backup of its agent history? "
+            "This cannot be undone. [y/N] "
+        )
+        if not await asyncio.to_thread(_confirm, question):
+            ctx.note("Not deleted.")
+            return EXIT_ERROR
+    ctx.note(f"Deleting workspace {args.name} and its backups…")
+    report = await backups.delete_workspace_and_backups(args.name, ctx.service)
+    server = "its server and " if report.vm_deleted else ""
+    print(
+        f"Deleted {server}{report.objects_deleted} backup objects of workspace {args.name}.",
+        file=ctx.out,
+    )
+    return EXIT_OK
+
+
+async def _backup_now(args: argparse.Namespace, ctx: CliContext, backups: Any) -> int:
+    from app.errors import NotFound
+    from app.services.registry import Registry
+    from app.services.status import StatusService
+    from app.services.tunnels import SSHTarget, TunnelService
+
+    record = await Registry().aget(args.name)
+    if record is None:
+        raise NotFound(
+            f"no workspace named {args.name!r} was created by this installation of Bivy",
+            hint="`bivy ls` lists the workspaces",
+        )
+    tunnels = TunnelService(ctx.secrets)
+    try:
+        tunnel = await tunnels.open(SSHTarget.from_record(record))
+        ctx.note(f"Backing up workspace {args.name}…")
+        await backups.backup_now(tunnel, force=args.force)
+        snapshot = await StatusService(tunnels).read(tunnel)
+    finally:
+        await tunnels.close_all()
+    when = snapshot.status.last_backup_at if snapshot.status else None
+    print(
+        f"Workspace {args.name} backed up"
+        + (f" at {when.isoformat(timespec='seconds')}." if when else "."),
+        file=ctx.out,
+    )
+    return EXIT_OK
+
+
 # -- the table and the entry point ----------------------------------------------------------------
 
 COMMANDS: list[Command] = [
@@ -672,6 +774,7 @@ COMMANDS: list[Command] = [
     Command("rm", _add_rm_parser, _cmd_rm),
     Command("login", _add_login_parser, _cmd_login),
     Command("ssh", _add_ssh_parser, _cmd_ssh),
+    Command("backup", _add_backup_parser, _cmd_backup),
     Command("render-user-data", _add_render_user_data_parser, _cmd_render_user_data),
 ]
 
