@@ -20,10 +20,11 @@ import hashlib
 import hmac
 import html
 import logging
+import os
 import re
 import secrets as secrets_module
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -60,6 +61,9 @@ log = logging.getLogger(__name__)
 RESTIC_PASSWORD = "restic-password"
 #: What "Back up now" runs on the VM (user dev has passwordless sudo there).
 BACKUP_COMMAND = "/usr/local/lib/bivy/backup"
+#: Environment variables that supply the storage keys instead of the keychain (both or neither).
+ENV_ACCESS_KEY = "BIVY_BACKUP_ACCESS_KEY_ID"
+ENV_SECRET_KEY = "BIVY_BACKUP_SECRET_ACCESS_KEY"
 #: How long "Back up now" may take (a first backup of a large history uploads everything).
 BACKUP_NOW_LIMIT = 1800.0
 _EXIT_LOCKED = 75  # backup.sh: another backup still holds the lock
@@ -497,10 +501,12 @@ class BackupService:
         secrets: SecretStore,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.secrets = secrets
         self._transport = transport
+        self._environ = os.environ if environ is None else environ
 
     @property
     def config(self) -> BackupSettings:
@@ -516,13 +522,18 @@ class BackupService:
         return repository_url(self.config, workspace)
 
     async def credentials(self) -> S3Credentials:
-        """The storage keys from the keychain; ``BackupError`` when either is missing."""
-        access = await self.secrets.aget(SecretKeys.BACKUP_ACCESS_KEY)
-        secret = await self.secrets.aget(SecretKeys.BACKUP_SECRET_KEY)
+        """The storage keys: ``BIVY_BACKUP_ACCESS_KEY_ID``/``BIVY_BACKUP_SECRET_ACCESS_KEY`` when
+        both are set (scripts, CI), else the keychain; ``BackupError`` when either is missing."""
+        access = self._environ.get(ENV_ACCESS_KEY, "").strip()
+        secret = self._environ.get(ENV_SECRET_KEY, "").strip()
+        if not (access and secret):
+            access = await self.secrets.aget(SecretKeys.BACKUP_ACCESS_KEY) or ""
+            secret = await self.secrets.aget(SecretKeys.BACKUP_SECRET_KEY) or ""
         if not access or not secret:
             raise BackupError(
                 "the backup storage keys are not in the keychain",
-                hint="Enter them in Settings → Backups",
+                hint=f"Enter them in Settings → Backups, or set {ENV_ACCESS_KEY} and "
+                f"{ENV_SECRET_KEY}",
             )
         return S3Credentials(access, secret)
 

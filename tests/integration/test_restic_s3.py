@@ -505,3 +505,52 @@ async def test_service_sees_and_deletes_what_the_vm_backed_up(tmp_path: Path, s3
 class _GoneAlready:
     async def delete(self, name: str, *, wait: bool = False) -> None:
         raise NotFound(f"there is no workspace named {name!r}")
+
+
+def test_cli_backup_check_info_and_rm(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from app.cli import main
+    from app.settings import save_settings
+
+    save_settings(Settings(backup=_backup_settings(s3, prefix="cli")))
+    monkeypatch.setenv("BIVY_BACKUP_ACCESS_KEY_ID", "AKIDTESTBIVY")
+    monkeypatch.setenv("BIVY_BACKUP_SECRET_ACCESS_KEY", "test-secret-key")
+
+    def bivy(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = main(list(argv), out=out, err=err)
+        return code, out.getvalue(), err.getvalue()
+
+    code, out, err = bivy("backup", "check")
+    assert code == 0, err
+    assert "list, write and delete in bivy-backups/cli" in out
+
+    async def seed() -> None:
+        keys = S3Credentials("AKIDTESTBIVY", "test-secret-key")
+        async with S3Client(s3.endpoint, s3.bucket, "us-east-1", keys) as client:
+            for key in ("config", "keys/k1", "snapshots/s1", "data/00/d1"):
+                await client.put(f"cli/demo/{key}", b"restic object")
+
+    asyncio.run(seed())
+    code, out, err = bivy("backup", "info", "demo", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["exists"] is True and info["snapshots"] == 1 and info["objects"] == 4
+    assert info["repository"] == s3.repository("cli/demo")
+
+    # Deleting needs an explicit yes; without a terminal it refuses.
+    code, out, err = bivy("backup", "rm", "demo")
+    assert code != 0 and "--yes" in err
+    code, out, err = bivy("backup", "rm", "demo", "--yes")
+    assert code == 0, err
+    assert "Deleted 4 backup objects of workspace demo" in out
+    code, out, err = bivy("backup", "info", "demo")
+    assert code == 0 and "No backup of workspace demo" in out
+
+    code, out, err = bivy("backup", "now", "nowhere")
+    assert code == 1 and "no workspace named 'nowhere'" in err
+
+    monkeypatch.setenv("BIVY_BACKUP_SECRET_ACCESS_KEY", "")
+    code, out, err = bivy("backup", "check")
+    assert code == 1 and "keys are not in the keychain" in err
