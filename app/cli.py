@@ -314,6 +314,18 @@ def _workspace_json(ws: Workspace) -> dict[str, Any]:
     }
 
 
+def _cost_cells(ws: Workspace, now: datetime) -> tuple[str, str]:
+    """Price per hour and cost so far (the provider's billing rule), "-" when unknown."""
+    from app.services.costs import default_rule_for, running_cost
+
+    price = ws.server.price if ws.server else None
+    if ws.server is None or price is None:
+        return "-", "-"
+    cost = running_cost(ws.server, default_rule_for(ws.server.provider), now)
+    so_far = f"{cost:.2f} {price.currency}" if cost is not None else "-"
+    return f"{price.hourly:.4f} {price.currency}", so_far
+
+
 async def _cmd_ls(args: argparse.Namespace, ctx: CliContext) -> int:
     service = ctx.service
     if not service.accounts():
@@ -339,11 +351,15 @@ async def _cmd_ls(args: argparse.Namespace, ctx: CliContext) -> int:
                     (ws.server.size or "-") if ws.server else "-",
                     (ws.server.ipv4 or "-") if ws.server else "-",
                     _age(ws.server.created_at if ws.server else None),
+                    *_cost_cells(ws, utcnow()),
                     ws.repo_url or "-",
                 ]
                 for ws in listing.workspaces
             ],
-            ["NAME", "ACCOUNT", "STATUS", "REGION", "SIZE", "IPV4", "AGE", "REPOSITORY"],
+            [
+                *("NAME", "ACCOUNT", "STATUS", "REGION", "SIZE", "IPV4", "AGE"),
+                *("PRICE/H", "COST", "REPOSITORY"),
+            ],
             ctx.out,
         )
     elif not listing.errors:
