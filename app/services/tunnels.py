@@ -320,7 +320,10 @@ class Tunnel:
         fwd = Forward(local_port=0, remote_host=remote_host, remote_port=remote_port)
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._serve_socket(fwd, reader, writer)
+            # Ends normally when cancelled by close(): asyncio's stream server calls
+            # task.exception() on its handler, which raises for a cancelled task (3.11).
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._serve_socket(fwd, reader, writer)
 
         try:
             server = await asyncio.start_server(handle, "127.0.0.1", local_port)
@@ -360,11 +363,12 @@ class Tunnel:
                 await asyncio.gather(_pump(reader, remote_writer), _pump(remote_reader, writer))
             finally:
                 remote_writer.close()
-        except asyncio.CancelledError:
-            pass
         finally:
             self._writers.discard(writer)
             writer.close()
+            # Let the transport really close its socket before the loop may go away.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer.wait_closed()
             self._handlers.discard(task)
 
     async def close(self) -> None:
@@ -374,12 +378,21 @@ class Tunnel:
         for fwd in self.forwards:
             if fwd._server is not None:
                 fwd._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        handlers = list(self._handlers)
-        for task in handlers:
-            task.cancel()
-        if handlers:
+        # A socket accepted just before the listener closed gets its handler a few loop turns
+        # later (a browser reconnects at once when its websocket drops): keep closing until
+        # several turns pass without one, so no socket outlives the tunnel.
+        quiet = 0
+        while quiet < 5:
+            await asyncio.sleep(0)
+            handlers = list(self._handlers)
+            if not handlers:
+                quiet += 1
+                continue
+            quiet = 0
+            for writer in list(self._writers):
+                writer.close()
+            for task in handlers:
+                task.cancel()
             await asyncio.gather(*handlers, return_exceptions=True)
         for fwd in self.forwards:
             if fwd._server is not None:

@@ -124,7 +124,9 @@ class IdeTab(QWidget):
         self.__password = password
         self._auth_attempts = 0
         self.view = QWebEngineView(self)
-        self._profile = QWebEngineProfile()  # no storage name: off the record
+        # No storage name: off the record. Created with a parent so C++ owns it from the start
+        # (a Python-owned profile could be collected at exit before its page).
+        self._profile = QWebEngineProfile(self)
         self._page = _TerminalPage(self._profile, self)
         # A profile must outlive its pages: as the page's child it is deleted right after the
         # page's own destructor ran, whatever order the tab's children go in.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,3 +210,104 @@ def test_wrong_password_is_reported_not_retried(qtbot: QtBot, forward: Forward, 
 def test_url_with_credential_is_refused(qtbot: QtBot) -> None:
     with pytest.raises(ValueError, match="credential"):
         IdeTab("http://bivy:secret@127.0.0.1:1/", "bivy", "secret")
+
+
+@pytest.fixture
+def tmux_ttyd(tmp_path: Path) -> Iterator[tuple[Ttyd, Path]]:
+    """ttyd running ``tmux new -A -s agent`` as on the VM, with a private tmux socket."""
+    socket = tmp_path / "tmux.sock"
+    tmux = shutil.which("tmux")
+    assert tmux is not None, "tmux is needed (Debian package tmux)"
+    server = start_ttyd(
+        tmp_path / "ttyd-tmux",
+        password=PASSWORD,
+        command=[
+            *(tmux, "-S", str(socket), "-f", "/dev/null", "new", "-A", "-s", "agent"),
+            *("bash", "--norc", "--noprofile"),  # the "$ " prompt from ttyd's environment
+        ],
+    )
+    try:
+        yield server, socket
+    finally:
+        server.stop()
+        subprocess.run([tmux, "-S", str(socket), "kill-server"], capture_output=True, check=False)
+
+
+@gpu_less
+@pytest.mark.slow
+def test_closing_the_tab_keeps_the_session(
+    qtbot: QtBot,
+    qloop: asyncio.AbstractEventLoop,
+    sshd: SshServer,
+    tmux_ttyd: tuple[Ttyd, Path],
+) -> None:
+    """Close the tab, open a new one: the same tmux session (and what ran in it) is back."""
+    ttyd, socket = tmux_ttyd
+    service = TunnelService(client_key=sshd.client_private_key)
+    target = SSHTarget(
+        workspace="demo",
+        host=sshd.host,
+        port=sshd.port,
+        username=sshd.user,
+        host_public_key=sshd.host_public_key,
+    )
+
+    async def open_forward() -> Forward:
+        return await (await service.open(target)).forward(ttyd.port)
+
+    task = qloop.create_task(open_forward())
+    qtbot.waitUntil(task.done, timeout=15000)
+    url = task.result().url
+    try:
+        first = IdeTab(url, ttyd.username, ttyd.password, workspace="demo")  # deleted below
+        first.resize(800, 480)
+        with qtbot.waitSignal(first.loaded, timeout=30000):
+            first.show()
+        qtbot.waitUntil(lambda: "$" in terminal_text(qtbot, first), timeout=20000)
+        first.view.setFocus()
+        qtbot.keyClicks(first.view.focusProxy(), "echo agent-kept-$((40+2))")
+        qtbot.keyClick(first.view.focusProxy(), Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: "agent-kept-42" in terminal_text(qtbot, first), timeout=20000)
+
+        # what the main window does when the user closes the tab
+        first.close_terminal()
+        first.close()
+        gone: list[bool] = []
+        first.destroyed.connect(lambda: gone.append(True))
+        first.deleteLater()
+        qtbot.waitUntil(lambda: bool(gone), timeout=5000)
+        # the browser side is gone, the session is not
+        tmux = shutil.which("tmux") or "tmux"
+        clients = subprocess.run(
+            [tmux, "-S", str(socket), "list-clients", "-t", "agent"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        qtbot.waitUntil(
+            lambda: (
+                not subprocess.run(
+                    [tmux, "-S", str(socket), "list-clients", "-t", "agent"],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                ).stdout.strip()
+            ),
+            timeout=10000,
+        )
+        assert clients.returncode == 0
+        alive = subprocess.run([tmux, "-S", str(socket), "has-session", "-t", "agent"], check=False)
+        assert alive.returncode == 0
+
+        second = IdeTab(url, ttyd.username, ttyd.password, workspace="demo")
+        second.resize(800, 480)
+        with qtbot.waitSignal(second.loaded, timeout=30000):
+            second.show()
+        qtbot.waitUntil(lambda: "agent-kept-42" in terminal_text(qtbot, second), timeout=20000)
+        second.close_terminal()
+        second.destroyed.connect(lambda: gone.append(True))
+        second.deleteLater()
+        qtbot.waitUntil(lambda: len(gone) == 2, timeout=5000)
+    finally:
+        closing = qloop.create_task(service.close_all())
+        qtbot.waitUntil(closing.done, timeout=15000)
