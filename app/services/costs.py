@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import calendar
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -80,10 +79,12 @@ def default_rule_for(kind: str) -> BillingRule:
 
 def month_bounds(at: datetime) -> tuple[datetime, datetime]:
     """The UTC calendar month containing ``at``: [first instant, first instant of the next)."""
-    at = at.astimezone(UTC)
-    start = datetime(at.year, at.month, 1, tzinfo=UTC)
-    days = calendar.monthrange(at.year, at.month)[1]
-    return start, start + timedelta(days=days)
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if start.month == 12:
+        return start, start.replace(year=start.year + 1, month=1)
+    return start, start.replace(month=start.month + 1)
 
 
 def _micros(delta: timedelta) -> int:
@@ -552,13 +553,28 @@ class _Ledger:
             ):
                 offs.setdefault((account, provider, server_id), []).append((_dt(start), _dt(end)))
         result = []
+        # Rows share a handful of prices and rules: build each once (pydantic is not free).
+        prices: dict[tuple[str, str, str], Price] = {}
+        rules: dict[tuple[str, int, int, int], BillingRule] = {}
+        statuses = {s.value: s for s in ServerStatus}
         for r in rows:
-            price = (
-                Price(currency=r[4], hourly=Decimal(r[5]), monthly=Decimal(r[6] or "0"))
-                if r[4] is not None and r[5] is not None
-                else None
-            )
-            status = r[17] if r[17] in {s.value for s in ServerStatus} else "unknown"
+            price = None
+            if r[4] is not None and r[5] is not None:
+                price_key = (r[4], r[5], r[6] or "0")
+                price = prices.get(price_key)
+                if price is None:
+                    price = prices[price_key] = Price(
+                        currency=r[4], hourly=Decimal(r[5]), monthly=Decimal(r[6] or "0")
+                    )
+            rule_key = (r[7], int(r[8]), int(r[9]), int(r[10]))
+            rule = rules.get(rule_key)
+            if rule is None:
+                rule = rules[rule_key] = BillingRule(
+                    granularity="second" if r[7] == "second" else "hour",
+                    billed_when_off=bool(r[8]),
+                    monthly_cap=bool(r[9]),
+                    minimum_seconds=int(r[10]),
+                )
             result.append(
                 LedgerEntry(
                     account=r[0],
@@ -566,19 +582,14 @@ class _Ledger:
                     server_id=r[2],
                     name=r[3],
                     price=price,
-                    rule=BillingRule(
-                        granularity="second" if r[7] == "second" else "hour",
-                        billed_when_off=bool(r[8]),
-                        monthly_cap=bool(r[9]),
-                        minimum_seconds=int(r[10]),
-                    ),
+                    rule=rule,
                     created_at=_dt(r[11]),
                     first_seen=_dt(r[12]),
                     last_seen=_dt(r[13]),
                     deleted_at=_dt(r[14]) if r[14] is not None else None,
                     deleted_by=r[15],
                     max_hours=r[16],
-                    status=ServerStatus(status),
+                    status=statuses.get(r[17], ServerStatus.UNKNOWN),
                     off_periods=tuple(offs.get((r[0], r[1], r[2]), ())),
                 )
             )
@@ -694,10 +705,28 @@ class CostService:
     ) -> CostSnapshot:
         """Costs of ``workspaces`` plus the ledger's month-to-date, without recording anything."""
         now = now or self.clock()
-        entries = await self.entries(month_of=now)
+        # The arithmetic over hundreds of rows runs in the thread too: the UI's loop must not stall.
+        return await asyncio.to_thread(
+            self._snapshot, list(workspaces), sizes, budget, budget_currency, now
+        )
+
+    def _snapshot(
+        self,
+        workspaces: Sequence[Workspace],
+        sizes: Mapping[str, Sequence[Size]] | None,
+        budget: Decimal | None,
+        budget_currency: str,
+        now: datetime,
+    ) -> CostSnapshot:
+        start, end = month_bounds(now)
+        entries = [e for e in self._ledger.entries(start) if e.created_at < end]
         costs: dict[tuple[str, str], WorkspaceCost] = {}
         per_hour: dict[str, Decimal] = {}
         unpriced: list[tuple[str, str]] = []
+        # Indexed once: a linear search per workspace made hundreds of workspaces quadratic.
+        by_key: dict[tuple[str, str, str], LedgerEntry] = {}
+        for entry in entries:
+            by_key.setdefault((entry.account, entry.provider, entry.server_id), entry)
         for ws in workspaces:
             if ws.server is None:
                 continue
@@ -706,15 +735,7 @@ class CostService:
             if item.price is None or created is None:
                 unpriced.append((ws.account, ws.name))
                 continue
-            ledger = next(
-                (
-                    e
-                    for e in entries
-                    if (e.account, e.provider, e.server_id)
-                    == (ws.account, ws.server.provider, ws.server.id)
-                ),
-                None,
-            )
+            ledger = by_key.get((ws.account, ws.server.provider, ws.server.id))
             offs = ledger.off_periods if ledger is not None else ()
             so_far = billed_amount(item.price, item.rule, created, now, off_periods=offs)
             rate = hourly_rate_now(item.price, item.rule, created, now, ws.server.status)
@@ -731,12 +752,13 @@ class CostService:
             if ws.server.status is not ServerStatus.DELETING:
                 currency = item.price.currency
                 per_hour[currency] = per_hour.get(currency, Decimal(0)) + rate
+        spent = _month_to_date(entries, now)
         return CostSnapshot(
             at=now,
             workspaces=costs,
             per_hour=per_hour,
-            month_to_date=_month_to_date(entries, now),
-            budget=_budget(entries, budget, budget_currency, now),
+            month_to_date=spent,
+            budget=_budget(entries, budget, budget_currency, now, spent),
             unpriced=tuple(unpriced),
         )
 
@@ -801,11 +823,16 @@ def _projection(entry: LedgerEntry, now: datetime) -> Decimal:
 
 
 def _budget(
-    entries: Sequence[LedgerEntry], budget: Decimal | None, currency: str, now: datetime
+    entries: Sequence[LedgerEntry],
+    budget: Decimal | None,
+    currency: str,
+    now: datetime,
+    spent: Mapping[str, Decimal] | None = None,
 ) -> BudgetStatus | None:
     if budget is None:
         return None
-    spent = _month_to_date(entries, now)
+    if spent is None:
+        spent = _month_to_date(entries, now)
     projected = sum(
         (
             _projection(e, now)
