@@ -1,8 +1,8 @@
 """Window actions for backups: "Back up now", "Delete workspace and its backups", last backup.
 
 ``BackupActionsController`` wraps ``BackupService`` the way the other controllers wrap theirs
-(signals out, ``failed`` for errors, ``busy`` while running). ``install`` adds the actions to a
-``MainWindow`` (toolbar and context menu) and connects its ``backupRequested`` signal.
+(signals out, ``failed`` for errors, ``busy`` while running). ``install`` adds the delete action
+to a ``MainWindow``'s toolbar and connects its ``backupRequested`` signal.
 Deleting backups is a separate, explicitly confirmed action: the window's ordinary Delete
 keeps them.
 """
@@ -182,7 +182,7 @@ def install(
     confirm: Confirm = ask_delete_with_backups,
 ) -> QAction:
     """Plug the actions into a ``MainWindow``: its "Back up now" runs here, and a new
-    "Delete with backups…" action sits beside Delete (toolbar and context menu)."""
+    "Delete with backups…" action joins the toolbar (``window.act_delete_with_backups``)."""
     window.backupRequested.connect(lambda ws: controller.start_backup_now(ws.name))
     action = QAction("Delete with backups…", window)
     action.setToolTip("Delete the VM AND every backup of its agent history (asks first)")
@@ -206,7 +206,7 @@ def install(
     selection_changed()
     controller.backedUp.connect(
         lambda name, when: window.statusBar().showMessage(
-            f"Backed up {name}" + (f" at {when:%H:%M}" if when else ""), 8000
+            f"Backed up {name}" + (f" at {when.astimezone():%H:%M}" if when else ""), 8000
         )
     )
     controller.backupsDeleted.connect(
