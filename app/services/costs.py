@@ -315,15 +315,27 @@ class LedgerEntry:
         """Its bill up to deletion (or ``now``), restricted to ``window`` if given."""
         if self.price is None:
             return None
-        until = self.deleted_at or now
         return billed_amount(
             self.price,
             self.rule,
             self.created_at,
-            until,
+            self.billed_until(now),
             window=window,
             off_periods=self.off_periods,
         )
+
+    def billed_until(self, now: datetime) -> datetime:
+        """Its deletion time; for a live one ``now``, unless it has not been listed lately.
+
+        A server nobody has listed for a while (the account's listing fails, the account was
+        removed) cannot outlive its maximum lifetime, so it is billed up to that at most.
+        """
+        if self.deleted_at is not None:
+            return self.deleted_at
+        deadline = self.lifetime_deadline
+        if deadline is None or now - self.last_seen <= _VANISH_GAP:
+            return now
+        return max(self.last_seen, min(now, deadline))
 
 
 # --- the ledger --------------------------------------------------------------------------

@@ -278,6 +278,22 @@ async def test_a_failed_account_listing_does_not_finalise_its_servers(tmp_path: 
     assert live == {"a", "x"}
 
 
+async def test_a_server_no_longer_listed_is_billed_to_its_lifetime_at_most(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(T0)
+    costs = service(tmp_path / "l.db", clock)
+    await costs.observe([ws("a", T0, eur("1"), max_hours=3)], listed_accounts=["acct"])
+    clock.advance(hours=2)  # its account's listing fails from now on: still live, billed to now
+    assert await costs.month_to_date() == {"EUR": Decimal(2)}
+    clock.advance(days=1)  # it cannot have lived past its 3 h lifetime
+    snap = await costs.observe([], listed_accounts=[], budget=Decimal(100))
+    assert snap.month_to_date == {"EUR": Decimal(3)}
+    assert snap.budget is not None and snap.budget.projected == 0
+    (entry,) = await costs.entries()
+    assert entry.deleted_at is None
+
+
 async def test_a_server_gone_after_a_long_gap_is_billed_to_its_lifetime_at_most(
     tmp_path: Path,
 ) -> None:
