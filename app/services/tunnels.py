@@ -592,3 +592,43 @@ class TunnelService:
         tunnels = list(self._tunnels.values())
         self._tunnels.clear()
         await asyncio.gather(*(t.close() for t in tunnels), return_exceptions=True)
+
+
+TTYD_USER = "bivy"
+
+
+@dataclass(frozen=True)
+class TerminalEndpoint:
+    """What an IDE tab needs: the forwarded ttyd URL and its basic-auth credential.
+
+    Attributes:
+        workspace: whose terminal; url: ``http://127.0.0.1:<port>/`` (no credential in it).
+        username / password: ttyd's credential (the password is kept out of repr()).
+    """
+
+    workspace: str
+    url: str
+    username: str
+    password: str = field(repr=False)
+
+
+async def open_terminal(
+    tunnels: TunnelService,
+    target: SSHTarget,
+    secrets: SecretStore,
+    *,
+    ttyd_port: int = TTYD_PORT,
+) -> TerminalEndpoint:
+    """Connect (or reuse the tunnel), forward ttyd and fetch its password from the keychain."""
+    from app.services.workspaces import TTYD_PASSWORD
+
+    password = await secrets.aget(SecretKeys.workspace(target.workspace, TTYD_PASSWORD))
+    if not password:
+        raise SSHError(
+            f"the terminal password of workspace {target.workspace!r} is not in the keychain",
+            hint="The workspace was created on another computer or the keychain entry was "
+            "removed; `bivy ssh` still works",
+        )
+    tunnel = await tunnels.open(target)
+    forward = await tunnel.forward(ttyd_port)
+    return TerminalEndpoint(target.workspace, forward.url, TTYD_USER, password)

@@ -457,3 +457,22 @@ async def test_silent_server_is_detected_by_keepalives(
         for pid in frozen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_open_terminal_gives_url_and_credential(
+    service: TunnelService, sshd: SshServer, ttyd: Ttyd
+) -> None:
+    from app.services.tunnels import open_terminal
+
+    secrets = SecretStore()
+    target = target_for(sshd)
+    with pytest.raises(SSHError, match="terminal password"):
+        await open_terminal(service, target, secrets, ttyd_port=ttyd.port)
+    await secrets.aset(SecretKeys.workspace("demo", "ttyd-password"), ttyd.password)
+    endpoint = await open_terminal(service, target, secrets, ttyd_port=ttyd.port)
+    assert endpoint.username == "bivy"
+    assert ttyd.password not in repr(endpoint) and ttyd.password not in endpoint.url
+    port = int(endpoint.url.rsplit(":", 1)[1].strip("/"))
+    assert (await http_get(port, (endpoint.username, endpoint.password)))[0] == 200
+    again = await open_terminal(service, target, secrets, ttyd_port=ttyd.port)
+    assert again.url == endpoint.url  # one tunnel, one forward per workspace
