@@ -259,6 +259,9 @@ class Tunnel:
                 except (HostKeyMismatch, _Refused) as exc:
                     # Retrying cannot fix a wrong key or a refused login: stop and say so.
                     self._closing = True
+                    for fwd in self.forwards:
+                        if fwd._server is not None:
+                            fwd._server.close()
                     self._set(TunnelState.CLOSED, exc, attempt)
                     return
                 except SSHError as exc:
@@ -397,16 +400,17 @@ class Tunnel:
         for fwd in self.forwards:
             if fwd._server is not None:
                 await fwd._server.wait_closed()
-        if self._conn is not None:
-            self._conn.close()
-            with contextlib.suppress(Exception):
-                await self._conn.wait_closed()
-            self._conn = None
+        # The supervisor first: a reconnect finishing now must not leave a connection behind.
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
+        if self._conn is not None:
+            self._conn.close()
+            with contextlib.suppress(Exception):
+                await self._conn.wait_closed()
+            self._conn = None
         self._connected.clear()
         if not already:
             self._set(TunnelState.CLOSED)

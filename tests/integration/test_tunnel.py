@@ -210,6 +210,7 @@ async def test_reconnect_stops_when_host_key_changes(
 
     service.add_listener(listen)
     tunnel = await service.open(target_for(sshd))
+    fwd = await tunnel.forward(sshd.port)
     # swap the server's host key, then drop the connection
     imposter_private, _ = new_keypair()
     (sshd.directory / "ssh_host_ed25519_key").write_text(imposter_private)
@@ -219,6 +220,8 @@ async def test_reconnect_stops_when_host_key_changes(
     assert tunnel.state == TunnelState.CLOSED
     with pytest.raises(SSHError, match="closed"):
         await tunnel.run("true")
+    with pytest.raises(OSError):  # its forwards stopped listening too
+        await asyncio.open_connection("127.0.0.1", fwd.local_port)
 
 
 async def test_quit_closes_everything(service: TunnelService, sshd: SshServer, ttyd: Ttyd) -> None:
