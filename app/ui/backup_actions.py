@@ -21,6 +21,7 @@ from PySide6.QtWidgets import QMessageBox, QWidget
 from app.domain import StatusReport, Workspace, utcnow
 from app.errors import NotFound
 from app.services.backup import BackupService, CommandRunner, DeleteReport, RepositoryInfo
+from app.settings import Settings
 from app.ui.controllers import Controller
 
 #: Gives a connection to run commands on a workspace's VM (a ``Tunnel``).
@@ -86,6 +87,8 @@ class BackupActionsController(Controller):
         runner_for: RunnerFactory,
         *,
         status_reader: StatusReader | None = None,
+        release: Callable[[str], Awaitable[None]] | None = None,
+        settings_source: Callable[[], Settings] | None = None,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -93,6 +96,13 @@ class BackupActionsController(Controller):
         self.workspaces = workspaces
         self.runner_for = runner_for
         self.status_reader = status_reader
+        self.release = release
+        self.settings_source = settings_source
+
+    def _fresh(self) -> None:
+        # The window replaces its settings object when the dialog saves: follow it.
+        if self.settings_source is not None:
+            self.service.settings = self.settings_source()
 
     # -- back up now ----------------------------------------------------------------------
 
@@ -104,12 +114,17 @@ class BackupActionsController(Controller):
         return self.start(key, self._backup_now(name, force))
 
     async def _backup_now(self, name: str, force: bool) -> datetime | None:
-        runner = await self.runner_for(name)
-        await self.service.backup_now(runner, force=force)
-        when: datetime | None = None
-        if self.status_reader is not None:
-            status = await self.status_reader(name)
-            when = status.last_backup_at if status is not None else None
+        self._fresh()
+        try:
+            runner = await self.runner_for(name)
+            await self.service.backup_now(runner, force=force)
+            when: datetime | None = None
+            if self.status_reader is not None:
+                status = await self.status_reader(name)
+                when = status.last_backup_at if status is not None else None
+        finally:
+            if self.release is not None:
+                await self.release(name)
         self.backedUp.emit(name, when)
         return when
 
@@ -122,6 +137,7 @@ class BackupActionsController(Controller):
         confirm: Confirm = ask_delete_with_backups,
     ) -> asyncio.Task[Any] | None:
         """Ask, naming exactly what goes, then delete the VM and every backup of it."""
+        self._fresh()
         where = self.service.repository_url(name) if self.service.configured else "the storage"
         if not confirm(
             parent,
@@ -140,6 +156,7 @@ class BackupActionsController(Controller):
         return self.start(key, self._delete_with_backups(name))
 
     async def _delete_with_backups(self, name: str) -> DeleteReport:
+        self._fresh()
         report = await self.service.delete_workspace_and_backups(name, self.workspaces)
         self.backupsDeleted.emit(name, report)
         return report
@@ -153,6 +170,7 @@ class BackupActionsController(Controller):
         return self.start(key, self._info(name))
 
     async def _info(self, name: str) -> RepositoryInfo:
+        self._fresh()
         info = await self.service.repository_info(name)
         self.repositoryInfo.emit(name, info)
         return info
@@ -216,3 +234,35 @@ def install(
     )
     controller.failed.connect(window.show_error)
     return action
+
+
+def attach(shell: Any) -> BackupActionsController | None:
+    """Build the controller over the shell's services and install it on its window.
+
+    Uses its own ``TunnelService`` (opened per backup, closed right after) and the local
+    registry; returns None when the shell has no workspace service.
+    """
+    from app.services.registry import Registry
+    from app.services.status import StatusService
+    from app.services.tunnels import TunnelService
+
+    if shell.workspaces is None:
+        return None
+    tunnels = TunnelService(shell.secrets)
+    statuses = StatusService(tunnels)
+
+    async def status_reader(name: str) -> StatusReport | None:
+        return (await statuses.read(name)).status
+
+    controller = BackupActionsController(
+        BackupService(shell.settings, shell.secrets),
+        shell.workspaces.service,
+        tunnel_runner(tunnels, Registry()),
+        status_reader=status_reader,
+        release=tunnels.close,
+        settings_source=lambda: shell.settings,
+        parent=shell,
+    )
+    install(controller=controller, window=shell.window)
+    controller.backupsDeleted.connect(lambda *_: shell.request_refresh())
+    return controller

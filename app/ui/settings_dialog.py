@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 
 from app.providers.base import Provider
 from app.settings import Account, SecretKeys, SecretStore, Settings
+from app.ui.backup_settings import BackupSettingsWidget
 from app.ui.create_dialog import _CREDENTIALS
 
 STORED = "stored in keychain — type to replace"
@@ -195,6 +196,9 @@ class SettingsDialog(QDialog):
         self.tabs.addTab(self._agent_tab(), "Agent")
         self.tabs.addTab(self._ssh_tab(), "SSH key")
         self.tabs.addTab(self._defaults_tab(), "Defaults && budget")
+        # Backups (issue 6): the section lives in app/ui/backup_settings.py.
+        self.backup = BackupSettingsWidget(self.settings.backup, secrets)
+        self.tabs.addTab(self.backup, "Backups")
         self.buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
         )
@@ -459,6 +463,7 @@ class SettingsDialog(QDialog):
                 await self.secrets.aget(SecretKeys.CLAUDE_OAUTH_TOKEN) is not None,
                 "CLAUDE_CODE_OAUTH_TOKEN" if os.environ.get("CLAUDE_CODE_OAUTH_TOKEN") else None,
             )
+            await self.backup.load()
         except Exception as exc:
             self._show_error(str(exc))
         if self.public_key_source is not None:
@@ -491,10 +496,13 @@ class SettingsDialog(QDialog):
             secrets[SecretKeys.ANTHROPIC_API_KEY] = self.api_key.text().strip()
         if self.oauth_token.text().strip():
             secrets[SecretKeys.CLAUDE_OAUTH_TOKEN] = self.oauth_token.text().strip()
+        self.settings.backup = self.backup.values()
+        secrets.update(self.backup.secrets_to_store())
         return secrets
 
     async def save(self) -> None:
         """Write typed secrets to the keychain and forget removed accounts' secrets."""
+        self.backup.validate()
         for key, value in self._collect().items():
             await self.secrets.aset(key, value)
         for account_id, kind in self._removed.items():
@@ -523,6 +531,7 @@ class SettingsDialog(QDialog):
         self.error.show()
 
     def reject(self) -> None:
+        self.backup.cancel()
         for task in list(self.tasks):
             task.cancel()
         super().reject()

@@ -145,3 +145,44 @@ def test_check_failures_are_shown(
     assert signal.args[0] is False
     assert expected in widget.result.text()
     assert "typed-secret-value" not in widget.result.text()
+
+
+def test_settings_dialog_has_the_backups_section(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop
+) -> None:
+    from app.providers.registry import PROVIDERS
+    from app.settings import Settings
+    from app.ui.settings_dialog import SettingsDialog
+
+    async def validator(kind: str, options: object) -> str:
+        return "ok"
+
+    dialog = SettingsDialog(Settings(), SecretStore(), PROVIDERS, validator)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitUntil(lambda: not dialog.tasks)
+    titles = [dialog.tabs.tabText(i) for i in range(dialog.tabs.count())]
+    assert "Backups" in titles
+    section = dialog.backup
+    section.enabled.setChecked(True)
+    choose(section, "scaleway")
+    section.region.setCurrentText("nl-ams")
+    section.bucket.setText("Bad_Bucket")
+    section.access_key.setText("SCWAKID")
+    section.secret_key.setText("scw-secret")
+
+    # An unusable bucket keeps the dialog open with the reason, and stores nothing.
+    dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
+    qtbot.waitUntil(lambda: dialog.save_error is not None)
+    assert "bucket name" in dialog.save_error
+    assert SecretStore().get(SecretKeys.BACKUP_SECRET_KEY) is None
+
+    section.bucket.setText("team-bivy")
+    with qtbot.waitSignal(dialog.accepted, timeout=5000):
+        dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
+    saved = dialog.settings.backup
+    assert saved.enabled and saved.endpoint == "https://s3.nl-ams.scw.cloud"
+    assert saved.bucket == "team-bivy" and saved.region == "nl-ams"
+    assert SecretStore().get(SecretKeys.BACKUP_ACCESS_KEY) == "SCWAKID"
+    assert SecretStore().get(SecretKeys.BACKUP_SECRET_KEY) == "scw-secret"
+    assert "scw-secret" not in saved.model_dump_json()
