@@ -126,13 +126,20 @@ class WorkspacesController(Controller):
     created = Signal(object)
     deleted = Signal(str)
 
-    def __init__(self, service: WorkspaceService, parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        service: WorkspaceService,
+        parent: QObject | None = None,
+        *,
+        lister: Callable[[], Awaitable[WorkspaceList]] | None = None,
+    ) -> None:
         super().__init__(parent)
         self.service = service
+        self.lister = lister or service.list_workspaces
 
     @reports_errors
     async def refresh(self) -> None:
-        self._emit_list(await self.service.list_workspaces())
+        self._emit_list(await self.lister())
 
     def _emit_list(self, result: WorkspaceList) -> None:
         errors = {account: str(exc) for account, exc in result.errors.items()}

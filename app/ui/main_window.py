@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from PySide6.QtCore import QModelIndex, QPoint, QSize, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QModelIndex, QPoint, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QFont, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -33,7 +33,6 @@ from app.ui import formatting
 from app.ui.delegates import ProgressDelegate
 from app.ui.models import (
     Column,
-    SortRole,
     WorkspaceRole,
     WorkspaceTableModel,
     is_ready,
@@ -206,7 +205,7 @@ class MainWindow(QMainWindow):
         (delete is emitted only after the user confirmed).
         closing: the user closed the window (the app runs its one shutdown path).
     Attributes:
-        model: the table model; proxy: its sorting proxy; table: the view.
+        model: the table model (it sorts itself); table: the view.
     """
 
     newRequested = Signal()
@@ -235,9 +234,6 @@ class MainWindow(QMainWindow):
         self._history: dict[tuple[str, str], list[PhaseEntry]] = {}
         self._now = now
         self.model = WorkspaceTableModel(self, now=now)
-        self.proxy = QSortFilterProxyModel(self)
-        self.proxy.setSourceModel(self.model)
-        self.proxy.setSortRole(SortRole)
         self._build_actions()
         self._build_central()
         self._build_status_bar()
@@ -245,6 +241,7 @@ class MainWindow(QMainWindow):
         self.model.rowsRemoved.connect(self._update_empty_state)
         self.model.modelReset.connect(self._update_empty_state)
         self.model.dataChanged.connect(self._selection_changed)
+        self.model.costsChanged.connect(self.tick)
         self._has_accounts = False
         self._update_empty_state()
         self._selection_changed()
@@ -341,7 +338,7 @@ class MainWindow(QMainWindow):
 
     def _build_central(self) -> None:
         self.table = QTableView()
-        self.table.setModel(self.proxy)
+        self.table.setModel(self.model)
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(Column.NAME, Qt.SortOrder.AscendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -404,12 +401,22 @@ class MainWindow(QMainWindow):
         for ws in workspaces:
             self.record_phase(ws)
         self.model.set_workspaces(workspaces)
+        self._resort()
         self._selection_changed()
 
     def upsert_workspace(self, ws: Workspace) -> None:
         self.record_phase(ws)
         self.model.upsert(ws)
+        self._resort()
         self._selection_changed()
+
+    def tick(self) -> None:
+        """Repaint the visible time-dependent cells (uptime, cost, countdowns)."""
+        self.table.viewport().update()
+
+    def _resort(self) -> None:
+        # Sorted once per refresh, not on every cell change (see WorkspaceTableModel.sort).
+        self.model.resort()
 
     def record_phase(self, ws: Workspace, detail: str | None = None) -> None:
         """Append the workspace's phase to its history when it changed."""
@@ -468,8 +475,7 @@ class MainWindow(QMainWindow):
         row = self.model.row_of(account, name)
         if row is None:
             return
-        index = self.proxy.mapFromSource(self.model.index(row, 0))
-        self.table.selectRow(index.row())
+        self.table.selectRow(row)
 
     def _emit_for_selection(self, signal: Signal) -> None:
         ws = self.selected()

@@ -9,7 +9,7 @@ from decimal import Decimal
 from enum import IntEnum
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor
 
 from app.domain import AgentState, Phase, ServerStatus, Workspace, utcnow
@@ -37,6 +37,9 @@ class Column(IntEnum):
     IDLE_LEFT = 9
     LIFETIME_LEFT = 10
 
+
+_COLUMNS = tuple(Column)
+_COLUMN_COUNT = len(_COLUMNS)
 
 HEADERS: dict[Column, tuple[str, str]] = {
     Column.NAME: ("Name", "The workspace name (ssh bivy-<name>)"),
@@ -139,8 +142,14 @@ class WorkspaceTableModel(QAbstractTableModel):
     """The workspaces of every account, one row each, updated in place on refresh.
 
     Rows are keyed by (account, name), so a refresh keeps the selection and only changed rows
-    repaint. ``now`` is injectable so countdowns can be tested.
+    repaint. Time-dependent cells (uptime, cost, countdowns) are computed when painted, with
+    ``now`` (injectable so countdowns can be tested).
+
+    Signals:
+        costsChanged: new cost figures arrived (views repaint their visible cells).
     """
+
+    costsChanged = Signal()
 
     def __init__(self, parent: Any = None, *, now: Callable[[], datetime] = utcnow) -> None:
         super().__init__(parent)
@@ -148,6 +157,8 @@ class WorkspaceTableModel(QAbstractTableModel):
         self._index: dict[tuple[str, str], int] = {}
         self._costs: dict[tuple[str, str], CostFigure] = {}
         self._now = now
+        self._sort_column = Column.NAME
+        self._sort_order = Qt.SortOrder.AscendingOrder
 
     # -- Qt model interface ---------------------------------------------------------------
 
@@ -155,7 +166,7 @@ class WorkspaceTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self._rows)
 
     def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(Column)
+        return 0 if parent.isValid() else _COLUMN_COUNT
 
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
@@ -173,7 +184,7 @@ class WorkspaceTableModel(QAbstractTableModel):
         if not index.isValid() or index.row() >= len(self._rows):
             return None
         ws = self._rows[index.row()]
-        column = Column(index.column())
+        column = _COLUMNS[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
             return self._display(ws, column)
         if role == SortRole:
@@ -196,6 +207,34 @@ class WorkspaceTableModel(QAbstractTableModel):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Sort the rows (the view calls this when a header is clicked).
+
+        Sorting here rather than in a QSortFilterProxyModel computes each row's key once;
+        the proxy compared through ``data()`` n·log n times, which stalled the window with
+        hundreds of rows. Persistent indexes (the selection) follow their rows.
+        """
+        if not 0 <= column < _COLUMN_COUNT:
+            return
+        self._sort_column = _COLUMNS[column]
+        self._sort_order = order
+        self.layoutAboutToBeChanged.emit()
+        old = self.persistentIndexList()
+        keys = [(workspace_key(self._rows[i.row()]), i.column()) for i in old]
+        key_of = self._sort_key
+        decorated = [(key_of(ws, self._sort_column), i) for i, ws in enumerate(self._rows)]
+        decorated.sort(reverse=order is Qt.SortOrder.DescendingOrder)
+        self._rows = [self._rows[i] for _, i in decorated]
+        self._reindex()
+        self.changePersistentIndexList(
+            old, [self.index(self._index[key], column) for key, column in keys]
+        )
+        self.layoutChanged.emit()
+
+    def resort(self) -> None:
+        """Apply the current sort again (after rows were added or changed)."""
+        self.sort(self._sort_column, self._sort_order)
+
     # -- updates --------------------------------------------------------------------------
 
     def set_workspaces(self, workspaces: Iterable[Workspace]) -> None:
@@ -210,7 +249,9 @@ class WorkspaceTableModel(QAbstractTableModel):
         changed: list[int] = []
         for key, ws in incoming.items():
             at = self._index.get(key)
-            if at is not None and self._rows[at] != ws:
+            # Identity, not equality: comparing hundreds of nested models costs more than
+            # repainting the visible rows, which is all a dataChanged does.
+            if at is not None and self._rows[at] is not ws:
                 self._rows[at] = ws
                 changed.append(at)
         new = [ws for key, ws in incoming.items() if key not in self._index]
@@ -222,7 +263,7 @@ class WorkspaceTableModel(QAbstractTableModel):
             self._reindex()
         if changed:
             self.dataChanged.emit(
-                self.index(min(changed), 0), self.index(max(changed), len(Column) - 1)
+                self.index(min(changed), 0), self.index(max(changed), _COLUMN_COUNT - 1)
             )
 
     def upsert(self, ws: Workspace) -> None:
@@ -244,17 +285,10 @@ class WorkspaceTableModel(QAbstractTableModel):
         self._reindex()
 
     def set_costs(self, costs: Mapping[tuple[str, str], CostFigure]) -> None:
+        """New cost figures; views repaint on ``costsChanged`` (no per-row dataChanged: with
+        hundreds of rows that made the sorting proxy re-sort everything on every update)."""
         self._costs = dict(costs)
-        self.tick()
-
-    def tick(self) -> None:
-        """Repaint the time-dependent columns (uptime, cost, countdowns)."""
-        if self._rows:
-            self.dataChanged.emit(
-                self.index(0, Column.UPTIME),
-                self.index(len(self._rows) - 1, Column.LIFETIME_LEFT),
-                [Qt.ItemDataRole.DisplayRole],
-            )
+        self.costsChanged.emit()
 
     def workspaces(self) -> Sequence[Workspace]:
         return tuple(self._rows)

@@ -14,6 +14,9 @@ from app.ui import formatting
 from app.ui.models import CostFigure, is_ready, status_text, workspace_key
 from app.ui.notifications import Notice
 
+#: Workspaces listed in the tray menu; the rest are one click away in the window.
+MAX_ENTRIES = 15
+
 
 def _icon(name: str) -> QIcon:
     return QIcon(str(resource_path("icons", name)))
@@ -39,12 +42,14 @@ class Tray(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.icon = QSystemTrayIcon(_icon("tray-idle.svg"), self)
+        self.icon_name = "tray-idle.svg"
+        self.icon = QSystemTrayIcon(_icon(self.icon_name), self)
         self.icon.setToolTip("Bivy")
         self.menu = QMenu()
         self.icon.setContextMenu(self.menu)
         self.icon.activated.connect(self._activated)
         self.workspaces: list[Workspace] = []
+        self._signature: tuple[object, ...] | None = None
         self.update([], {})
 
     @staticmethod
@@ -63,12 +68,21 @@ class Tray(QObject):
     ) -> None:
         """Rebuild the menu and the icon's state from the current workspaces."""
         self.workspaces = [ws for ws in workspaces if ws.server is not None]
+        shown = self.workspaces[:MAX_ENTRIES]
+        entries = [
+            (ws.name, status_text(ws), is_ready(ws), costs.get(workspace_key(ws))) for ws in shown
+        ]
+        signature = (*entries, len(self.workspaces))
+        self._update_icon()
+        if signature == self._signature:
+            return  # nothing a user could see changed: keep the menu (it may be open)
+        self._signature = signature
         self.menu.clear()
         header = self.menu.addAction(
             f"{len(self.workspaces)} workspace(s) running" if self.workspaces else "No workspaces"
         )
         header.setEnabled(False)
-        for ws in self.workspaces:
+        for ws in shown:
             cost = costs.get(workspace_key(ws))
             label = f"{ws.name} — {status_text(ws)}"
             if cost is not None:
@@ -81,6 +95,9 @@ class Tray(QObject):
             delete_action.triggered.connect(lambda _=False, w=ws: self.deleteRequested.emit(w))
             sub.addAction(open_action)
             sub.addAction(delete_action)
+        if len(self.workspaces) > len(shown):
+            more = self.menu.addAction(f"… {len(self.workspaces) - len(shown)} more in the window")
+            more.triggered.connect(self.showRequested)
         self.menu.addSeparator()
         self.menu.addAction("New workspace…").triggered.connect(self.newRequested)
         delete_all = self.menu.addAction("Delete all…")
@@ -89,13 +106,18 @@ class Tray(QObject):
         self.menu.addSeparator()
         self.menu.addAction("Show window").triggered.connect(self.showRequested)
         self.menu.addAction("Quit").triggered.connect(self.quitRequested)
+
+    def _update_icon(self) -> None:
         states = {ws.agent.state for ws in self.workspaces if ws.agent is not None}
         if AgentState.WAITING in states:
-            self.icon.setIcon(_icon("tray-attention.svg"))
+            name = "tray-attention.svg"
         elif AgentState.WORKING in states:
-            self.icon.setIcon(_icon("tray-working.svg"))
+            name = "tray-working.svg"
         else:
-            self.icon.setIcon(_icon("tray-idle.svg"))
+            name = "tray-idle.svg"
+        if name != self.icon_name:
+            self.icon_name = name
+            self.icon.setIcon(_icon(name))
         self.icon.setToolTip(f"Bivy — {len(self.workspaces)} workspace(s)")
 
     def notify(self, notice: Notice) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.providers._polling import Backoff
@@ -56,16 +57,19 @@ def make_shell(
     if refresh_seconds is not None:
         settings.refresh_seconds = refresh_seconds
     secrets = SecretStore()
-    service = WorkspaceService(
-        settings,
-        secrets,
-        transport_factory=lambda _account: emulator.transport(),
-        poll_backoff=Backoff(initial=0.05, factor=1.5, maximum=0.2),
-    )
+
+    def service() -> WorkspaceService:
+        return WorkspaceService(
+            settings,
+            secrets,
+            transport_factory=lambda _account: emulator.transport(),
+            poll_backoff=Backoff(initial=0.05, factor=1.5, maximum=0.2),
+        )
+
     return Shell(
         settings,
         secrets,
-        workspace_service=service,
+        workspace_service=service(),
         cost_service=CostService(data_dir / "ledger.sqlite3"),
         providers=PROVIDERS,
         validator=emulator_validator(emulator),
@@ -79,3 +83,87 @@ def live_servers(emulator: HetznerEmulator) -> list[str]:
     with emulator.lock:
         ids = [s.id for s in emulator.project.servers.values()]
     return [str(i) for i in ids if emulator.server_status(i) not in (None, "deleting")]
+
+
+def add_bivy_servers(emulator: HetznerEmulator, count: int) -> None:
+    """``count`` running Bivy servers, created an hour ago, spread over three locations."""
+    import time
+
+    created = time.time() - 3600
+    for i in range(count):
+        name = f"ws{i:03d}"
+        emulator.add_server(
+            f"bivy-{name}",
+            {"managed-by": "bivy", "bivy-workspace": name},
+            location=("fsn1", "nbg1", "hel1")[i % 3],
+            created=created,
+        )
+
+
+@dataclass(frozen=True)
+class StallFigures:
+    """What ``refresh_stall`` measured.
+
+    Attributes:
+        wall_ms: longest wall-clock gap of the heartbeat beyond its interval.
+        cpu_ms: most CPU time the Qt thread spent between two heartbeats.
+        rows: rows shown at the end; per_refresh_s: seconds per refresh.
+    """
+
+    wall_ms: float
+    cpu_ms: float
+    rows: int
+    per_refresh_s: float
+
+
+async def refresh_stall(shell: Shell, refreshes: int = 3) -> StallFigures:
+    """Run ``refreshes`` full refreshes (list + costs + tray) under a 5 ms QTimer heartbeat."""
+    import asyncio
+    import time
+
+    from app.ui.heartbeat import StallMeter
+
+    assert shell.workspaces is not None and shell.cost_controller is not None
+    meter = StallMeter(interval_ms=5)
+    meter.start()
+    started = time.perf_counter()
+    listed = asyncio.Event()
+    costed = asyncio.Event()
+
+    def on_listed(*_: object) -> None:
+        listed.set()
+
+    def on_costs(*_: object) -> None:
+        costed.set()
+
+    shell.workspaces.listed.connect(on_listed)
+    shell.cost_controller.snapshot.connect(on_costs)
+    try:
+        for _ in range(refreshes):
+            listed.clear()
+            costed.clear()
+            shell.refresh_timer.stop()
+            shell.request_refresh()
+            await asyncio.wait_for(listed.wait(), 120)
+            await asyncio.wait_for(costed.wait(), 120)
+    finally:
+        shell.workspaces.listed.disconnect(on_listed)
+        shell.cost_controller.snapshot.disconnect(on_costs)
+    elapsed = (time.perf_counter() - started) / refreshes
+    await asyncio.sleep(0.05)
+    meter.stop()
+    return StallFigures(
+        meter.longest_ms, meter.longest_cpu_ms, shell.window.model.rowCount(), elapsed
+    )
+
+
+def assert_responsive(meter: object, limit_ms: float = 50) -> None:
+    """The Qt thread never worked ``limit_ms`` between heartbeats; nor, on a machine that is not
+    oversubscribed, did the wall clock gap exceed it (see test_responsiveness.py)."""
+    import os
+
+    cpu = meter.longest_cpu_ms  # type: ignore[attr-defined]
+    wall = meter.longest_ms  # type: ignore[attr-defined]
+    assert cpu < limit_ms, f"the Qt thread worked {cpu:.1f} ms without a break"
+    if os.getloadavg()[0] <= (os.cpu_count() or 1):
+        assert wall < limit_ms, f"event loop stalled {wall:.1f} ms"

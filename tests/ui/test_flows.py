@@ -15,7 +15,13 @@ from app.ui.heartbeat import StallMeter
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.shell import Shell
 from tests.emulators.hetzner import HetznerEmulator
-from tests.ui.harness import TOKEN, configured_settings, live_servers, make_shell
+from tests.ui.harness import (
+    TOKEN,
+    assert_responsive,
+    configured_settings,
+    live_servers,
+    make_shell,
+)
 
 REPO = "https://github.com/acme/api.git"
 
@@ -92,13 +98,13 @@ def test_add_account_create_phases_open_delete(
         dialog.create_button.click()
         assert not dialog.form_widget.isEnabled()
     assert finished.args == [QDialog.DialogCode.Accepted.value]
-    stall = meter.stop()
+    meter.stop()
     names = [s for s, _ in steps]
     assert names[0] == "validate" and names[-1] == "done"
     assert {"keys", "user-data", "create", "record"} <= set(names)
     fractions = [f for _, f in steps]
     assert fractions == sorted(fractions)
-    assert stall < 50, f"event loop stalled {stall:.1f} ms during create"
+    assert_responsive(meter)
 
     # The new workspace is listed and selected; actions that need a running VM are enabled.
     qtbot.waitUntil(lambda: shell.window.model.row_of("hetzner", "api") is not None)
@@ -163,18 +169,23 @@ def test_429_during_refresh_does_not_freeze(
 ) -> None:  # type: ignore[no-untyped-def]
     for i in range(3):
         emulator.add_server(f"bivy-w{i}", {"managed-by": "bivy", "bivy-workspace": f"w{i}"})
+    shell = shell_factory(emulator, settings=configured_settings())
+    shell.begin()
+    qtbot.waitUntil(lambda: shell.window.model.rowCount() == 3, timeout=10000)
+    # The next refresh meets the rate limit twice, then gets a fourth workspace.
+    emulator.add_server("bivy-w3", {"managed-by": "bivy", "bivy-workspace": "w3"})
     emulator.inject_error(
         "GET", r"/v1/servers", 429, "rate_limit_exceeded", times=2, headers={"Retry-After": "1"}
     )
-    shell = shell_factory(emulator, settings=configured_settings())
+    before = len(emulator.calls("GET", r"/v1/servers"))
     meter = StallMeter()
     meter.start()
-    shell.begin()
-    qtbot.waitUntil(lambda: shell.window.model.rowCount() == 3, timeout=15000)
-    stall = meter.stop()
-    assert len(emulator.calls("GET", r"/v1/servers")) >= 3  # two 429s, then the answer
+    shell.request_refresh()
+    qtbot.waitUntil(lambda: shell.window.model.rowCount() == 4, timeout=15000)
+    meter.stop()
+    assert len(emulator.calls("GET", r"/v1/servers")) - before == 3  # 429, 429, answer
     assert meter.ticks > 100  # the loop kept ticking while the client waited out the limit
-    assert stall < 50, f"event loop stalled {stall:.1f} ms"
+    assert_responsive(meter)
 
 
 def test_budget_warning_appears(qtbot: QtBot, emulator: HetznerEmulator, shell_factory) -> None:  # type: ignore[no-untyped-def]
