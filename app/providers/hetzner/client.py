@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,8 @@ KIND = "hetzner"
 DEFAULT_API_URL = "https://api.hetzner.cloud/v1"
 #: The API's largest page.
 PER_PAGE = 50
+#: Servers validated between two yields to the event loop (see ``servers``).
+PARSE_CHUNK = 20
 #: Guard against a server that keeps announcing another page.
 MAX_PAGES = 100
 
@@ -125,7 +128,14 @@ class HetznerClient:
 
     async def servers(self, *, label_selector: str | None = None) -> list[m.Server]:
         params = {"label_selector": label_selector} if label_selector else {}
-        return [m.Server.model_validate(x) for x in await self._pages("servers", "servers", params)]
+        servers: list[m.Server] = []
+        for i, raw in enumerate(await self._pages("servers", "servers", params)):
+            if i and i % PARSE_CHUNK == 0:
+                # Hundreds of servers take a while to validate: let the app's event loop (the
+                # desktop window) run between chunks instead of freezing for the whole list.
+                await asyncio.sleep(0)
+            servers.append(m.Server.model_validate(raw))
+        return servers
 
     async def server(self, server_id: int) -> m.Server:
         body = await self.api.get_json(f"servers/{server_id}")
