@@ -93,6 +93,10 @@ class Shell(QObject):
         self.dialogs: list[QWidget] = []
         self._set_service(workspace_service)
         self._connect()
+        # Issue 6: "Back up now" and "Delete with backups…" (app/ui/backup_actions.py).
+        from app.ui.backup_actions import attach
+
+        self.backup_actions = attach(self)
 
     @classmethod
     def from_environment(cls) -> Shell:
@@ -385,6 +389,8 @@ class Shell(QObject):
         if self.workspaces is not None:
             await self.workspaces.cancel_all()
             await self.workspaces.service.aclose()
+        if self.backup_actions is not None:
+            await self.backup_actions.cancel_all()
 
         self.tray.hide()
         self.window.hide()
