@@ -263,6 +263,9 @@ def attach(shell: Any) -> BackupActionsController | None:
         settings_source=lambda: shell.settings,
         parent=shell,
     )
-    install(controller=controller, window=shell.window)
+    # The window's own confirm (a destructive-button box; tests answer it).
+    install(
+        shell.window, controller, confirm=getattr(shell.window, "confirm", ask_delete_with_backups)
+    )
     controller.backupsDeleted.connect(lambda *_: shell.request_refresh())
     return controller

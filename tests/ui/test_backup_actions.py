@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from pytestqt.qtbot import QtBot
 
@@ -151,3 +152,50 @@ def test_last_backup_text() -> None:
     ) == ("2 h 05 min ago")
     failed = StatusReport(last_backup_at=WHEN, backup_error="backup failed: no network")
     assert last_backup_text(failed, now) == "failed: backup failed: no network"
+
+
+def test_the_app_shell_wires_backups(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    from tests.emulators.hetzner import HetznerEmulator
+    from tests.ui.harness import (
+        TOKEN,
+        add_bivy_servers,
+        configured_settings,
+        live_servers,
+        make_shell,
+    )
+
+    emulator = HetznerEmulator(token=TOKEN, delete_seconds=0.2)
+    add_bivy_servers(emulator, 1)
+    shell = make_shell(emulator, tmp_path, configured_settings())
+    try:
+        controller = shell.backup_actions
+        assert isinstance(controller, BackupActionsController)
+        action = shell.window.act_delete_with_backups
+        assert action in shell.window.toolbar.actions()
+        # The storage as the settings would reach it, answered at the transport seam.
+        fake = FakeS3({"bivy/ws000/config": b"c", "bivy/ws000/snapshots/s": b"s"})
+        shell.settings.backup = BackupSettings(
+            enabled=True, endpoint="https://fsn1.your-objectstorage.com", bucket="my-bivy",
+            region="fsn1", prefix="bivy",
+        )  # fmt: skip
+        controller.service = BackupService(
+            shell.settings, shell.secrets, transport=fake.transport()
+        )
+        shell.secrets.set("backup/access-key-id", "AKIDEXAMPLE")
+        shell.secrets.set("backup/secret-access-key", "secret-example")
+
+        shell.request_refresh()
+        qtbot.waitUntil(lambda: shell.window.model.rowCount() == 1, timeout=10000)
+        shell.window.select("hetzner", "ws000")
+        with qtbot.waitSignal(controller.backupsDeleted, timeout=10000) as signal:
+            action.trigger()
+        assert signal.args[1].vm_deleted and signal.args[1].objects_deleted == 2
+        assert fake.objects == {} and live_servers(emulator) == []
+    finally:
+        task = asyncio.ensure_future(shell.shutdown())
+        qtbot.waitUntil(task.done, timeout=10000)
+        shell.window.close()
+        shell.window.deleteLater()
+        shell.deleteLater()
