@@ -306,11 +306,14 @@ class Emulator:
         times: int | None = 1,
         headers: dict[str, str] | None = None,
         body: Any = None,
+        apply: bool = False,
     ) -> None:
         """Answer ``status`` with the provider's error (``code``/``message``) instead of handling.
 
         ``path_pattern`` is a regular expression matched against the whole URL path (base path
         included, e.g. r"/v1/servers"); ``method`` may be "*". ``times=None`` means always.
+        With ``apply=True`` the request is handled first and only its answer is replaced (a
+        gateway timeout after the provider acted).
         """
         with self.lock:
             self._injections.append(
@@ -323,6 +326,7 @@ class Emulator:
                     message=message or code or f"injected HTTP {status}",
                     headers=dict(headers or {}),
                     body=body,
+                    apply=apply,
                 )
             )
 
@@ -480,6 +484,8 @@ class Emulator:
             if fault is not None and not fault.apply:
                 record.fault = fault.fault
                 return None, latency, fault.fault
+            if injected is not None and injected.apply:
+                self.authenticate(request) or self._dispatch(request)
             if injected is not None:
                 if injected.body is not None:
                     response = EmuResponse(injected.status, injected.body, dict(injected.headers))

@@ -27,7 +27,14 @@ from app.domain import (
     ServerStatus,
     Size,
 )
-from app.errors import ActionFailed, AuthError, BivyError, Conflict, InvalidInput, NotFound
+from app.errors import (
+    ActionFailed,
+    AuthError,
+    BivyError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+)
 from app.providers._http import ApiClient, RateLimitState
 from app.providers._polling import Backoff, poll_until
 from app.providers.base import BillingRule, Capabilities, Provider, ProviderOption
@@ -367,9 +374,10 @@ class HetznerProvider(Provider):
         Steps: the app's SSH key (found by fingerprint, uploaded once), the SSH-only firewall
         (found by name, created once), the image (the docker-ce app image when Hetzner lists it
         for the type's architecture, else Ubuntu 24.04), then one ``POST /servers`` that is never
-        retried after a 5xx or timeout. When the action fails the server is deleted and
-        ``ActionFailed`` raised. Cancelling while waiting leaves the server to the caller, who
-        finds it by its labels.
+        retried after a 5xx or timeout (if its answer is lost the server may exist: the caller
+        finds it by its labels and deletes it, as after a cancel). When the action fails the
+        server is deleted and ``ActionFailed`` raised. Cancelling while waiting leaves the
+        server to the caller, who finds it by its labels.
         """
         self._need_token()
         labels = {

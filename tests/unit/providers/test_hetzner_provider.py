@@ -328,14 +328,27 @@ async def test_create_post_is_never_retried_on_5xx(
     assert len(emulator.calls("POST", r"/v1/servers")) == 1
 
 
+@pytest.mark.parametrize("applied", [False, True])
 async def test_create_post_is_never_retried_on_timeout(
-    provider: HetznerProvider, emulator: HetznerEmulator
+    provider: HetznerProvider, emulator: HetznerEmulator, applied: bool
 ) -> None:
-    emulator.inject_fault("POST", r"/v1/servers", "timeout", apply=True)
-    with pytest.raises(Timeout):
+    emulator.inject_fault("POST", r"/v1/servers", "timeout", apply=applied)
+    with pytest.raises(Timeout, match="did not repeat it"):
         await provider.create(request())
     assert len(emulator.calls("POST", r"/v1/servers")) == 1
-    # the server exists: the caller finds it by label (and deletes it)
+    # when it was applied, the caller finds the server by its labels (and deletes it)
+    expected = ["ws1"] if applied else []
+    assert [s.workspace_name for s in await provider.list()] == expected
+
+
+async def test_create_post_not_retried_after_a_5xx_that_was_applied(
+    provider: HetznerProvider, emulator: HetznerEmulator
+) -> None:
+    # a gateway timeout after the API acted: the server exists although the answer was a 504
+    emulator.inject_error("POST", r"/v1/servers", 504, "timeout", apply=True)
+    with pytest.raises(ProviderUnavailable, match="did not repeat it"):
+        await provider.create(request())
+    assert len(emulator.calls("POST", r"/v1/servers")) == 1
     assert [s.workspace_name for s in await provider.list()] == ["ws1"]
 
 
