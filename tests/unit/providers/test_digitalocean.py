@@ -278,3 +278,21 @@ async def test_self_delete_script_deletes_its_own_droplet() -> None:
     assert int(other.id) in emu.droplets
     assert emu.token not in refused.stderr + done.stderr
     emu.assert_no_violations()
+
+
+async def test_emulator_rejects_requests_the_spec_rejects() -> None:
+    from tests.emulators.base import SpecViolation
+
+    emu = DigitalOceanEmulator()
+    async with httpx.AsyncClient(
+        transport=emu.transport(), base_url="https://api.digitalocean.com"
+    ) as client:
+        headers = {"Authorization": f"Bearer {emu.token}"}
+        with pytest.raises(SpecViolation, match="name"):
+            await client.post(
+                "/v2/droplets",
+                json={"name": "bad name!", "size": "s-1vcpu-1gb", "image": "ubuntu-24-04-x64"},
+                headers=headers,
+            )
+        with pytest.raises(SpecViolation, match="per_page"):
+            await client.get("/v2/droplets", params={"per_page": 500}, headers=headers)

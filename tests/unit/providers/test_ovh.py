@@ -299,3 +299,19 @@ def _advance(clock: ManualClock):
         clock.advance(seconds)
 
     return sleep
+
+
+async def test_emulator_rejects_requests_outside_its_schema() -> None:
+    from tests.emulators.base import SpecViolation
+
+    env = Env()
+    base = f"cloud/project/{emu_mod.PROJECT_ID}"
+    with pytest.raises(SpecViolation, match="flavorId"):
+        await env.provider.client.api.send_json(
+            "POST", f"{base}/region/GRA11/instance", {"name": "x", "flavorId": "f", "bootFrom": {}}
+        )
+    with pytest.raises(SpecViolation, match="unknown query parameter"):
+        await env.provider.client.api.get_json(f"{base}/instance", {"status": "ACTIVE"})
+    with pytest.raises(SpecViolation, match="no such path"):
+        await env.provider.client.api.get_json(f"{base}/volume")
+    await env.provider.aclose()

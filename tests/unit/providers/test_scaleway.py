@@ -277,3 +277,21 @@ async def test_self_delete_script_terminates_its_own_server() -> None:
     assert (zone, uuid) not in emu.servers
     assert (zone, other.id.split("/")[1]) in emu.servers
     emu.assert_no_violations()
+
+
+async def test_emulator_rejects_requests_the_spec_rejects() -> None:
+    from tests.emulators.base import SpecViolation
+
+    emu = ScalewayEmulator()
+    async with httpx.AsyncClient(
+        transport=emu.transport(), base_url="https://api.scaleway.com"
+    ) as client:
+        headers = {"X-Auth-Token": SECRET_KEY}
+        with pytest.raises(SpecViolation, match="boot_type"):
+            await client.post(
+                f"{BASE}/fr-par-1/servers",
+                json={"name": "x", "commercial_type": "DEV1-S", "boot_type": "floppy"},
+                headers=headers,
+            )
+        with pytest.raises(SpecViolation, match="zone"):
+            await client.get(f"{BASE}/mars-1/servers", headers=headers)
