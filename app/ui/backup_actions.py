@@ -240,12 +240,16 @@ def attach(shell: Any) -> BackupActionsController | None:
     """Build the controller over the shell's services and install it on its window.
 
     Uses its own ``TunnelService`` (opened per backup, closed right after) and the local
-    registry; returns None when the shell has no workspace service.
+    registry; returns None when the shell has no workspace service. Idempotent: a shell that
+    has one already gets it back.
     """
     from app.services.registry import Registry
     from app.services.status import StatusService
     from app.services.tunnels import TunnelService
 
+    existing = getattr(shell, "backup_actions", None)
+    if isinstance(existing, BackupActionsController):
+        return existing  # attached already: never a second set of actions
     if shell.workspaces is None:
         return None
     tunnels = TunnelService(shell.secrets)

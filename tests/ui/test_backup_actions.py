@@ -199,3 +199,24 @@ def test_the_app_shell_wires_backups(
         shell.window.close()
         shell.window.deleteLater()
         shell.deleteLater()
+
+
+def test_attach_is_idempotent(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    from app.ui.backup_actions import attach
+    from tests.emulators.hetzner import HetznerEmulator
+    from tests.ui.harness import TOKEN, make_shell
+
+    shell = make_shell(HetznerEmulator(token=TOKEN), tmp_path)
+    try:
+        first = shell.backup_actions
+        assert first is not None and attach(shell) is first
+        labels = [a.text() for a in shell.window.toolbar.actions()]
+        assert labels.count("Delete with backups…") == 1
+    finally:
+        task = asyncio.ensure_future(shell.shutdown())
+        qtbot.waitUntil(task.done, timeout=10000)
+        shell.window.close()
+        shell.window.deleteLater()
+        shell.deleteLater()
