@@ -304,3 +304,20 @@ def test_self_delete_script_passes_shellcheck(env: Env, tmp_path: Any) -> None:
         [shellcheck, "-s", "sh", "-S", "style", str(script)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_account_form_is_declared_consistently(env: Env) -> None:
+    import re
+
+    cls = type(env.provider)
+    assert cls.token_guidance and cls.display_name
+    keys = [o.key for o in cls.options]
+    assert len(keys) == len(set(keys))
+    assert any(o.secret and o.required for o in cls.options)
+    for option in cls.options:
+        if option.default:
+            assert not option.secret
+            assert re.fullmatch(option.pattern or ".*", option.default), option.key
+        if option.key in env.options and option.pattern:
+            assert re.fullmatch(option.pattern, env.options[option.key]), option.key
+    assert cls.default_region and cls.default_size
