@@ -254,10 +254,10 @@ class HetznerProvider(Provider):
     async def _probe_read_only(self) -> bool:
         try:
             key = await self.client.create_ssh_key(PROBE_KEY_NAME, PROBE_PUBLIC_KEY, {})
-        except InvalidInput:
-            return False
+        except (InvalidInput, Conflict):
+            return False  # validated (or name-checked) as a write: the token may write
         except AuthError as exc:
-            if exc.code == "token_readonly":
+            if exc.code in ("token_readonly", "forbidden"):
                 return True
             raise
         # Never expected (the probe is not a key), but leave nothing behind if it happens.

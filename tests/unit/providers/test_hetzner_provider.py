@@ -70,6 +70,17 @@ async def test_validate(provider: HetznerProvider, emulator: HetznerEmulator) ->
     assert emulator.project.ssh_keys == {}
 
 
+@pytest.mark.parametrize(
+    ("status", "code", "read_only"),
+    [(409, "uniqueness_error", False), (403, "forbidden", True), (401, "token_readonly", True)],
+)
+async def test_validate_probe_outcomes(
+    provider: HetznerProvider, emulator: HetznerEmulator, status: int, code: str, read_only: bool
+) -> None:
+    emulator.inject_error("POST", r"/v1/ssh_keys", status, code)
+    assert (await provider.validate()).read_only is read_only
+
+
 async def test_validate_cleans_up_if_the_probe_were_accepted(
     provider: HetznerProvider, emulator: HetznerEmulator
 ) -> None:
