@@ -392,3 +392,35 @@ async def test_delete_tolerates_a_vm_already_gone() -> None:
     service = await service_with(fake)
     report = await service.delete_workspace_and_backups("demo", Workspaces(fake, missing=True))
     assert not report.vm_deleted and report.objects_deleted == 1
+
+
+# -- through WorkspaceService: what the VM gets, and what a VM delete keeps ----------------------
+
+
+async def test_created_vm_gets_the_backup_and_deleting_it_keeps_the_password() -> None:
+    import yaml
+
+    from tests.unit.cloudinit.vmtree import file_content
+    from tests.unit.services.test_workspaces import decode_user_data, make_emulator, make_service
+
+    emulator = make_emulator()
+    workspaces = make_service(emulator)
+    workspaces.settings.backup = config()
+    await BackupService(workspaces.settings, workspaces.secrets).save_credentials(
+        "AKIDEXAMPLE", "secret-example"
+    )
+    await workspaces.create(WorkspaceSpec(name="demo", repo_url="https://github.com/e/demo.git"))
+    post = emulator.calls("POST", r"/v1/servers")[0].body
+    cloud_config = decode_user_data(post["user_data"])
+    env = file_content(cloud_config, "/etc/bivy/backup.env")
+    password = workspaces.secrets.get(SecretKeys.workspace("demo", "restic-password"))
+    assert password is not None
+    assert "RESTIC_REPOSITORY=s3:https://fsn1.your-objectstorage.com/my-bivy/bivy/demo" in env
+    assert f"RESTIC_PASSWORD={password}" in env
+    paths = {f["path"] for f in yaml.safe_load(cloud_config)["write_files"]}
+    assert {"/usr/local/lib/bivy/restore", "/usr/local/lib/bivy/pre-delete"} <= paths
+
+    # Deleting the VM is not deleting its backups: the password that reads them stays.
+    await workspaces.delete("demo", wait=True)
+    assert workspaces.secrets.get(SecretKeys.workspace("demo", "restic-password")) == password
+    await workspaces.aclose()
