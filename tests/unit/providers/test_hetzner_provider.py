@@ -546,7 +546,7 @@ def test_self_delete_script_fails_without_metadata() -> None:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ours=st.integers(min_value=0, max_value=120), theirs=st.integers(min_value=0, max_value=30))
 async def test_list_property(ours: int, theirs: int) -> None:
