@@ -321,3 +321,10 @@ def test_account_form_is_declared_consistently(env: Env) -> None:
         if option.key in env.options and option.pattern:
             assert re.fullmatch(option.pattern, env.options[option.key]), option.key
     assert cls.default_region and cls.default_size
+
+
+async def test_rate_limit_state_is_exposed(env: Env) -> None:
+    await env.provider.list()
+    state = env.provider.rate_limit  # type: ignore[attr-defined]
+    if env.provider.capabilities.rate_limit_per_hour:
+        assert state.limit and state.remaining is not None and state.updated_at is not None

@@ -27,7 +27,7 @@ from app.domain import (
     Size,
 )
 from app.errors import AuthError, InvalidInput, NotFound
-from app.providers._http import ApiClient
+from app.providers._http import ApiClient, RateLimitState
 from app.providers.base import BillingRule, Capabilities, Provider, ProviderOption
 from app.providers.digitalocean import models as m
 from app.providers.digitalocean.client import (
@@ -295,6 +295,11 @@ class DigitalOceanProvider(Provider):
 
     def __repr__(self) -> str:
         return f"DigitalOceanProvider(api={self.client.api!r})"
+
+    @property
+    def rate_limit(self) -> RateLimitState:
+        """The last rate-limit headers seen (read by the refresh scheduler)."""
+        return self.client.api.rate_limit
 
     def _check_token(self) -> None:
         if not self._token:

@@ -25,7 +25,7 @@ from app.domain import (
     Size,
 )
 from app.errors import ActionFailed, AuthError, InvalidInput, NotFound, ProviderUnavailable
-from app.providers._http import ApiClient
+from app.providers._http import ApiClient, RateLimitState
 from app.providers._polling import Backoff, poll_until
 from app.providers.base import BillingRule, Capabilities, Provider, ProviderOption
 from app.providers.ovh import models as m
@@ -314,6 +314,11 @@ class OvhProvider(Provider):
 
     def __repr__(self) -> str:
         return f"OvhProvider(project={self.project_id!r}, endpoint={self.endpoint!r})"
+
+    @property
+    def rate_limit(self) -> RateLimitState:
+        """The last rate-limit headers seen (read by the refresh scheduler)."""
+        return self.client.api.rate_limit
 
     def _check(self) -> None:
         if not (self._ak and self._as and self._ck):

@@ -24,7 +24,7 @@ from app.domain import (
     Size,
 )
 from app.errors import AuthError, BivyError, InvalidInput, NotFound
-from app.providers._http import ApiClient
+from app.providers._http import ApiClient, RateLimitState
 from app.providers.base import BillingRule, Capabilities, Provider, ProviderOption
 from app.providers.scaleway import models as m
 from app.providers.scaleway.client import DEFAULT_API_URL, KIND, ScalewayClient, parse_error
@@ -254,6 +254,11 @@ class ScalewayProvider(Provider):
 
     def __repr__(self) -> str:
         return f"ScalewayProvider(project={self.project_id!r}, zone={self.zone!r})"
+
+    @property
+    def rate_limit(self) -> RateLimitState:
+        """The last rate-limit headers seen (read by the refresh scheduler)."""
+        return self.client.api.rate_limit
 
     def _check(self) -> None:
         if not self._secret:
