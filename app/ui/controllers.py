@@ -12,15 +12,20 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
 from app.domain import Region, Size, Workspace, WorkspaceSpec
-from app.errors import BivyError
+from app.errors import BivyError, SSHError
 from app.services.costs import CostService
-from app.services.workspaces import CreateProgress, WorkspaceList, WorkspaceService
+from app.services.registry import Registry
+from app.services.status import StatusService
+from app.services.tunnels import SSHTarget, Tunnel, TunnelService
+from app.services.workspaces import TTYD_PASSWORD, CreateProgress, WorkspaceList, WorkspaceService
+from app.settings import SecretKeys, SecretStore
 
 log = logging.getLogger(__name__)
 
@@ -209,3 +214,95 @@ class CostsController(Controller):
     async def record_deleted(self, ws: Workspace) -> None:
         if ws.server is not None:
             await self.service.record_deleted(ws.account, ws.server.provider, ws.server.id)
+
+
+#: ttyd's port on the VM (it listens on 127.0.0.1 only; the app forwards to it).
+TTYD_PORT = 7681
+TTYD_USER = "bivy"
+
+
+class StatusController(Controller):
+    """Live VM status over SSH: one tunnel per running workspace, its status files watched.
+
+    Signals:
+        changed(StatusEvent): every status event (phase, agent, countdowns, unreachable).
+    Attributes:
+        tunnels, status: the services; registry: where the pinned host keys are.
+    """
+
+    changed = Signal(object)
+
+    def __init__(
+        self,
+        tunnels: TunnelService,
+        status: StatusService,
+        registry: Registry,
+        secrets: SecretStore,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.tunnels = tunnels
+        self.status = status
+        self.registry = registry
+        self.secrets = secrets
+        self.watched: set[str] = set()
+        status.add_listener(self.changed.emit)
+
+    async def follow(self, workspaces: Sequence[Workspace]) -> None:
+        """Watch every running workspace this install created; stop watching the others."""
+        running = {
+            ws.name for ws in workspaces if ws.server is not None and ws.server.ipv4 is not None
+        }
+        for name in sorted(self.watched - running):
+            self.watched.discard(name)
+            await self.status.unwatch(name)
+            await self.tunnels.close(name)
+        new = sorted(running - self.watched)
+        if new:
+            await asyncio.gather(*(self._watch(name) for name in new))
+
+    async def _watch(self, name: str) -> None:
+        record = await self.registry.aget(name)
+        if record is None or not record.ipv4 or not record.host_public_key:
+            return  # not created by this install: no pinned key, no tunnel
+        try:
+            await self.tunnels.open(SSHTarget.from_record(record))
+        except BivyError as exc:
+            # Still booting (sshd not up yet) or unreachable: tried again at the next refresh.
+            log.info("no tunnel to %s yet: %s", name, exc.message)
+            return
+        self.status.watch(name)
+        self.watched.add(name)
+
+    async def _tunnel(self, name: str) -> Tunnel:
+        tunnel = self.tunnels.get(name)
+        if tunnel is not None:
+            return tunnel
+        record = await self.registry.aget(name)
+        if record is None:
+            raise SSHError(
+                f"Bivy has no record of workspace {name!r}",
+                hint="Only workspaces created by this installation of Bivy can be opened",
+            )
+        return await self.tunnels.open(SSHTarget.from_record(record))
+
+    @reports_errors
+    async def terminal(self, name: str) -> tuple[str, str]:
+        """The forwarded ttyd URL and its password (from the keychain)."""
+        forward = await (await self._tunnel(name)).forward(TTYD_PORT)
+        password = await self.secrets.aget(SecretKeys.workspace(name, TTYD_PASSWORD))
+        if not password:
+            raise SSHError(
+                f"the terminal password of {name!r} is not in the keychain",
+                hint="Recreate the workspace from this computer",
+            )
+        return forward.url, password
+
+    @reports_errors
+    async def keep_alive(self, name: str, seconds: int = 3600) -> datetime:
+        return await self.status.keep_alive(await self._tunnel(name), seconds)
+
+    async def close(self) -> None:
+        await self.cancel_all()
+        await self.status.close()
+        await self.tunnels.close_all()

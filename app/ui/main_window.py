@@ -21,7 +21,9 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QStackedWidget,
+    QTabBar,
     QTableView,
+    QTabWidget,
     QToolBar,
     QVBoxLayout,
     QWidget,
@@ -374,7 +376,15 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.empty)
         self.stack.addWidget(splitter)
-        self.setCentralWidget(self.stack)
+        # Terminals open as tabs beside the list; the list tab itself cannot be closed.
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.setTabsClosable(True)
+        self.tabs.addTab(self.stack, "Workspaces")
+        self.tabs.tabBar().setTabButton(0, QTabBar.ButtonPosition.RightSide, None)
+        self.tabs.tabBar().setTabButton(0, QTabBar.ButtonPosition.LeftSide, None)
+        self.tabs.tabCloseRequested.connect(self.close_tab)
+        self.setCentralWidget(self.tabs)
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -456,6 +466,32 @@ class MainWindow(QMainWindow):
         else:
             self.refresh_label.setToolTip("When the list was last refreshed from the providers")
         self.refresh_label.setText(text)
+
+    def add_tab(self, widget: QWidget, title: str) -> int:
+        """Show ``widget`` (a terminal) in a new closable tab and switch to it."""
+        index = self.tabs.addTab(widget, title)
+        self.tabs.setCurrentIndex(index)
+        return index
+
+    def tab_for(self, name: str) -> QWidget | None:
+        for i in range(1, self.tabs.count()):
+            widget = self.tabs.widget(i)
+            if getattr(widget, "workspace", None) == name:
+                return widget
+        return None
+
+    def close_tab(self, index: int) -> None:
+        """Close a terminal tab: the browser side goes, the agent keeps running in tmux."""
+        if index <= 0:
+            return
+        widget = self.tabs.widget(index)
+        if widget is None:
+            return
+        closer = getattr(widget, "close_terminal", None)
+        if closer is not None:
+            closer()
+        self.tabs.removeTab(index)
+        widget.deleteLater()
 
     def show_error(self, message: str, hint: str = "") -> None:
         """A non-blocking error in the status bar (dialogs are for user-initiated actions)."""

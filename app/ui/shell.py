@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
-from PySide6.QtCore import QObject, QTimer
-from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QWidget
+from PySide6.QtCore import QEvent, QObject, QTimer, QUrl
+from PySide6.QtGui import QDesktopServices, QGuiApplication
+from PySide6.QtWidgets import QApplication, QWidget
 
 from app.domain import ServerStatus, Size, Workspace, utcnow
 from app.errors import BivyError
@@ -20,9 +20,18 @@ from app.providers.base import Provider
 from app.services.accounts import effective_accounts
 from app.services.costs import CostService, CostSnapshot
 from app.services.keys import KeyService
+from app.services.refresh import AccountRate, RefreshPolicy, RefreshScheduler
+from app.services.registry import Registry
+from app.services.status import StatusEvent, StatusEventKind, StatusService, StatusSnapshot
+from app.services.tunnels import TunnelService
 from app.services.workspaces import WorkspaceService
 from app.settings import SecretStore, Settings, load_settings, save_settings
-from app.ui.controllers import CostsController, WorkspacesController
+from app.ui.controllers import (
+    TTYD_USER,
+    CostsController,
+    StatusController,
+    WorkspacesController,
+)
 from app.ui.create_dialog import CreateDialog
 from app.ui.main_window import MainWindow
 from app.ui.models import CostFigure
@@ -34,9 +43,6 @@ log = logging.getLogger(__name__)
 
 #: How long sizes and prices fetched for the cost column are reused (seconds).
 SIZES_TTL = 1800.0
-
-#: Refresh interval multiplier while the window is hidden or minimised.
-HIDDEN_BACKOFF = 4
 
 
 class Shell(QObject):
@@ -56,6 +62,7 @@ class Shell(QObject):
         *,
         workspace_service: WorkspaceService | None,
         cost_service: CostService | None = None,
+        status: StatusController | None = None,
         providers: Mapping[str, type[Provider]],
         validator: Validator,
         public_key: Callable[[], Awaitable[str]] | None = None,
@@ -83,6 +90,20 @@ class Shell(QObject):
             self.cost_controller.failed.connect(self.window.show_error)
         self.last_snapshot: CostSnapshot | None = None
         self.recently_deleted: set[str] = set()
+        self.snapshots: dict[str, StatusSnapshot] = {}
+        self.status = status
+        if status is not None:
+            status.setParent(self)
+            status.changed.connect(self._status_changed)
+            status.failed.connect(self.window.show_error)
+        self.scheduler = RefreshScheduler(
+            RefreshPolicy(base_seconds=float(settings.refresh_seconds)), rates=self._rates
+        )
+        self._activity = _ActivityFilter(self.scheduler.user_active)
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self._activity)
+        self._last_refresh = 0.0
         self.sizes_cache: dict[str, tuple[float, list[Size]]] = {}
         self.refresh_timer = QTimer(self)
         self.refresh_timer.setSingleShot(True)
@@ -118,15 +139,18 @@ class Shell(QObject):
                 await provider.aclose()
             return info.description or "The credentials work."
 
-        return cls(
+        tunnels = TunnelService(secrets)
+        shell = cls(
             settings,
             secrets,
             workspace_service=WorkspaceService(settings, secrets),
             cost_service=CostService(),
+            status=StatusController(tunnels, StatusService(tunnels), Registry(), secrets),
             providers=PROVIDERS,
             validator=validate,
             public_key=KeyService(secrets).public_key,
         )
+        return shell
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -150,9 +174,13 @@ class Shell(QObject):
         w.refreshRequested.connect(self.request_refresh)
         w.deleteRequested.connect(self.delete)
         w.copySshRequested.connect(self.copy_ssh)
+        w.openTerminalRequested.connect(self.open_terminal)
+        w.openBrowserRequested.connect(self.open_browser)
+        w.keepAliveRequested.connect(self.keep_alive)
         w.closing.connect(self.request_shutdown)
         t = self.tray
         t.newRequested.connect(self.open_create_dialog)
+        t.openRequested.connect(self.open_terminal)
         t.showRequested.connect(self._show_window)
         t.quitRequested.connect(self.request_shutdown)
         t.deleteRequested.connect(self.delete)
@@ -182,15 +210,38 @@ class Shell(QObject):
         """Refresh now unless one is running; the next one is scheduled when it ends."""
         if self.workspaces is None or self._shutting_down:
             return
-        if not self.workspaces.running("refresh"):
-            self.refresh_timer.stop()
-            self.workspaces.start("refresh", self.workspaces.refresh())
+        if self.workspaces.running("refresh"):
+            return
+        # Never closer together than the rate-limit share allows, even on F5.
+        wait = self._last_refresh + self.scheduler.min_gap() - time.monotonic()
+        if wait > 0:
+            self.refresh_timer.start(int(wait * 1000))
+            return
+        self.refresh_timer.stop()
+        self._last_refresh = time.monotonic()
+        self.workspaces.start("refresh", self.workspaces.refresh())
 
     def next_interval_ms(self) -> int:
-        seconds = self.settings.refresh_seconds
-        if not self.window.isVisible() or self.window.isMinimized():
-            seconds *= HIDDEN_BACKOFF
-        return seconds * 1000
+        """From the refresh policy: slower when hidden or idle, faster while creating or
+        deleting, never above the share of the providers' rate limits."""
+        self.scheduler.visible = self.window.isVisible() and not self.window.isMinimized()
+        self.scheduler.busy = self.workspaces is not None and any(
+            name.startswith(("create:", "delete:")) for name in self.workspaces.tasks
+        )
+        return int(self.scheduler.next_delay() * 1000)
+
+    def _rates(self) -> list[AccountRate]:
+        if self.workspaces is None:
+            return []
+        # One list call per 50 servers per account (the providers' page size).
+        per_account: dict[str, int] = {}
+        for ws in self.window.model.workspaces():
+            per_account[ws.account] = per_account.get(ws.account, 0) + 1
+        providers = getattr(self.workspaces.service, "_providers", {})
+        return [
+            AccountRate.of(provider, calls_per_refresh=1 + per_account.get(account, 0) // 50)
+            for account, (_, provider) in providers.items()
+        ]
 
     def _busy(self, name: str, on: bool) -> None:
         if name == "refresh" and not on and not self._shutting_down:
@@ -209,8 +260,11 @@ class Shell(QObject):
                 and ws.server.status in (ServerStatus.DELETING, ServerStatus.OFF)
             )
         ]
+        workspaces = [self._with_status(ws) for ws in workspaces]
         self.window.set_workspaces(workspaces)
         self.window.set_refreshed(self.now(), errors)
+        if self.status is not None and not self._shutting_down:
+            self.status.start("follow", self.status.follow(workspaces))
         self.tray.update(workspaces, self.costs)
         if self.cost_controller is not None and not self._shutting_down:
             accounts = effective_accounts(self.settings)
@@ -220,6 +274,25 @@ class Shell(QObject):
         for notice in self.notifier.update(workspaces, self.now()):
             if not self.tray.notify(notice):
                 self.window.show_error(notice.title, notice.text)
+
+    def _with_status(self, ws: Workspace) -> Workspace:
+        snapshot = self.snapshots.get(ws.name)
+        if snapshot is None:
+            return ws
+        return ws.model_copy(update={"status": snapshot.status, "agent": snapshot.agent})
+
+    def _status_changed(self, event: StatusEvent) -> None:
+        """A status read: the row shows the VM's phase, agent state and countdowns."""
+        if event.snapshot is None or event.kind is not StatusEventKind.UPDATED:
+            return
+        self.snapshots[event.workspace] = event.snapshot
+        for ws in self.window.model.workspaces():
+            if ws.name == event.workspace:
+                updated = self._with_status(ws)
+                self.window.upsert_workspace(updated)
+                for notice in self.notifier.update(self.window.model.workspaces(), self.now()):
+                    if not self.tray.notify(notice):
+                        self.window.show_error(notice.title, notice.text)
 
     async def _observe_costs(self, workspaces: list[Workspace], listed: list[str]) -> None:
         assert self.cost_controller is not None
@@ -340,6 +413,7 @@ class Shell(QObject):
         if self.workspaces is not None:
             # The service reads its settings on every call: new accounts count from now on.
             self.workspaces.service.settings = settings
+        self.scheduler.policy = RefreshPolicy(base_seconds=float(settings.refresh_seconds))
 
         self.window.set_has_accounts(bool(effective_accounts(settings)))
         self.request_refresh()
@@ -358,6 +432,66 @@ class Shell(QObject):
         ):
             for ws in running:
                 self.delete(ws)
+
+    def open_terminal(self, ws: Workspace) -> None:
+        """The agent's terminal in a tab (ttyd through the tunnel, logged in by the app)."""
+        existing = self.window.tab_for(ws.name)
+        if existing is not None:
+            self.window.tabs.setCurrentWidget(existing)
+            return
+        if self.status is not None:
+            self.status.start(f"terminal:{ws.name}", self._open_terminal(ws.name))
+
+    async def _open_terminal(self, name: str) -> None:
+        assert self.status is not None
+        found = await self.status.terminal(name)
+        if found is None or self._shutting_down:
+            return
+        from app.ui.ide import IdeTab  # QtWebEngine loads on first use, not at start-up
+
+        url, password = found
+        tab = IdeTab(url, TTYD_USER, password, workspace=name)
+        tab.titleChanged.connect(
+            lambda title: self.window.tabs.setTabText(self.window.tabs.indexOf(tab), title)
+        )
+        self.window.add_tab(tab, name)
+
+    def open_browser(self, ws: Workspace) -> None:
+        if self.status is not None:
+            self.status.start(f"browser:{ws.name}", self._open_browser(ws.name))
+
+    async def _open_browser(self, name: str) -> None:
+        assert self.status is not None
+        found = await self.status.terminal(name)
+        if found is None:
+            return
+        url, password = found
+        # The password goes on the clipboard, never into the URL (process list, history).
+        QGuiApplication.clipboard().setText(password)
+        QTimer.singleShot(45000, lambda: _clear_if(password))
+        opened = QDesktopServices.openUrl(QUrl(url))
+        self.window.statusBar().showMessage(
+            f"Opened {url}: log in as “{TTYD_USER}”, the password is on the clipboard for 45 s"
+            if opened
+            else f"No browser could be started; open {url} (password on the clipboard)",
+            20000,
+        )
+
+    def keep_alive(self, ws: Workspace) -> None:
+        if self.status is not None:
+            self.status.start(f"keep-alive:{ws.name}", self._keep_alive(ws))
+
+    async def _keep_alive(self, ws: Workspace) -> None:
+        assert self.status is not None
+        until = await self.status.keep_alive(ws.name, 3600)
+        if until is None:
+            return
+        for row in self.window.model.workspaces():
+            if row.name == ws.name:
+                self.window.upsert_workspace(row.model_copy(update={"keep_alive_until": until}))
+        self.window.statusBar().showMessage(
+            f"{ws.name} stays alive until {until.astimezone():%H:%M}", 8000
+        )
 
     def copy_ssh(self, ws: Workspace) -> None:
         QGuiApplication.clipboard().setText(f"ssh bivy-{ws.name}")
@@ -386,6 +520,13 @@ class Shell(QObject):
             dialog.close()
         if self.cost_controller is not None:
             await self.cost_controller.cancel_all()
+        if self.status is not None:
+            await self.status.close()
+        for index in range(self.window.tabs.count() - 1, 0, -1):
+            self.window.close_tab(index)
+        app = QApplication.instance()
+        if app is not None:
+            app.removeEventFilter(self._activity)
         if self.workspaces is not None:
             await self.workspaces.cancel_all()
             await self.workspaces.service.aclose()
@@ -402,3 +543,29 @@ class Shell(QObject):
     async def wait_closed(self) -> int:
         await self.closed.wait()
         return 0
+
+
+class _ActivityFilter(QObject):
+    """Tells the refresh scheduler when the user types or clicks (else the app is idle)."""
+
+    _INPUT = (
+        QEvent.Type.KeyPress,
+        QEvent.Type.MouseButtonPress,
+        QEvent.Type.Wheel,
+    )
+
+    def __init__(self, on_input: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_input = on_input
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() in self._INPUT:
+            self._on_input()
+        return False
+
+
+def _clear_if(secret: str) -> None:
+    """Clear the clipboard if it still holds ``secret`` (never what the user copied since)."""
+    clipboard = QGuiApplication.clipboard()
+    if clipboard.text() == secret:
+        clipboard.clear()
