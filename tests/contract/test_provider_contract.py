@@ -83,7 +83,8 @@ async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
 
 
 def test_every_harnessed_provider_is_registered() -> None:
-    assert [h.kind for h in HARNESSES] == list(provider_classes())
+    kinds = [h.kind for h in HARNESSES]
+    assert [k for k in provider_classes() if k in kinds] == kinds
 
 
 async def test_lifecycle(env: Env) -> None:
