@@ -46,6 +46,7 @@ export RESTIC_CACHE_DIR=${RESTIC_CACHE_DIR:-$STATE_DIR/cache}
 LAST_ERROR=""
 REPO=""
 RESULT=""
+SNAPSHOTS="[]"
 
 log() { printf '%s bivy-backup: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 
@@ -88,13 +89,20 @@ summarize() {
   printf '%s' "${line:0:300}"
 }
 
-# When the newest snapshot of this workspace was taken (ISO-8601 UTC), or nothing.
-latest_time() {
-  restic_ snapshots --json --host "$SNAPSHOT_HOST" --latest 1 2>/dev/null | python3 -c '
+# The snapshot list of this workspace as JSON (restic asks for the key once per call, and the
+# key derivation is deliberately slow: list once, then read the list).
+list_snapshots() { restic_ snapshots --json --host "$SNAPSHOT_HOST" 2>/dev/null; }
+
+# From a snapshot list on stdin: the newest time (ISO-8601 UTC) of tag $1, or of all; "" if none.
+newest() {
+  python3 -c '
 import json, sys
-times = [s["time"] for s in json.load(sys.stdin)]
-print(max(times)[:19] + "Z" if times else "")' || true
+tag = sys.argv[1] if len(sys.argv) > 1 else ""
+times = [s["time"] for s in json.load(sys.stdin) if not tag or tag in (s.get("tags") or [])]
+print(max(times)[:19] + "Z" if times else "")' "$@"
 }
+
+latest_time() { list_snapshots | newest || true; }
 
 restic_() { timeout --kill-after=30 "$TIMEOUT" "$RESTIC" "$@"; }
 
@@ -291,15 +299,12 @@ apply_workspace() {
   fi
 }
 
-# Restore the latest snapshot with tag $2 into directory $1; RESULT says "restored" or "none".
+# Restore the latest snapshot with tag $2 into directory $1 (SNAPSHOTS: the listing);
+# RESULT says "restored" or "none".
 restore_tag() {
-  local target=$1 tag=$2 listing err
+  local target=$1 tag=$2 err
   RESULT=none
-  if ! listing=$(restic_ snapshots --json --host "$SNAPSHOT_HOST" --tag "$tag" 2>/dev/null); then
-    LAST_ERROR="cannot list the snapshots"
-    return 1
-  fi
-  if [[ $listing == "[]" || -z $listing ]]; then
+  if [[ -z $(newest "$tag" <<<"$SNAPSHOTS") ]]; then
     log "$tag: no snapshot to restore"
     return 0
   fi
@@ -323,13 +328,17 @@ do_restore() {
     touch "$STATE_DIR/restore-done"
     return 0
   fi
+  if ! SNAPSHOTS=$(list_snapshots) || [[ -z $SNAPSHOTS ]]; then
+    LAST_ERROR="cannot list the snapshots"
+    return 1
+  fi
   tmp=$(mktemp -d "$STATE_DIR/restore.XXXXXX")
   if ! restore_into "$tmp"; then
     rm -rf "$tmp"
     return 1
   fi
   rm -rf "$tmp"
-  when=$(latest_time)
+  when=$(newest <<<"$SNAPSHOTS")
   touch "$STATE_DIR/restore-done"
   if [[ -n $when ]]; then status_set last_backup_at="$when"; fi
 }
