@@ -13,6 +13,7 @@ from app.services.costs import CostService
 from app.services.keys import KeyService
 from app.services.workspaces import WorkspaceService
 from app.settings import Account, SecretKeys, SecretStore, Settings
+from app.ui.controllers import StatusController
 from app.ui.shell import Shell
 from tests.emulators.hetzner import HetznerEmulator
 
@@ -51,6 +52,7 @@ def make_shell(
     *,
     confirm: bool = True,
     refresh_seconds: int | None = None,
+    status: StatusController | None = None,
 ) -> Shell:
     """The app's shell with real WorkspaceService/CostService; deletes are confirmed."""
     settings = settings if settings is not None else Settings()
@@ -71,6 +73,7 @@ def make_shell(
         secrets,
         workspace_service=service(),
         cost_service=CostService(data_dir / "ledger.sqlite3"),
+        status=status,
         providers=PROVIDERS,
         validator=emulator_validator(emulator),
         public_key=KeyService(secrets).public_key,
