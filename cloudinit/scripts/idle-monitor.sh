@@ -30,28 +30,32 @@ window=$((BIVY_IDLE_MINUTES * 60))
 
 log() { printf '%s bivy-idle: %s\n' "$(date -u +%FT%TZ)" "$*"; }
 
-status_field() {
-    python3 - "$BIVY_STATE_DIR/status.json" "$1" <<'PY' 2>/dev/null
-import json, sys
-try:
-    print(json.load(open(sys.argv[1])).get(sys.argv[2]) or "")
-except Exception:
-    print("")
-PY
-}
-
-# "STATE UPDATED_EPOCH BACKGROUND_TASKS" from agent.json, "none 0 0" without one.
-agent_fields() {
-    python3 - "$BIVY_STATE_DIR/agent/agent.json" <<'PY' 2>/dev/null || echo "none 0 0"
+# One python3 start per check reads both JSON files: "PHASE AGENT_STATE UPDATED_EPOCH BACKGROUND".
+read_state() {
+    python3 - "$BIVY_STATE_DIR/status.json" "$BIVY_STATE_DIR/agent/agent.json" <<'PY' 2>/dev/null || echo "unknown none 0 0"
 import json, sys
 from datetime import datetime
+
+def load(path):
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+        return data if isinstance(data, dict) else {}
+    except Exception:
+        return {}
+
+def word(value, default):
+    text = str(value or "").split()
+    return text[0] if text else default
+
+status, agent = load(sys.argv[1]), load(sys.argv[2])
 try:
-    a = json.load(open(sys.argv[1]))
-    t = datetime.fromisoformat(str(a.get("updated_at", "")).replace("Z", "+00:00")).timestamp()
-    bg = a.get("background_tasks", 0)
-    print(str(a.get("state", "unknown")).split()[0] or "unknown", int(t), int(bg) if isinstance(bg, int) else 0)
+    updated = int(datetime.fromisoformat(str(agent.get("updated_at")).replace("Z", "+00:00")).timestamp())
 except Exception:
-    print("none 0 0")
+    updated = 0
+background = agent.get("background_tasks", 0)
+background = background if isinstance(background, int) and background > 0 else 0
+print(word(status.get("phase"), "unknown"), word(agent.get("state"), "none"), updated, background)
 PY
 }
 
@@ -109,8 +113,7 @@ decide() {
 
 # Prints the first reason this VM is in use and succeeds, or fails when nothing uses it.
 activity() {
-    local phase lease agent state updated background connections sessions
-    phase=$(status_field phase)
+    local lease connections sessions
     case "$phase" in
         booting | installing | restoring | cloning | building | starting)
             echo "bootstrapping ($phase)"
@@ -122,8 +125,6 @@ activity() {
         echo "keep-alive lease"
         return 0
     fi
-    agent=$(agent_fields)
-    read -r state updated background <<<"$agent"
     if [ "$background" -gt 0 ]; then
         echo "agent has $background background task(s)"
         return 0
@@ -200,13 +201,13 @@ if [ "$mode" = --lifetime ] || [ "$now" -ge "$deadline" ]; then
     exit $?
 fi
 
+read -r phase state updated background <<<"$(read_state)"
 decision=$(decide)
 if [ "$mode" = --decide ]; then
     echo "$decision"
     exit 0
 fi
 
-phase=$(status_field phase)
 expiring=()
 if [ $((deadline - now)) -le "$WARNING_SECONDS" ] && { [ "$phase" = ready ] || [ "$phase" = expiring ]; }; then
     expiring=(phase=expiring "detail=the maximum lifetime ends at $(date -u -d "@$deadline" +%H:%MZ); this VM will then be deleted")
