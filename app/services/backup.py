@@ -1,17 +1,16 @@
-"""``BackupService``: the agent's history in S3-compatible storage (restic on the VM, issue 6).
+"""``BackupService``: the agent's history in S3-compatible storage (restic on the VM, issue 6)."""
 
-The VM does the backing up (cloudinit/backup/backup.sh, restic); the app owns the settings, the
-keys (keychain), one restic password per workspace (generated here, kept in the keychain — a VM
-deletion never deletes it, or the backup could not be read again), "Back up now" over SSH, and
-the explicit "delete the workspace and its backups".
-
-The app talks to the storage itself with SigV4-signed requests over httpx rather than running a
-local ``restic``: the desktop bundles (Windows, macOS) then need no restic binary, the check can
-prove *write* permission (put and delete a probe object) and name the exact problem (unknown
-bucket, bad key, wrong region), and deleting a repository is deleting its key prefix. restic's
-repository layout is plain objects (``config``, ``keys/``, ``snapshots/``, ``data/``…), so
-listing ``snapshots/`` also tells when the last backup was taken, even with the VM gone.
-"""
+# The VM does the backing up (cloudinit/backup/backup.sh, restic); the app owns the settings, the
+# keys (keychain), one restic password per workspace (generated here, kept in the keychain — a VM
+# deletion never deletes it, or the backup could not be read again), "Back up now" over SSH, and
+# the explicit "delete the workspace and its backups".
+#
+# The app talks to the storage itself with SigV4-signed requests over httpx rather than running a
+# local ``restic``: the desktop bundles (Windows, macOS) then need no restic binary, the check can
+# prove *write* permission (put and delete a probe object) and name the exact problem (unknown
+# bucket, bad key, wrong region), and deleting a repository is deleting its key prefix. restic's
+# repository layout is plain objects (``config``, ``keys/``, ``snapshots/``, ``data/``…), so
+# listing ``snapshots/`` also tells when the last backup was taken, even with the VM gone.
 
 from __future__ import annotations
 

@@ -1,11 +1,10 @@
-"""Window actions for backups: "Back up now", "Delete workspace and its backups", last backup.
+"""Window actions for backups: "Back up now", "Delete workspace and its backups", last backup."""
 
-``BackupActionsController`` wraps ``BackupService`` the way the other controllers wrap theirs
-(signals out, ``failed`` for errors, ``busy`` while running). ``install`` adds the delete action
-to a ``MainWindow``'s toolbar and connects its ``backupRequested`` signal.
-Deleting backups is a separate, explicitly confirmed action: the window's ordinary Delete
-keeps them.
-"""
+# ``BackupActionsController`` wraps ``BackupService`` the way the other controllers wrap theirs
+# (signals out, ``failed`` for errors, ``busy`` while running). ``install`` adds the delete action
+# to a ``MainWindow``'s toolbar and connects its ``backupRequested`` signal.
+# Deleting backups is a separate, explicitly confirmed action: the window's ordinary Delete
+# keeps them.
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
-"""The Backups section of the settings dialog: storage preset, bucket, keys (masked), Check.
+"""The Backups section of the settings dialog: storage preset, bucket, keys (masked), Check."""
 
-Keys go to the keychain only when the dialog is saved, and a stored key is never read back into
-a field: it shows as "stored in keychain" and typing replaces it. Check runs the real storage
-check (list, write and delete a probe object) off the UI thread's critical path, with the
-values as typed — stored keys fill in what was left empty.
-"""
+# Keys go to the keychain only when the dialog is saved, and a stored key is never read back into
+# a field: it shows as "stored in keychain" and typing replaces it. Check runs the real storage
+# check (list, write and delete a probe object) off the UI thread's critical path, with the
+# values as typed — stored keys fill in what was left empty.
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""The VM's backup script for real: restic (Debian's) against moto's S3 server on 127.0.0.1.
+"""The VM's backup scripts for real: Debian's restic against moto's S3 server on 127.0.0.1."""
 
-Each test runs cloudinit/backup/bivy-backup.sh in bash with its paths pointed into tmp_path, the
-way systemd and the bootstrap run it on the VM, and checks what came back byte for byte.
-"""
+# Each test runs cloudinit/backup/bivy-backup.sh in bash with its paths pointed into tmp_path, the
+# way systemd and the bootstrap run it on the VM, and checks what came back byte for byte.
 
 from __future__ import annotations
 

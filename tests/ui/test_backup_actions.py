@@ -1,5 +1,4 @@
-"""Back up now and Delete workspace and its backups, from the window: controller signals,
-explicit confirmation, the VM deleted before its backups, errors shown; last-backup text."""
+"""Back up now and Delete with backups from the window: signals, confirmation, order."""
 
 from __future__ import annotations
 

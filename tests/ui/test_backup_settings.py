@@ -1,5 +1,4 @@
-"""The Backups settings section: presets build endpoints, keys stay masked and out of fields,
-Check runs the real storage check (S3 answers at the transport seam) and shows the outcome."""
+"""The Backups settings section: presets, masked keys, Check against S3 answers, its tab."""
 
 from __future__ import annotations
 

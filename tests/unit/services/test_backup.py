@@ -1,5 +1,4 @@
-"""BackupService without a network: SigV4 against botocore's signer, S3 answers through
-httpx.MockTransport, settings validation, passwords in the keychain, "Back up now" outcomes."""
+"""BackupService offline: SigV4 vs botocore, S3 answers via MockTransport, passwords, backup now."""
 
 from __future__ import annotations
 
