@@ -103,13 +103,14 @@ class ScalewayEmulator(Emulator):
 
     def handle(self, request: EmuRequest) -> tuple[EmuResponse | None, float, str]:
         # The 2022 spec documents no error responses at all, so only 2xx answers are checked.
-        seen = len(self.violations)
-        result = super().handle(request)
-        with self.lock:
-            self.violations[seen:] = [
-                v for v in self.violations[seen:] if not _UNDOCUMENTED_ERROR.search(v)
-            ]
-        return result
+        with self.lock:  # reentrant: the base takes it too; no other request interleaves
+            seen = len(self.violations)
+            try:
+                return super().handle(request)
+            finally:
+                self.violations[seen:] = [
+                    v for v in self.violations[seen:] if not _UNDOCUMENTED_ERROR.search(v)
+                ]
 
     # -- state -------------------------------------------------------------------------------
 
