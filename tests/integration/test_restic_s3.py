@@ -207,8 +207,12 @@ def _git(cwd: Path, *args: str) -> str:
 @pytest.mark.slow
 def test_agent_dir_round_trips_byte_for_byte(tmp_path: Path, s3: S3Server) -> None:
     repository = s3.repository("bivy/agent-round-trip")
-    first = _make_vm(tmp_path, "first", repository)
+    # Uncommitted work is opted out here: only the agent's dir is backed up.
+    first = _make_vm(tmp_path, "first", repository, include_uncommitted=False)
     _claude_dir(first.agent)
+    first.workspace.mkdir(parents=True)
+    _git(first.workspace, "init", "-q")
+    (first.workspace / "untracked.txt").write_text("not wanted in the backup\n")
 
     # A new workspace: nothing to restore yet, and the restore says so without failing.
     result = first.run("restore")
@@ -222,8 +226,12 @@ def test_agent_dir_round_trips_byte_for_byte(tmp_path: Path, s3: S3Server) -> No
 
     # The second VM of the same workspace: a fresh, empty config dir.
     second = _make_vm(tmp_path, "second", repository)
+    second.workspace.mkdir(parents=True)
+    _git(second.workspace, "init", "-q")
     result = second.run("restore")
     assert result.returncode == 0, result.stderr
+    assert "bivy-workspace: no snapshot to restore" in result.stderr
+    assert not (second.workspace / "untracked.txt").exists()
     assert _tree(second.agent) == _tree(first.agent)
     assert (second.agent / ".credentials.json").stat().st_mode & 0o077 == 0
     # Both report the snapshot's own time.
