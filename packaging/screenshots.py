@@ -3,7 +3,7 @@
 Usage: python packaging/screenshots.py [--out screenshots/out]
 Runs under Xvfb (re-executes itself with xvfb-run when there is no display), with an isolated
 config dir and keychain. Prices and regions come from the Hetzner emulator through the real
-provider code; the workspace rows are sample data covering every state the table shows.
+WorkspaceService; the workspace rows are sample data covering every state the table shows.
 """
 
 from __future__ import annotations
@@ -100,49 +100,16 @@ def sample_workspaces() -> list[object]:
     return out
 
 
-class ProviderBackend:
-    """Regions and sizes straight from the provider (what WorkspaceService.sizes/regions return)."""
-
-    def __init__(self, transport: object) -> None:
-        self.transport = transport
-
-    def _provider(self) -> object:
-        from app.providers.hetzner import HetznerProvider
-
-        return HetznerProvider({"token": "emulator-token"}, transport=self.transport)  # type: ignore[arg-type]
-
-    async def regions(self, account_id: str) -> list[object]:
-        provider = self._provider()
-        try:
-            return await provider.regions()  # type: ignore[attr-defined,no-any-return]
-        finally:
-            await provider.aclose()  # type: ignore[attr-defined]
-
-    async def sizes(self, account_id: str, region: str | None = None) -> list[object]:
-        provider = self._provider()
-        try:
-            return await provider.sizes(region)  # type: ignore[attr-defined,no-any-return]
-        finally:
-            await provider.aclose()  # type: ignore[attr-defined]
-
-    async def list_workspaces(self) -> object:
-        raise NotImplementedError("screenshots do not refresh")
-
-    async def create(self, spec: object, on_progress: object = None) -> object:
-        raise NotImplementedError("screenshots do not create")
-
-    async def delete(self, name: str) -> None:
-        raise NotImplementedError("screenshots do not delete")
-
-
 async def render(out: Path) -> list[Path]:
     from PySide6.QtWidgets import QApplication, QWidget
 
     from app.providers.registry import PROVIDERS
+    from app.services.workspaces import WorkspaceService
     from app.settings import Account, SecretKeys, SecretStore, Settings
     from app.ui.controllers import WorkspacesController
     from app.ui.create_dialog import CreateDialog
     from app.ui.main_window import MainWindow
+    from app.ui.models import CostFigure
     from app.ui.settings_dialog import SettingsDialog
     from tests.emulators.hetzner import HetznerEmulator
 
@@ -177,20 +144,20 @@ async def render(out: Path) -> list[Path]:
         budget_warning="Budget €40.00: €38.12 spent, €44.60 projected this month",
     )
     window.model.set_costs(
-        {
-            ("hetzner", ws.name): __import__("app.ui.models", fromlist=["CostFigure"]).CostFigure(
-                Decimal("0.0320")
-            )
-            for ws in window.model.workspaces()
-        }
+        {("hetzner", ws.name): CostFigure(Decimal("0.0320")) for ws in window.model.workspaces()}
     )
     window.show()
     window.select("hetzner", "api-refactor")
     await settle(window, "main-workspaces")
 
-    emulator = HetznerEmulator()
+    emulator = HetznerEmulator(token="emulator-token")
     settings = Settings(accounts=[Account(id="hetzner", provider="hetzner", label="Personal")])
-    controller = WorkspacesController(ProviderBackend(emulator.transport()))  # type: ignore[arg-type]
+    secrets = SecretStore()
+    secrets.set(SecretKeys.account("hetzner", "token"), "emulator-token")
+    service = WorkspaceService(
+        settings, secrets, transport_factory=lambda _account: emulator.transport()
+    )
+    controller = WorkspacesController(service)
     dialog = CreateDialog(controller, settings, [("hetzner", "Personal (Hetzner Cloud)")], window)
     dialog.repo.setText("https://github.com/acme/api.git")
     dialog.show()
@@ -198,9 +165,7 @@ async def render(out: Path) -> list[Path]:
     dialog.repo.setText("ftp://example.com/repo")
     await settle(dialog, "create-dialog-invalid")
     dialog.close()
-
-    secrets = SecretStore()
-    secrets.set(SecretKeys.account("hetzner", "token"), "stored-token-not-shown")
+    await service.aclose()
 
     async def validate(kind: str, options: object) -> str:
         return "Hetzner Cloud project, read and write"

@@ -32,6 +32,7 @@ from app.domain import (
     WorkspaceSpec,
     validate_workspace_name,
 )
+from app.domain.validation import validate_branch, validate_repo_url
 from app.settings import Settings
 from app.ui import formatting
 from app.ui.controllers import WorkspacesController
@@ -46,11 +47,16 @@ _CREDENTIALS: list[tuple[AgentCredentialKind, str]] = [
 def repo_problem(url: str) -> str | None:
     """Why ``url`` cannot be cloned, or None when it is fine (reason shown as the user types)."""
     try:
-        from app.domain.validation import validate_repo_url  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # lands with the cloud-init work; WorkspaceSpec checks it on create
-        return None
-    try:
         validate_repo_url(url)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def branch_problem(branch: str) -> str | None:
+    """Why ``branch`` is not a usable branch name, or None."""
+    try:
+        validate_branch(branch)
     except ValueError as exc:
         return str(exc)
     return None
@@ -202,6 +208,7 @@ class CreateDialog(QDialog):
 
         self.repo.textChanged.connect(self._repo_changed)
         self.name.textChanged.connect(self._validate)
+        self.branch.textChanged.connect(self._validate)
         self.account.currentIndexChanged.connect(self._account_changed)
         self.region_combo.currentIndexChanged.connect(self._region_changed)
         self.size_combo.currentIndexChanged.connect(self._show_price)
@@ -220,6 +227,10 @@ class CreateDialog(QDialog):
     def _validate(self) -> bool:
         url = self.repo.text().strip()
         problem = repo_problem(url) if url else None
+        branch = self.branch.text().strip()
+        if branch and not problem:
+            problem = branch_problem(branch)
+            problem = f"Branch: {problem}" if problem else None
         self.repo_error.setText(problem or "")
         self.repo_error.setVisible(bool(problem))
         name_problem: str | None = None

@@ -379,6 +379,7 @@ class MainWindow(QMainWindow):
         # Terminals open as tabs beside the list; the list tab itself cannot be closed.
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
+        self.tabs.setTabBarAutoHide(True)  # the tab bar appears with the first terminal
         self.tabs.setTabsClosable(True)
         self.tabs.addTab(self.stack, "Workspaces")
         self.tabs.tabBar().setTabButton(0, QTabBar.ButtonPosition.RightSide, None)
