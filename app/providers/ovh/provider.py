@@ -315,6 +315,25 @@ class OvhProvider(Provider):
     def __repr__(self) -> str:
         return f"OvhProvider(project={self.project_id!r}, endpoint={self.endpoint!r})"
 
+    @staticmethod
+    def access_rules(project_id: str, *, self_delete: bool = False) -> list[dict[str, str]]:
+        """The ``accessRules`` to request a consumer key with (``POST /auth/credential``).
+
+        Bivy's own key may read the project, create instances and SSH keys and delete
+        instances; the VM's self-delete key may only delete instances of the project.
+        """
+        project = f"/cloud/project/{project_id}"
+        delete = {"method": "DELETE", "path": f"{project}/instance/*"}
+        if self_delete:
+            return [delete]
+        return [
+            {"method": "GET", "path": project},
+            {"method": "GET", "path": f"{project}/*"},
+            {"method": "POST", "path": f"{project}/region/*/instance"},
+            {"method": "POST", "path": f"{project}/sshkey"},
+            delete,
+        ]
+
     @property
     def rate_limit(self) -> RateLimitState:
         """The last rate-limit headers seen (read by the refresh scheduler)."""

@@ -315,3 +315,21 @@ async def test_emulator_rejects_requests_outside_its_schema() -> None:
     with pytest.raises(SpecViolation, match="no such path"):
         await env.provider.client.api.get_json(f"{base}/volume")
     await env.provider.aclose()
+
+
+async def test_declared_access_rules_are_enough_and_no_more() -> None:
+    env = Env()
+    rules = OvhProvider.access_rules(emu_mod.PROJECT_ID)
+    env.emu.consumer_keys[emu_mod.CONSUMER_KEY] = [(r["method"], r["path"]) for r in rules]
+    await env.provider.validate()
+    await env.provider.sizes()
+    server = await env.provider.create(request())
+    env.clock.advance(10)
+    assert [s.id for s in await env.provider.list()] == [server.id]
+    await env.provider.delete(server.id)
+    assert env.emu.instances == {}
+    only_delete = OvhProvider.access_rules(emu_mod.PROJECT_ID, self_delete=True)
+    env.emu.consumer_keys[emu_mod.CONSUMER_KEY] = [(r["method"], r["path"]) for r in only_delete]
+    with pytest.raises(AuthError):
+        await env.provider.list()
+    await env.provider.aclose()
