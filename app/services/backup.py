@@ -492,6 +492,7 @@ class BackupService:
     Attributes:
         settings: the user's settings (``settings.backup`` read on every call).
         secrets: the keychain (storage keys, per-workspace restic passwords).
+        vm_command: how "Back up now" invokes the VM's script (tests run it elsewhere).
     """
 
     def __init__(
@@ -501,9 +502,11 @@ class BackupService:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         environ: Mapping[str, str] | None = None,
+        vm_command: str = f"sudo -n {shlex.quote(BACKUP_COMMAND)}",
     ) -> None:
         self.settings = settings
         self.secrets = secrets
+        self.vm_command = vm_command
         self._transport = transport
         self._environ = os.environ if environ is None else environ
 
@@ -602,7 +605,7 @@ class BackupService:
         ``force`` also backs up after a failed restore (which the timer refuses, so an empty
         VM never hides the older backup). Raises ``BackupError`` with the script's reason.
         """
-        command = f"sudo -n {shlex.quote(BACKUP_COMMAND)} run"
+        command = f"{self.vm_command} run"
         if force:
             command += " --force"
         result = await runner.run(command, limit=BACKUP_NOW_LIMIT)

@@ -561,3 +561,49 @@ def test_cli_backup_check_info_and_rm(s3: S3Server, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("BIVY_BACKUP_SECRET_ACCESS_KEY", "")
     code, out, err = bivy("backup", "check")
     assert code == 1 and "keys are not in the keychain" in err
+
+
+@pytest.mark.slow
+async def test_back_up_now_over_a_real_ssh_connection(tmp_path: Path, s3: S3Server) -> None:
+    import shlex
+
+    from app.services.status import StatusService
+    from app.services.tunnels import SSHTarget, TunnelService
+    from tests.support.sshd import start_sshd
+
+    vm = _make_vm(tmp_path, "vm", s3.repository("bivy/ssh-now"))
+    _claude_dir(vm.agent)
+    assert (await asyncio.to_thread(vm.run, "restore")).returncode == 0  # the bootstrap's step
+    env = {k: v for k, v in vm.env.items() if k.startswith("BIVY_")}
+    env["BIVY_WORKSPACE_DIR"] = str(vm.workspace)
+    settings = Settings(backup=_backup_settings(s3))
+    # On the VM this is `sudo -n /usr/local/lib/bivy/backup`; here the same script, laid out
+    # under tmp_path, through a real sshd and the app's own tunnel.
+    command = "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items())
+    command += " " + shlex.quote(str(vm.lib / "backup"))
+    service = BackupService(settings, SecretStore(), vm_command=command)
+
+    server = start_sshd(tmp_path / "sshd")
+    tunnels = TunnelService(client_key=server.client_private_key, connect_timeout=10.0)
+    try:
+        target = SSHTarget(
+            workspace="demo", host=server.host, port=server.port, username=server.user,
+            host_public_key=server.host_public_key,
+        )  # fmt: skip
+        tunnel = await tunnels.open(target)
+        await service.backup_now(tunnel)
+        snapshot = await StatusService(tunnels, status_path=str(vm.status)).read(tunnel)
+        assert snapshot.status is not None
+        assert snapshot.status.last_backup_at is not None
+        assert snapshot.status.backup_error is None
+
+        # A failing backup comes back as a BackupError with the script's reason.
+        broken = BackupService(
+            settings, SecretStore(), vm_command=f"env BIVY_BACKUP_ENV=/nonexistent {command}"
+        )
+        with pytest.raises(BackupError) as raised:
+            await broken.backup_now(tunnel)
+        assert "backup is not configured on this VM" in raised.value.message
+    finally:
+        await tunnels.close_all()
+        server.stop()
