@@ -21,8 +21,10 @@ QtWebEngine must set up its shared OpenGL contexts first.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import weakref
 
 from PySide6.QtCore import QCoreApplication, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QGuiApplication
@@ -30,6 +32,9 @@ from PySide6.QtNetwork import QAuthenticator
 from PySide6.QtWebEngineCore import QWebEnginePage, QWebEngineProfile
 from PySide6.QtWebEngineWidgets import QWebEngineView
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from shiboken6 import isValid
+
+from app.services.tunnels import StateChange, TunnelService, TunnelState
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +63,17 @@ def _origin(url: QUrl) -> tuple[str, str, int]:
 class _TerminalPage(QWebEnginePage):
     """A page that logs in to one origin, stays on it and keeps its console out of Qt's log."""
 
-    def __init__(self, profile: QWebEngineProfile, tab: IdeTab) -> None:
-        super().__init__(profile, tab.view)
-        self._tab = tab
+    def __init__(self, profile: QWebEngineProfile, view: QWebEngineView, home: QUrl) -> None:
+        super().__init__(profile, view)
+        # Only the origin is kept: a reference back to the tab would make a cycle that only
+        # Python's cyclic GC breaks, at an arbitrary moment and possibly in another thread.
+        self._home = _origin(home)
 
     def acceptNavigationRequest(  # Qt's name
         self, url: QUrl | str, type: QWebEnginePage.NavigationType, isMainFrame: bool
     ) -> bool:
         target = QUrl(url)
-        if not isMainFrame or _origin(target) == _origin(self._tab.qurl):
+        if not isMainFrame or _origin(target) == self._home:
             return True
         # A link printed in the terminal: the user's browser, not this tab, opens it.
         if target.scheme() in {"http", "https"}:
@@ -123,11 +130,12 @@ class IdeTab(QWidget):
         self.__username = username
         self.__password = password
         self._auth_attempts = 0
+        self._load_failed = False
         self.view = QWebEngineView(self)
         # No storage name: off the record. Created with a parent so C++ owns it from the start
         # (a Python-owned profile could be collected at exit before its page).
         self._profile = QWebEngineProfile(self)
-        self._page = _TerminalPage(self._profile, self)
+        self._page = _TerminalPage(self._profile, self.view, self.qurl)
         # A profile must outlive its pages: as the page's child it is deleted right after the
         # page's own destructor ran, whatever order the tab's children go in.
         self._profile.setParent(self._page)
@@ -167,6 +175,11 @@ class IdeTab(QWidget):
     def url(self) -> str:
         return self.qurl.toString()
 
+    @property
+    def notice(self) -> str:
+        """The notice shown above the terminal ("" when none is shown)."""
+        return self._notice.text() if not self._notice.isHidden() else ""
+
     @Slot(QUrl, QAuthenticator)
     def _authenticate(self, request_url: QUrl, authenticator: QAuthenticator) -> None:
         if _origin(request_url) != _origin(self.qurl):
@@ -183,9 +196,31 @@ class IdeTab(QWidget):
 
     @Slot(bool)
     def _on_loaded(self, ok: bool) -> None:
+        self._load_failed = not ok
         if ok:
             self._auth_attempts = 0
         self.loaded.emit(ok)
+
+    def follow(self, tunnels: TunnelService) -> None:
+        """Show this workspace's tunnel state above the terminal, and reload the page after a
+        reconnect if it had failed to load (a loaded page's websocket reconnects by itself)."""
+
+        tab_ref = weakref.ref(self)  # the service must not keep the tab alive
+
+        def on_change(change: StateChange) -> None:
+            tab = tab_ref()
+            if tab is None or not isValid(tab):  # the tab is gone: stop listening
+                with contextlib.suppress(ValueError):
+                    remove()
+                return
+            if change.workspace != tab.workspace:
+                return
+            detail = change.error.message if change.error is not None else ""
+            tab.set_tunnel_state(change.state.value, detail)
+            if change.state == TunnelState.CONNECTED and tab._load_failed:
+                tab.reload()
+
+        remove = tunnels.add_listener(on_change)
 
     @Slot(str)
     def _on_title(self, title: str) -> None:

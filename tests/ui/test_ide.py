@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,7 @@ os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")  # Chromium's sandbox 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication, QImage
 from pytestqt.qtbot import QtBot
+from shiboken6 import isValid
 
 from app.services.tunnels import Forward, ReconnectPolicy, SSHTarget, TunnelService
 from app.ui.ide import IdeTab  # imports QtWebEngine before pytest-qt creates the QApplication
@@ -35,6 +38,18 @@ gpu_less = pytest.mark.qt_log_ignore(
     "GPUInfo not initialized",
     "does not support propagateSizeHints",
 )
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_on_the_gui_thread() -> Iterator[None]:
+    """After every other fixture (qloop too) is torn down, break reference cycles HERE.
+
+    Otherwise Python's cyclic GC frees left-over Qt objects (qasync's timers, web pages) at some
+    later allocation, possibly in a worker thread of a later test: Qt then warns "Timers cannot
+    be stopped from another thread" or crashes.
+    """
+    yield
+    gc.collect()
 
 
 @pytest.fixture
@@ -81,6 +96,32 @@ def forward(
         closing = qloop.create_task(service.close_all())
         qtbot.waitUntil(closing.done, timeout=15000)
         closing.result()
+
+
+def dispose(qtbot: QtBot, tab: IdeTab) -> None:
+    """Close and delete a tab now, as the main window does (not left to the garbage collector)."""
+    if not isValid(tab):
+        return
+    gone: list[bool] = []
+    tab.destroyed.connect(lambda: gone.append(True))
+    tab.close()
+    tab.deleteLater()
+    qtbot.waitUntil(lambda: bool(gone), timeout=5000)
+
+
+@pytest.fixture
+def make_tab(qtbot: QtBot) -> Iterator[Callable[..., IdeTab]]:
+    """Build IdeTabs that are deleted at teardown (before the tunnel fixtures close)."""
+    made: list[IdeTab] = []
+
+    def make(*args: Any, **kwargs: Any) -> IdeTab:
+        tab = IdeTab(*args, **kwargs)
+        made.append(tab)
+        return tab
+
+    yield make
+    for tab in made:
+        dispose(qtbot, tab)
 
 
 def luminance_counts(image: QImage, step: int = 3) -> tuple[int, int, int]:
@@ -130,10 +171,13 @@ def terminal_text(qtbot: QtBot, tab: IdeTab) -> str:
 @gpu_less
 @pytest.mark.slow
 def test_terminal_renders_through_the_tunnel(
-    qtbot: QtBot, forward: Forward, ttyd: Ttyd, caplog: pytest.LogCaptureFixture
+    qtbot: QtBot,
+    forward: Forward,
+    ttyd: Ttyd,
+    caplog: pytest.LogCaptureFixture,
+    make_tab: Callable[..., IdeTab],
 ) -> None:
-    tab = IdeTab(forward.url, ttyd.username, ttyd.password, workspace="demo")
-    qtbot.addWidget(tab)
+    tab = make_tab(forward.url, ttyd.username, ttyd.password, workspace="demo")
     tab.resize(900, 520)
     failures: list[bool] = []
     tab.authenticationFailed.connect(lambda: failures.append(True))
@@ -176,14 +220,17 @@ def test_terminal_renders_through_the_tunnel(
 
 @gpu_less
 def test_open_in_browser_keeps_the_password_out_of_the_url(
-    qtbot: QtBot, forward: Forward, ttyd: Ttyd, monkeypatch: pytest.MonkeyPatch
+    qtbot: QtBot,
+    forward: Forward,
+    ttyd: Ttyd,
+    monkeypatch: pytest.MonkeyPatch,
+    make_tab: Callable[..., IdeTab],
 ) -> None:
     opened: list[str] = []
     monkeypatch.setattr(
         "app.ui.ide.QDesktopServices.openUrl", lambda url: opened.append(url.toString()) or True
     )
-    tab = IdeTab(forward.url, ttyd.username, ttyd.password, workspace="demo")
-    qtbot.addWidget(tab)
+    tab = make_tab(forward.url, ttyd.username, ttyd.password, workspace="demo")
     with qtbot.waitSignal(tab.browserOpened, timeout=5000):
         assert tab.open_in_browser()
     assert opened == [forward.url]
@@ -199,9 +246,10 @@ def test_open_in_browser_keeps_the_password_out_of_the_url(
 
 
 @gpu_less
-def test_wrong_password_is_reported_not_retried(qtbot: QtBot, forward: Forward, ttyd: Ttyd) -> None:
-    tab = IdeTab(forward.url, ttyd.username, "not-the-password", workspace="demo")
-    qtbot.addWidget(tab)
+def test_wrong_password_is_reported_not_retried(
+    qtbot: QtBot, forward: Forward, ttyd: Ttyd, make_tab: Callable[..., IdeTab]
+) -> None:
+    tab = make_tab(forward.url, ttyd.username, "not-the-password", workspace="demo")
     with qtbot.waitSignal(tab.authenticationFailed, timeout=30000):
         tab.show()
 
@@ -240,6 +288,7 @@ def test_closing_the_tab_keeps_the_session(
     qloop: asyncio.AbstractEventLoop,
     sshd: SshServer,
     tmux_ttyd: tuple[Ttyd, Path],
+    make_tab: Callable[..., IdeTab],
 ) -> None:
     """Close the tab, open a new one: the same tmux session (and what ran in it) is back."""
     ttyd, socket = tmux_ttyd
@@ -259,7 +308,7 @@ def test_closing_the_tab_keeps_the_session(
     qtbot.waitUntil(task.done, timeout=15000)
     url = task.result().url
     try:
-        first = IdeTab(url, ttyd.username, ttyd.password, workspace="demo")  # deleted below
+        first = make_tab(url, ttyd.username, ttyd.password, workspace="demo")
         first.resize(800, 480)
         with qtbot.waitSignal(first.loaded, timeout=30000):
             first.show()
@@ -272,10 +321,7 @@ def test_closing_the_tab_keeps_the_session(
         # what the main window does when the user closes the tab
         first.close_terminal()
         first.close()
-        gone: list[bool] = []
-        first.destroyed.connect(lambda: gone.append(True))
-        first.deleteLater()
-        qtbot.waitUntil(lambda: bool(gone), timeout=5000)
+        dispose(qtbot, first)
         # the browser side is gone, the session is not
         tmux = shutil.which("tmux") or "tmux"
         clients = subprocess.run(
@@ -299,15 +345,54 @@ def test_closing_the_tab_keeps_the_session(
         alive = subprocess.run([tmux, "-S", str(socket), "has-session", "-t", "agent"], check=False)
         assert alive.returncode == 0
 
-        second = IdeTab(url, ttyd.username, ttyd.password, workspace="demo")
+        second = make_tab(url, ttyd.username, ttyd.password, workspace="demo")
         second.resize(800, 480)
         with qtbot.waitSignal(second.loaded, timeout=30000):
             second.show()
         qtbot.waitUntil(lambda: "agent-kept-42" in terminal_text(qtbot, second), timeout=20000)
         second.close_terminal()
-        second.destroyed.connect(lambda: gone.append(True))
-        second.deleteLater()
-        qtbot.waitUntil(lambda: len(gone) == 2, timeout=5000)
+        dispose(qtbot, second)
     finally:
+        closing = qloop.create_task(service.close_all())
+        qtbot.waitUntil(closing.done, timeout=15000)
+
+
+@gpu_less
+def test_tab_follows_the_tunnel_state(
+    qtbot: QtBot,
+    qloop: asyncio.AbstractEventLoop,
+    sshd: SshServer,
+    ttyd: Ttyd,
+    make_tab: Callable[..., IdeTab],
+) -> None:
+    """A dropped connection shows "reconnecting" above the terminal until the tunnel is back."""
+    service = TunnelService(client_key=sshd.client_private_key)
+    target = SSHTarget(
+        workspace="demo",
+        host=sshd.host,
+        port=sshd.port,
+        username=sshd.user,
+        host_public_key=sshd.host_public_key,
+    )
+
+    async def open_forward() -> Forward:
+        return await (await service.open(target)).forward(ttyd.port)
+
+    task = qloop.create_task(open_forward())
+    qtbot.waitUntil(task.done, timeout=15000)
+    tab = make_tab(task.result().url, ttyd.username, ttyd.password, workspace="demo")
+    try:
+        tab.follow(service)
+        with qtbot.waitSignal(tab.loaded, timeout=30000):
+            tab.show()
+        assert tab.notice == ""
+        seen: list[str] = []
+        service.add_listener(lambda change: seen.append(tab.notice))
+        sshd.kill_connections()
+        qtbot.waitUntil(lambda: any("reconnecting" in text for text in seen), timeout=15000)
+        qtbot.waitUntil(lambda: service.state("demo").value == "connected", timeout=15000)
+        assert tab.notice == ""
+    finally:
+        dispose(qtbot, tab)
         closing = qloop.create_task(service.close_all())
         qtbot.waitUntil(closing.done, timeout=15000)
