@@ -111,6 +111,39 @@ def build_bundle() -> float:
     return time.monotonic() - started
 
 
+def check_qt_libraries(bundle: Path) -> int:
+    """Every Qt library a bundled binary links to must be bundled (the spec prunes Qt modules).
+
+    Returns how many ELF files were checked; raises SystemExit naming what is missing.
+    """
+    if not sys.platform.startswith("linux"):
+        return 0
+    present = {p.name for p in bundle.rglob("libQt6*")}
+    missing: dict[str, set[str]] = {}
+    checked = 0
+    for path in bundle.rglob("*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        with path.open("rb") as handle:
+            if handle.read(4) != b"\x7fELF":
+                continue
+        checked += 1
+        dynamic = subprocess.run(
+            ["readelf", "-d", str(path)], capture_output=True, text=True, check=False
+        ).stdout
+        for line in dynamic.splitlines():
+            if "(NEEDED)" in line and "libQt6" in line:
+                needed = line.split("[", 1)[1].rstrip("]")
+                if needed not in present:
+                    missing.setdefault(needed, set()).add(path.name)
+    if missing:
+        details = "; ".join(
+            f"{lib} (needed by {', '.join(sorted(users)[:3])})" for lib, users in missing.items()
+        )
+        raise SystemExit(f"the bundle lacks Qt libraries its binaries link to: {details}")
+    return checked
+
+
 def smoke_test(exe: Path, home: Path) -> float:
     """Start the frozen app offscreen; it must exit 0 with no unexpected stderr. Returns seconds."""
     env = frozen_env()
@@ -160,7 +193,7 @@ def deb_architecture() -> str:
     ).stdout.strip()
 
 
-def build_deb(bundle: Path) -> Path:
+def build_deb(bundle: Path, level: int) -> Path:
     """Pack the bundle as a .deb: /opt/bivy, /usr/bin/bivy, desktop entry, icons, AppStream."""
     arch = deb_architecture()
     stage = WORK / "deb-root"
@@ -212,15 +245,15 @@ def build_deb(bundle: Path) -> Path:
         if not path.is_symlink():
             path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
     out = DIST / f"bivy_{VERSION.replace('+', '~')}_{arch}.deb"
-    run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(stage), str(out)])
+    run(["dpkg-deb", "--root-owner-group", "-Zgzip", f"-z{level}", "--build", str(stage), str(out)])
     return out
 
 
-def build_tarball(bundle: Path) -> Path:
+def build_tarball(bundle: Path, level: int) -> Path:
     """A relocatable tarball for other distributions: the bundle plus desktop entry and icon."""
     arch = platform.machine()
     out = DIST / f"bivy-{VERSION}-linux-{arch}.tar.gz"
-    with tarfile.open(out, "w:gz", compresslevel=6) as tar:
+    with tarfile.open(out, "w:gz", compresslevel=level) as tar:
         tar.add(bundle, arcname=f"bivy-{VERSION}")
         tar.add(PACKAGING / "linux" / "bivy.desktop", arcname=f"bivy-{VERSION}/bivy.desktop")
         tar.add(ROOT / "resources/icons/bivy.svg", arcname=f"bivy-{VERSION}/bivy.svg")
@@ -231,6 +264,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-build", action="store_true", help="reuse packaging/dist/bivy")
     parser.add_argument("--no-packages", action="store_true", help="bundle and smoke test only")
+    parser.add_argument(
+        "--compress-level",
+        type=int,
+        default=9,
+        choices=range(1, 10),
+        help="gzip level for the .deb and tarball (the test suite uses 1 to save CI time)",
+    )
     args = parser.parse_args()
 
     build_seconds = 0.0 if args.skip_build else build_bundle()
@@ -238,6 +278,7 @@ def main() -> int:
     exe = executable(bundle)
     if not exe.exists():
         raise SystemExit(f"no bundle at {bundle}: build it first")
+    elf_count = check_qt_libraries(bundle)
     home = WORK / "smoke-home"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -247,10 +288,11 @@ def main() -> int:
     if build_seconds:
         print(f"build time:     {build_seconds:.1f} s")
     print(f"bundle size:    {human(tree_size(bundle))} ({bundle})")
+    print(f"linkage:        {elf_count} binaries checked, every Qt library they need is bundled")
     print(f"cold start:     {start_seconds:.2f} s to main window shown and closed (--smoke-test)")
     if sys.platform.startswith("linux") and not args.no_packages:
-        deb = build_deb(bundle)
-        tarball = build_tarball(bundle)
+        deb = build_deb(bundle, args.compress_level)
+        tarball = build_tarball(bundle, args.compress_level)
         print(f"deb:            {human(deb.stat().st_size)} ({deb})")
         print(f"tarball:        {human(tarball.stat().st_size)} ({tarball})")
     return 0

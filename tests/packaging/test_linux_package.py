@@ -24,7 +24,7 @@ pytestmark = [
 def built() -> dict[str, Path]:
     """Run packaging/build.py once for the module; it smoke-tests the bundle itself."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "packaging" / "build.py")],
+        [sys.executable, str(ROOT / "packaging" / "build.py"), "--compress-level", "1"],
         cwd=ROOT,
         capture_output=True,
         text=True,
