@@ -49,7 +49,7 @@ class DigitalOceanEmulator(Emulator):
     """In-memory DigitalOcean.
 
     Attributes:
-        token: the bearer token accepted.
+        token: the bearer token with full access; ``scoped`` holds custom-scope tokens.
         droplets: id → droplet JSON (as the API returns it).
         ssh_keys: id → key JSON.
         droplet_limit: creates beyond this many droplets are refused (422).
@@ -74,6 +74,8 @@ class DigitalOceanEmulator(Emulator):
         self.droplet_limit = droplet_limit
         self.boot_seconds = boot_seconds
         self.rate_limit = 5000
+        #: extra tokens limited to custom scopes ("droplet:read", …); ``token`` has full access
+        self.scoped: dict[str, set[str]] = {}
         self.droplets: dict[int, dict[str, Any]] = {}
         #: (size, region) pairs refused as "not available in this region".
         self.unavailable: set[tuple[str, str]] = set()
@@ -92,9 +94,43 @@ class DigitalOceanEmulator(Emulator):
         return {"id": code, "message": message, "request_id": str(uuid.uuid4())}
 
     def authenticate(self, request: EmuRequest) -> EmuResponse | None:
-        if request.headers.get("authorization") != f"Bearer {self.token}":
+        auth = request.headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ")
+        if not auth.startswith("Bearer ") or (token != self.token and token not in self.scoped):
             return self.error(401, "unauthorized", "Unable to authenticate you.")
+        scopes = self.scoped.get(token)
+        if scopes is not None:
+            missing = self.required_scopes(request) - scopes
+            if missing:
+                return self.error(
+                    403,
+                    "forbidden",
+                    "You are not authorized to perform this operation "
+                    f"(missing scope {', '.join(sorted(missing))})",
+                )
         return None
+
+    def required_scopes(self, request: EmuRequest) -> set[str]:
+        """The custom scopes a request needs: the operation's ``security`` in the spec, plus
+        those its description adds for optional fields (tags, ssh_keys, image, tag_name)."""
+        assert self.spec is not None
+        op = self.spec.operation(request.method, request.path)
+        needed = {
+            scope
+            for requirement in self.spec.pointer(op.pointer).get("security") or []
+            for scope in requirement.get("bearer_auth", [])
+        }
+        if request.method == "POST" and op.template == "/v2/droplets":
+            body = request.json() or {}
+            if body.get("tags"):
+                needed.add("tag:create")
+            if body.get("ssh_keys"):
+                needed.add("ssh_key:read")
+            if body.get("image"):
+                needed.add("image:read")
+        if request.method == "GET" and op.template == "/v2/droplets" and request.arg("tag_name"):
+            needed.add("tag:read")
+        return needed
 
     def extra_headers(self, request: EmuRequest, response: EmuResponse) -> dict[str, str]:
         self._used += 1

@@ -255,18 +255,33 @@ class DigitalOceanProvider(Provider):
             required=False,
             pattern=r"^$|^[A-Za-z0-9_]{20,}$",
             help=(
-                "A second token with only droplet:read and droplet:delete, given to the VM "
+                "A second token with only the droplet:delete scope, given to the VM "
                 "so it can delete itself; without it the VM gets the main token."
             ),
         ),
     )
+    #: The custom scopes Bivy's token needs, and the self-delete token's (tests prove both).
+    token_scopes: ClassVar[tuple[str, ...]] = (
+        "account:read",
+        "droplet:create",
+        "droplet:delete",
+        "droplet:read",
+        "image:read",
+        "regions:read",
+        "sizes:read",
+        "ssh_key:create",
+        "ssh_key:read",
+        "tag:create",
+        "tag:read",
+    )
+    delete_token_scopes: ClassVar[tuple[str, ...]] = ("droplet:delete",)
     token_guidance: ClassVar[str] = (
         "In the DigitalOcean control panel open API → Tokens → Generate New Token and choose "
         "Custom Scopes: droplet (create, read, delete), ssh_key (create, read), tag (create, "
         "read), sizes (read), regions (read), account (read) and image (read). Give it an "
-        "expiry. For the VM's self-delete, create a second token with only droplet:read and "
-        "droplet:delete; note that it can still delete any droplet of the team, so use a team "
-        "that holds nothing else."
+        "expiry. For the VM's self-delete, create a second token with only droplet:delete; "
+        "note that it can still delete any droplet of the team, so use a team that holds "
+        "nothing else."
     )
     default_region: ClassVar[str] = "fra1"
     default_size: ClassVar[str] = "s-2vcpu-4gb"

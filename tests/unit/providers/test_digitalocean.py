@@ -296,3 +296,52 @@ async def test_emulator_rejects_requests_the_spec_rejects() -> None:
             )
         with pytest.raises(SpecViolation, match="per_page"):
             await client.get("/v2/droplets", params={"per_page": 500}, headers=headers)
+
+
+async def test_declared_token_scopes_suffice_and_each_is_needed() -> None:
+    clock = ManualClock()
+    emu = DigitalOceanEmulator(clock=clock)
+    scoped = "dop_v1_" + "5" * 64
+    emu.scoped[scoped] = set(DigitalOceanProvider.token_scopes)
+
+    async def lifecycle(provider: DigitalOceanProvider) -> None:
+        await provider.validate()
+        await provider.regions()
+        await provider.sizes("fra1")
+        server = await provider.create(request("scoped"))
+        clock.advance(10)
+        assert [s.id for s in await provider.list()] == [server.id]
+        await provider.get(server.id)
+        await provider.delete(server.id)
+
+    provider = DigitalOceanProvider({"token": scoped}, transport=emu.transport())
+    await lifecycle(provider)
+    await provider.aclose()
+    emu.assert_no_violations()
+
+    for scope in DigitalOceanProvider.token_scopes:
+        if scope == "ssh_key:create":
+            continue  # only needed the first time; the key exists now
+        emu.scoped[scoped] = set(DigitalOceanProvider.token_scopes) - {scope}
+        provider = DigitalOceanProvider({"token": scoped}, transport=emu.transport())
+        with pytest.raises(AuthError, match="missing scope"):
+            await lifecycle(provider)
+        await provider.aclose()
+
+
+async def test_self_delete_works_with_a_delete_only_token() -> None:
+    emu = DigitalOceanEmulator(strict=False)
+    delete_only = "dop_v1_" + "d" * 64
+    emu.scoped[delete_only] = set(DigitalOceanProvider.delete_token_scopes)
+    provider = DigitalOceanProvider(
+        {"token": emu.token, "delete_token": delete_only}, transport=emu.transport()
+    )
+    mine = await provider.create(request("mine"))
+    with emu.serve() as api, MetadataEmulator(int(mine.id)).serve() as meta:
+        done = _run_script(
+            {"BIVY_METADATA_URL": meta, "BIVY_API_URL": api, **provider.self_delete_env()}
+        )
+    await provider.aclose()
+    assert done.returncode == 0, done.stderr
+    assert emu.droplets == {}
+    emu.assert_no_violations()
