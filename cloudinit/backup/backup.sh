@@ -279,9 +279,9 @@ apply_workspace() {
   fi
   if [[ -n $head ]] && g cat-file -e "$head^{commit}" 2>/dev/null; then
     if [[ -n $branch ]]; then
-      g checkout -q -B "$branch" "$head"
+      g checkout -q -B "$branch" "$head" || log "could not check out $branch at $head"
     else
-      g checkout -q --detach "$head"
+      g checkout -q --detach "$head" || log "could not check out $head"
     fi
   elif [[ -n $head ]]; then
     log "commit $head is gone from the remote: applying the changes onto $(g rev-parse --short HEAD)"
@@ -295,7 +295,8 @@ apply_workspace() {
     fi
   fi
   if [[ -s $src/untracked.tar ]]; then
-    as_owner tar -xf - -C "$WORKSPACE_DIR" <"$src/untracked.tar"
+    as_owner tar -xf - -C "$WORKSPACE_DIR" <"$src/untracked.tar" ||
+      log "some untracked files could not be restored"
   fi
 }
 
@@ -351,8 +352,10 @@ restore_into() {
       for name in $KEEP; do
         if [[ -e $AGENT_DIR/$name ]]; then rm -rf "${tmp:?}/agent/$name"; fi
       done
-      mkdir -p "$AGENT_DIR"
-      cp -a "$tmp/agent/." "$AGENT_DIR/"
+      if ! mkdir -p "$AGENT_DIR" || ! cp -a "$tmp/agent/." "$AGENT_DIR/"; then
+        LAST_ERROR="could not copy the restored history into $AGENT_DIR"
+        return 1
+      fi
       log "restored the agent's history into $AGENT_DIR"
     fi
   fi

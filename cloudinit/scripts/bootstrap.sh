@@ -38,14 +38,19 @@ bivy_status phase=installing "detail=installing docker, git, tmux, ttyd, node" p
 systemctl mask ttyd.service >/dev/null 2>&1 || true
 
 install_packages() {
-    local packages=(tmux ttyd git jq)
+    local packages=() tool
+    for tool in tmux ttyd git jq; do
+        command -v "$tool" >/dev/null || packages+=("$tool")
+    done
     # The docker-ce app image already has the engine (and buildx); otherwise Ubuntu's, from the
     # provider's local mirror, is the fastest reliable source.
     if ! command -v docker >/dev/null; then
         packages+=(docker.io docker-buildx)
     fi
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${packages[@]}"
+    if [ "${#packages[@]}" -gt 0 ]; then
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends "${packages[@]}"
+    fi
     systemctl enable --now docker
 }
 
@@ -53,6 +58,10 @@ install_node() {
     # @devcontainers/cli needs Node >= 20 and Ubuntu 24.04 ships 18, so take the official
     # build from nodejs.org, checked against its SHASUMS256.txt.
     local arch dir sums file
+    if command -v devcontainer >/dev/null; then
+        echo "the devcontainer CLI is already installed"
+        return 0
+    fi
     case "$(uname -m)" in
         x86_64) arch=x64 ;;
         aarch64) arch=arm64 ;;
@@ -94,10 +103,12 @@ forget_token() {
     fi
 }
 
-# Each job logs to its own file, so a failure shows its own tail.
+# Each job runs in the background with its own log, so a failure shows its own tail; errexit
+# applies inside it (it would not in a function called from "||"), the ERR trap does not.
 run_job() {
     local name="$1"
     shift
+    trap - ERR
     "$@" >"$LOG_DIR/$name.log" 2>&1
 }
 
@@ -115,13 +126,12 @@ if command -v git >/dev/null; then
 fi
 
 wait "$packages_pid" || { forget_token; fail "installing packages failed" "$install_packages_log"; }
+bivy_status phase=cloning "detail=cloning the repository" progress=0.3
 if [ -z "$clone_pid" ]; then
-    bivy_status phase=cloning "detail=cloning the repository" progress=0.3
-    run_job clone clone_repo || { forget_token; fail "cloning the repository failed" "$clone_log"; }
-else
-    bivy_status phase=cloning "detail=cloning the repository" progress=0.3
-    wait "$clone_pid" || { forget_token; fail "cloning the repository failed" "$clone_log"; }
+    run_job clone clone_repo &
+    clone_pid=$!
 fi
+wait "$clone_pid" || { forget_token; fail "cloning the repository failed" "$clone_log"; }
 forget_token
 wait "$node_pid" || fail "installing node and the devcontainer CLI failed" "$node_log"
 
@@ -157,14 +167,18 @@ bivy_status phase=starting "detail=starting the agent's terminal" progress=0.9
 uid=$(docker exec -u "$BIVY_REMOTE_USER" "$BIVY_CONTAINER_ID" id -u)
 chown -R "$uid" "$CLAUDE_DIR"
 chmod 0700 "$CLAUDE_DIR"
+# Shells opened any other way (VS Code, devcontainer exec) find the same persistent config dir.
+docker exec -u root "$BIVY_CONTAINER_ID" sh -c \
+    'echo "export CLAUDE_CONFIG_DIR={{ container_claude_dir }}" >/etc/profile.d/bivy.sh'
 # tmux inside the container keeps the agent's session when the browser closes; most images
 # have a package manager, and the launcher falls back to tmux on the host if this fails.
 docker exec -u root "$BIVY_CONTAINER_ID" sh -c 'command -v tmux >/dev/null ||
     (apt-get update -q && apt-get install -y -q tmux) || apk add --no-cache tmux || dnf install -y tmux' \
     >"$LOG_DIR/tmux.log" 2>&1 || echo "tmux is not available in the container; using the host's"
-install -m 0644 -o dev -g dev /dev/null "$BIVY_STATE_DIR/lease.tmp"
-[ -e "$BIVY_STATE_DIR/lease" ] || mv "$BIVY_STATE_DIR/lease.tmp" "$BIVY_STATE_DIR/lease"
-rm -f "$BIVY_STATE_DIR/lease.tmp"
+# The keep-alive lease: the app (as dev, over SSH) writes an epoch second into it.
+[ -e "$BIVY_STATE_DIR/lease" ] || echo 0 >"$BIVY_STATE_DIR/lease"
+chown dev:dev "$BIVY_STATE_DIR/lease"
+chmod 0644 "$BIVY_STATE_DIR/lease"
 systemctl enable --now bivy-ttyd.service
 for _ in $(seq 1 30); do
     if curl -fsS -o /dev/null --max-time 2 -K - <<<"user = \"bivy:$BIVY_TTYD_PASSWORD\"" http://127.0.0.1:{{ ttyd_port }}/; then

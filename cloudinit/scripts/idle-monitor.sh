@@ -25,6 +25,9 @@ WARNING_SECONDS="${BIVY_EXPIRY_WARNING_SECONDS:-{{ expiry_warning_seconds }}}"
 PREDELETE_RETRY_SECONDS=600
 PRUNE_NAMES=({% for name in prune_names %}{{ name }} {% endfor %})
 mode="${1:-check}"
+if [ -e "$BIVY_STATE_DIR/deleted" ] && [ "$mode" != --decide ]; then
+    exit 0  # the provider accepted the deletion; the VM is going away
+fi
 now=$(bivy_now)
 window=$((BIVY_IDLE_MINUTES * 60))
 
@@ -157,6 +160,7 @@ delete_self() {
     for i in $(seq 1 "$attempts"); do
         if out=$(BIVY_ENV_FILE="$BIVY_ETC_DIR/provider.env" "$BIVY_LIB_DIR/self-delete" 2>&1); then
             log "deleted ($why): $out"
+            touch "$BIVY_STATE_DIR/deleted"
             bivy_status phase=deleting "detail=the provider is deleting this VM ($why)"
             return 0
         fi

@@ -197,6 +197,9 @@ def test_idle_run_reports_then_deletes(vm: Vm) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert calls.read_text().strip() == str(vm.root / "etc" / "provider.env")
     assert json.loads((vm.state / "status.json").read_text())["phase"] == "deleting"
+    vm.now += 60  # the next tick, while the provider deletes: no second request
+    assert vm.run().returncode == 0
+    assert len(calls.read_text().splitlines()) == 1
 
 
 def test_failed_final_backup_blocks_the_idle_delete(vm: Vm) -> None:
