@@ -295,3 +295,21 @@ async def test_emulator_rejects_requests_the_spec_rejects() -> None:
             )
         with pytest.raises(SpecViolation, match="zone"):
             await client.get(f"{BASE}/mars-1/servers", headers=headers)
+
+
+async def test_cancel_between_create_and_poweron_leaves_nothing(
+    provider: ScalewayProvider, emu: ScalewayEmulator
+) -> None:
+    import asyncio
+
+    emu.inject_latency("PATCH", r".*/user_data/cloud-init", 5.0)
+    task = asyncio.create_task(provider.create(request()))
+    for _ in range(200):
+        if emu.calls("PATCH", r".*/user_data/cloud-init"):
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert emu.servers == {} and emu.volumes == {}
+    assert not emu.calls("POST", r".*/action")
