@@ -44,6 +44,12 @@ MANAGED_TAG = "bivy"
 MAX_TAG_LENGTH = 255
 DEFAULT_IMAGE = "ubuntu-24-04-x64"
 
+#: Region slug prefix → ISO country, for the region picker.
+_COUNTRIES = {
+    "nyc": "US", "sfo": "US", "atl": "US", "ams": "NL", "sgp": "SG", "lon": "GB",
+    "fra": "DE", "tor": "CA", "blr": "IN", "syd": "AU",
+}  # fmt: skip
+
 STATUS_MAP = {
     "new": ServerStatus.INITIALIZING,
     "active": ServerStatus.RUNNING,
@@ -328,7 +334,12 @@ class DigitalOceanProvider(Provider):
     async def regions(self) -> list[Region]:
         self._check_token()
         return [
-            Region(id=r.slug, name=r.name, city=r.name.rstrip(" 0123456789"))
+            Region(
+                id=r.slug,
+                name=r.name,
+                city=r.name.rstrip(" 0123456789"),
+                country=_COUNTRIES.get(r.slug[:3], ""),
+            )
             for r in await self.client.regions()
             if r.available
         ]

@@ -47,6 +47,13 @@ DEFAULT_IMAGE_NAME = "Ubuntu 24.04"
 HOURS_PER_MONTH = Decimal(730)
 CREATE_TIMEOUT = 600.0
 
+#: Region code prefix → (city, ISO country), for the region picker.
+_CITIES = {
+    "GRA": ("Gravelines", "FR"), "SBG": ("Strasbourg", "FR"), "RBX": ("Roubaix", "FR"),
+    "BHS": ("Beauharnois", "CA"), "DE": ("Frankfurt", "DE"), "UK": ("London", "GB"),
+    "WAW": ("Warsaw", "PL"), "SGP": ("Singapore", "SG"), "SYD": ("Sydney", "AU"),
+}  # fmt: skip
+
 STATUS_MAP = {
     "BUILD": ServerStatus.INITIALIZING,
     "BUILDING": ServerStatus.INITIALIZING,
@@ -360,7 +367,15 @@ class OvhProvider(Provider):
 
     async def regions(self) -> list[Region]:
         self._check()
-        return [Region(id=r, name=r) for r in sorted(await self.client.regions())]
+        regions = []
+        for code in sorted(await self.client.regions()):
+            city, country = _CITIES.get(code.rstrip("0123456789").split("-")[0], ("", ""))
+            regions.append(
+                Region(
+                    id=code, name=f"{city} ({code})" if city else code, city=city, country=country
+                )
+            )
+        return regions
 
     async def sizes(self, region: str | None = None) -> list[Size]:
         self._check()

@@ -345,3 +345,11 @@ async def test_self_delete_works_with_a_delete_only_token() -> None:
     assert done.returncode == 0, done.stderr
     assert emu.droplets == {}
     emu.assert_no_violations()
+
+
+async def test_regions_carry_city_and_country(emu: DigitalOceanEmulator) -> None:
+    provider = DigitalOceanProvider({"token": emu.token}, transport=emu.transport())
+    regions = {r.id: r for r in await provider.regions()}
+    await provider.aclose()
+    assert (regions["fra1"].city, regions["fra1"].country) == ("Frankfurt", "DE")
+    assert regions["nyc3"].city == "New York"

@@ -333,3 +333,11 @@ async def test_declared_access_rules_are_enough_and_no_more() -> None:
     with pytest.raises(AuthError):
         await env.provider.list()
     await env.provider.aclose()
+
+
+async def test_regions_carry_their_city() -> None:
+    env = Env()
+    regions = {r.id: r for r in await env.provider.regions()}
+    assert regions["GRA11"].city == "Gravelines" and regions["GRA11"].country == "FR"
+    assert regions["BHS5"].name == "Beauharnois (BHS5)"
+    await env.provider.aclose()
