@@ -300,3 +300,53 @@ def test_login_token_stdin(
     code, _, err = run("login", "hetzner", "--token-stdin")
     assert code == 0, err
     assert ("bivy", "account/hetzner/token") in isolated_environment.store
+
+
+def _read_until(fd: int, needle: bytes, timeout: float = 30.0) -> bytes:
+    import select
+
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+def test_login_on_a_real_terminal_does_not_echo_the_token(
+    cli: CliRunner, hetzner_api: ServedHetzner, secret_service: SecretServiceSession
+) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**cli.env, **secret_service.env({}), **hetzner_api.env(with_token=False)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "login", "hetzner"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=REPO_ROOT,
+        start_new_session=True,  # the pty becomes its controlling terminal, as for a user
+    )
+    os.close(slave)
+    try:
+        before = _read_until(master, b"API token: ")
+        assert b"Hetzner Cloud API token: " in before
+        os.write(master, hetzner_api.token.encode() + b"\n")
+        after = _read_until(master, b"keychain.")
+        assert process.wait(timeout=60) == 0, (before + after).decode(errors="replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+    assert hetzner_api.token.encode() not in before + after  # typed without echo
+    assert b"Logged in: account hetzner" in after
