@@ -396,9 +396,18 @@ class MainWindow(QMainWindow):
         self.budget_label = QLabel()
         self.budget_label.setStyleSheet("color: #b00020; font-weight: bold;")
         self.budget_label.hide()
+        self.unaccounted_label = QLabel()
+        self.unaccounted_label.setStyleSheet("color: #b35c00;")
+        self.unaccounted_label.hide()
         self.refresh_label = QLabel()
         self.refresh_label.setToolTip("When the list was last refreshed from the providers")
-        for widget in (self.budget_label, self.rate_label, self.month_label, self.refresh_label):
+        for widget in (
+            self.unaccounted_label,
+            self.budget_label,
+            self.rate_label,
+            self.month_label,
+            self.refresh_label,
+        ):
             bar.addPermanentWidget(widget)
 
     # -- state from the app ---------------------------------------------------------------
@@ -493,6 +502,16 @@ class MainWindow(QMainWindow):
             closer()
         self.tabs.removeTab(index)
         widget.deleteLater()
+
+    def set_unaccounted(self, lines: list[str]) -> None:
+        """Bivy VMs at the provider that this install has no record of (shown, never hidden)."""
+        self.unaccounted_label.setVisible(bool(lines))
+        self.unaccounted_label.setText(f"{len(lines)} VM(s) not created here" if lines else "")
+        self.unaccounted_label.setToolTip(
+            "Labelled managed-by=bivy but unknown to this computer (another install, or a lost "
+            "record). They still cost money; delete them if you do not need them.\n"
+            + "\n".join(lines)
+        )
 
     def show_error(self, message: str, hint: str = "") -> None:
         """A non-blocking error in the status bar (dialogs are for user-initiated actions)."""

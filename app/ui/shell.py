@@ -19,6 +19,7 @@ from app.errors import BivyError
 from app.providers.base import Provider
 from app.services.accounts import effective_accounts
 from app.services.costs import CostService, CostSnapshot
+from app.services.guardian import Guardian, GuardianTarget
 from app.services.keys import KeyService
 from app.services.refresh import AccountRate, RefreshPolicy, RefreshScheduler
 from app.services.registry import Registry
@@ -35,7 +36,7 @@ from app.ui.controllers import (
 from app.ui.create_dialog import CreateDialog
 from app.ui.main_window import MainWindow
 from app.ui.models import CostFigure
-from app.ui.notifications import Notifier
+from app.ui.notifications import Notice, Notifier
 from app.ui.settings_dialog import SettingsDialog, Validator
 from app.ui.tray import Tray
 
@@ -113,6 +114,9 @@ class Shell(QObject):
         self.tick_timer.timeout.connect(self.window.tick)
         self.dialogs: list[QWidget] = []
         self._set_service(workspace_service)
+        self.guardian = (
+            Guardian(self._guardian_delete, clock=now) if workspace_service is not None else None
+        )
         self._connect()
         # Issue 6: "Back up now" and "Delete with backups…" (app/ui/backup_actions.py).
         from app.ui.backup_actions import attach
@@ -263,6 +267,8 @@ class Shell(QObject):
         workspaces = [self._with_status(ws) for ws in workspaces]
         self.window.set_workspaces(workspaces)
         self.window.set_refreshed(self.now(), errors)
+        if self.guardian is not None and self.workspaces is not None and not self._shutting_down:
+            self.workspaces.start("guardian", self._guard(workspaces))
         if self.status is not None and not self._shutting_down:
             self.status.start("follow", self.status.follow(workspaces))
         self.tray.update(workspaces, self.costs)
@@ -274,6 +280,37 @@ class Shell(QObject):
         for notice in self.notifier.update(workspaces, self.now()):
             if not self.tray.notify(notice):
                 self.window.show_error(notice.title, notice.text)
+
+    async def _guardian_delete(self, target: GuardianTarget) -> None:
+        assert self.workspaces is not None
+        await self.workspaces.service.delete(target.name)
+
+    async def _guard(self, workspaces: list[Workspace]) -> None:
+        """The app's own lifetime enforcement: delete overdue VMs, show unaccounted ones."""
+        assert self.guardian is not None and self.workspaces is not None
+        records = await self.workspaces.service.registry.aall()
+        report = await self.guardian.run(workspaces, records)
+        for target in report.deleted:
+            self._deleted(target.name)
+            self._announce(
+                Notice(
+                    "lifetime",
+                    target.name,
+                    f"Deleted {target.name}",
+                    "It was past its maximum lifetime.",
+                    urgent=True,
+                )
+            )
+        for target, error in report.failed:
+            self.window.show_error(f"Could not delete overdue {target.name}: {error.message}")
+        self.window.set_unaccounted(
+            [f"{t.name} ({t.account}, server {t.server_id}): {t.reason}" for t in
+             report.decision.unaccounted]
+        )  # fmt: skip
+
+    def _announce(self, notice: Notice) -> None:
+        if not self.tray.notify(notice):
+            self.window.show_error(notice.title, notice.text)
 
     def _with_status(self, ws: Workspace) -> Workspace:
         snapshot = self.snapshots.get(ws.name)

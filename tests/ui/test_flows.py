@@ -202,3 +202,22 @@ def test_budget_warning_appears(qtbot: QtBot, emulator: HetznerEmulator, shell_f
     assert "budget" in shell.window.budget_label.text().lower()
     assert shell.window.month_label.text() != "This month: –"
     assert shell.costs  # the cost column has figures
+
+
+def test_guardian_deletes_overdue_and_shows_unaccounted(
+    qtbot: QtBot, emulator: HetznerEmulator, shell_factory
+) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    labels = {"managed-by": "bivy", "bivy-workspace": "old", "bivy-max-hours": "12"}
+    emulator.add_server("bivy-old", labels, created=time.time() - 13 * 3600)
+    emulator.add_server("bivy-stray", {"managed-by": "bivy", "bivy-workspace": "stray"})
+    shell = shell_factory(emulator, settings=configured_settings())
+    messages: list[str] = []
+    shell.window.statusBar().messageChanged.connect(messages.append)
+    shell.begin()
+    qtbot.waitUntil(lambda: any(m.startswith("Deleted old") for m in messages), timeout=10000)
+    assert len(live_servers(emulator)) == 1
+    qtbot.waitUntil(lambda: shell.window.unaccounted_label.isVisible(), timeout=10000)
+    assert "stray" in shell.window.unaccounted_label.toolTip()
+    qtbot.waitUntil(lambda: shell.window.model.row_of("hetzner", "old") is None, timeout=10000)
