@@ -1,10 +1,9 @@
-"""Accounts: which cloud accounts exist, their option values (secrets from env or keychain), login.
+"""Accounts: which cloud accounts exist, their option values (env or keychain), and login."""
 
-An account's non-secret options live in settings; its secret options in the keychain under
-``SecretKeys.account(id, key)``. An environment variable listed in the option's ``env`` wins over
-both (``BIVY_HETZNER_TOKEN``, ``HCLOUD_TOKEN``), and a provider kind with no configured account
-but such a variable set gets an implicit account named after the kind.
-"""
+# An account's non-secret options live in settings; its secret options in the keychain under
+# ``SecretKeys.account(id, key)``. An environment variable listed in the option's ``env`` wins over
+# both (``BIVY_HETZNER_TOKEN``, ``HCLOUD_TOKEN``), and a provider kind with no configured account
+# but such a variable set gets an implicit account named after the kind.
 
 from __future__ import annotations
 
@@ -40,9 +39,7 @@ def provider_class(kind: str) -> type[Provider]:
         return PROVIDERS[kind]
     except KeyError:
         known = ", ".join(PROVIDERS) or "none"
-        raise InvalidInput(
-            f"unknown provider {kind!r}", hint=f"Known providers: {known}"
-        ) from None
+        raise InvalidInput(f"unknown provider {kind!r}", hint=f"Known providers: {known}") from None
 
 
 def env_value(option: ProviderOption, environ: Mapping[str, str] | None = None) -> str | None:
@@ -117,9 +114,7 @@ def find_account(
         names = [n for o in provider_class(provider).options if o.secret for n in o.env]
         if names:
             hint += f", or set {names[0]}"
-    raise InvalidInput(
-        f"no {provider + ' ' if provider else ''}account is configured", hint=hint
-    )
+    raise InvalidInput(f"no {provider + ' ' if provider else ''}account is configured", hint=hint)
 
 
 def resolve_options(

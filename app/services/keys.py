@@ -1,10 +1,9 @@
-"""SSH keys: the install's ed25519 keypair (private half in the keychain) and VM host keys.
+"""SSH keys: the install's ed25519 keypair (private half in the keychain) and VM host keys."""
 
-Bivy has one keypair per install: its public half goes into every VM's ``authorized_keys`` and is
-uploaded to each provider once; its private half lives only in the keychain under
-``SecretKeys.SSH_PRIVATE_KEY``. Each workspace gets its own ed25519 host key, generated here and
-handed to the VM in its user data, so the app knows the host key before the first connection.
-"""
+# Bivy has one keypair per install: its public half goes into every VM's ``authorized_keys`` and is
+# uploaded to each provider once; its private half lives only in the keychain under
+# ``SecretKeys.SSH_PRIVATE_KEY``. Each workspace gets its own ed25519 host key, generated here and
+# handed to the VM in its user data, so the app knows the host key before the first connection.
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""The local workspace registry: what Bivy knows of each workspace beyond the provider's labels.
+"""The local workspace registry: what Bivy knows of each workspace beyond the provider's labels."""
 
-Kept in ``data_dir()/workspaces.json``, written atomically. The provider's labels stay the source
-of truth for which servers exist; this file adds what labels cannot hold (the repository URL,
-the VM's pinned host key). It never holds a secret: the ttyd password is in the keychain.
-"""
+# Kept in ``data_dir()/workspaces.json``, written atomically. The provider's labels stay the source
+# of truth for which servers exist; this file adds what labels cannot hold (the repository URL,
+# the VM's pinned host key). It never holds a secret: the ttyd password is in the keychain.
 
 from __future__ import annotations
 

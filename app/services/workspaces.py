@@ -1,9 +1,8 @@
-"""``WorkspaceService``: list, create (Cancel-safe), delete workspaces across every account.
+"""``WorkspaceService``: list, create (Cancel-safe), delete workspaces across every account."""
 
-Plain async, no Qt: the UI's controllers and the CLI drive the same code. The provider's labels
-say which servers are Bivy's; the local registry adds what labels cannot hold; secrets stay in
-the keychain.
-"""
+# Plain async, no Qt: the UI's controllers and the CLI drive the same code. The provider's labels
+# say which servers are Bivy's; the local registry adds what labels cannot hold; secrets stay in
+# the keychain.
 
 from __future__ import annotations
 
