@@ -283,7 +283,7 @@ def _size_sort_key(region: str) -> Callable[[Size], tuple[Decimal, str]]:
         )
         return (price.hourly if price else Decimal("Infinity"), size.name)
 
-    return key  # fmt: skip
+    return key
 
 
 # -- ls -----------------------------------------------------------------------------------------
