@@ -90,7 +90,7 @@ def test_install_into_clean_root_starts_and_removes_cleanly(
     assert exe.is_file() and os.access(exe, os.X_OK)
     assert (root / "usr/share/applications/bivy.desktop").is_file()
 
-    home = tmp_path / "home"
+    home = tmp_path / "installed-home"
     home.mkdir()
     env = {
         "PATH": os.environ["PATH"],
