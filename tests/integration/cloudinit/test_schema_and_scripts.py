@@ -138,6 +138,7 @@ def test_python_and_json_files_are_valid(tmp_path: Path) -> None:
 
 
 HOSTILE_BRANCHES = [
+    "line\u2028sep\x85nel",
     "$(touch${IFS}PWNED)",
     "`touch${IFS}PWNED`",
     "x';touch${IFS}PWNED;'",

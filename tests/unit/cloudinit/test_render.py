@@ -26,7 +26,9 @@ SPEC = WorkspaceSpec(name="demo", repo_url="https://github.com/owner/repo.git", 
 
 def parse_env(text: str) -> dict[str, str]:
     values = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):  # the shell's line ends only; str.splitlines knows more
+        if not line:
+            continue
         key, _, value = line.partition("=")
         (parsed,) = shlex.split(value) or [""]
         values[key] = parsed
