@@ -31,22 +31,41 @@ def _application() -> QApplication:
     return app
 
 
+def _prepare_webengine() -> None:
+    """What app.ui.ide.prepare_application does, without importing QtWebEngine at start-up
+    (the terminal tab loads it on first use): shared GL contexts, no sandbox as root."""
+    from PySide6.QtCore import QCoreApplication, Qt
+
+    if os.name == "posix" and os.geteuid() == 0:
+        os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+    if QCoreApplication.instance() is None:
+        QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
+
+
 def run_gui(smoke_test: bool = False) -> int:
     """Open the main window and run until the user quits; ``smoke_test`` shows it and exits 0."""
     import qasync
 
-    from app.ui.shell import Shell
-
     started = time.perf_counter()
     if smoke_test:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    _prepare_webengine()
     logging.basicConfig(level=logging.INFO if not smoke_test else logging.WARNING)
     app = _application()
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
 
     async def main() -> int:
-        shell = Shell.from_environment()
+        # The window shows first; the services (keychain, HTTP, SSH libraries) load behind it.
+        from app.ui.main_window import MainWindow
+
+        window = MainWindow()
+        window.show()
+        await asyncio.sleep(0)
+        shown_at = time.time()
+        from app.ui.shell import Shell
+
+        shell = Shell.from_environment(window)
         await shell.start(smoke_test=smoke_test)
         if smoke_test:
             # Let the window map and paint, then leave through the same path as Quit.
@@ -56,8 +75,8 @@ def run_gui(smoke_test: bool = False) -> int:
             shown = shell.window.isVisible()
             elapsed = time.perf_counter() - started
             print(
-                f"bivy smoke test: window shown={shown} after {elapsed:.3f} s "
-                f"(shown_at={time.time():.3f})",
+                f"bivy smoke test: window shown={shown}, services ready after {elapsed:.3f} s "
+                f"(shown_at={shown_at:.3f})",
                 flush=True,
             )
             await shell.shutdown()

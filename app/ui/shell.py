@@ -69,6 +69,7 @@ class Shell(QObject):
         public_key: Callable[[], Awaitable[str]] | None = None,
         now: Callable[[], datetime] = utcnow,
         confirm: Callable[[QWidget, str, str], bool] | None = None,
+        window: MainWindow | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -82,7 +83,7 @@ class Shell(QObject):
         self._froze_gc = False
         self.costs: dict[tuple[str, str], CostFigure] = {}
         self.notifier = Notifier()
-        self.window = MainWindow(now=now, confirm=confirm)
+        self.window = window if window is not None else MainWindow(now=now, confirm=confirm)
         self.tray = Tray(self)
         self.workspaces: WorkspacesController | None = None
         self.cost_controller = CostsController(cost_service, self) if cost_service else None
@@ -124,7 +125,7 @@ class Shell(QObject):
         self.backup_actions = attach(self)
 
     @classmethod
-    def from_environment(cls) -> Shell:
+    def from_environment(cls, window: MainWindow | None = None) -> Shell:
         """Build the shell over the real services, settings and keychain of this user."""
         from app.providers.registry import PROVIDERS
 
@@ -153,6 +154,7 @@ class Shell(QObject):
             providers=PROVIDERS,
             validator=validate,
             public_key=KeyService(secrets).public_key,
+            window=window,
         )
         return shell
 
