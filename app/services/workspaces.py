@@ -518,6 +518,14 @@ class WorkspaceService:
         record = await self.registry.aget(name)
         accounts = self.accounts()
         if record is not None:
+            if record.account not in {a.id for a in accounts}:
+                # Forgetting it here would leave a billed server nobody can see.
+                raise InvalidInput(
+                    f"workspace {name!r} belongs to account {record.account!r}, which is not "
+                    "configured any more",
+                    hint=f"Log in to that account again (`bivy login {record.provider} --account "
+                    f"{record.account}`), or delete the server in the provider's console",
+                )
             # Its own account first; others too, in case the record is stale.
             accounts.sort(key=lambda a: a.id != record.account)
         deleted: list[tuple[Provider, str]] = []

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from app.domain import ServerStatus, WorkspaceSpec, utcnow
-from app.errors import ActionFailed, AuthError, Conflict, NotFound, Timeout
+from app.errors import ActionFailed, AuthError, Conflict, InvalidInput, NotFound, Timeout
 from app.providers._polling import Backoff
 from app.services.registry import Registry, WorkspaceRecord
 from app.services.workspaces import CreateProgress, WorkspaceService
@@ -466,4 +466,16 @@ async def test_concurrent_callers_share_one_provider(emulator: HetznerEmulator) 
     assert len({id(p) for p in providers}) == 1
     listings = await asyncio.gather(service.list_workspaces(), service.list_workspaces())
     assert all(listing.errors == {} for listing in listings)
+    await service.aclose()
+
+
+async def test_delete_refuses_when_the_records_account_is_gone(emulator: HetznerEmulator) -> None:
+    service = make_service(emulator)
+    await service.create(spec())
+    Registry().update("demo", account="old-account")
+    with pytest.raises(InvalidInput, match="not configured any more") as info:
+        await service.delete("demo")
+    assert "bivy login hetzner --account old-account" in info.value.one_line()
+    assert Registry().get("demo") is not None  # not forgotten
+    assert not emulator.calls("DELETE", r"/v1/servers/\d+")
     await service.aclose()
