@@ -181,7 +181,9 @@ async def render(out: Path) -> list[Path]:
     )
     settings_dialog.show()
     await settle(settings_dialog, "settings-accounts", lambda: not settings_dialog.tasks)
-    for index, name in ((1, "settings-agent"), (2, "settings-ssh"), (3, "settings-defaults")):
+    for index in range(1, settings_dialog.tabs.count()):
+        title = settings_dialog.tabs.tabText(index).split("&")[0].strip().lower()
+        name = "settings-" + title.replace(" ", "-")
         settings_dialog.tabs.setCurrentIndex(index)
         await settle(settings_dialog, name, lambda: not settings_dialog.tasks)
     settings_dialog.close()
