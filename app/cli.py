@@ -691,6 +691,29 @@ def _add_backup_parser(sub: SubParsers) -> argparse.ArgumentParser:
     )
     actions = parser.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
     actions.add_parser("check", help="prove the storage settings and keys work (list/write/delete)")
+    setup = actions.add_parser(
+        "setup",
+        help="configure the storage (checked before anything is saved)",
+        description="Store the backup settings and keys after a successful check. Keys are read "
+        "without echo, or two lines (access key id, secret key) from stdin with --keys-stdin; "
+        "without new keys the stored ones are used.",
+    )
+    setup.add_argument(
+        "--preset",
+        choices=["r2", "hetzner", "scaleway", "aws", "custom"],
+        default="custom",
+        help="storage provider (custom: give --endpoint)",
+    )
+    setup.add_argument("--region", default="", help="region (preset default when empty)")
+    setup.add_argument("--account", default="", help="Cloudflare account id (R2)")
+    setup.add_argument("--endpoint", default="", help="S3 endpoint URL (custom preset)")
+    setup.add_argument("--bucket", required=True, help="an existing bucket")
+    setup.add_argument("--prefix", default="bivy", help="key prefix (default: bivy)")
+    setup.add_argument("--interval", type=int, default=15, help="minutes between backups")
+    setup.add_argument(
+        "--no-uncommitted", action="store_true", help="do not back up uncommitted work"
+    )
+    setup.add_argument("--keys-stdin", action="store_true", help="read the keys from stdin")
     now = actions.add_parser("now", help="run the workspace VM's backup now and wait for it")
     now.add_argument("name", help="workspace name")
     now.add_argument(
@@ -713,6 +736,8 @@ async def _cmd_backup(args: argparse.Namespace, ctx: CliContext) -> int:
         result = await backups.check()
         print(result.message, file=ctx.out)
         return EXIT_OK
+    if args.backup_command == "setup":
+        return await _backup_setup(args, ctx, backups)
     if args.backup_command == "info":
         info = await backups.repository_info(args.name)
         if args.json:
@@ -748,6 +773,42 @@ async def _cmd_backup(args: argparse.Namespace, ctx: CliContext) -> int:
         f"Deleted {server}{report.objects_deleted} backup objects of workspace {args.name}.",
         file=ctx.out,
     )
+    return EXIT_OK
+
+
+async def _backup_setup(args: argparse.Namespace, ctx: CliContext, backups: Any) -> int:
+    from app.services.backup import PRESETS, S3Credentials, check_storage
+    from app.settings import BackupSettings
+
+    preset = next(p for p in PRESETS if p.id == args.preset)
+    region = args.region or preset.default_region
+    endpoint = args.endpoint.strip() or preset.endpoint_for(region, args.account.strip())
+    if not endpoint:
+        raise InvalidInput("give the storage endpoint with --endpoint (or choose a --preset)")
+    config = BackupSettings(
+        enabled=True,
+        endpoint=endpoint,
+        bucket=args.bucket.strip(),
+        region=region,
+        prefix=args.prefix.strip().strip("/"),
+        interval_minutes=args.interval,
+        include_uncommitted=not args.no_uncommitted,
+    )
+    access = secret = ""
+    if args.keys_stdin or sys.stdin.isatty():
+        access = await asyncio.to_thread(_read_secret, "Access key id: ", args.keys_stdin)
+        secret = await asyncio.to_thread(_read_secret, "Secret access key: ", args.keys_stdin)
+    if access or secret:
+        credentials = S3Credentials(access, secret)
+    else:
+        credentials = await backups.credentials()
+    ctx.note(f"Checking {config.endpoint}/{config.bucket}…")
+    result = await check_storage(config, credentials)
+    if access or secret:
+        await backups.save_credentials(access, secret)
+    ctx.settings.backup = config
+    ctx.save_settings()
+    print(f"{result.message}. Backups are on for new workspaces.", file=ctx.out)
     return EXIT_OK
 
 

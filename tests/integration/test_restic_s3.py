@@ -607,3 +607,34 @@ async def test_back_up_now_over_a_real_ssh_connection(tmp_path: Path, s3: S3Serv
     finally:
         await tunnels.close_all()
         server.stop()
+
+
+def test_cli_backup_setup_checks_before_saving(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from app.cli import main
+    from app.settings import SecretKeys, load_settings
+
+    def bivy(stdin: str, *argv: str) -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        out, err = io.StringIO(), io.StringIO()
+        code = main(list(argv), out=out, err=err)
+        return code, out.getvalue(), err.getvalue()
+
+    base = ("backup", "setup", "--endpoint", s3.endpoint, "--prefix", "setup", "--keys-stdin")
+    code, out, err = bivy("AKIDSETUP\nsetup-secret\n", *base, "--bucket", "no-such-bucket")
+    assert code == 1 and "NoSuchBucket" in err
+    assert load_settings().backup.enabled is False  # nothing saved after a failed check
+    assert SecretStore().get(SecretKeys.BACKUP_ACCESS_KEY) is None
+
+    code, out, err = bivy("AKIDSETUP\nsetup-secret\n", *base, "--bucket", s3.bucket)
+    assert code == 0, err
+    assert "Backups are on" in out
+    saved = load_settings().backup
+    assert saved.enabled and saved.endpoint == s3.endpoint and saved.bucket == s3.bucket
+    assert saved.prefix == "setup" and saved.include_uncommitted
+    assert SecretStore().get(SecretKeys.BACKUP_ACCESS_KEY) == "AKIDSETUP"
+    assert SecretStore().get(SecretKeys.BACKUP_SECRET_KEY) == "setup-secret"
+    assert "setup-secret" not in out + err
