@@ -341,11 +341,17 @@ class WorkspaceService:
             if server.ipv4 and server.ipv4 != record.ipv4:
                 await self.registry.aupdate(spec.name, ipv4=server.ipv4)
         except BaseException as exc:
-            # A 4xx answer means the provider refused before creating anything; after anything
-            # else (cancel, timeout, network error, failed action) a server may exist.
-            refused = isinstance(exc, BivyError) and 400 <= exc.status < 500 and created is None
+            # Whether a server may exist is unknown unless we hold its id: look for it by label.
+            # Not after a 409 though: the name belongs to another server (maybe a concurrent
+            # create of the same name), which must not be touched. After any other answered
+            # error one look is enough; after a cancel, timeout or network error the request may
+            # still land, so look a few times.
+            answered = isinstance(exc, BivyError) and exc.status >= 400
+            search = request_sent and not (isinstance(exc, Conflict) and answered)
             cleanup = asyncio.ensure_future(
-                self._undo_create(spec.name, provider, created, request_sent and not refused)
+                self._undo_create(
+                    spec.name, provider, created, search, attempts=1 if answered else None
+                )
             )
             try:
                 await asyncio.shield(cleanup)
@@ -478,19 +484,25 @@ class WorkspaceService:
         )
 
     async def _undo_create(
-        self, name: str, provider: Provider, created: Server | None, request_sent: bool
+        self,
+        name: str,
+        provider: Provider,
+        created: Server | None,
+        search: bool,
+        attempts: int | None = None,
     ) -> None:
         """Delete what a failed or cancelled create left behind (raises ``BivyError``)."""
         failure: BivyError | None = None
+        attempts = attempts or self._cleanup_attempts
         if created is not None:
             try:
                 await provider.delete(created.id)
             except BivyError as exc:
                 failure = exc
-        elif request_sent:
+        elif search:
             # The POST may have been applied without us seeing the answer: look by label, a
             # few times, since an in-flight request can land after the first look.
-            for attempt in range(self._cleanup_attempts):
+            for attempt in range(attempts):
                 try:
                     found = [s for s in await provider.list() if s.workspace_name == name]
                     for server in found:
@@ -501,7 +513,7 @@ class WorkspaceService:
                         break
                 except BivyError as exc:
                     failure = exc
-                if attempt + 1 < self._cleanup_attempts:
+                if attempt + 1 < attempts:
                     await self._sleep(self._cleanup_interval)
         await self._forget(name)
         if failure is not None:

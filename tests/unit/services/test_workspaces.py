@@ -479,3 +479,17 @@ async def test_delete_refuses_when_the_records_account_is_gone(emulator: Hetzner
     assert Registry().get("demo") is not None  # not forgotten
     assert not emulator.calls("DELETE", r"/v1/servers/\d+")
     await service.aclose()
+
+
+async def test_an_error_after_the_create_request_still_deletes_the_server() -> None:
+    # The POST succeeded, then polling its action failed with an answered 4xx: the server exists
+    # though its id never reached the service; it is found by label and deleted.
+    emulator = make_emulator(create_seconds=50.0)
+    emulator.inject_error("GET", r"/v1/actions/\d+", 404, "not_found", times=None)
+    service = make_service(emulator)
+    with pytest.raises(NotFound):
+        await service.create(spec())
+    assert emulator.calls("DELETE", r"/v1/servers/\d+")
+    assert live_servers(emulator) == []
+    assert Registry().all() == []
+    await service.aclose()
