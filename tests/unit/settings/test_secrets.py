@@ -171,3 +171,21 @@ def test_secrets_never_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:
 def test_secret_keys_are_namespaced() -> None:
     assert SecretKeys.account("hetzner-2", "token") == "account/hetzner-2/token"
     assert SecretKeys.workspace("demo", "ttyd-password") == "workspace/demo/ttyd-password"
+
+
+def test_secret_goes_to_the_keychain_never_to_settings_or_log(
+    isolated_environment: MemoryKeyring, caplog: pytest.LogCaptureFixture
+) -> None:
+    from app.settings import Account, Settings, load_settings, save_settings, settings_path
+
+    caplog.set_level(logging.DEBUG)
+    store = SecretStore()
+    store.set(SecretKeys.account("hetzner", "token"), SECRET)
+    settings = Settings(accounts=[Account(id="hetzner", provider="hetzner", label="Hetzner")])
+    save_settings(settings)
+    assert load_settings() == settings
+    files = [p for p in settings_path().parent.rglob("*") if p.is_file()]
+    assert files == [settings_path()]
+    assert all(SECRET not in p.read_text() for p in files)
+    assert SECRET not in caplog.text
+    assert isolated_environment.store == {(SERVICE, "account/hetzner/token"): SECRET}
