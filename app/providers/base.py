@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import abc
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
+
+import httpx
 
 from app.domain import AccountInfo, CreateServerRequest, Region, Server, Size
 
@@ -92,6 +96,16 @@ class Provider(abc.ABC):
     token_guidance: ClassVar[str] = ""
     default_region: ClassVar[str] = ""
     default_size: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def __init__(
+        self,
+        options: Mapping[str, str],
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """Take the account's option values (secrets included), and a transport for tests."""
 
     @abc.abstractmethod
     async def validate(self) -> AccountInfo:

@@ -173,7 +173,7 @@ def open_provider(
 ) -> Provider:
     """A provider instance for ``account`` with its resolved options (blocking: keychain)."""
     cls = provider_class(account.provider)
-    return cls(resolve_options(account, secrets, environ), transport=transport)  # type: ignore[call-arg]
+    return cls(resolve_options(account, secrets, environ), transport=transport)
 
 
 def _check_option(option: ProviderOption, value: str) -> None:
@@ -216,7 +216,7 @@ async def add_account(
             continue
         _check_option(option, value)
         cleaned[option.key] = value
-    provider = cls(cleaned, transport=transport)  # type: ignore[call-arg]
+    provider = cls(cleaned, transport=transport)
     try:
         await provider.validate()
     finally:

@@ -156,7 +156,7 @@ class WorkspaceService:
                 return digest, None
             transport = self._transport_factory(account) if self._transport_factory else None
             cls = provider_class(account.provider)
-            return digest, cls(options, transport=transport)  # type: ignore[call-arg]
+            return digest, cls(options, transport=transport)
 
         # One at a time: two callers must not both build one and close the other's in use.
         async with self._providers_lock:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, QTimer, QUrl
 from PySide6.QtGui import QDesktopServices, QGuiApplication
@@ -26,7 +27,7 @@ from app.services.registry import Registry
 from app.services.status import StatusEvent, StatusEventKind, StatusService, StatusSnapshot
 from app.services.tunnels import TunnelService
 from app.services.workspaces import WorkspaceService
-from app.settings import SecretStore, Settings, load_settings, save_settings
+from app.settings import SecretStore, Settings, config_dir, load_settings, save_settings
 from app.ui.controllers import (
     TTYD_USER,
     CostsController,
@@ -81,6 +82,7 @@ class Shell(QObject):
         self.closed = asyncio.Event()
         self._shutting_down = False
         self._froze_gc = False
+        self._began_for_real = False
         self.costs: dict[tuple[str, str], CostFigure] = {}
         self.notifier = Notifier()
         self.window = window if window is not None else MainWindow(now=now, confirm=confirm)
@@ -137,7 +139,7 @@ class Shell(QObject):
         secrets = SecretStore()
 
         async def validate(kind: str, options: Mapping[str, str]) -> str:
-            provider = PROVIDERS[kind](options)  # type: ignore[call-arg]
+            provider = PROVIDERS[kind](options)
             try:
                 info = await provider.validate()
             finally:
@@ -189,7 +191,7 @@ class Shell(QObject):
         t.openRequested.connect(self.open_terminal)
         t.showRequested.connect(self._show_window)
         t.quitRequested.connect(self.request_shutdown)
-        t.deleteRequested.connect(self.delete)
+        t.deleteRequested.connect(self.confirm_delete)
         t.deleteAllRequested.connect(self.delete_all)
 
     async def start(self, *, smoke_test: bool = False) -> None:
@@ -198,6 +200,8 @@ class Shell(QObject):
     def begin(self, *, smoke_test: bool = False) -> None:
         """Show the window; outside the smoke test also the tray, the clock and a refresh."""
         self.window.set_has_accounts(bool(effective_accounts(self.settings)))
+        if not smoke_test:
+            self.window.restore_state(window_state_path())
         self.window.show()
         # Everything loaded so far (Qt bindings, modules, pydantic schemas) lives as long as the
         # app: move it out of the collector's sight. A full collection over it took ~150 ms on
@@ -205,6 +209,7 @@ class Shell(QObject):
         gc.collect()
         gc.freeze()
         self._froze_gc = True
+        self._began_for_real = not smoke_test
         if not smoke_test:
             self.tray.show()
             self.tick_timer.start()
@@ -457,6 +462,16 @@ class Shell(QObject):
         self.window.set_has_accounts(bool(effective_accounts(settings)))
         self.request_refresh()
 
+    def confirm_delete(self, ws: Workspace) -> None:
+        """Delete after the user confirmed (the tray's Delete; the window asks on its own)."""
+        if self.window.confirm(
+            self.window,
+            f"Delete workspace {ws.name}?",
+            f"The VM of {ws.name} is deleted now; anything not pushed or backed up on it is "
+            "lost. Its backups are kept.",
+        ):
+            self.delete(ws)
+
     def delete(self, ws: Workspace) -> None:
         if self.workspaces is not None:
             self.window.statusBar().showMessage(f"Deleting {ws.name}…")
@@ -557,6 +572,11 @@ class Shell(QObject):
         self.tick_timer.stop()
         for dialog in list(self.dialogs):
             dialog.close()
+        if self._began_for_real:
+            try:
+                self.window.save_state(window_state_path())
+            except OSError as exc:
+                log.warning("cannot save the window layout: %s", exc)
         if self.cost_controller is not None:
             await self.cost_controller.cancel_all()
         if self.status is not None:
@@ -601,6 +621,11 @@ class _ActivityFilter(QObject):
         if event.type() in self._INPUT:
             self._on_input()
         return False
+
+
+def window_state_path() -> Path:
+    """Window layout, kept apart from the settings (``config_dir()/window.json``)."""
+    return config_dir() / "window.json"
 
 
 def _clear_if(secret: str) -> None:
