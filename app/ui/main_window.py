@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 
-from PySide6.QtCore import QModelIndex, QPoint, QSize, Qt, Signal
+from PySide6.QtCore import QByteArray, QModelIndex, QPoint, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QFont, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -476,6 +478,32 @@ class MainWindow(QMainWindow):
         else:
             self.refresh_label.setToolTip("When the list was last refreshed from the providers")
         self.refresh_label.setText(text)
+
+    def save_state(self, path: Path) -> None:
+        """Window geometry, column widths/sort and the splitter, in ``path`` (window.json)."""
+        state = {
+            "geometry": bytes(self.saveGeometry().toBase64().data()).decode(),
+            "header": bytes(self.table.horizontalHeader().saveState().toBase64().data()).decode(),
+            "splitter": bytes(self.splitter.saveState().toBase64().data()).decode(),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state), encoding="utf-8")
+        tmp.replace(path)
+
+    def restore_state(self, path: Path) -> bool:
+        """Restore what ``save_state`` wrote; a missing or broken file keeps the defaults."""
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            geometry, header, splitter = state["geometry"], state["header"], state["splitter"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        self.restoreGeometry(QByteArray.fromBase64(geometry.encode()))
+        self.table.horizontalHeader().restoreState(QByteArray.fromBase64(header.encode()))
+        self.splitter.restoreState(QByteArray.fromBase64(splitter.encode()))
+        header_view = self.table.horizontalHeader()
+        self.model.sort(header_view.sortIndicatorSection(), header_view.sortIndicatorOrder())
+        return True
 
     def add_tab(self, widget: QWidget, title: str) -> int:
         """Show ``widget`` (a terminal) in a new closable tab and switch to it."""

@@ -221,3 +221,38 @@ def test_guardian_deletes_overdue_and_shows_unaccounted(
     qtbot.waitUntil(lambda: shell.window.unaccounted_label.isVisible(), timeout=10000)
     assert "stray" in shell.window.unaccounted_label.toolTip()
     qtbot.waitUntil(lambda: shell.window.model.row_of("hetzner", "old") is None, timeout=10000)
+
+
+@pytest.mark.parametrize("confirmed", [False, True])
+def test_tray_delete_asks_first(
+    qtbot: QtBot, emulator: HetznerEmulator, shell_factory, confirmed: bool
+) -> None:  # type: ignore[no-untyped-def]
+    emulator.add_server("bivy-t", {"managed-by": "bivy", "bivy-workspace": "t"})
+    shell = shell_factory(emulator, settings=configured_settings(), confirm=confirmed)
+    shell.begin()
+    qtbot.waitUntil(lambda: shell.window.model.rowCount() == 1, timeout=10000)
+    shell.tray.deleteRequested.emit(shell.window.model.workspace_at(0))
+    if confirmed:
+        qtbot.waitUntil(lambda: live_servers(emulator) == [], timeout=10000)
+    else:
+        qtbot.wait(300)
+        assert len(live_servers(emulator)) == 1
+        assert not shell.workspaces.tasks  # nothing was started
+
+
+def test_window_layout_survives_a_restart(
+    qtbot: QtBot, emulator: HetznerEmulator, shell_factory
+) -> None:  # type: ignore[no-untyped-def]
+    from app.ui.shell import window_state_path
+
+    first = shell_factory(emulator)
+    first.begin()
+    first.window.resize(700, 500)  # within the offscreen screen (800×600)
+    first.window.table.horizontalHeader().resizeSection(0, 222)
+    done = asyncio.ensure_future(first.shutdown())
+    qtbot.waitUntil(done.done, timeout=10000)
+    assert window_state_path().is_file()
+    second = shell_factory(emulator)
+    second.begin()
+    assert second.window.table.horizontalHeader().sectionSize(0) == 222
+    assert second.window.width() == 700
