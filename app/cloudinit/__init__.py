@@ -275,8 +275,13 @@ def _validate(inputs: UserDataInputs) -> None:
         raise InvalidInput("The host private key is not an OpenSSH private key")
 
 
-def render_cloud_config(inputs: UserDataInputs) -> str:
-    """The plain ``#cloud-config`` YAML for ``inputs``."""
+def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -> str:
+    """The plain ``#cloud-config`` YAML for ``inputs``.
+
+    ``pack_scripts`` stores the static files (scripts, units: no user values) as
+    ``encoding: gz+b64``, which cloud-init decodes itself: for providers whose datasource does
+    not decode a compressed whole.
+    """
     _validate(inputs)
     directory = template_dir()
     env = _environment(directory)
@@ -318,7 +323,7 @@ def render_cloud_config(inputs: UserDataInputs) -> str:
     }
     agent_env = {"CLAUDE_CONFIG_DIR": CONTAINER_CLAUDE_DIR, **inputs.agent_env}
     initial_status = json.dumps({"phase": "booting", "detail": "booting", "progress": 0.01})
-    files: list[dict[str, str]] = [
+    files: list[dict[str, str]] = [  # path, permissions, content (+ encoding when packed)
         {"path": f"{ETC_DIR}/workspace.env", "permissions": "0600",
          "content": _env_file(workspace_env, "workspace")},
         {"path": f"{ETC_DIR}/provider.env", "permissions": "0600",
@@ -384,6 +389,12 @@ def render_cloud_config(inputs: UserDataInputs) -> str:
             {"path": f"/etc/systemd/system/{unit}", "permissions": "0644",
              "content": render(f"systemd/{unit}")}
         )  # fmt: skip
+    if pack_scripts:
+        for entry in files:
+            if entry["path"].startswith((f"{LIB_DIR}/", "/etc/systemd/")):
+                packed = gzip.compress(entry["content"].encode(), 9, mtime=0)
+                entry["content"] = base64.b64encode(packed).decode()
+                entry["encoding"] = "gz+b64"
     return env.get_template("cloud-config.yaml.j2").render(
         context,
         files=files,
@@ -404,7 +415,8 @@ def _backup_env(backup: BackupInputs) -> dict[str, str]:
 
 
 def render_user_data(inputs: UserDataInputs) -> RenderedUserData:
-    """Render, then fit the provider's limit: plain when it fits, else base64(gzip) when allowed.
+    """Render, then fit the provider's limit: plain when it fits; else base64(gzip(all)) when
+    the provider's datasource decodes it; else with the scripts compressed file by file.
 
     Raises ``InvalidInput`` when the result cannot fit.
     """
@@ -421,9 +433,14 @@ def render_user_data(inputs: UserDataInputs) -> RenderedUserData:
             f"{inputs.provider} accepts {inputs.user_data_limit}",
             hint="Shorten the backup settings or the agent credentials.",
         )
+    packed_config = render_cloud_config(inputs, pack_scripts=True)
+    packed_size = len(packed_config.encode())
+    if packed_size <= inputs.user_data_limit:
+        return RenderedUserData(packed_config, packed_config, compressed=False, size=packed_size)
     raise InvalidInput(
-        f"The user data is {size} bytes; {inputs.provider} accepts {inputs.user_data_limit}",
-        hint="This provider cannot take compressed user data.",
+        f"The user data is {packed_size} bytes even with compressed scripts; "
+        f"{inputs.provider} accepts {inputs.user_data_limit}",
+        hint="Shorten the backup settings or the agent credentials.",
     )
 
 

@@ -44,6 +44,11 @@ def _variants() -> list[tuple[str, str]]:
             render_user_data(inputs_for(SPECS[0], git_token="t", backup=backup)).cloud_config,
         )
     )
+    packed = render_user_data(
+        inputs_for(SPECS[0], backup=backup, user_data_limit=40000, gzip_base64_ok=False)
+    )
+    assert "gz+b64" in packed.cloud_config
+    out.append(("packed-scripts", packed.cloud_config))
     return out
 
 
@@ -83,7 +88,7 @@ def test_schema_json_and_known_keys(name: str, cloud_config: str) -> None:
     known = {k for d in schema["$defs"].values() for k in d.get("properties", {})}
     assert set(data) <= known, set(data) - known
     for entry in data["write_files"]:
-        assert set(entry) == {"path", "owner", "permissions", "content"}
+        assert set(entry) - {"encoding"} == {"path", "owner", "permissions", "content"}
 
 
 SHELLCHECK = shutil.which("shellcheck") or str(Path(".venv/bin/shellcheck").resolve())

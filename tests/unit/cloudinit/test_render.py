@@ -67,8 +67,21 @@ def test_fits_the_limit_compressed_when_needed() -> None:
     assert not big.compressed and big.user_data == big.cloud_config
 
 
+def test_without_whole_gzip_the_scripts_are_packed_file_by_file() -> None:
+    plain = render_user_data(inputs_for(SPEC, user_data_limit=10**6))
+    limit = plain.size - 1000
+    packed = render_user_data(inputs_for(SPEC, user_data_limit=limit, gzip_base64_ok=False))
+    assert not packed.compressed and packed.size <= limit
+    assert packed.user_data.startswith("#cloud-config\n")
+    raw = yaml.safe_load(packed.cloud_config)["write_files"]
+    encodings = {f["path"]: f.get("encoding") for f in raw}
+    assert encodings["/usr/local/lib/bivy/idle-monitor"] == "gz+b64"
+    assert encodings["/etc/bivy/workspace.env"] is None  # user values stay plain and quoted
+    assert write_files(packed.cloud_config) == write_files(plain.cloud_config)
+
+
 def test_too_large_is_a_clear_error() -> None:
-    with pytest.raises(InvalidInput, match="accepts 4000"):
+    with pytest.raises(InvalidInput, match="even with compressed scripts; hetzner accepts 4000"):
         render_user_data(inputs_for(SPEC, user_data_limit=4000, gzip_base64_ok=False))
     with pytest.raises(InvalidInput, match="even compressed"):
         render_user_data(inputs_for(SPEC, user_data_limit=2000))

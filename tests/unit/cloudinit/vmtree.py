@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import os
 from pathlib import Path
 from typing import Any
@@ -46,8 +48,13 @@ def _hetzner_script() -> str:
 
 
 def write_files(cloud_config: str) -> list[dict[str, Any]]:
+    """The write_files entries, contents decoded as cloud-init would (``gz+b64``)."""
     data = yaml.safe_load(cloud_config)
     files: list[dict[str, Any]] = data["write_files"]
+    for entry in files:
+        if entry.get("encoding") == "gz+b64":
+            entry["content"] = gzip.decompress(base64.b64decode(entry["content"])).decode()
+            del entry["encoding"]
     return files
 
 
