@@ -213,6 +213,7 @@ class CreateDialog(QDialog):
         self.region_combo.currentIndexChanged.connect(self._region_changed)
         self.size_combo.currentIndexChanged.connect(self._show_price)
         self.controller.progress.connect(self._on_progress)
+        self.controller.failed.connect(self._on_failed)
 
     # -- validation as the user types -----------------------------------------------------
 
@@ -353,6 +354,7 @@ class CreateDialog(QDialog):
             return
         spec = self.spec()
         self._spec_name = spec.name
+        self.step.setStyleSheet("")
         self.form_widget.setEnabled(False)
         self.create_button.setEnabled(False)
         self.step.setText("Starting…")
@@ -369,6 +371,13 @@ class CreateDialog(QDialog):
         self.step.setText(f"{step}: {detail}" if detail else step)
         self.progress.setValue(round(fraction * 100))
 
+    def _on_failed(self, message: str, hint: str) -> None:
+        # The create's error belongs here, in front of the user, not behind the dialog.
+        if self.create_task is not None:
+            self._error = message + (f" — {hint}" if hint else "")
+
+    _error = ""
+
     def _create_done(self, task: asyncio.Task[Workspace | None]) -> None:
         self.create_task = None
         ws = None if task.cancelled() else task.result()
@@ -379,8 +388,15 @@ class CreateDialog(QDialog):
         # Failed or cancelled: the form comes back as it was, the error is shown by the app.
         self.form_widget.setEnabled(True)
         self.progress.hide()
-        self.step.setText("Cancelled; nothing was left running." if self._cancelled else "")
-        self.step.setVisible(self._cancelled)
+        if self._cancelled:
+            self.step.setStyleSheet("")
+            self.step.setText("Cancelled; nothing was left running.")
+        else:
+            self.step.setStyleSheet("color: #b00020;")
+            self.step.setText(f"Not created: {self._error}" if self._error else "")
+        self.step.setVisible(bool(self.step.text()))
+        self._error = ""
+        self._cancelled = False
         self.cancel_button.setEnabled(True)
         self._validate()
 

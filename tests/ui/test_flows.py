@@ -256,3 +256,18 @@ def test_window_layout_survives_a_restart(
     second.begin()
     assert second.window.table.horizontalHeader().sectionSize(0) == 222
     assert second.window.width() == 700
+
+
+def test_failed_create_is_explained_in_the_dialog(
+    qtbot: QtBot, emulator: HetznerEmulator, shell_factory
+) -> None:  # type: ignore[no-untyped-def]
+    emulator.server_limit = 0  # the project's server quota is used up
+    shell = shell_factory(emulator, settings=configured_settings())
+    shell.begin()
+    dialog = open_create(qtbot, shell)
+    dialog.create_button.click()
+    qtbot.waitUntil(lambda: dialog.create_task is None, timeout=10000)
+    assert dialog.step.isVisible()
+    assert dialog.step.text().startswith("Not created: ")
+    assert dialog.form_widget.isEnabled() and dialog.create_button.isEnabled()
+    assert live_servers(emulator) == []
