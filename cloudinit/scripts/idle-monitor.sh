@@ -25,8 +25,14 @@ WARNING_SECONDS="${BIVY_EXPIRY_WARNING_SECONDS:-{{ expiry_warning_seconds }}}"
 PREDELETE_RETRY_SECONDS=600
 PRUNE_NAMES=({% for name in prune_names %}{{ name }} {% endfor %})
 mode="${1:-check}"
-if [ -e "$BIVY_STATE_DIR/deleted" ] && [ "$mode" != --decide ]; then
-    exit 0  # the provider accepted the deletion; the VM is going away
+if [ "$mode" != --decide ]; then
+    # The idle and the lifetime timers may fire together: one acts at a time, and after an
+    # accepted deletion neither asks again while the VM goes away.
+    exec 9>"$BIVY_STATE_DIR/monitor.lock"
+    flock 9
+    if [ -e "$BIVY_STATE_DIR/deleted" ]; then
+        exit 0
+    fi
 fi
 now=$(bivy_now)
 window=$((BIVY_IDLE_MINUTES * 60))

@@ -243,3 +243,17 @@ def test_expiring_phase_shortly_before_the_lifetime(vm: Vm) -> None:
     status = json.loads((vm.state / "status.json").read_text())
     assert status["phase"] == "expiring"
     assert status["lifetime_deadline"] == "2027-01-15T20:00:00Z"
+
+
+def test_timers_firing_together_delete_once(vm: Vm) -> None:
+    calls = vm.root / "delete-calls"
+    script = vm.lib / "self-delete"
+    script.write_text(f"#!/bin/sh\necho call >> {calls}\nsleep 0.5\nexit 0\n")
+    script.chmod(0o755)
+    env = {**vm.env, "BIVY_NOW": str(T0)}
+    runs = [
+        subprocess.Popen(["bash", str(vm.lib / "idle-monitor"), "--lifetime"], env=env)
+        for _ in range(3)
+    ]
+    assert [run.wait(timeout=30) for run in runs] == [0, 0, 0]
+    assert calls.read_text().splitlines() == ["call"]
