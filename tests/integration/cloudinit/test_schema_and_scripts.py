@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets as secrets_module
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.cloudinit import BackupInputs, render_user_data
 from app.domain import WorkspaceSpec
@@ -165,3 +168,30 @@ def test_sourcing_the_env_file_runs_nothing(branch: str, tmp_path: Path) -> None
         assert result.returncode == 0, result.stderr
         assert result.stdout == branch
     assert list(work.iterdir()) == []  # no PWNED file: nothing executed
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    secret=st.text(
+        alphabet=st.sampled_from(list("aZ9'\"$()`;|&<>*?[]{}~#!\\ \t\n")), min_size=1, max_size=24
+    )
+)
+def test_hostile_secrets_are_sourced_literally(secret: str, tmp_path: Path) -> None:
+    backup = BackupInputs("s3:https://s3.example/b", {"AWS_SECRET_ACCESS_KEY": secret}, secret)
+    inputs = inputs_for(SPECS[0], self_delete_env={"HCLOUD_TOKEN": secret}, backup=backup)
+    root = tmp_path / secrets_module.token_hex(4)
+    env = materialize(render_user_data(inputs).cloud_config, root)
+    work = root / "cwd"
+    work.mkdir()
+    script = (
+        '. "$BIVY_ETC_DIR/provider.env"; . "$BIVY_ETC_DIR/backup.env"; '
+        + 'printf "%s|%s|%s" "$HCLOUD_TOKEN" "$RESTIC_PASSWORD" "$AWS_SECRET_ACCESS_KEY"'
+    )
+    result = subprocess.run(
+        ["sh", "-c", script], env=env, cwd=work, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{secret}|{secret}|{secret}"
+    assert list(work.iterdir()) == []

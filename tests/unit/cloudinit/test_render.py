@@ -160,6 +160,7 @@ def test_yaml_quote_round_trips_any_text(value: str) -> None:
     assert yaml.safe_load(f"key: {quoted}\nafter: 1\n") == {"key": value, "after": 1}
 
 
+BASELINE = yaml.safe_load(render_user_data(inputs_for(SPEC, user_data_limit=10**6)).cloud_config)
 HOSTILE = st.sampled_from(
     ["'", '"', "$(touch pwned)", "`touch pwned`", "\n", "\r", ": ", "- ", "#", "&a", "*a", "!!py",
      "{", "}", "[", "]", "|", ">", "%", "@", "\\", "\u2028", "\x85", "${IFS}", ";", "..", "--", " "]
@@ -183,10 +184,10 @@ def test_hostile_values_are_rejected_or_carried_intact(
         return  # rejected at input, with a reason (see test_validation)
     rendered = render_user_data(inputs_for(spec, user_data_limit=10**6))
     data = yaml.safe_load(rendered.cloud_config)
-    # The structure is ours: same keys, same files; the values parse back exactly.
-    assert list(data) == list(
-        yaml.safe_load(render_user_data(inputs_for(SPEC, user_data_limit=10**6)).cloud_config)
-    )
+    # The structure is ours: same keys, same files, same commands; values parse back exactly.
+    assert list(data) == list(BASELINE)
+    assert [f["path"] for f in data["write_files"]] == [f["path"] for f in BASELINE["write_files"]]
+    assert data["runcmd"] == BASELINE["runcmd"]
     env = parse_env(file_content(rendered.cloud_config, "/etc/bivy/workspace.env"))
     assert env["BIVY_REPO_URL"] == spec.repo_url
     assert env["BIVY_BRANCH"] == (spec.branch or "")
