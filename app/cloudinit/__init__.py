@@ -83,11 +83,12 @@ _PLACEHOLDER = "PLACEHOLDER"
 
 
 def template_dir() -> Path:
-    """cloudinit/ in the source tree, or in the PyInstaller bundle (``sys._MEIPASS``)."""
+    """cloudinit/ beside the ``app`` package (source tree, or a bundle that keeps that layout),
+    else in the PyInstaller bundle's data (``sys._MEIPASS``)."""
     candidates = [Path(__file__).resolve().parents[2] / "cloudinit"]
     bundle = getattr(sys, "_MEIPASS", None)
     if bundle:
-        candidates.insert(0, Path(bundle) / "cloudinit")
+        candidates.append(Path(bundle) / "cloudinit")
     for candidate in candidates:
         if (candidate / "cloud-config.yaml.j2").is_file():
             return candidate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import shlex
-import subprocess
+import shutil
 import sys
 from pathlib import Path
 
@@ -140,12 +140,18 @@ def test_templates_found_in_a_pyinstaller_bundle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = cloudinit.template_dir()
+    assert (source / "cloud-config.yaml.j2").is_file()
     bundle = tmp_path / "bundle"
-    subprocess.run(["cp", "-r", str(source), str(bundle / "cloudinit")], check=False)
-    (bundle / "cloudinit").mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-r", f"{source}/.", str(bundle / "cloudinit")], check=True)
+    shutil.copytree(source, bundle / "cloudinit")
+    # Frozen: the package's own file lives where no cloudinit/ sits beside it.
+    frozen_file = tmp_path / "lib" / "app" / "cloudinit" / "x.pyc"
+    monkeypatch.setattr(cloudinit, "__file__", str(frozen_file))
     monkeypatch.setattr(sys, "_MEIPASS", str(bundle), raising=False)
     assert cloudinit.template_dir() == bundle / "cloudinit"
+    assert render_user_data(inputs_for(SPEC)).cloud_config.startswith("#cloud-config")
+    monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path / "empty"), raising=False)
+    with pytest.raises(InvalidInput, match="templates are missing"):
+        cloudinit.template_dir()
 
 
 @settings(max_examples=300)
