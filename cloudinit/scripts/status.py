@@ -6,6 +6,7 @@ UTC; "<PATH" reads the last lines of a file (for log_tail); progress is a number
 always set. BIVY_NOW fakes the clock; BIVY_STATE_DIR moves the file (both for tests only).
 """
 
+import fcntl
 import json
 import os
 import sys
@@ -47,6 +48,14 @@ def convert(key: str, value: str) -> object:
 def main(argv: list[str]) -> int:
     state_dir = os.environ.get("BIVY_STATE_DIR", "{{ state_dir }}")
     path = os.path.join(state_dir, "status.json")
+    # The bootstrap, the idle monitor and the backup all write: merge one at a time, so no
+    # writer puts back a field another has just changed.
+    with open(os.path.join(state_dir, ".status.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return merge(path, state_dir, argv)
+
+
+def merge(path: str, state_dir: str, argv: list[str]) -> int:
     try:
         with open(path, encoding="utf-8") as handle:
             status = json.load(handle)
