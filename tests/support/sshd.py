@@ -169,7 +169,8 @@ def start_sshd(
     ``authorized_keys`` defaults to a freshly generated client key (``client_private_key``).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation dir
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation dir
     host_private, host_public = new_keypair()
     client_private, client_public = new_keypair()
     host_key = directory / "ssh_host_ed25519_key"
