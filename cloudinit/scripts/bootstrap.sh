@@ -37,6 +37,9 @@ bivy_status phase=installing "detail=installing docker, git, tmux, ttyd, node" p
 # Ubuntu's ttyd package starts its own service on port 7681; ours replaces it.
 systemctl mask ttyd.service >/dev/null 2>&1 || true
 
+# ttyd comes from Ubuntu (noble universe, 1.7.4): the provider's local mirror, signed packages,
+# both architectures, and every flag we use (-W -O -c -i); a GitHub release download would add
+# a third-party dependency (rate limits, outages) and a checksum we would have to pin per version.
 install_packages() {
     local packages=() tool
     for tool in tmux ttyd git jq; do
