@@ -128,3 +128,26 @@ def test_without_node_the_event_still_sets_the_state(
         Path(env["BIVY_AGENT_STATE_DIR"], "agent.json").read_text()
     )
     assert report.state is AgentState.WAITING
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
+def test_the_idle_monitor_reads_what_the_hook_wrote(hook: tuple[Path, dict[str, str]]) -> None:
+    script, env = hook
+    root = script.parents[2]
+    (root / "state" / "status.json").write_text('{"phase": "ready"}')
+    (root / "state" / "deadline").write_text("9999999999\n")
+    monitor_env = {**env, "BIVY_SS_CMD": "true", "BIVY_WHO_CMD": "true"}
+
+    def decide() -> str:
+        result = subprocess.run(
+            ["bash", str(root / "lib" / "idle-monitor"), "--decide"],
+            env=monitor_env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return result.stdout.strip()
+
+    fire(hook, "UserPromptSubmit", prompt="go")
+    assert decide() == "active agent working"
+    fire(hook, "PermissionRequest", tool_name="Bash")
+    assert decide().startswith("idle")
+    fire(hook, "Stop", background_tasks=[{"id": "t"}], stop_hook_active=False)
+    assert decide() == "active agent has 1 background task(s)"

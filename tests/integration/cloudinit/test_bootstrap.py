@@ -158,3 +158,38 @@ def test_askpass_answers_from_the_token_file(tmp_path: Path) -> None:
     )
     assert user.stdout == "x-access-token\n"
     assert password.stdout == "ghp_once"
+
+
+def test_missing_tools_are_installed_from_apt_in_one_go(tmp_path: Path) -> None:
+    env, log = _make_vm(tmp_path)
+    # A PATH without tmux, ttyd, jq and docker (as on a fresh Ubuntu image); everything else real.
+    missing = {"tmux", "ttyd", "jq", "docker"}
+    bare = tmp_path / "bare-bin"
+    bare.mkdir()
+    for directory in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for tool in Path(directory).iterdir():
+            if tool.name not in missing and not (bare / tool.name).exists():
+                (bare / tool.name).symlink_to(tool)
+    stubs = tmp_path / "bin"
+    for name in missing - {"docker"}:
+        (stubs / name).unlink()
+    docker = stubs / "docker"
+    docker.rename(tmp_path / "docker-later")
+    # apt-get "installs" docker: from then on the stub is on the PATH.
+    _stub(
+        stubs,
+        "apt-get",
+        f'case "$*" in *install*) cp {tmp_path / "docker-later"} {stubs}/docker ;; esac',
+    )
+    env["PATH"] = f"{stubs}:{bare}"
+    result = _run(tmp_path, env)
+    state = tmp_path / "vm" / "state"
+    assert result.returncode == 0, (state / "log" / "bootstrap.log").read_text()
+    installs = [line for line in log.read_text().splitlines() if line.startswith("apt-get ")]
+    assert installs[0] == "apt-get update -q"
+    assert installs[1].startswith("apt-get install -y -q --no-install-recommends ")
+    assert set(installs[1].split()[5:]) == {"tmux", "ttyd", "jq", "docker.io", "docker-buildx"}
+    assert len(installs) == 2
+    calls = log.read_text()
+    assert "systemctl mask ttyd.service" in calls  # Ubuntu's own ttyd service must not take 7681
+    assert calls.index("systemctl mask ttyd.service") < calls.index("apt-get install")
