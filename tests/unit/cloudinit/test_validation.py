@@ -135,3 +135,26 @@ def test_branch_rules_match_git_check_ref_format(branch: str) -> None:
     assert not ours or git_ok, branch
     if git_ok and not branch.startswith("-") and branch != "@":  # "@" means HEAD to git
         assert ours, branch
+
+
+@settings(max_examples=400)
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.builds(
+            lambda prefix, rest: prefix + rest,
+            st.sampled_from(["https://", "ssh://", "git@", "https://h.example/", "ext::", "-", ""]),
+            st.text(alphabet=st.sampled_from(list("ab-./:@$()`'\";|&\n\t %?#~")), max_size=20),
+        ),
+    )
+)
+def test_an_accepted_url_is_never_an_option_or_shell_code(url: str) -> None:
+    try:
+        validate_repo_url(url)
+    except ValueError as exc:
+        assert str(exc)  # always a reason
+        return
+    assert not url.startswith("-")
+    assert not any(ch.isspace() or ord(ch) < 0x20 for ch in url)
+    assert not set(url) & set("$`'\";|&()<>\\?#*")
+    assert repo_dir_name(url) and not repo_dir_name(url).startswith("-")
