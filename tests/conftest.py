@@ -58,7 +58,9 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MemoryKeyring]:
+def isolated_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[MemoryKeyring]:
     """Point HOME, XDG and Bivy's dirs into tmp_path and use an in-memory keychain."""
     home = tmp_path / "home"
     home.mkdir()
