@@ -7,19 +7,24 @@ import re
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from PySide6.QtCore import QTimer, Signal
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QFont, QPalette
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -33,6 +38,8 @@ from app.domain import (
     validate_workspace_name,
 )
 from app.domain.validation import validate_branch, validate_repo_url
+from app.errors import BivyError
+from app.services.compare import Catalogue, Offer, SizeClass, compare_sizes
 from app.settings import Settings
 from app.ui import formatting
 from app.ui.controllers import WorkspacesController
@@ -70,6 +77,145 @@ def name_from_repo(url: str) -> str:
     return name or "workspace"
 
 
+class PriceComparison(QGroupBox):
+    """The chosen size's class (cores, memory, architecture) at every configured account.
+
+    One row per account: its cheapest size of the class, where, and what it costs, cheapest
+    first. Prices stay in each provider's currency (no exchange rates are known), so offers in
+    another currency than the first come after it, ordered by their own amount.
+
+    Signals:
+        picked(account, region, size): the user clicked a row (the form switches to it).
+    Attributes:
+        table: the offers; busy: shown while sizes load; note: what the rows mean, or why an
+            account is missing; offers: the rows shown, in order.
+    """
+
+    picked = Signal(str, str, str)
+
+    HEADERS = ("Account", "Size", "Region", "Per hour", "Per month", "VAT")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Same size at your other accounts", parent)
+        self.offers: list[Offer] = []
+        self.heading = QLabel()
+        self.heading.setWordWrap(True)
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)
+        self.busy.setMaximumWidth(90)
+        self.busy.setTextVisible(False)
+        self.busy.setToolTip("Loading the other accounts' live prices…")
+        self.busy.hide()
+        top = QHBoxLayout()
+        top.addWidget(self.heading, 1)
+        top.addWidget(self.busy)
+        self.table = QTableWidget(0, len(self.HEADERS))
+        self.table.setHorizontalHeaderLabels(list(self.HEADERS))
+        self.table.verticalHeader().hide()
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.table.setWordWrap(False)
+        self.table.setToolTip("Click a row to create the workspace there")
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in range(1, len(self.HEADERS)):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.cellClicked.connect(self._clicked)
+        self.table.cellActivated.connect(self._clicked)
+        self.note = QLabel()
+        self.note.setWordWrap(True)
+        self.note.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.table)
+        layout.addWidget(self.note)
+        self._fit()
+
+    def set_loading(self, loading: bool) -> None:
+        self.busy.setVisible(loading)
+
+    def show_offers(
+        self,
+        size_class: SizeClass | None,
+        architecture: str,
+        offers: Sequence[Offer],
+        labels: dict[str, str],
+        current: tuple[str, str, str],
+        missing: Sequence[str] = (),
+    ) -> None:
+        """Show ``offers`` (from ``compare_sizes``); ``current`` (account, region, size) is
+        bold; ``missing`` are sentences about accounts that could not be compared."""
+        self.offers = list(offers)
+        if size_class is None:
+            self.heading.setText("Choose a size to compare its price at your other accounts.")
+        else:
+            self.heading.setText(
+                f"{size_class.label()} ({architecture}): the cheapest at each account"
+            )
+        self.table.setRowCount(len(self.offers))
+        for row, offer in enumerate(self.offers):
+            price = offer.price
+            chosen = (offer.account, offer.region, offer.size.name) == current
+            cells = (
+                labels.get(offer.account, offer.account),
+                offer.size.name,
+                offer.region,
+                formatting.hourly(price.hourly, price.currency),
+                formatting.money(price.monthly, price.currency),
+                "incl." if price.includes_vat else "excl.",
+            )
+            tip = (
+                f"{offer.size.name}: {offer.size.cores} vCPU, {offer.size.memory_gb:g} GB RAM, "
+                f"{offer.size.disk_gb} GB disk, {offer.size.cpu_type} CPU, in {offer.region}"
+                + ("  (the current choice)" if chosen else "  — click to use it")
+            )
+            for column, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setToolTip(tip)
+                if column >= 3:
+                    item.setTextAlignment(
+                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+                    )
+                if chosen:
+                    font = QFont(item.font())
+                    font.setBold(True)
+                    item.setFont(font)
+                self.table.setItem(row, column, item)
+        notes = []
+        currencies = sorted({o.price.currency for o in self.offers})
+        if len(currencies) > 1:
+            first = self.offers[0].price.currency
+            notes.append(
+                f"Prices are in each provider's currency ({', '.join(currencies)}), not "
+                f"converted: {first} offers are compared first, the others after them."
+            )
+        if size_class is not None and len(self.offers) < len(labels):
+            have = {o.account for o in self.offers}
+            for account in labels:
+                if account not in have and not any(m.startswith(labels[account]) for m in missing):
+                    notes.append(f"{labels[account]}: no {size_class.label()} size.")
+        notes.extend(missing)
+        self.note.setText("\n".join(notes))
+        self.note.setVisible(bool(notes))
+        self._fit()
+
+    def _fit(self) -> None:
+        # As tall as its rows: a few accounts must not leave a large empty table.
+        rows = max(1, self.table.rowCount())
+        height = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
+        height += sum(self.table.rowHeight(r) for r in range(self.table.rowCount()))
+        if not self.table.rowCount():
+            height += self.table.verticalHeader().defaultSectionSize()
+        self.table.setFixedHeight(height + (2 if rows else 0))
+
+    def _clicked(self, row: int, _column: int = 0) -> None:
+        if 0 <= row < len(self.offers):
+            offer = self.offers[row]
+            self.picked.emit(offer.account, offer.region, offer.size.name)
+
+
 class CreateDialog(QDialog):
     """Asks what to create, then shows its progress; Cancel cancels the create task.
 
@@ -79,6 +225,9 @@ class CreateDialog(QDialog):
         controller: the workspaces controller that runs the create.
         create_task: the running create, if any (kept so Cancel can cancel it).
         load_task: the running region/size load, if any.
+        compare: the price comparison across accounts (shown with two accounts or more).
+        compare_task: the running load of every account's sizes, if any.
+        catalogues: account id → its sizes in every region, for the comparison.
     """
 
     created = Signal(object)
@@ -102,9 +251,16 @@ class CreateDialog(QDialog):
         self._sizes: list[Size] = []
         self._existing = set(existing_names)
         self._name_edited = False
+        self.compare_task: asyncio.Task[None] | None = None
+        self.catalogues: dict[str, list[Size]] = {}
+        self._catalogue_errors: dict[str, str] = {}
+        # (region, size) to select once the account's regions and sizes have loaded.
+        self._pending: tuple[str, str] | None = None
         self._build(accounts)
         self._validate()
         QTimer.singleShot(0, self._account_changed)
+        if len(accounts) > 1:
+            QTimer.singleShot(0, self._load_catalogues)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -175,6 +331,18 @@ class CreateDialog(QDialog):
         form.addRow("Region", self.region_combo)
         form.addRow("Size", size_row)
         form.addRow("Price", self.price)
+        self.compare = PriceComparison()
+        self.compare.picked.connect(self.pick)
+        self.compare.setVisible(len(accounts) > 1)
+        form.addRow(self.compare)
+        self.compare_hint = QLabel(
+            "With a second cloud account (Settings → Accounts) this dialog also compares its "
+            "price for the same size."
+        )
+        self.compare_hint.setWordWrap(True)
+        self.compare_hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.compare_hint.setVisible(len(accounts) <= 1)
+        form.addRow("", self.compare_hint)
         form.addRow("Idle delete after", self.idle)
         form.addRow("Maximum lifetime", self.max_hours)
         form.addRow("Agent credential", self.credential)
@@ -289,7 +457,7 @@ class CreateDialog(QDialog):
         for region in regions:
             where = ", ".join(p for p in (region.city, region.country) if p)
             self.region_combo.addItem(f"{region.id} — {where}" if where else region.id, region.id)
-        wanted = self.settings.defaults.region
+        wanted = self._pending[0] if self._pending else self.settings.defaults.region
         index = self.region_combo.findData(wanted) if wanted else -1
         self.region_combo.setCurrentIndex(max(0, index))
         self.region_combo.blockSignals(False)
@@ -303,6 +471,8 @@ class CreateDialog(QDialog):
         sizes = await self.controller.sizes(account, region) or []
         self._sizes = [s for s in sizes if not s.deprecated]
         previous = self.size_combo.currentData() or self.settings.defaults.size
+        if self._pending is not None:
+            previous, self._pending = self._pending[1], None
         self.size_combo.blockSignals(True)
         self.size_combo.clear()
         for size in sorted(self._sizes, key=lambda s: _hourly(s, region)):
@@ -330,6 +500,87 @@ class CreateDialog(QDialog):
                 + (" (VAT incl.)" if price.includes_vat else " (excl. VAT)")
             )
         self._validate()
+        self._show_comparison()
+
+    # -- the same size class at the other accounts ----------------------------------------
+
+    def _account_labels(self) -> dict[str, str]:
+        return {
+            str(self.account.itemData(i)): self.account.itemText(i)
+            for i in range(self.account.count())
+        }
+
+    def _load_catalogues(self) -> None:
+        if self.compare_task is None or self.compare_task.done():
+            self.compare_task = asyncio.ensure_future(self._catalogues())
+
+    async def _catalogues(self) -> None:
+        """Every account's sizes in every region, concurrently; an account that fails is
+        named under the table instead of interrupting the dialog with an error."""
+        accounts = list(self._account_labels())
+        self.compare.set_loading(True)
+        try:
+            results = await asyncio.gather(
+                *(self.controller.service.sizes(a) for a in accounts), return_exceptions=True
+            )
+        finally:
+            self.compare.set_loading(False)
+        for account, result in zip(accounts, results, strict=True):
+            if isinstance(result, BivyError):
+                self._catalogue_errors[account] = result.message
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                self.catalogues[account] = list(result)
+        self._show_comparison()
+
+    def _show_comparison(self) -> None:
+        if not self.compare.isVisibleTo(self):
+            return
+        name = self.size_combo.currentData()
+        size = next((s for s in self._sizes if s.name == name), None)
+        labels = self._account_labels()
+        current = (
+            str(self.account.currentData()),
+            str(self.region_combo.currentData()),
+            str(name),
+        )
+        missing = [
+            f"{labels.get(a, a)}: prices could not be loaded ({error})"
+            for a, error in sorted(self._catalogue_errors.items())
+        ]
+        if size is None:
+            self.compare.show_offers(None, "", [], labels, current, missing)
+            return
+        size_class = SizeClass.of(size)
+        catalogues = [
+            Catalogue(account=a, provider=self._provider_of(a), sizes=sizes)
+            for a, sizes in self.catalogues.items()
+        ]
+        offers = compare_sizes(catalogues, size_class, architecture=size.architecture)
+        self.compare.show_offers(size_class, size.architecture, offers, labels, current, missing)
+
+    def _provider_of(self, account: str) -> str:
+        configured = self.settings.account(account)
+        return configured.provider if configured else account
+
+    def pick(self, account: str, region: str, size: str) -> None:
+        """Switch the form to ``size`` in ``region`` at ``account`` (a comparison row)."""
+        index = self.account.findData(account)
+        if index < 0:
+            return
+        self._pending = (region, size)
+        if self.account.currentIndex() != index:
+            self.account.setCurrentIndex(index)  # loads its regions, then its sizes
+            return
+        region_index = self.region_combo.findData(region)
+        if region_index >= 0 and self.region_combo.currentIndex() != region_index:
+            self.region_combo.setCurrentIndex(region_index)  # loads its sizes
+            return
+        self._pending = None
+        size_index = self.size_combo.findData(size)
+        if size_index >= 0:
+            self.size_combo.setCurrentIndex(size_index)
 
     # -- create and cancel ----------------------------------------------------------------
 
@@ -416,8 +667,9 @@ class CreateDialog(QDialog):
         if self.create_task is not None and not self.create_task.done():
             self.cancel()
             return
-        if self.load_task is not None and not self.load_task.done():
-            self.load_task.cancel()
+        for task in (self.load_task, self.compare_task):
+            if task is not None and not task.done():
+                task.cancel()
         super().reject()
 
     def closeEvent(self, event: QCloseEvent) -> None:

@@ -7,7 +7,11 @@ from pathlib import Path
 
 from pytestqt.qtbot import QtBot
 
+from app.services.workspaces import WorkspaceService
+from app.settings import Account, SecretKeys, SecretStore, Settings
+from app.ui.controllers import WorkspacesController
 from app.ui.create_dialog import CreateDialog, name_from_repo
+from tests.emulators.digitalocean import DigitalOceanEmulator
 from tests.emulators.hetzner import HetznerEmulator
 from tests.ui.harness import TOKEN, configured_settings, make_shell
 
@@ -64,3 +68,110 @@ def test_name_from_repo() -> None:
     assert name_from_repo("https://github.com/acme/api.git") == "api"
     assert name_from_repo("git@github.com:acme/My.Repo.git") == "my-repo"
     assert name_from_repo("https://gitlab.com/g/2fast/") == "fast"
+
+
+def test_one_account_shows_no_comparison_only_a_hint(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    shell = make_shell(HetznerEmulator(token=TOKEN), tmp_path, configured_settings())
+    dialog = shell.open_create_dialog()
+    assert isinstance(dialog, CreateDialog)
+    try:
+        qtbot.waitUntil(lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading())
+        assert not dialog.compare.isVisible()
+        assert (
+            dialog.compare_hint.isVisible() and "second cloud account" in dialog.compare_hint.text()
+        )
+        assert dialog.compare_task is None
+    finally:
+        dialog.reject()
+        done = asyncio.ensure_future(shell.shutdown())
+        qtbot.waitUntil(done.done, timeout=10000)
+        shell.window.deleteLater()
+
+
+def test_compares_the_size_class_across_accounts_and_picking_switches(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    hetzner = HetznerEmulator(token=TOKEN)
+    ocean = DigitalOceanEmulator()
+    # The other account's prices arrive late: the dialog stays usable, with a busy indicator.
+    ocean.inject_latency("GET", r"/v2/sizes", 0.5, times=None)
+    SecretStore().set(SecretKeys.account("hetzner", "token"), TOKEN)
+    SecretStore().set(SecretKeys.account("ocean", "token"), ocean.token)
+    settings = Settings(
+        accounts=[
+            Account(id="hetzner", provider="hetzner", label="Personal"),
+            Account(id="ocean", provider="digitalocean", label="Work"),
+        ]
+    )
+    emulators = {"hetzner": hetzner, "digitalocean": ocean}
+    service = WorkspaceService(
+        settings, SecretStore(), transport_factory=lambda a: emulators[a.provider].transport()
+    )
+    controller = WorkspacesController(service)
+    dialog = CreateDialog(
+        controller,
+        settings,
+        [("hetzner", "Personal (Hetzner Cloud)"), ("ocean", "Work (DigitalOcean)")],
+    )
+    qtbot.addWidget(dialog)
+    dialog.show()
+    try:
+        qtbot.waitUntil(lambda: dialog.compare.busy.isVisible(), timeout=5000)
+        # The form loaded its own account meanwhile (not blocked by the comparison).
+        qtbot.waitUntil(lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading())
+        assert dialog.compare_task is not None and not dialog.compare_task.done()
+        qtbot.waitUntil(lambda: dialog.compare_task.done(), timeout=10000)  # type: ignore[union-attr]
+        assert not dialog.compare.busy.isVisible()
+        assert not dialog.compare_hint.isVisible()
+
+        # The cheapest Hetzner size (cx23, 2 vCPU, 4 GB, x86) is chosen: its class at each account.
+        assert dialog.size_combo.currentData() == "cx23"
+        assert "2 vCPU · 4 GB (x86)" in dialog.compare.heading.text()
+        table = dialog.compare.table
+        rows = [
+            [table.item(r, c).text() for c in range(table.columnCount())]
+            for r in range(table.rowCount())
+        ]
+        assert rows == [
+            ["Personal (Hetzner Cloud)", "cx23", "fsn1", "€0.0067", "€4.15", "incl."],
+            # USD is not converted: after the EUR offers; s-2vcpu-4gb beats c-2 (same class).
+            ["Work (DigitalOcean)", "s-2vcpu-4gb", "ams3", "$0.0357", "$24.00", "excl."],
+        ]
+        assert "not converted" in dialog.compare.note.text()
+        assert table.item(0, 0).font().bold() and not table.item(1, 0).font().bold()
+
+        # Choosing the DigitalOcean row switches account, region and size.
+        dialog.compare.table.cellClicked.emit(1, 0)
+        qtbot.waitUntil(
+            lambda: (
+                dialog.account.currentData() == "ocean"
+                and dialog.size_combo.currentData() == "s-2vcpu-4gb"
+                and not dialog.busy_loading()
+            ),
+            timeout=10000,
+        )
+        assert dialog.region_combo.currentData() == "ams3"
+        assert "$0.0357 per hour" in dialog.price.text()
+        dialog.repo.setText("https://github.com/acme/api.git")
+        assert dialog.create_button.isEnabled()
+        spec_account, spec_size = dialog.spec().account, dialog.spec().size
+        assert (spec_account, spec_size) == ("ocean", "s-2vcpu-4gb")
+        assert table.item(1, 0).font().bold() and not table.item(0, 0).font().bold()
+
+        # And back to Hetzner, in the same dialog.
+        dialog.compare.table.cellClicked.emit(0, 2)
+        qtbot.waitUntil(
+            lambda: (
+                dialog.account.currentData() == "hetzner"
+                and dialog.size_combo.currentData() == "cx23"
+                and dialog.region_combo.currentData() == "fsn1"
+                and not dialog.busy_loading()
+            ),
+            timeout=10000,
+        )
+    finally:
+        dialog.reject()
+        done = asyncio.ensure_future(service.aclose())
+        qtbot.waitUntil(done.done, timeout=10000)
