@@ -104,6 +104,7 @@ async def render(out: Path) -> list[Path]:
     from PySide6.QtWidgets import QApplication, QWidget
 
     from app.providers.registry import PROVIDERS
+    from app.services.costs import CostService
     from app.services.workspaces import WorkspaceService
     from app.settings import Account, SecretKeys, SecretStore, Settings
     from app.ui.controllers import WorkspacesController
@@ -136,15 +137,22 @@ async def render(out: Path) -> list[Path]:
 
     window = MainWindow()
     window.set_has_accounts(True)
-    window.set_workspaces(sample_workspaces())  # type: ignore[arg-type]
+    samples = sample_workspaces()
+    window.set_workspaces(samples)  # type: ignore[arg-type]
+    # The cost column comes from the real billing rules (Hetzner: per started hour), never
+    # from a made-up figure: a screenshot must show what the app would show.
+    snapshot = await CostService().snapshot(samples)  # type: ignore[arg-type]
     window.set_costs_summary(
-        per_hour=Decimal("0.0400"),
+        per_hour=snapshot.per_hour.get("EUR", Decimal(0)),
         month_to_date=Decimal("38.12"),
         currency="EUR",
         budget_warning="Budget €40.00: €38.12 spent, €44.60 projected this month",
     )
     window.model.set_costs(
-        {("hetzner", ws.name): CostFigure(Decimal("0.0320")) for ws in window.model.workspaces()}
+        {
+            key: CostFigure(cost.so_far, cost.currency, cost.hourly)
+            for key, cost in snapshot.workspaces.items()
+        }
     )
     window.show()
     window.select("hetzner", "api-refactor")
