@@ -97,8 +97,13 @@ class IdeTab(QWidget):
     ``http://127.0.0.1:<port>/``; the credential is ttyd's (user ``bivy``, the per-workspace
     password from the keychain). Nothing of it is shown, logged or put in a URL.
 
+    Methods for the window: ``follow(tunnels)`` (show the tunnel's state, reload after a
+    reconnect), ``open_in_browser()``, ``reload()``, ``close_terminal()``. Remove a tab with
+    ``deleteLater()`` (what the tab widget's owner does on close); the agent keeps running.
+
     Attributes:
         view: the QWebEngineView; workspace: whose terminal; qurl: the forwarded URL.
+        notice: the text shown above the terminal, "" when none.
 
     Signals:
         loaded(bool): the page finished loading (False: the tunnel or ttyd did not answer).
@@ -148,6 +153,7 @@ class IdeTab(QWidget):
         self._notice.setWordWrap(True)
         self._notice.setTextFormat(Qt.TextFormat.PlainText)
         self._notice.hide()
+        self._notice_is_connection = False
         self._browser_button = QPushButton("Open in browser", self)
         self._browser_button.setToolTip(
             "Open this terminal in your web browser (works while Bivy runs)"
@@ -234,10 +240,12 @@ class IdeTab(QWidget):
     def set_tunnel_state(self, state: str, detail: str = "") -> None:
         """Show the tunnel's state ("connected", "reconnecting", …) above the terminal."""
         if state == "connected":
-            self._notice.hide()
+            if self._notice_is_connection:  # a browser hint stays until the next one
+                self._notice.hide()
             return
         text = f"Connection {state}" + (f": {detail}" if detail else "")
         self._notice.setText(text)
+        self._notice_is_connection = True
         self._notice.show()
 
     @Slot()
@@ -254,6 +262,7 @@ class IdeTab(QWidget):
             else f"No browser could be started. Open {self.url} yourself; the password is on "
             f"the clipboard for {CLIPBOARD_SECONDS} s."
         )
+        self._notice_is_connection = False
         self._notice.show()
         self.browserOpened.emit(self.url)
         return opened
