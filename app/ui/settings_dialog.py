@@ -164,7 +164,8 @@ class SettingsDialog(QDialog):
     """Accounts, agent credentials, SSH key, defaults and budget.
 
     Attributes:
-        settings: a working copy; the caller saves it after ``accepted``.
+        settings: a working copy; written by ``persist`` (in a thread) before ``accepted``.
+        persist: writes the settings file (blocking; None: the caller saves them).
         secrets_to_store: secret key → value typed in this session (written by ``save``).
         tasks: the running validate/load/save tasks.
     """
@@ -177,9 +178,11 @@ class SettingsDialog(QDialog):
         validator: Validator,
         *,
         public_key: Callable[[], Awaitable[str]] | None = None,
+        persist: Callable[[Settings], None] | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
+        self.persist = persist
         self.setWindowTitle("Bivy settings")
         self.setMinimumSize(760, 560)
         self.settings = settings.model_copy(deep=True)
@@ -519,6 +522,10 @@ class SettingsDialog(QDialog):
     async def _save_and_close(self) -> None:
         try:
             await self.save()
+            if self.persist is not None:
+                # A file write (fsync included) is blocking I/O: not on the UI thread. A failure
+                # keeps the dialog open with the reason, so nothing typed is lost.
+                await asyncio.to_thread(self.persist, self.settings)
         except Exception as exc:
             self._show_error(str(exc))
             self.buttons.setEnabled(True)

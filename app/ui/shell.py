@@ -439,6 +439,7 @@ class Shell(QObject):
             self.providers,
             self.validator,
             public_key=self.public_key,
+            persist=save_settings,
             parent=self.window,
         )
         dialog.accepted.connect(lambda: self._settings_saved(dialog.settings))
@@ -452,8 +453,8 @@ class Shell(QObject):
         dialog.finished.connect(dialog.deleteLater)  # type: ignore[attr-defined]
 
     def _settings_saved(self, settings: Settings) -> None:
+        # Already written by the dialog (in a thread, errors shown there) before it accepted.
         self.settings = settings
-        save_settings(settings)
         if self.workspaces is not None:
             # The service reads its settings on every call: new accounts count from now on.
             self.workspaces.service.settings = settings

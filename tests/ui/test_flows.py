@@ -79,6 +79,9 @@ def test_add_account_create_phases_open_delete(
     with qtbot.waitSignal(settings_dialog.accepted):
         settings_dialog.buttons.button(settings_dialog.buttons.StandardButton.Save).click()
     assert [a.id for a in shell.settings.accounts] == ["hetzner"]
+    from app.settings import load_settings
+
+    assert [a.id for a in load_settings().accounts] == ["hetzner"]  # written (in a thread)
     assert window.empty.button.text() == "Create your first workspace…"
 
     # Create: the dialog shows every step, in order, without blocking.

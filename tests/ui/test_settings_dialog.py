@@ -111,3 +111,54 @@ def test_budget_and_defaults_are_saved(
         dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
     assert str(dialog.settings.monthly_budget) == "50.00"
     assert dialog.settings.defaults.idle_minutes == 45
+
+
+def test_settings_file_is_written_off_the_ui_thread(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, emulator: HetznerEmulator
+) -> None:
+    import threading
+
+    from app.settings import load_settings, save_settings
+
+    writers: list[threading.Thread] = []
+
+    def persist(settings: Settings) -> None:
+        writers.append(threading.current_thread())
+        save_settings(settings)
+
+    dialog = SettingsDialog(Settings(), SecretStore(), PROVIDERS, emulator_validator(emulator),
+                            persist=persist)  # fmt: skip
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.budget.setValue(70)
+    with qtbot.waitSignal(dialog.accepted):
+        dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
+    assert writers and writers[0] is not threading.main_thread()
+    assert str(load_settings().monthly_budget) == "70.00"
+
+
+def test_a_failed_settings_write_is_shown_and_keeps_the_dialog(
+    qtbot: QtBot,
+    qloop: asyncio.AbstractEventLoop,
+    emulator: HetznerEmulator,
+    tmp_path: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pathlib import Path
+
+    from app.settings import save_settings
+
+    blocker = Path(str(tmp_path)) / "not-a-folder"
+    blocker.write_text("a file where the config folder should be")
+    monkeypatch.setenv("BIVY_CONFIG_DIR", str(blocker))
+    dialog = SettingsDialog(Settings(), SecretStore(), PROVIDERS, emulator_validator(emulator),
+                            persist=save_settings)  # fmt: skip
+    qtbot.addWidget(dialog)
+    dialog.show()
+    accepted: list[bool] = []
+    dialog.accepted.connect(lambda: accepted.append(True))
+    dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
+    qtbot.waitUntil(lambda: dialog.error.isVisible(), timeout=5000)
+    assert "cannot write" in dialog.error.text() and "not-a-folder" in dialog.error.text()
+    assert dialog.isVisible() and not accepted
+    assert dialog.buttons.isEnabled()  # the user can fix it and save again
