@@ -18,6 +18,7 @@ umask 077
 
 ETC_DIR=${BIVY_ETC_DIR:-/etc/bivy}
 VAR_DIR=${BIVY_STATE_DIR:-/var/lib/bivy}
+LIB_DIR=${BIVY_LIB_DIR:-/usr/local/lib/bivy}
 if [[ -r $ETC_DIR/workspace.env ]]; then
   # shellcheck source=/dev/null
   source "$ETC_DIR/workspace.env" # BIVY_NAME, BIVY_REPO_DIR (not exported)
@@ -29,7 +30,6 @@ if [[ -r $ENV_FILE ]]; then
   source "$ENV_FILE"
   set +a
 fi
-STATUS_FILE=${BIVY_STATUS_FILE:-$VAR_DIR/status.json}
 STATE_DIR=${BIVY_BACKUP_STATE:-$VAR_DIR/backup}
 RESTIC=${BIVY_RESTIC:-restic}
 AGENT_DIR=${BIVY_AGENT_DIR:-$VAR_DIR/claude}
@@ -50,33 +50,13 @@ SNAPSHOTS="[]"
 
 log() { printf '%s bivy-backup: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 
-# Merge key=value pairs into status.json atomically (an empty value writes null).
+# Merge key=value pairs into status.json through the VM's status writer (lib/status), which
+# holds the lock every other writer (bootstrap, idle monitor) takes, so no field is lost to a
+# concurrent merge. An empty value writes null; our values never start with "@" or "<" (the
+# writer's epoch and file-tail syntax).
 status_set() {
-  mkdir -p "$(dirname "$STATUS_FILE")"
-  (
-    flock -w 10 9 || true
-    python3 - "$STATUS_FILE" "$@" <<'PY'
-import json, os, sys, tempfile
-path, pairs = sys.argv[1], sys.argv[2:]
-try:
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-except (OSError, ValueError):
-    data = {}
-if not isinstance(data, dict):
-    data = {}
-for pair in pairs:
-    key, _, value = pair.partition("=")
-    data[key] = value or None
-fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".status-")
-with os.fdopen(fd, "w", encoding="utf-8") as handle:
-    json.dump(data, handle)
-    handle.flush()
-    os.fsync(handle.fileno())
-os.chmod(tmp, 0o644)
-os.replace(tmp, path)
-PY
-  ) 9>>"$STATUS_FILE.lock"
+  mkdir -p "$VAR_DIR"
+  BIVY_STATE_DIR=$VAR_DIR python3 "$LIB_DIR/status" "$@"
 }
 
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
