@@ -34,7 +34,15 @@ from PySide6.QtWebEngineWidgets import QWebEngineView
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 from shiboken6 import isValid
 
-from app.services.tunnels import StateChange, TunnelService, TunnelState
+from app.services.tunnels import (
+    TTYD_PORT,
+    SSHTarget,
+    StateChange,
+    TunnelService,
+    TunnelState,
+    open_terminal,
+)
+from app.settings import SecretStore
 
 log = logging.getLogger(__name__)
 
@@ -279,3 +287,24 @@ class IdeTab(QWidget):
         self._clear_clipboard()
         self._page.triggerAction(QWebEnginePage.WebAction.Stop)
         self.view.setUrl(QUrl("about:blank"))
+
+
+async def open_ide_tab(
+    tunnels: TunnelService,
+    target: SSHTarget,
+    secrets: SecretStore,
+    *,
+    parent: QWidget | None = None,
+    ttyd_port: int = TTYD_PORT,
+) -> IdeTab:
+    """ "Open terminal" in one call: tunnel + ttyd forward + keychain password → a following tab."""
+    endpoint = await open_terminal(tunnels, target, secrets, ttyd_port=ttyd_port)
+    tab = IdeTab(
+        endpoint.url,
+        endpoint.username,
+        endpoint.password,
+        workspace=endpoint.workspace,
+        parent=parent,
+    )
+    tab.follow(tunnels)
+    return tab

@@ -396,3 +396,35 @@ def test_tab_follows_the_tunnel_state(
         dispose(qtbot, tab)
         closing = qloop.create_task(service.close_all())
         qtbot.waitUntil(closing.done, timeout=15000)
+
+
+@gpu_less
+def test_open_ide_tab_in_one_call(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, sshd: SshServer, ttyd: Ttyd
+) -> None:
+    from app.settings import SecretKeys, SecretStore
+    from app.ui.ide import open_ide_tab
+
+    secrets = SecretStore()
+    secrets.set(SecretKeys.workspace("demo", "ttyd-password"), ttyd.password)
+    service = TunnelService(client_key=sshd.client_private_key)
+    target = SSHTarget(
+        workspace="demo",
+        host=sshd.host,
+        port=sshd.port,
+        username=sshd.user,
+        host_public_key=sshd.host_public_key,
+    )
+    task = qloop.create_task(open_ide_tab(service, target, secrets, ttyd_port=ttyd.port))
+    qtbot.waitUntil(task.done, timeout=15000)
+    tab = task.result()
+    try:
+        with qtbot.waitSignal(tab.loaded, timeout=30000) as loaded:
+            tab.show()
+        assert loaded.args == [True]
+        assert tab.workspace == "demo"
+        assert ttyd.password not in tab.url
+    finally:
+        dispose(qtbot, tab)
+        closing = qloop.create_task(service.close_all())
+        qtbot.waitUntil(closing.done, timeout=15000)
