@@ -37,6 +37,7 @@ from app.domain import (
 from app.errors import ActionFailed, BivyError, Conflict, InvalidInput, NotFound
 from app.providers._polling import Backoff, poll_until
 from app.providers.base import Provider
+from app.services import sshconfig
 from app.services.accounts import (
     effective_accounts,
     find_account,
@@ -252,6 +253,20 @@ class WorkspaceService:
         await self.registry.aremove(name)
         with contextlib.suppress(BivyError):
             await self.secrets.adelete(SecretKeys.workspace(name, TTYD_PASSWORD))
+        try:
+            await sshconfig.remove_workspace(name)
+        except (OSError, BivyError) as exc:
+            log.warning("could not remove ssh entry bivy-%s: %s", name, exc)
+
+    async def _add_ssh_entry(self, name: str) -> None:
+        """Make ``ssh bivy-<name>`` work; a failure here never fails the workspace."""
+        record = await self.registry.aget(name)
+        if record is None:
+            return
+        try:
+            await sshconfig.add_workspace(record, self.secrets)
+        except (OSError, BivyError) as exc:
+            log.warning("could not add ssh entry bivy-%s: %s", name, exc)
 
     # -- create --------------------------------------------------------------------------------
 
@@ -340,6 +355,7 @@ class WorkspaceService:
             server = await self._wait_running(provider, created, progress)
             if server.ipv4 and server.ipv4 != record.ipv4:
                 await self.registry.aupdate(spec.name, ipv4=server.ipv4)
+            await self._add_ssh_entry(spec.name)
         except BaseException as exc:
             # Whether a server may exist is unknown unless we hold its id: look for it by label.
             # Not after a 409 though: the name belongs to another server (maybe a concurrent

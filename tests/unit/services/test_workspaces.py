@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -493,3 +494,26 @@ async def test_an_error_after_the_create_request_still_deletes_the_server() -> N
     assert live_servers(emulator) == []
     assert Registry().all() == []
     await service.aclose()
+
+
+async def test_ssh_entry_follows_the_workspace(emulator: HetznerEmulator) -> None:
+    """``ssh bivy-<name>`` appears once the VM runs (pinned key included) and leaves with it."""
+    ssh_dir = Path.home() / ".ssh"
+    service = make_service(emulator)
+    try:
+        await service.create(spec())
+        record = Registry().get("demo")
+        assert record is not None and record.ipv4
+        config = (ssh_dir / "bivy" / "config").read_text()
+        assert "Host bivy-demo" in config and f"HostName {record.ipv4}" in config
+        known = (ssh_dir / "bivy" / "known_hosts").read_text()
+        assert record.host_public_key.split()[1] in known
+        assert "Include" in (ssh_dir / "config").read_text()
+
+        await service.delete("demo", wait=True)
+        assert (
+            not (ssh_dir / "bivy" / "config").exists()
+            or "bivy-demo" not in (ssh_dir / "bivy" / "config").read_text()
+        )
+    finally:
+        await service.aclose()
