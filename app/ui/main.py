@@ -42,6 +42,14 @@ def _prepare_webengine() -> None:
         QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
 
 
+def _webengine_timeout() -> float:
+    """Seconds the smoke test waits for the check page (``BIVY_SMOKE_WEBENGINE_TIMEOUT``)."""
+    try:
+        return float(os.environ.get("BIVY_SMOKE_WEBENGINE_TIMEOUT", "60"))
+    except ValueError:
+        return 60.0
+
+
 def run_gui(smoke_test: bool = False) -> int:
     """Open the main window and run until the user quits; ``smoke_test`` shows it and exits 0."""
     import qasync
@@ -79,8 +87,20 @@ def run_gui(smoke_test: bool = False) -> int:
                 f"(shown_at={shown_at:.3f})",
                 flush=True,
             )
+            code = 0 if shown else 1
+            if os.environ.get("BIVY_SMOKE_WEBENGINE") == "1":
+                # The terminal tab's engine, checked in the bundle (packaging/build.py).
+                from app.ui.webengine_check import check_webengine
+
+                result = await check_webengine(_webengine_timeout())
+                print(
+                    f"bivy smoke test: webengine {'ok' if result.ok else 'FAILED'}: "
+                    f"{result.detail} after {result.seconds:.3f} s",
+                    flush=True,
+                )
+                code = code or (0 if result.ok else 2)
             await shell.shutdown()
-            return 0 if shown else 1
+            return code
         return await shell.wait_closed()
 
     with loop:

@@ -12,8 +12,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, QTimer, QUrl
-from PySide6.QtGui import QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QWindow
+from PySide6.QtWidgets import QWidget
+from shiboken6 import isValid
 
 from app.domain import ServerStatus, Size, Workspace, utcnow
 from app.errors import BivyError
@@ -103,10 +104,7 @@ class Shell(QObject):
         self.scheduler = RefreshScheduler(
             RefreshPolicy(base_seconds=float(settings.refresh_seconds)), rates=self._rates
         )
-        self._activity = _ActivityFilter(self.scheduler.user_active)
-        app = QApplication.instance()
-        if app is not None:
-            app.installEventFilter(self._activity)
+        self._activity = _ActivityFilter(self.scheduler.user_active, self)
         self._last_refresh = 0.0
         self.sizes_cache: dict[str, tuple[float, list[Size]]] = {}
         self.refresh_timer = QTimer(self)
@@ -203,6 +201,7 @@ class Shell(QObject):
         if not smoke_test:
             self.window.restore_state(window_state_path())
         self.window.show()
+        self._activity.watch(self.window)
         # Everything loaded so far (Qt bindings, modules, pydantic schemas) lives as long as the
         # app: move it out of the collector's sight. A full collection over it took ~150 ms on
         # a busy 2-core machine, which froze the window in the middle of a refresh.
@@ -448,6 +447,7 @@ class Shell(QObject):
         return dialog
 
     def _keep(self, dialog: QWidget) -> None:
+        self._activity.watch(dialog)
         self.dialogs.append(dialog)
         dialog.destroyed.connect(lambda *_: self.dialogs.remove(dialog))
         dialog.finished.connect(dialog.deleteLater)  # type: ignore[attr-defined]
@@ -584,9 +584,7 @@ class Shell(QObject):
             await self.status.close()
         for index in range(self.window.tabs.count() - 1, 0, -1):
             self.window.close_tab(index)
-        app = QApplication.instance()
-        if app is not None:
-            app.removeEventFilter(self._activity)
+        self._activity.unwatch_all()
         if self.workspaces is not None:
             await self.workspaces.cancel_all()
             await self.workspaces.service.aclose()
@@ -606,7 +604,13 @@ class Shell(QObject):
 
 
 class _ActivityFilter(QObject):
-    """Tells the refresh scheduler when the user types or clicks (else the app is idle)."""
+    """Tells the refresh scheduler when the user types or clicks (else the app is idle).
+
+    It watches the top-level windows' QWindows, which receive every input event before their
+    widgets do. Not the whole application: a Python filter there is handed every QObject Qt
+    delivers to, including QtWebEngine's half-built Quick items while the terminal tab opens,
+    and PySide crashes (segfault) wrapping those (found by the --smoke-test WebEngine check).
+    """
 
     _INPUT = (
         QEvent.Type.KeyPress,
@@ -614,9 +618,30 @@ class _ActivityFilter(QObject):
         QEvent.Type.Wheel,
     )
 
-    def __init__(self, on_input: Callable[[], None]) -> None:
-        super().__init__()
+    def __init__(self, on_input: Callable[[], None], parent: QObject | None = None) -> None:
+        super().__init__(parent)
         self._on_input = on_input
+        self._windows: list[QWindow] = []
+
+    def watch(self, widget: QWidget) -> None:
+        """Count input to ``widget``'s top-level window (created now if it was not yet)."""
+        widget.winId()  # makes the native window, so windowHandle() exists
+        handle = widget.windowHandle()
+        if handle is None or handle in self._windows:
+            return
+        handle.installEventFilter(self)
+        self._windows.append(handle)
+        handle.destroyed.connect(lambda *_: self._forget(handle))
+
+    def _forget(self, handle: QWindow) -> None:
+        if handle in self._windows:
+            self._windows.remove(handle)
+
+    def unwatch_all(self) -> None:
+        for handle in self._windows:
+            if isValid(handle):
+                handle.removeEventFilter(self)
+        self._windows.clear()
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if event.type() in self._INPUT:

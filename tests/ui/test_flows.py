@@ -274,3 +274,26 @@ def test_failed_create_is_explained_in_the_dialog(
     assert dialog.step.text().startswith("Not created: ")
     assert dialog.form_widget.isEnabled() and dialog.create_button.isEnabled()
     assert live_servers(emulator) == []
+
+
+def test_input_in_the_window_and_its_dialogs_counts_as_activity(
+    qtbot: QtBot, emulator: HetznerEmulator, shell_factory
+) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtTest import QTest
+
+    shell = shell_factory(emulator, settings=configured_settings())
+    shell.begin()
+    seen: list[bool] = []
+    shell._activity._on_input = lambda: seen.append(True)
+    # As the platform delivers input: to the top-level QWindow first, then to the widget.
+    window = shell.window.windowHandle()
+    QTest.mouseClick(window, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                     QPoint(200, 200))  # fmt: skip
+    assert seen, "a click anywhere in the main window counts"
+    seen.clear()
+    dialog = open_create(qtbot, shell)
+    dialog.branch.setFocus()
+    QTest.keyClick(dialog.windowHandle(), Qt.Key.Key_X)
+    assert seen, "typing in a dialog counts too"
+    dialog.reject()
