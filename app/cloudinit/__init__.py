@@ -56,6 +56,10 @@ CONTAINER_CLAUDE_DIR = "/bivy/claude"
 CONTAINER_STATE_DIR = "/bivy/state"
 CONTAINER_HOOK_DIR = "/bivy/hook"
 GIT_USERNAME = "x-access-token"
+#: The metadata services' addresses (Hetzner, DigitalOcean, OVH; Scaleway v4 and v6): they serve
+#: the user data, so only root on the host may reach them (metadata-guard.nft).
+METADATA_IPV4 = ("169.254.169.254", "169.254.42.42")
+METADATA_IPV6 = ("fd00:42::42",)
 #: Directory names the idle check does not descend into: changes there are not a person's work.
 PRUNE_NAMES = (
     ".git",
@@ -301,6 +305,8 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         "container_state_dir": CONTAINER_STATE_DIR,
         "container_hook_dir": CONTAINER_HOOK_DIR,
         "git_username": GIT_USERNAME,
+        "metadata_ipv4": METADATA_IPV4,
+        "metadata_ipv6": METADATA_IPV6,
         "expiry_warning_seconds": EXPIRY_WARNING_SECONDS,
         "prune_names": PRUNE_NAMES,
         "max_hours": spec.max_hours,
@@ -344,6 +350,7 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         )
     scripts = {
         "lib.sh": ("lib.sh", "0644"),
+        "metadata-guard.sh": ("metadata-guard", "0755"),
         "bootstrap.sh": ("bootstrap", "0755"),
         "status.py": ("status", "0755"),
         "idle-monitor.sh": ("idle-monitor", "0755"),
@@ -365,6 +372,10 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
          "content": inputs.self_delete_script}
     )  # fmt: skip
     files.append(
+        {"path": f"{LIB_DIR}/metadata-guard.nft", "permissions": "0644",
+         "content": render("metadata-guard.nft")}
+    )  # fmt: skip
+    files.append(
         {"path": f"{LIB_DIR}/claude-hooks.json", "permissions": "0644",
          "content": render("claude-hooks.json")}
     )  # fmt: skip
@@ -372,8 +383,9 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         {"path": f"{LIB_DIR}/devcontainer.json", "permissions": "0644",
          "content": render("devcontainer.json")}
     )  # fmt: skip
-    units = ["bivy-bootstrap.service", "bivy-idle.service", "bivy-idle.timer",
-             "bivy-lifetime.service", "bivy-lifetime.timer", "bivy-ttyd.service"]  # fmt: skip
+    units = ["bivy-metadata-guard.service", "bivy-bootstrap.service", "bivy-idle.service",
+             "bivy-idle.timer", "bivy-lifetime.service", "bivy-lifetime.timer",
+             "bivy-ttyd.service"]  # fmt: skip
     if inputs.backup is not None:
         units += ["bivy-backup.service", "bivy-backup.timer"]
         files.append(

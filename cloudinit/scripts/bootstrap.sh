@@ -26,6 +26,11 @@ fail() {
 }
 trap 'fail "unexpected error on line $LINENO"' ERR
 
+# Nothing but root on this host may reach the metadata service (it serves the user data's
+# secrets) before Docker or the agent runs; the unit is also ordered before docker.service.
+systemctl start bivy-metadata-guard.service ||
+    fail "could not close the metadata service to containers and users"
+
 # The hard lifetime counts from the boot, written once so a reboot cannot extend it.
 if [ ! -s "$BIVY_STATE_DIR/deadline" ]; then
     boot=$(awk '/^btime/ {print $2}' /proc/stat)

@@ -105,7 +105,8 @@ def test_every_embedded_shell_script_passes_shellcheck(
     for entry in write_files(cloud_config):
         content: str = entry["content"]
         first = content.split("\n", 1)[0]
-        if first in ("#!/bin/bash", "#!/bin/sh") or first == "# shellcheck shell=bash":
+        shells = ("#!/bin/bash", "#!/bin/sh", "#!/usr/bin/env bash", "# shellcheck shell=bash")
+        if first in shells:
             path = tmp_path / Path(entry["path"]).name
             path.write_text(content)
             result = subprocess.run(
@@ -125,6 +126,7 @@ def test_every_embedded_shell_script_passes_shellcheck(
         "/usr/local/lib/bivy/ttyd-run",
         "/usr/local/lib/bivy/ttyd-session",
         "/usr/local/lib/bivy/self-delete",
+        "/usr/local/lib/bivy/metadata-guard",
     } <= set(checked)
 
 
