@@ -2,8 +2,10 @@
 
 Usage: python packaging/screenshots.py [--out screenshots/out]
 Runs under Xvfb (re-executes itself with xvfb-run when there is no display), with an isolated
-config dir and keychain. Prices and regions come from the Hetzner emulator through the real
-WorkspaceService; the workspace rows are sample data covering every state the table shows.
+config dir and keychain. Prices and regions come from the Hetzner and DigitalOcean emulators
+through the real WorkspaceService (the create dialog is also shown comparing both accounts, and
+while creating); the workspace rows are sample data covering every state the table shows, their
+costs computed by the real CostService.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ async def render(out: Path) -> list[Path]:
     from app.ui.main_window import MainWindow
     from app.ui.models import CostFigure
     from app.ui.settings_dialog import SettingsDialog
+    from tests.emulators.digitalocean import DigitalOceanEmulator
     from tests.emulators.hetzner import HetznerEmulator
 
     app = QApplication.instance()
@@ -158,12 +161,15 @@ async def render(out: Path) -> list[Path]:
     window.select("hetzner", "api-refactor")
     await settle(window, "main-workspaces")
 
-    emulator = HetznerEmulator(token="emulator-token")
+    emulator = HetznerEmulator(token="emulator-token", create_seconds=30, start_seconds=30)
+    ocean = DigitalOceanEmulator()
     settings = Settings(accounts=[Account(id="hetzner", provider="hetzner", label="Personal")])
     secrets = SecretStore()
     secrets.set(SecretKeys.account("hetzner", "token"), "emulator-token")
+    secrets.set(SecretKeys.account("ocean", "token"), ocean.token)
+    emulators = {"hetzner": emulator, "digitalocean": ocean}
     service = WorkspaceService(
-        settings, secrets, transport_factory=lambda _account: emulator.transport()
+        settings, secrets, transport_factory=lambda a: emulators[a.provider].transport()
     )
     controller = WorkspacesController(service)
     dialog = CreateDialog(controller, settings, [("hetzner", "Personal (Hetzner Cloud)")], window)
@@ -173,6 +179,44 @@ async def render(out: Path) -> list[Path]:
     dialog.repo.setText("ftp://example.com/repo")
     await settle(dialog, "create-dialog-invalid")
     dialog.close()
+
+    # Two accounts: the same size class compared across them.
+    two = Settings(
+        accounts=[
+            Account(id="hetzner", provider="hetzner", label="Personal"),
+            Account(id="ocean", provider="digitalocean", label="Work"),
+        ]
+    )
+    service.settings = two
+    compare = CreateDialog(
+        controller,
+        two,
+        [("hetzner", "Personal (Hetzner Cloud)"), ("ocean", "Work (DigitalOcean)")],
+        window,
+    )
+    compare.repo.setText("https://github.com/acme/api.git")
+    compare.credential.setCurrentIndex(compare.credential.findData("none"))
+    compare.show()
+    await settle(
+        compare,
+        "create-dialog-compare",
+        lambda: (
+            compare.size_combo.count() > 0
+            and compare.compare_task is not None
+            and compare.compare_task.done()
+            and not compare.busy_loading()
+        ),
+    )
+    # While creating: the progress through the phases, Cancel available.
+    compare.start_create()
+    await settle(compare, "create-dialog-creating", lambda: compare.progress.value() >= 30)
+    compare.cancel()
+    for _ in range(500):
+        if compare.create_task is None:
+            break
+        await asyncio.sleep(0.02)
+    await settle(compare, "create-dialog-cancelled")
+    compare.close()
     await service.aclose()
 
     async def validate(kind: str, options: object) -> str:

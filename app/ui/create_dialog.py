@@ -8,7 +8,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QFont, QPalette
+from PySide6.QtGui import QCloseEvent, QFont, QPalette, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLayout,
     QLineEdit,
     QProgressBar,
     QPushButton,
@@ -96,10 +97,11 @@ class PriceComparison(QGroupBox):
     HEADERS = ("Account", "Size", "Region", "Per hour", "Per month", "VAT")
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Same size at your other accounts", parent)
+        super().__init__("Compare your accounts", parent)
         self.offers: list[Offer] = []
+        # No word wrap in here: wrapped labels (height for width) made the dialog's layout
+        # squeeze the table under the note.
         self.heading = QLabel()
-        self.heading.setWordWrap(True)
         self.busy = QProgressBar()
         self.busy.setRange(0, 0)
         self.busy.setMaximumWidth(90)
@@ -117,6 +119,9 @@ class PriceComparison(QGroupBox):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.table.setWordWrap(False)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setToolTip("Click a row to create the workspace there")
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
@@ -125,7 +130,6 @@ class PriceComparison(QGroupBox):
         self.table.cellClicked.connect(self._clicked)
         self.table.cellActivated.connect(self._clicked)
         self.note = QLabel()
-        self.note.setWordWrap(True)
         self.note.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -149,10 +153,11 @@ class PriceComparison(QGroupBox):
         bold; ``missing`` are sentences about accounts that could not be compared."""
         self.offers = list(offers)
         if size_class is None:
-            self.heading.setText("Choose a size to compare its price at your other accounts.")
+            self.heading.setText("Choose a size to compare it across your accounts.")
         else:
             self.heading.setText(
-                f"{size_class.label()} ({architecture}): the cheapest at each account"
+                f"{size_class.label()} ({architecture}), cheapest per account; "
+                "click a row to use it"
             )
         self.table.setRowCount(len(self.offers))
         for row, offer in enumerate(self.offers):
@@ -188,8 +193,7 @@ class PriceComparison(QGroupBox):
         if len(currencies) > 1:
             first = self.offers[0].price.currency
             notes.append(
-                f"Prices are in each provider's currency ({', '.join(currencies)}), not "
-                f"converted: {first} offers are compared first, the others after them."
+                f"{' and '.join(currencies)} prices are not converted: {first} offers come first."
             )
         if size_class is not None and len(self.offers) < len(labels):
             have = {o.account for o in self.offers}
@@ -202,13 +206,18 @@ class PriceComparison(QGroupBox):
         self._fit()
 
     def _fit(self) -> None:
-        # As tall as its rows: a few accounts must not leave a large empty table.
+        # As tall as its rows, no scrolling: a few accounts must neither leave a large empty
+        # table nor hide a row behind the note below it. Fixed heights from the font, because
+        # Qt's own row and header sizes are not final before the table is shown.
+        line = self.table.fontMetrics().height() + 10
+        self.table.verticalHeader().setDefaultSectionSize(line)
+        self.table.horizontalHeader().setFixedHeight(line)
         rows = max(1, self.table.rowCount())
-        height = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
-        height += sum(self.table.rowHeight(r) for r in range(self.table.rowCount()))
-        if not self.table.rowCount():
-            height += self.table.verticalHeader().defaultSectionSize()
-        self.table.setFixedHeight(height + (2 if rows else 0))
+        self.table.setFixedHeight(line * (rows + 1) + 2 * self.table.frameWidth())
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self._fit()  # row heights are final once the style is applied
 
     def _clicked(self, row: int, _column: int = 0) -> None:
         if 0 <= row < len(self.offers):
@@ -335,11 +344,11 @@ class CreateDialog(QDialog):
         self.compare.picked.connect(self.pick)
         self.compare.setVisible(len(accounts) > 1)
         form.addRow(self.compare)
-        self.compare_hint = QLabel(
-            "With a second cloud account (Settings → Accounts) this dialog also compares its "
-            "price for the same size."
+        # One line, no wrap (a wrapped label was cut off at the bottom in the form layout).
+        self.compare_hint = QLabel("Add a second cloud account in Settings to compare prices.")
+        self.compare_hint.setToolTip(
+            "With two accounts or more, this dialog shows the chosen size's price at each."
         )
-        self.compare_hint.setWordWrap(True)
         self.compare_hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.compare_hint.setVisible(len(accounts) <= 1)
         form.addRow("", self.compare_hint)
@@ -348,6 +357,7 @@ class CreateDialog(QDialog):
         form.addRow("Agent credential", self.credential)
         self.form_widget = QWidget()
         self.form_widget.setLayout(form)
+        self.form_widget.setMinimumWidth(560)
 
         self.step = QLabel()
         self.step.setWordWrap(True)
@@ -369,6 +379,10 @@ class CreateDialog(QDialog):
         self.cancel_button.clicked.connect(self.cancel)
 
         layout = QVBoxLayout(self)
+        # Grow with the content (the comparison arrives after the dialog is shown); with only
+        # the default constraint the minimum width set above stops the layout from doing so
+        # and the comparison's rows were squeezed under its note.
+        layout.setSizeConstraint(QLayout.SizeConstraint.SetMinimumSize)
         layout.addWidget(self.form_widget)
         layout.addWidget(self.step)
         layout.addWidget(self.progress)
@@ -619,6 +633,7 @@ class CreateDialog(QDialog):
     def _on_progress(self, name: str, step: str, detail: str, fraction: float) -> None:
         if self.create_task is None or name != getattr(self, "_spec_name", None):
             return
+        step = step[:1].upper() + step[1:]
         self.step.setText(f"{step}: {detail}" if detail else step)
         self.progress.setValue(round(fraction * 100))
 
