@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from app.services.workspaces import WorkspaceService
@@ -143,7 +144,8 @@ def test_compares_the_size_class_across_accounts_and_picking_switches(
         assert table.item(0, 0).font().bold() and not table.item(1, 0).font().bold()
 
         # Choosing the DigitalOcean row switches account, region and size.
-        dialog.compare.table.cellClicked.emit(1, 0)
+        row = table.visualRect(table.model().index(1, 0))
+        qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=row.center())
         qtbot.waitUntil(
             lambda: (
                 dialog.account.currentData() == "ocean"
@@ -171,6 +173,52 @@ def test_compares_the_size_class_across_accounts_and_picking_switches(
             ),
             timeout=10000,
         )
+    finally:
+        dialog.reject()
+        done = asyncio.ensure_future(service.aclose())
+        qtbot.waitUntil(done.done, timeout=10000)
+
+
+def test_an_account_whose_prices_fail_is_named_not_raised(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop
+) -> None:
+    hetzner = HetznerEmulator(token=TOKEN)
+    ocean = DigitalOceanEmulator()
+    SecretStore().set(SecretKeys.account("hetzner", "token"), TOKEN)
+    SecretStore().set(SecretKeys.account("ocean", "token"), "dop_v1_" + "0" * 64)  # revoked
+    settings = Settings(
+        accounts=[
+            Account(id="hetzner", provider="hetzner", label="Personal"),
+            Account(id="ocean", provider="digitalocean", label="Work"),
+        ]
+    )
+    emulators = {"hetzner": hetzner, "digitalocean": ocean}
+    service = WorkspaceService(
+        settings, SecretStore(), transport_factory=lambda a: emulators[a.provider].transport()
+    )
+    controller = WorkspacesController(service)
+    failures: list[str] = []
+    controller.failed.connect(lambda message, _hint: failures.append(message))
+    dialog = CreateDialog(
+        controller,
+        settings,
+        [("hetzner", "Personal (Hetzner Cloud)"), ("ocean", "Work (DigitalOcean)")],
+    )
+    qtbot.addWidget(dialog)
+    dialog.show()
+    try:
+        qtbot.waitUntil(
+            lambda: (
+                dialog.compare_task is not None
+                and dialog.compare_task.done()
+                and dialog.size_combo.count() > 0
+                and not dialog.busy_loading()
+            ),
+            timeout=10000,
+        )
+        assert dialog.compare.table.rowCount() == 1  # Hetzner only
+        assert "Work (DigitalOcean): prices could not be loaded" in dialog.compare.note.text()
+        assert not failures  # no error dialog for an account the user did not choose
     finally:
         dialog.reject()
         done = asyncio.ensure_future(service.aclose())
