@@ -1,5 +1,6 @@
 #!/bin/bash
-# Loads the metadata guard (metadata-guard.nft) and checks it is in place. Runs as
+# Loads the guard (metadata-guard.nft: metadata service for root only, no container port
+# published to the outside) and checks it is in place. Runs as
 # bivy-metadata-guard.service before Docker starts (every boot) and before the bootstrap.
 set -euo pipefail
 rules="${BIVY_LIB_DIR:-{{ lib_dir }}}/metadata-guard.nft"
@@ -9,6 +10,6 @@ if ! command -v nft >/dev/null; then
         { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nftables; }
 fi
 nft -f "$rules"
-nft list chain inet bivy_metadata forward >/dev/null
-nft list chain inet bivy_metadata output >/dev/null
-echo "metadata service: only root on this host may connect"
+nft list chain inet bivy_guard forward >/dev/null
+nft list chain inet bivy_guard output >/dev/null
+echo "metadata service: only root on this host may connect; no published container port is reachable from outside"

@@ -88,7 +88,7 @@ def test_metadata_rules_cover_every_provider_and_both_paths() -> None:
     assert "hook output" in output and output.count("meta skuid != 0") == 2
     assert "hook forward" in forward and "skuid" not in forward  # all forwarded traffic
     # Re-loading replaces the table (every boot, and a manual restart of the unit).
-    table = "table inet bivy_metadata"
+    table = "table inet bivy_guard"
     assert rules.index(f"delete {table}") < rules.index(f"{table} {{")
 
 
