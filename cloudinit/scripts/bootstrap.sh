@@ -152,6 +152,7 @@ fi
 # The agent's persistent config dir (history, .claude.json, settings with our hooks).
 CLAUDE_DIR="$BIVY_STATE_DIR/claude"
 mkdir -p "$CLAUDE_DIR" "$BIVY_STATE_DIR/agent"
+chmod 0700 "$CLAUDE_DIR" # credentials, and .claude.json names the API key's tail
 chmod 0777 "$BIVY_STATE_DIR/agent"
 ln -sfn agent/agent.json "$BIVY_STATE_DIR/agent.json"
 python3 "$BIVY_LIB_DIR/claude-config" "$CLAUDE_DIR" "$BIVY_LIB_DIR/claude-hooks.json" "$BIVY_ETC_DIR/agent.env"
@@ -161,7 +162,7 @@ up_args=(up --workspace-folder "$BIVY_REPO_DIR"
     --additional-features "{\"$CLAUDE_FEATURE\":{}}"
     --mount "type=bind,source=$CLAUDE_DIR,target={{ container_claude_dir }}"
     --mount "type=bind,source=$BIVY_STATE_DIR/agent,target={{ container_state_dir }}"
-    --mount "type=bind,source=$BIVY_LIB_DIR/hook,target={{ container_hook_dir }}")
+    --mount "type=bind,source=$BIVY_LIB_DIR/hook,target={{ container_hook_dir }},readonly")
 if [ ! -f "$BIVY_REPO_DIR/.devcontainer/devcontainer.json" ] && [ ! -f "$BIVY_REPO_DIR/.devcontainer.json" ]; then
     up_args+=(--override-config "$BIVY_LIB_DIR/devcontainer.json")
 fi

@@ -42,13 +42,18 @@ log() { printf '%s bivy-idle: %s\n' "$(date -u +%FT%TZ)" "$*"; }
 # One python3 start per check reads both JSON files: "PHASE AGENT_STATE UPDATED_EPOCH BACKGROUND".
 read_state() {
     python3 - "$BIVY_STATE_DIR/status.json" "$BIVY_STATE_DIR/agent/agent.json" <<'PY' 2>/dev/null || echo "unknown none 0 0"
-import json, sys
+import json, os, stat, sys
 from datetime import datetime
 
+# agent.json is written from inside the container, so the agent's code may replace it with a
+# FIFO, a device or a huge file: open without blocking, read only a regular file, and only so much.
 def load(path):
     try:
-        with open(path) as handle:
-            data = json.load(handle)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return {}
+            data = json.loads(handle.read(65536))
         return data if isinstance(data, dict) else {}
     except Exception:
         return {}

@@ -89,6 +89,11 @@ def test_bootstrap_reaches_ready(tmp_path: Path) -> None:
     assert "claude-code:1.0" in calls
     assert "--override-config" in calls  # the repo has no devcontainer.json: ours is used
     assert f"source={state / 'claude'},target=/bivy/claude" in calls
+    # The hook scripts are the host's: the container runs them but cannot change them.
+    assert "target=/bivy/hook,readonly" in calls
+    assert (state / "claude").stat().st_mode & 0o777 == 0o700
+    # The metadata guard is started first (its stand-in logs in call order).
+    assert calls.index("systemctl start bivy-metadata-guard.service") < calls.index("devcontainer")
     assert "systemctl enable --now bivy-ttyd.service" in calls
     # Every tool was present (as on a baked image): nothing installed on the host.
     assert not [line for line in calls.splitlines() if line.startswith("apt-get ")]

@@ -257,3 +257,19 @@ def test_timers_firing_together_delete_once(vm: Vm) -> None:
     ]
     assert [run.wait(timeout=30) for run in runs] == [0, 0, 0]
     assert calls.read_text().splitlines() == ["call"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+def test_the_container_cannot_stall_the_monitor_through_agent_json(vm: Vm, kind: str) -> None:
+    # agent.json is the container's to write: a FIFO there once blocked the check (and with its
+    # lock the hard lifetime) forever. Now it reads as "no agent state" and the clock runs on.
+    path = vm.state / "agent" / "agent.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_text('{"state": "working", "pad": "' + "x" * 200_000 + '"}')
+    assert vm.decide() == f"idle {WINDOW}"
+    vm.now += WINDOW
+    assert vm.decide() == "delete idle"

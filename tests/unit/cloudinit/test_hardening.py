@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import configparser
 import re
+import subprocess
+from pathlib import Path
 
+import pytest
 import yaml
 
 from app.cloudinit import BackupInputs, render_user_data
@@ -117,6 +120,36 @@ def test_sshd_takes_keys_only() -> None:
     assert settings["PasswordAuthentication"] == "no"
     assert settings["KbdInteractiveAuthentication"] == "no"
     assert settings["PermitRootLogin"] == "no"
+    assert settings["AuthenticationMethods"] == "publickey"
+    assert settings["AllowUsers"] == "dev"
+    assert settings["X11Forwarding"] == "no"
     data = yaml.safe_load(config)
     assert data["ssh_pwauth"] is False and data["disable_root"] is True
     assert data["users"][0]["lock_passwd"] is True
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="needs openssh-server")
+def test_sshd_reads_the_drop_in_as_meant(tmp_path: Path) -> None:
+    # Ubuntu's sshd_config includes sshd_config.d/*.conf first, then says "yes" to several of
+    # these: the first value read wins, so ours must hold against later contrary ones.
+    drop_in = tmp_path / "10-bivy.conf"
+    drop_in.write_text(file_content(_config(), "/etc/ssh/sshd_config.d/10-bivy.conf"))
+    key = tmp_path / "host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    config = tmp_path / "sshd_config"
+    config.write_text(
+        f"Include {drop_in}\nHostKey {key}\nPasswordAuthentication yes\n"
+        "KbdInteractiveAuthentication yes\nPermitRootLogin yes\nX11Forwarding yes\n"
+    )
+    result = subprocess.run(
+        ["/usr/sbin/sshd", "-T", "-f", str(config), "-C", "user=dev,host=h,addr=192.0.2.1"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    effective = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    assert effective["passwordauthentication"] == "no"
+    assert effective["kbdinteractiveauthentication"] == "no"
+    assert effective["permitrootlogin"] == "no"
+    assert effective["authenticationmethods"] == "publickey"
+    assert effective["allowusers"] == "dev"
+    assert effective["x11forwarding"] == "no"
