@@ -7,5 +7,7 @@ set -euo pipefail
 bivy_load_env
 # After a reboot the devcontainer is stopped (it has no restart policy); bring it back first.
 docker start "$BIVY_CONTAINER_ID" >/dev/null
+# ttyd takes its password only as an argument, so host processes can read it from ps; that is
+# root and dev (who has sudo) — containers have their own process namespace and cannot.
 exec ttyd -i lo -p "${BIVY_TTYD_PORT:-{{ ttyd_port }}}" -W -O -m 8 -c "bivy:$BIVY_TTYD_PASSWORD" \
     -t disableLeaveAlert=true -t "titleFixed=$BIVY_NAME" "$BIVY_LIB_DIR/ttyd-session"
