@@ -51,7 +51,9 @@ def test_phases_advance_and_open_actions_follow(
     window = shell.window
     try:
         qtbot.waitUntil(lambda: window.model.rowCount() == 1, timeout=10000)
-        assert followed and followed[0] == ["api"]
+        # The rows land first; the status controller is told to follow them in a later step.
+        qtbot.waitUntil(lambda: bool(followed), timeout=10000)
+        assert followed[0] == ["api"]
         window.select("hetzner", "api")
         assert window.act_copy_ssh.isEnabled() and not window.act_terminal.isEnabled()
         seen: list[str] = []
