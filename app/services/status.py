@@ -188,9 +188,16 @@ class StatusService:
         return tunnel
 
     def read_command(self) -> str:
-        """The shell command that prints both files, separated (missing files print nothing)."""
+        """The shell command that prints both files, separated (missing files print nothing).
+
+        The agent file is writable from inside the container: only a regular file is read, and
+        at most 64 KiB of it, so a FIFO or a device planted there cannot hang or flood the read.
+        """
         paths = " ".join(shlex.quote(p) for p in (self.status_path, self.agent_path))
-        return f"for f in {paths}; do cat -- \"$f\" 2>/dev/null; printf '\\036'; done"
+        return (
+            f"for f in {paths}; do "
+            f'if [ -f "$f" ]; then head -c 65536 -- "$f" 2>/dev/null; fi; printf \'\\036\'; done'
+        )
 
     async def read(self, workspace: Tunnel | str) -> StatusSnapshot:
         """Read both files once (no events)."""

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from app.domain import AgentState, Phase
 from app.services.status import (
@@ -141,3 +144,25 @@ def test_listener_errors_do_not_break_others() -> None:
     svc.add_listener(seen.append)
     svc._emit_changes(None, snapshot({"phase": "ready"}, None))
     assert [e.kind for e in seen] == [StatusEventKind.UPDATED, StatusEventKind.PHASE_CHANGED]
+
+
+def test_read_command_survives_a_planted_fifo_or_huge_file(tmp_path: Path) -> None:
+    """The agent file is writable from the container: a FIFO must not hang the read."""
+    status_file = tmp_path / "status.json"
+    status_file.write_text(json.dumps({"phase": "ready", "progress": 1.0}))
+    fifo = tmp_path / "agent.json"
+    os.mkfifo(fifo)
+    svc = StatusService(TunnelService(), status_path=str(status_file), agent_path=str(fifo))
+    done = subprocess.run(
+        ["sh", "-c", svc.read_command()], capture_output=True, text=True, timeout=10
+    )
+    status, agent = parse_files(done.stdout)
+    assert status is not None and status.phase == Phase.READY
+    assert agent is None
+
+    fifo.unlink()
+    fifo.write_text("x" * 1_000_000)
+    done = subprocess.run(
+        ["sh", "-c", svc.read_command()], capture_output=True, text=True, timeout=10
+    )
+    assert len(done.stdout) < 70_000
