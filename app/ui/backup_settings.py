@@ -39,30 +39,13 @@ from app.services.backup import (
     validate_backup_settings,
 )
 from app.settings import BackupSettings, SecretKeys, SecretStore
-
-STORED = "stored in keychain — type to replace"
+from app.ui.secret_field import SecretField
 
 #: Checks settings + keys against the storage (``check_storage`` by default; tests inject one).
 Checker = Callable[[BackupSettings, S3Credentials], Awaitable[CheckResult]]
 
 _OK = "color: #1b7f3b;"
 _BAD = "color: #b00020;"
-
-
-class _MaskedField(QLineEdit):
-    """A password-style field; ``stored`` means the keychain has a value (never shown)."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setEchoMode(QLineEdit.EchoMode.Password)
-        self.stored = False
-
-    def set_stored(self, stored: bool, env: str | None = None) -> None:
-        self.stored = stored
-        if env:
-            self.setPlaceholderText(f"supplied by ${env} (wins over the keychain)")
-        else:
-            self.setPlaceholderText(STORED if stored else "not set")
 
 
 class BackupSettingsWidget(QWidget):
@@ -115,8 +98,8 @@ class BackupSettingsWidget(QWidget):
             "Also back up uncommitted changes and untracked files (not ignored ones)"
         )
         self.include_uncommitted.setChecked(config.include_uncommitted)
-        self.access_key = _MaskedField()
-        self.secret_key = _MaskedField()
+        self.access_key = SecretField()
+        self.secret_key = SecretField()
         self.hint = QLabel()
         self.hint.setWordWrap(True)
         self.hint.setStyleSheet("color: palette(mid);")

@@ -40,27 +40,10 @@ from app.providers.base import Provider
 from app.settings import Account, SecretKeys, SecretStore, Settings
 from app.ui.backup_settings import BackupSettingsWidget
 from app.ui.create_dialog import _CREDENTIALS
-
-STORED = "stored in keychain — type to replace"
+from app.ui.secret_field import SecretField
 
 #: Validates an account's options (secrets included) against the provider's API; returns a summary.
 Validator = Callable[[str, Mapping[str, str]], Awaitable[str]]
-
-
-class SecretField(QLineEdit):
-    """A masked field that never shows a stored secret; empty means "keep what is stored"."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setEchoMode(QLineEdit.EchoMode.Password)
-        self.stored = False
-
-    def set_stored(self, stored: bool, env: str | None = None) -> None:
-        self.stored = stored
-        if env:
-            self.setPlaceholderText(f"supplied by ${env} (wins over the keychain)")
-        else:
-            self.setPlaceholderText(STORED if stored else "not set")
 
 
 class AccountForm(QWidget):

@@ -12,7 +12,8 @@ from pytestqt.qtbot import QtBot
 from app.providers.hetzner import HetznerProvider
 from app.providers.registry import PROVIDERS
 from app.settings import Account, SecretKeys, SecretStore, Settings
-from app.ui.settings_dialog import STORED, SecretField, SettingsDialog
+from app.ui.secret_field import STORED, SecretField
+from app.ui.settings_dialog import SettingsDialog
 from tests.emulators.hetzner import HetznerEmulator
 from tests.support.memory_keyring import MemoryKeyring
 
