@@ -10,7 +10,8 @@ from pytestqt.qtbot import QtBot
 
 from app.services.backup import CheckResult, S3Credentials, check_storage
 from app.settings import BackupSettings, SecretKeys, SecretStore
-from app.ui.backup_settings import STORED, BackupSettingsWidget
+from app.ui.backup_settings import BackupSettingsWidget
+from app.ui.secret_field import STORED
 from tests.unit.services.test_backup import FakeS3, s3_error
 
 
