@@ -331,11 +331,7 @@ class MainWindow(QMainWindow):
             self.act_refresh,
             self.act_settings,
         )
-        for entry in actions:
-            if entry is None:
-                toolbar.addSeparator()
-            else:
-                toolbar.addAction(entry)
+        _add_actions(toolbar, actions)
         self.addToolBar(toolbar)
         self.toolbar = toolbar
         self.addAction(self.act_quit)
@@ -609,11 +605,7 @@ class MainWindow(QMainWindow):
             self.act_new,
             self.act_refresh,
         )
-        for action in entries:
-            if action is None:
-                menu.addSeparator()
-            else:
-                menu.addAction(action)
+        _add_actions(menu, entries)
         menu.popup(self.table.viewport().mapToGlobal(pos))
 
     def _double_clicked(self, index: QModelIndex) -> None:
@@ -634,3 +626,12 @@ def _ask(parent: QWidget, title: str, text: str) -> bool:
     box.setDefaultButton(QMessageBox.StandardButton.Cancel)
     box.exec()
     return box.clickedButton() is delete
+
+
+def _add_actions(target: QToolBar | QMenu, actions: tuple[QAction | None, ...]) -> None:
+    """Add actions in order to a toolbar or menu; ``None`` is a separator."""
+    for action in actions:
+        if action is None:
+            target.addSeparator()
+        else:
+            target.addAction(action)
