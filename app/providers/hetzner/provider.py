@@ -344,7 +344,12 @@ class HetznerProvider(Provider):
         """Bivy's servers: one ``label_selector=managed-by=bivy`` call (plus pages beyond 50)."""
         self._need_token()
         selector = f"{LABEL_MANAGED_BY}={LABEL_MANAGED_BY_VALUE}"
-        return [self._to_domain(s) for s in await self.client.servers(label_selector=selector)]
+        servers = await self.client.servers(label_selector=selector)
+        if servers and self._currency is None:
+            # Servers carry their type's prices but not the account's currency: one /pricing
+            # call per provider instance says which, so every listing can show money.
+            self._currency = (await self.client.pricing()).currency
+        return [self._to_domain(s) for s in servers]
 
     @staticmethod
     def _server_id(server_id: str) -> int:

@@ -160,6 +160,17 @@ async def test_list_is_one_label_selector_call_per_page(
     assert servers[0].workspace_name == "w0"
 
 
+async def test_listed_servers_carry_their_price_in_the_accounts_currency(
+    provider: HetznerProvider, emulator: HetznerEmulator
+) -> None:
+    emulator.add_server("bivy-a", {"managed-by": "bivy", "bivy-workspace": "a"})
+    (server,) = await provider.list()
+    assert server.price is not None and server.price.currency == "EUR"
+    assert server.price.hourly > 0 and server.price.includes_vat
+    await provider.list()
+    assert len(emulator.calls("GET", r"/v1/pricing")) == 1  # the currency is asked for once
+
+
 async def test_get_and_not_found(provider: HetznerProvider, emulator: HetznerEmulator) -> None:
     sid = emulator.add_server("one", {"managed-by": "bivy"})
     server = await provider.get(str(sid))
