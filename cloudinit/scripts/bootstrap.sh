@@ -45,6 +45,7 @@ systemctl mask ttyd.service >/dev/null 2>&1 || true
 # ttyd comes from Ubuntu (noble universe, 1.7.4): the provider's local mirror, signed packages,
 # both architectures, and every flag we use (-W -O -c -i); a GitHub release download would add
 # a third-party dependency (rate limits, outages) and a checksum we would have to pin per version.
+# shellcheck disable=SC2329  # run in the background through run_job
 install_packages() {
     local packages=() tool
     for tool in tmux ttyd git jq; do
@@ -62,6 +63,7 @@ install_packages() {
     systemctl enable --now docker
 }
 
+# shellcheck disable=SC2329  # run in the background through run_job
 install_node() {
     # @devcontainers/cli needs Node >= 20 and Ubuntu 24.04 ships 18, so take the official
     # build from nodejs.org, checked against its SHASUMS256.txt.
@@ -89,6 +91,7 @@ install_node() {
     ln -sf /opt/node/bin/devcontainer /usr/local/bin/devcontainer
 }
 
+# shellcheck disable=SC2329  # run in the background through run_job
 clone_repo() {
     local args=(clone --quiet)
     if [ -n "${BIVY_BRANCH:-}" ]; then
