@@ -145,6 +145,9 @@ class BackupSettingsWidget(QWidget):
             self.account.setText(config.endpoint.split("//", 1)[-1].split(".", 1)[0])
         self._preset_changed(rebuild=False)
         self._building = False
+        if not config.endpoint:
+            # A first visit shows the default preset's endpoint, not an empty read-only field.
+            self._update_endpoint()
 
         self.preset.currentIndexChanged.connect(lambda _: self._preset_changed())
         self.region.currentTextChanged.connect(lambda _: self._update_endpoint())

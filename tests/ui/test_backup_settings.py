@@ -26,6 +26,15 @@ def choose(widget: BackupSettingsWidget, preset_id: str) -> None:
     widget.preset.setCurrentIndex(widget.preset.findData(preset_id))
 
 
+def test_first_visit_shows_the_default_presets_endpoint(qtbot: QtBot) -> None:
+    widget = make(qtbot)
+    preset = widget.current_preset()
+    region = widget.region.currentText()
+    assert preset.endpoint and region
+    assert widget.endpoint.text() == preset.endpoint_for(region, "")
+    assert widget.values().endpoint == widget.endpoint.text()
+
+
 def test_presets_fill_the_endpoint(qtbot: QtBot) -> None:
     widget = make(qtbot)
     choose(widget, "hetzner")
