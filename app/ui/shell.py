@@ -506,6 +506,8 @@ class Shell(QObject):
 
         url, password = found
         tab = IdeTab(url, TTYD_USER, password, workspace=name)
+        # Without it a dropped connection went unannounced and a failed load never came back.
+        tab.follow(self.status.tunnels)
         tab.titleChanged.connect(
             lambda title: self.window.tabs.setTabText(self.window.tabs.indexOf(tab), title)
         )
