@@ -23,6 +23,7 @@ from shiboken6 import isValid
 from app.services.tunnels import Forward, ReconnectPolicy, SSHTarget, TunnelService
 from app.ui.ide import IdeTab  # imports QtWebEngine before pytest-qt creates the QApplication
 from tests.support.sshd import SshServer, Ttyd, start_sshd, start_ttyd
+from tests.ui.terminal_view import terminal_text, text_lines
 
 PASSWORD = "ui-test-pass-81d0"
 
@@ -138,34 +139,6 @@ def luminance_counts(image: QImage, step: int = 3) -> tuple[int, int, int]:
             elif value > 140:
                 light += 1
     return dark, light, total
-
-
-def text_lines(image: QImage) -> int:
-    """How many separate horizontal bands of light (glyph) pixels the image shows."""
-    image = image.convertToFormat(QImage.Format.Format_RGB32)
-    width = image.width() - 20  # leave out the scrollbar
-    bands = 0
-    inside = False
-    for y in range(image.height()):
-        lit = any(image.pixelColor(x, y).lightness() > 140 for x in range(0, width, 2))
-        if lit and not inside:
-            bands += 1
-        inside = lit
-    return bands
-
-
-def terminal_text(qtbot: QtBot, tab: IdeTab) -> str:
-    """The terminal's visible lines, read from xterm.js (ttyd exposes it as ``window.term``)."""
-    result: list[str] = []
-    script = (
-        "(() => { const b = window.term && window.term.buffer.active; if (!b) return '';"
-        " const out = []; for (let i = 0; i < b.length; i++) {"
-        " const l = b.getLine(i); if (l) out.push(l.translateToString(true)); }"
-        " return out.join('\\n'); })()"
-    )
-    tab.view.page().runJavaScript(script, 0, lambda value: result.append(str(value or "")))
-    qtbot.waitUntil(lambda: bool(result), timeout=5000)
-    return result[0]
 
 
 @gpu_less

@@ -30,6 +30,7 @@ from app.ui.ide import IdeTab  # imports QtWebEngine before pytest-qt creates th
 from tests.emulators.hetzner import HetznerEmulator
 from tests.support.sshd import SshServer, Ttyd, start_sshd, start_ttyd
 from tests.ui.harness import TOKEN, configured_settings, make_shell
+from tests.ui.terminal_view import terminal_text, text_lines
 
 PASSWORD = "e2e-ttyd-pass-5c1e"
 NAME = "demo"
@@ -97,32 +98,6 @@ def light_pixels(image: QImage) -> int:
         for y in range(image.height())
         for x in range(image.width() - 20)  # leave out the scrollbar
     )
-
-
-def text_lines(image: QImage) -> int:
-    """How many separate horizontal bands of light (glyph) pixels the image shows."""
-    image = image.convertToFormat(QImage.Format.Format_RGB32)
-    bands = 0
-    inside = False
-    for y in range(image.height()):
-        lit = any(image.pixelColor(x, y).lightness() > 140 for x in range(0, image.width() - 20, 2))
-        bands += lit and not inside
-        inside = lit
-    return bands
-
-
-def terminal_text(qtbot: QtBot, tab: IdeTab) -> str:
-    """The visible lines of xterm.js (ttyd exposes it as ``window.term``)."""
-    result: list[str] = []
-    script = (
-        "(() => { const b = window.term && window.term.buffer.active; if (!b) return '';"
-        " const out = []; for (let i = 0; i < b.length; i++) {"
-        " const l = b.getLine(i); if (l) out.push(l.translateToString(true)); }"
-        " return out.join('\\n'); })()"
-    )
-    tab.view.page().runJavaScript(script, 0, lambda value: result.append(str(value or "")))
-    qtbot.waitUntil(lambda: bool(result), timeout=5000)
-    return result[0]
 
 
 def refuses(url: str) -> bool:
