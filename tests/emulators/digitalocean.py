@@ -172,7 +172,7 @@ class DigitalOceanEmulator(Emulator):
             droplet["networks"] = {
                 "v4": [
                     {
-                        "ip_address": f"203.0.113.{n}",
+                        "ip_address": f"127.0.114.{n}",  # loopback, see the Hetzner emulator
                         "netmask": "255.255.255.0",
                         "gateway": "203.0.113.1",
                         "type": "public",

@@ -679,7 +679,8 @@ class HetznerEmulator(Emulator):
             user_data=user_data,
             ssh_keys=ssh_keys,
             firewalls=firewalls,
-            ipv4=f"203.0.113.{sid % 250 + 1}",
+            # Loopback: the app run by hand against the emulator never connects off the machine.
+            ipv4=f"127.0.113.{sid % 250 + 1}",
             ipv6=f"2001:db8:{sid:x}::/64",
         )
         self.project.servers[sid] = server

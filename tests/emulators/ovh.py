@@ -337,7 +337,7 @@ class OvhEmulator(Emulator):
             instance["status"] = "ACTIVE"
             instance["ipAddresses"] = [
                 {
-                    "ip": f"192.0.2.{next(self._ips) % 250 + 2}",
+                    "ip": f"127.0.116.{next(self._ips) % 250 + 2}",  # loopback
                     "type": "public",
                     "version": 4,
                     "networkId": "",

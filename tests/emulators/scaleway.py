@@ -124,7 +124,7 @@ class ScalewayEmulator(Emulator):
                 server["state"] = "running"
                 server["public_ip"] = {
                     "id": str(uuid.uuid4()),
-                    "address": f"198.51.100.{next(self._ips) % 250 + 2}",
+                    "address": f"127.0.115.{next(self._ips) % 250 + 2}",  # loopback
                     "dynamic": True,
                 }
             if server.get("_terminating") and now - server["_since"] >= self.stop_seconds:
