@@ -92,6 +92,11 @@ class HetznerClient:
         body = await self.api.get_json("pricing")
         return m.Pricing.model_validate(body["pricing"])
 
+    async def currency(self) -> str:
+        """The account's currency alone: no validation of the whole price list (a hot path)."""
+        body = await self.api.get_json("pricing")
+        return m.Pricing.model_validate({"currency": body["pricing"]["currency"]}).currency
+
     async def images(
         self, *, type: str | None = None, name: str | None = None, architecture: str | None = None
     ) -> list[m.Image]:

@@ -348,7 +348,7 @@ class HetznerProvider(Provider):
         if servers and self._currency is None:
             # Servers carry their type's prices but not the account's currency: one /pricing
             # call per provider instance says which, so every listing can show money.
-            self._currency = (await self.client.pricing()).currency
+            self._currency = await self.client.currency()
         return [self._to_domain(s) for s in servers]
 
     @staticmethod
