@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, cast
 import jinja2
 
 from app.domain import WorkspaceSpec
-from app.domain.validation import repo_dir_name, validate_branch, validate_repo_url
+from app.domain.validation import repo_dir_name, validate_branch, validate_repo_source
 from app.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -265,7 +265,7 @@ def _environment(directory: Path) -> jinja2.Environment:
 
 def _validate(inputs: UserDataInputs) -> None:
     spec = inputs.spec
-    validate_repo_url(spec.repo_url)
+    validate_repo_source(spec.repo_url)
     if spec.branch:
         validate_branch(spec.branch)
     if not _TTYD_PASSWORD_RE.match(inputs.ttyd_password):

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.domain.validation import validate_branch, validate_repo_url
+from app.domain.validation import validate_branch, validate_repo_source
 
 #: Labels every VM Bivy creates carries; the list is one filtered call per provider.
 LABEL_MANAGED_BY = "managed-by"
@@ -198,7 +198,7 @@ class WorkspaceSpec(BaseModel):
     @field_validator("repo_url")
     @classmethod
     def _repo_url(cls, value: str) -> str:
-        return validate_repo_url(value)
+        return validate_repo_source(value)
 
     @field_validator("branch")
     @classmethod

@@ -57,8 +57,45 @@ def repo_dir_name_from_path(path: str) -> str:
     return "" if last in {"", ".", ".."} else last
 
 
+#: A repository on this computer: an absolute POSIX path or a Windows drive path.
+_WINDOWS_PATH_RE = re.compile(r"^[A-Za-z]:[\\/]")
+#: The directory name a local checkout gets on the VM (its folder name, restricted).
+_LOCAL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def is_local_repo(value: str) -> bool:
+    """True when ``value`` names a git checkout on this computer (an absolute path).
+
+    Such a repository never reaches the VM by URL: the app ships it over SSH as a git bundle
+    (the VM's bootstrap waits for it), so no git token is needed on the VM.
+    """
+    return isinstance(value, str) and (value.startswith("/") or bool(_WINDOWS_PATH_RE.match(value)))
+
+
+def validate_local_repo_path(path: str) -> str:
+    """Return ``path`` if it is an absolute local path whose folder name can name the clone."""
+    if len(path) > MAX_URL_LENGTH:
+        raise ValueError(f"the repository path is longer than {MAX_URL_LENGTH} characters")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+        raise ValueError("the repository path contains a control character or line break")
+    name = local_repo_dir_name(path)
+    if not _LOCAL_NAME_RE.match(name):
+        raise ValueError(
+            f"the repository folder name {name!r} must be letters, digits, '.', '_' or '-'"
+        )
+    return path
+
+
+def local_repo_dir_name(path: str) -> str:
+    """The directory a local checkout gets under /workspaces: its folder name."""
+    last = re.split(r"[\\/]", path.rstrip("/\\"))[-1]
+    return last[:-4] if last.endswith(".git") else last
+
+
 def repo_dir_name(url: str) -> str:
-    """The directory name under /workspaces for a (valid) repository URL."""
+    """The directory name under /workspaces for a (valid) repository URL or local path."""
+    if is_local_repo(url):
+        return local_repo_dir_name(validate_local_repo_path(url))
     url = validate_repo_url(url)
     if "://" in url:
         return repo_dir_name_from_path(urlsplit(url).path)
@@ -120,6 +157,13 @@ def validate_repo_url(url: str) -> str:
         raise ValueError("the repository path must not start with '-'")
     _check_path(path)
     return url
+
+
+def validate_repo_source(value: str) -> str:
+    """Return ``value`` if it is a cloneable URL or a local checkout's absolute path."""
+    if is_local_repo(value):
+        return validate_local_repo_path(value)
+    return validate_repo_url(value)
 
 
 def validate_branch(branch: str) -> str:
