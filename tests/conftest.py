@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +13,9 @@ from tests.support.memory_keyring import MemoryKeyring
 #: Shared fixtures (real Secret Service, served emulators, CLI runner): see that module.
 pytest_plugins = ["tests.support.fixtures"]
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-if not SHARED.is_dir():  # CI lays shared/ beside the clone; a worktree may sit one level deeper
-    SHARED = Path(os.environ.get("BIVY_SHARED_DIR", "/work/shared"))
+#: The tests' data: ``specs/`` (official API specs) and ``fixtures/`` (example payloads), both
+#: inside the repository (their provenance is in the README beside them).
+DATA_DIR = Path(__file__).resolve().parent
 
 _SCRUBBED_ENV = (
     "BIVY_HETZNER_TOKEN",
@@ -51,10 +50,9 @@ _SCRUBBED_ENV = (
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The project's shared/ folder (specs, fixtures, reference)."""
-    assert SHARED.is_dir(), f"shared/ not found at {SHARED}"
-    return SHARED
+def data_dir() -> Path:
+    """The folder holding ``specs/`` and ``fixtures/`` (tests/, inside the checkout)."""
+    return DATA_DIR
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ implements ``error_body`` (the provider's error JSON) and registers handlers wit
     class MyEmulator(Emulator):
         provider = "myprovider"
         base_path = "/v2"                                   # what the real base URL's path is
-        spec_file = "digitalocean-droplets.bundled.yaml"    # under shared/specs, or None
+        spec_file = "digitalocean-droplets.bundled.yaml"    # under tests/specs, or None
 
         def error_body(self, status, code, message, details=None):
             return {"id": code, "message": message}
@@ -51,7 +51,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import threading
 import time
@@ -76,7 +75,7 @@ __all__ = [
     "SpecViolation",
     "json_response",
     "route",
-    "shared_specs_dir",
+    "specs_dir",
 ]
 
 Handler = Callable[[Any, "EmuRequest"], "EmuResponse"]
@@ -85,12 +84,9 @@ Handler = Callable[[Any, "EmuRequest"], "EmuResponse"]
 CONTROL_PREFIX = "/_emulator"
 
 
-def shared_specs_dir() -> Path:
-    """The shared specs folder (same lookup as tests/conftest.py, without importing pytest)."""
-    shared = Path(__file__).resolve().parents[2].parent / "shared"
-    if not shared.is_dir():
-        shared = Path(os.environ.get("BIVY_SHARED_DIR", "/work/shared"))
-    return shared / "specs"
+def specs_dir() -> Path:
+    """The official API specs, kept in the repository (tests/specs, see its README)."""
+    return Path(__file__).resolve().parents[1] / "specs"
 
 
 class ManualClock:
@@ -221,7 +217,7 @@ class Emulator:
     Attributes:
         provider: the provider kind ("hetzner").
         base_path: path prefix of the real API's base URL ("/v1").
-        spec_file: file name under shared/specs, or None to skip validation.
+        spec_file: file name under tests/specs, or None to skip validation.
         spec: the loaded spec (shared per process), or None.
         requests: every request received, in order.
         violations: spec violations seen (each a message).
@@ -254,7 +250,7 @@ class Emulator:
         self.validate_responses = validate_responses
         self.spec: OpenAPISpec | None = None
         if validate and self.spec_file:
-            self.spec = OpenAPISpec.load(shared_specs_dir() / self.spec_file)
+            self.spec = OpenAPISpec.load(specs_dir() / self.spec_file)
         self.requests: list[RecordedRequest] = []
         self.violations: list[str] = []
         self.lock = threading.RLock()

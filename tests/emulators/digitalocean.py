@@ -1,6 +1,6 @@
 """DigitalOcean API v2 emulator (droplets, sizes, regions, account, SSH keys), spec-validated.
 
-Every request is checked against ``shared/specs/digitalocean-droplets.bundled.yaml``. Droplets
+Every request is checked against ``tests/specs/digitalocean-droplets.bundled.yaml``. Droplets
 go ``new`` → ``active`` (with a public IPv4) ``boot_seconds`` after creation by the emulator's
 clock; ``droplet_limit`` refuses creates with DigitalOcean's 422; a size missing from a region
 is refused like the real API; every answer carries ``ratelimit-*`` headers.

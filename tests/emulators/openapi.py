@@ -2,7 +2,7 @@
 
 Usage::
 
-    spec = OpenAPISpec.load(shared_dir / "specs" / "hetzner-cloud.spec.json")   # cached per process
+    spec = OpenAPISpec.load(specs_dir() / "hetzner-cloud.spec.json")   # cached per process
     op = spec.validate_request("POST", "/servers", query={}, body=b'{"name": "x"}',
                                content_type="application/json")    # raises SpecViolation
     errors = spec.response_errors(op, 201, {"server": {...}})      # list of strings

@@ -1,9 +1,9 @@
 """OVHcloud API 1.0 emulator (Public Cloud project, operations, public catalogue), signed requests.
 
-OVH's ``/cloud`` OpenAPI schema (~10.7 MB) is not in shared/specs, so requests are validated
+OVH's ``/cloud`` OpenAPI schema (~10.7 MB) is not vendored in tests/specs, so requests are validated
 against ``SCHEMA`` below: a hand-written description of only the endpoints Bivy uses (method,
 path template, allowed and required query parameters, JSON body schema), derived from
-shared/reference/providers.md §5 (python-ovh, terraform-provider-ovh, ovhcloud-cli facts).
+the project's provider notes (python-ovh, terraform-provider-ovh, ovhcloud-cli facts).
 Every signed request's ``X-Ovh-Signature`` is recomputed and its timestamp checked against the
 emulator's clock (which may be skewed from the client's: ``GET /auth/time`` reports it).
 

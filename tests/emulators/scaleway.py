@@ -1,6 +1,6 @@
 """Scaleway Instance API v1 emulator (servers, user data, actions, products), spec-validated.
 
-Every request is checked against ``shared/specs/scaleway-instance-v1-2022.yml``. Servers are
+Every request is checked against ``tests/specs/scaleway-instance-v1-2022.yml``. Servers are
 created ``stopped``; ``poweron`` makes them ``starting`` and then ``running`` (public IPv4)
 ``boot_seconds`` later; ``terminate`` stops them and removes server and volumes
 ``stop_seconds`` later; ``DELETE`` is refused unless the server is stopped. ``max_servers``

@@ -40,8 +40,8 @@ from tests.emulators.base import ManualClock
 from tests.emulators.digitalocean import DigitalOceanEmulator, MetadataEmulator
 
 
-def fixture(shared_dir: Path, name: str) -> dict:
-    return json.loads((shared_dir / "fixtures" / "digitalocean-spec-examples" / name).read_text())
+def fixture(data_dir: Path, name: str) -> dict:
+    return json.loads((data_dir / "fixtures" / "digitalocean-spec-examples" / name).read_text())
 
 
 def request(name: str = "alpha", user_data: str = "#cloud-config\n{}\n") -> CreateServerRequest:
@@ -58,8 +58,8 @@ def request(name: str = "alpha", user_data: str = "#cloud-config\n{}\n") -> Crea
 # -- wire models on the spec's examples -----------------------------------------------------
 
 
-def test_droplet_fixture_maps_to_server(shared_dir: Path) -> None:
-    body = fixture(shared_dir, "get_v2_droplets_droplet_id_200.json")
+def test_droplet_fixture_maps_to_server(data_dir: Path) -> None:
+    body = fixture(data_dir, "get_v2_droplets_droplet_id_200.json")
     server = droplet_to_server(m.Droplet.model_validate(body["droplet"]))
     assert server.id == "3164444"
     assert server.status is ServerStatus.RUNNING
@@ -75,8 +75,8 @@ def test_droplet_fixture_maps_to_server(shared_dir: Path) -> None:
 @pytest.mark.parametrize(
     "name", ["get_v2_droplets_200.json", "get_v2_droplets_200_1.json", "get_v2_droplets_200_2.json"]
 )
-def test_droplet_lists_parse(shared_dir: Path, name: str) -> None:
-    body = fixture(shared_dir, name)
+def test_droplet_lists_parse(data_dir: Path, name: str) -> None:
+    body = fixture(data_dir, name)
     listed = m.DropletList.model_validate(body)
     assert len(listed.droplets) == body["meta"]["total"]
     for droplet in listed.droplets:
@@ -84,14 +84,14 @@ def test_droplet_lists_parse(shared_dir: Path, name: str) -> None:
         assert server.status is not ServerStatus.UNKNOWN
 
 
-def test_create_response_fixtures_parse(shared_dir: Path) -> None:
-    created = m.DropletCreated.model_validate(fixture(shared_dir, "post_v2_droplets_202.json"))
+def test_create_response_fixtures_parse(data_dir: Path) -> None:
+    created = m.DropletCreated.model_validate(fixture(data_dir, "post_v2_droplets_202.json"))
     assert created.links.actions[0].rel == "create"
     assert droplet_to_server(created.droplet).status is ServerStatus.INITIALIZING
 
 
-def test_sizes_fixture_prices_are_decimals_per_region(shared_dir: Path) -> None:
-    sizes = m.SizeList.model_validate(fixture(shared_dir, "get_v2_sizes_200.json"))
+def test_sizes_fixture_prices_are_decimals_per_region(data_dir: Path) -> None:
+    sizes = m.SizeList.model_validate(fixture(data_dir, "get_v2_sizes_200.json"))
     size = size_to_domain(sizes.sizes[0])
     assert (size.name, size.cores, size.memory_gb, size.disk_gb) == ("s-1vcpu-1gb", 1, 1.0, 25)
     assert size.cpu_type == "shared"
@@ -102,9 +102,9 @@ def test_sizes_fixture_prices_are_decimals_per_region(shared_dir: Path) -> None:
     assert size.price_in("xyz1") is None
 
 
-def test_request_examples_are_accepted_by_the_emulator_validator(shared_dir: Path) -> None:
+def test_request_examples_are_accepted_by_the_emulator_validator(data_dir: Path) -> None:
     emu = DigitalOceanEmulator()
-    body = fixture(shared_dir, "post_v2_droplets_request_Single_Droplet_Create_Request.json")
+    body = fixture(data_dir, "post_v2_droplets_request_Single_Droplet_Create_Request.json")
     assert emu.spec is not None
     emu.spec.validate_request(
         "POST", "/v2/droplets", body=json.dumps(body).encode(), content_type="application/json"
@@ -118,10 +118,10 @@ def _response(status: int, body: dict, headers: dict | None = None) -> httpx.Res
     return httpx.Response(status, json=body, headers=headers or {})
 
 
-def test_error_fixtures_map_to_typed_errors(shared_dir: Path) -> None:
-    auth = do_client.parse_error(_response(401, fixture(shared_dir, "get_v2_droplets_401.json")))
+def test_error_fixtures_map_to_typed_errors(data_dir: Path) -> None:
+    auth = do_client.parse_error(_response(401, fixture(data_dir, "get_v2_droplets_401.json")))
     assert isinstance(auth, AuthError) and auth.code == "unauthorized"
-    limited = do_client.parse_error(_response(429, fixture(shared_dir, "get_v2_droplets_429.json")))
+    limited = do_client.parse_error(_response(429, fixture(data_dir, "get_v2_droplets_429.json")))
     assert isinstance(limited, RateLimited)
 
 

@@ -64,25 +64,25 @@ def _parse(doc: Any, key: str | None, model: type[BaseModel], many: bool) -> lis
 
 
 @pytest.mark.parametrize("stem", sorted(SPEC_EXAMPLES))
-def test_spec_examples_parse(shared_dir: Path, stem: str) -> None:
+def test_spec_examples_parse(data_dir: Path, stem: str) -> None:
     key, model, many = SPEC_EXAMPLES[stem]
-    parsed = _parse(_load(shared_dir / "fixtures/hetzner-spec-examples" / f"{stem}.json"),
+    parsed = _parse(_load(data_dir / "fixtures/hetzner-spec-examples" / f"{stem}.json"),
                     key, model, many)  # fmt: skip
     assert parsed
 
 
 @pytest.mark.parametrize("stem", sorted(HCLOUD))
-def test_hcloud_python_data_parses(shared_dir: Path, stem: str) -> None:
+def test_hcloud_python_data_parses(data_dir: Path, stem: str) -> None:
     key, model, many = HCLOUD[stem]
-    parsed = _parse(_load(shared_dir / "fixtures/hcloud-python" / f"{stem}.json"), key, model, many)
+    parsed = _parse(_load(data_dir / "fixtures/hcloud-python" / f"{stem}.json"), key, model, many)
     assert parsed
 
 
-def test_every_hetzner_fixture_is_covered(shared_dir: Path) -> None:
+def test_every_hetzner_fixture_is_covered(data_dir: Path) -> None:
     covered = set(SPEC_EXAMPLES) | set(HCLOUD)
-    spec = {p.stem for p in (shared_dir / "fixtures/hetzner-spec-examples").glob("*.json")}
+    spec = {p.stem for p in (data_dir / "fixtures/hetzner-spec-examples").glob("*.json")}
     assert spec - covered == {"error_4xx_example"}  # parsed below as an error body
-    hcloud = {p.stem for p in (shared_dir / "fixtures/hcloud-python").glob("*.json")}
+    hcloud = {p.stem for p in (data_dir / "fixtures/hcloud-python").glob("*.json")}
     # the rest are answers to calls Bivy never makes; what they hold still parses
     by_key: dict[str, tuple[type[BaseModel], bool]] = {
         "action": (m.Action, False),
@@ -92,15 +92,15 @@ def test_every_hetzner_fixture_is_covered(shared_dir: Path) -> None:
     }
     ignored = {"metrics", "root_password", "wss_url", "password"}
     for stem in sorted(hcloud - covered - {"_PROVENANCE"}):
-        doc = _load(shared_dir / "fixtures/hcloud-python" / f"{stem}.json")
+        doc = _load(data_dir / "fixtures/hcloud-python" / f"{stem}.json")
         assert set(doc) <= set(by_key) | ignored, stem
         for key, (model, many) in by_key.items():
             if key in doc:
                 assert _parse(doc, key, model, many), stem
 
 
-def test_timestamps_without_seconds(shared_dir: Path) -> None:
-    doc = _load(shared_dir / "fixtures/hcloud-python/servers__response_simple_server.json")
+def test_timestamps_without_seconds(data_dir: Path) -> None:
+    doc = _load(data_dir / "fixtures/hcloud-python/servers__response_simple_server.json")
     assert doc["server"]["created"] == "2016-01-30T23:50+00:00"
     server = m.Server.model_validate(doc["server"])
     assert server.created == datetime(2016, 1, 30, 23, 50, tzinfo=UTC)
@@ -114,23 +114,23 @@ def test_timestamps_without_seconds(shared_dir: Path) -> None:
     assert naive.created is not None and naive.created.tzinfo is not None
 
 
-def test_legacy_server_type(shared_dir: Path) -> None:
-    doc = _load(shared_dir / "fixtures/hcloud-python/servers__response_simple_server.json")
+def test_legacy_server_type(data_dir: Path) -> None:
+    doc = _load(data_dir / "fixtures/hcloud-python/servers__response_simple_server.json")
     server = m.Server.model_validate(doc["server"])
     legacy = server.server_type
     assert legacy.name == "cx11" and legacy.locations is None and legacy.architecture == "x86"
     assert legacy.available_in("fsn1") and not legacy.available_in("ash")
     assert legacy.prices[0].price_hourly.gross == Decimal("1.1900000000000000")
     st = m.ServerType.model_validate(
-        _load(shared_dir / "fixtures/hcloud-python/server_types__server_type_response.json")[
+        _load(data_dir / "fixtures/hcloud-python/server_types__server_type_response.json")[
             "server_type"
         ]
     )
     assert st.is_deprecated and st.available_in("nbg1")
 
 
-def test_spec_create_response(shared_dir: Path) -> None:
-    doc = _load(shared_dir / "fixtures/hetzner-spec-examples/post_servers_201.json")
+def test_spec_create_response(data_dir: Path) -> None:
+    doc = _load(data_dir / "fixtures/hetzner-spec-examples/post_servers_201.json")
     created = m.CreateServerResponse.model_validate(doc)
     assert created.action.command == "create_server"
     assert [a.command for a in created.next_actions] == ["start_server"]
@@ -141,10 +141,8 @@ def test_spec_create_response(shared_dir: Path) -> None:
     assert "YItygq" not in repr(created)  # a secret: kept out of reprs and logs
 
 
-def test_pricing_is_decimal(shared_dir: Path) -> None:
-    doc = _load(
-        shared_dir / "fixtures/hetzner-spec-examples/get_pricing_200.synth-from-schema.json"
-    )
+def test_pricing_is_decimal(data_dir: Path) -> None:
+    doc = _load(data_dir / "fixtures/hetzner-spec-examples/get_pricing_200.synth-from-schema.json")
     pricing = m.Pricing.model_validate(doc["pricing"])
     assert pricing.currency == "EUR" and pricing.vat_rate == Decimal("19.00")
     price = pricing.server_types[0].prices[0]
@@ -152,8 +150,8 @@ def test_pricing_is_decimal(shared_dir: Path) -> None:
     assert price.price_hourly.gross == Decimal("1.1900")
 
 
-def test_error_example(shared_dir: Path) -> None:
-    doc = _load(shared_dir / "fixtures/hetzner-spec-examples/error_4xx_example.json")
+def test_error_example(data_dir: Path) -> None:
+    doc = _load(data_dir / "fixtures/hetzner-spec-examples/error_4xx_example.json")
     body = m.ErrorBody.model_validate(doc["error"])
     assert (body.code, body.details) == ("unauthorized", None)
 

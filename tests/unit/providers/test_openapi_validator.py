@@ -15,18 +15,18 @@ from tests.emulators.openapi import OpenAPISpec, SpecViolation
 
 
 @pytest.fixture(scope="module")
-def hetzner_spec(shared_dir: Path) -> OpenAPISpec:
-    return OpenAPISpec.load(shared_dir / "specs" / "hetzner-cloud.spec.json")
+def hetzner_spec(data_dir: Path) -> OpenAPISpec:
+    return OpenAPISpec.load(data_dir / "specs" / "hetzner-cloud.spec.json")
 
 
 @pytest.fixture(scope="module")
-def do_spec(shared_dir: Path) -> OpenAPISpec:
-    return OpenAPISpec.load(shared_dir / "specs" / "digitalocean-droplets.bundled.yaml")
+def do_spec(data_dir: Path) -> OpenAPISpec:
+    return OpenAPISpec.load(data_dir / "specs" / "digitalocean-droplets.bundled.yaml")
 
 
 @pytest.fixture(scope="module")
-def scw_spec(shared_dir: Path) -> OpenAPISpec:
-    return OpenAPISpec.load(shared_dir / "specs" / "scaleway-instance-v1-2022.yml")
+def scw_spec(data_dir: Path) -> OpenAPISpec:
+    return OpenAPISpec.load(data_dir / "specs" / "scaleway-instance-v1-2022.yml")
 
 
 def body(value: Any) -> bytes:
@@ -45,8 +45,8 @@ GOOD_CREATE = {
 }
 
 
-def test_load_is_cached(shared_dir: Path, hetzner_spec: OpenAPISpec) -> None:
-    assert OpenAPISpec.load(shared_dir / "specs" / "hetzner-cloud.spec.json") is hetzner_spec
+def test_load_is_cached(data_dir: Path, hetzner_spec: OpenAPISpec) -> None:
+    assert OpenAPISpec.load(data_dir / "specs" / "hetzner-cloud.spec.json") is hetzner_spec
     assert hetzner_spec.base_path == "/v1"
 
 
