@@ -1,0 +1,207 @@
+"""``bivy ls``, ``bivy create`` and ``bivy rm``: the workspaces across every account."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import datetime
+from typing import Any
+
+from app.cli.base import (
+    EXIT_ERROR,
+    EXIT_OK,
+    CliContext,
+    Command,
+    SubParsers,
+    age,
+    confirm,
+    table,
+)
+from app.domain import Workspace, WorkspaceSpec, utcnow
+from app.errors import InvalidInput
+from app.settings import Settings
+
+# -- ls -----------------------------------------------------------------------------------------
+
+
+def _add_ls_parser(sub: SubParsers) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser("ls", help="list workspaces")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _workspace_json(ws: Workspace) -> dict[str, Any]:
+    server = ws.server
+    return {
+        "name": ws.name,
+        "account": ws.account,
+        "provider": ws.provider,
+        "status": server.status.value if server else None,
+        "server_id": server.id if server else None,
+        "region": server.region if server else None,
+        "size": server.size if server else None,
+        "ipv4": server.ipv4 if server else None,
+        "created_at": server.created_at if server else None,
+        "repo_url": ws.repo_url,
+        "idle_minutes": ws.idle_minutes,
+        "max_hours": ws.max_hours,
+        "lifetime_deadline": ws.lifetime_deadline,
+    }
+
+
+def _cost_cells(ws: Workspace, now: datetime) -> tuple[str, str]:
+    """Price per hour and cost so far (the provider's billing rule), "-" when unknown."""
+    from app.services.costs import default_rule_for, running_cost
+
+    price = ws.server.price if ws.server else None
+    if ws.server is None or price is None:
+        return "-", "-"
+    cost = running_cost(ws.server, default_rule_for(ws.server.provider), now)
+    so_far = f"{cost:.2f} {price.currency}" if cost is not None else "-"
+    return f"{price.hourly:.4f} {price.currency}", so_far
+
+
+async def _cmd_ls(args: argparse.Namespace, ctx: CliContext) -> int:
+    service = ctx.service
+    if not service.accounts():
+        if args.json:
+            ctx.emit_json([])
+        ctx.note(
+            "No accounts are configured: run `bivy login hetzner` (or set BIVY_HETZNER_TOKEN)."
+        )
+        return EXIT_OK
+    listing = await service.list_workspaces()
+    for account_id, error in sorted(listing.errors.items()):
+        ctx.note(f"bivy: account {account_id}: {error.one_line()}")
+    if args.json:
+        ctx.emit_json([_workspace_json(ws) for ws in listing.workspaces])
+    elif listing.workspaces:
+        table(
+            [
+                [
+                    ws.name,
+                    ws.account,
+                    ws.server.status.value if ws.server else "-",
+                    (ws.server.region or "-") if ws.server else "-",
+                    (ws.server.size or "-") if ws.server else "-",
+                    (ws.server.ipv4 or "-") if ws.server else "-",
+                    age(ws.server.created_at if ws.server else None),
+                    *_cost_cells(ws, utcnow()),
+                    ws.repo_url or "-",
+                ]
+                for ws in listing.workspaces
+            ],
+            [
+                *("NAME", "ACCOUNT", "STATUS", "REGION", "SIZE", "IPV4", "AGE"),
+                *("PRICE/H", "COST", "REPOSITORY"),
+            ],
+            ctx.out,
+        )
+    elif not listing.errors:
+        ctx.note("No workspaces. Create one with `bivy create NAME --repo URL`.")
+    return EXIT_ERROR if listing.errors else EXIT_OK
+
+
+# -- create -------------------------------------------------------------------------------------
+
+
+def _add_create_parser(sub: SubParsers) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "create", help="create a workspace and wait until its server runs"
+    )
+    parser.add_argument("name", help="workspace name (lower-case letters, digits, '-')")
+    parser.add_argument("--repo", required=True, help="git repository URL to clone")
+    parser.add_argument("--provider", default="hetzner", help="provider kind (default hetzner)")
+    parser.add_argument("--account", help="account id (default: the provider's default)")
+    parser.add_argument("--size", help="server type (see `bivy sizes`)")
+    parser.add_argument("--region", help="region/location")
+    parser.add_argument("--branch", help="branch to check out")
+    parser.add_argument("--idle-minutes", type=int, help="delete after this long idle")
+    parser.add_argument("--max-hours", type=int, help="delete after this long, whatever happens")
+    parser.add_argument("--json", action="store_true", help="print the workspace as JSON")
+    return parser
+
+
+def _spec_from_args(args: argparse.Namespace, settings: Settings) -> WorkspaceSpec:
+    from pydantic import ValidationError
+
+    values: dict[str, Any] = {
+        "name": args.name,
+        "repo_url": args.repo,
+        "provider": args.provider,
+        "account": args.account or "",
+        "region": args.region,
+        "size": args.size,
+        "branch": args.branch,
+        "idle_minutes": (
+            args.idle_minutes if args.idle_minutes is not None else settings.defaults.idle_minutes
+        ),
+        "max_hours": args.max_hours if args.max_hours is not None else settings.defaults.max_hours,
+        "agent_credential": settings.defaults.agent_credential,
+    }
+    try:
+        return WorkspaceSpec.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "input"
+        flag = {"name": "NAME", "repo_url": "--repo", "idle_minutes": "--idle-minutes",
+                "max_hours": "--max-hours"}.get(where, f"--{where.replace('_', '-')}")  # fmt: skip
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidInput(f"{flag}: {message}") from None
+
+
+async def _cmd_create(args: argparse.Namespace, ctx: CliContext) -> int:
+    spec = _spec_from_args(args, ctx.settings)
+    last: list[str] = [""]
+
+    def on_progress(progress: Any) -> None:
+        if progress.detail != last[0]:
+            last[0] = progress.detail
+            ctx.note(f"[{round(progress.fraction * 100):3d}%] {progress.detail}")
+
+    workspace: Workspace = await ctx.service.create(spec, on_progress=on_progress)
+    if args.json:
+        ctx.emit_json(_workspace_json(workspace))
+    else:
+        server = workspace.server
+        where = f" at {server.ipv4}" if server and server.ipv4 else ""
+        print(f"Workspace {workspace.name} is running{where}.", file=ctx.out)
+    return EXIT_OK
+
+
+# -- rm -----------------------------------------------------------------------------------------
+
+
+def _add_rm_parser(sub: SubParsers) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser("rm", help="delete a workspace and its server")
+    parser.add_argument("name", help="workspace name")
+    parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument(
+        "--no-wait", action="store_true", help="return once the provider accepted the deletion"
+    )
+    return parser
+
+
+async def _cmd_rm(args: argparse.Namespace, ctx: CliContext) -> int:
+    if not args.yes:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise InvalidInput(
+                f"refusing to delete workspace {args.name!r} without confirmation",
+                hint="Not running in a terminal: pass --yes to delete without asking",
+            )
+        question = f"Delete workspace {args.name!r} and its server? Unsaved work is lost. [y/N] "
+        if not await asyncio.to_thread(confirm, question):
+            ctx.note("Not deleted.")
+            return EXIT_ERROR
+    ctx.note(f"Deleting workspace {args.name}…")
+    await ctx.service.delete(args.name, wait=not args.no_wait)
+    print(f"Workspace {args.name} deleted.", file=ctx.out)
+    return EXIT_OK
+
+
+COMMANDS = [
+    Command("ls", _add_ls_parser, _cmd_ls),
+    Command("create", _add_create_parser, _cmd_create),
+    Command("rm", _add_rm_parser, _cmd_rm),
+]
