@@ -10,6 +10,12 @@
   process; ``.emulator`` accepts error/latency injection. Fails the test on any spec violation.
 - ``cli`` → ``CliRunner``: runs ``python -m app …`` as a separate process with the test's
   isolated HOME/BIVY_* environment (plus anything you pass) and returns the CompletedProcess.
+
+Hypothesis runs under the profile ``ci`` when ``CI`` is set, else ``dev`` (``HYPOTHESIS_PROFILE``
+picks another): both without the 200 ms per-example deadline and the too-slow health check,
+which a loaded 2-core machine breaks for reasons that are not the code's (tests that care about
+speed measure it themselves);
+``ci`` also keeps no example database in the checkout and prints the reproduction blob.
 """
 
 from __future__ import annotations
@@ -23,10 +29,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from tests.support.secret_service import SecretServiceSession, available, secret_service_session
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+_SLOW_MACHINE_OK = [HealthCheck.too_slow]  # generating examples is slow when the CPU is busy
+hypothesis_settings.register_profile("dev", deadline=None, suppress_health_check=_SLOW_MACHINE_OK)
+hypothesis_settings.register_profile(
+    "ci", deadline=None, suppress_health_check=_SLOW_MACHINE_OK, database=None, print_blob=True
+)
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 @pytest.fixture
