@@ -58,7 +58,7 @@ async def _cmd_ssh(args: argparse.Namespace, ctx: CliContext) -> int:
             hint="Install it (Debian/Ubuntu: openssh-client; Windows: the OpenSSH Client feature)",
         )
     manager = SshConfigManager()
-    entry = SshHostEntry(record.name, record.ipv4, record.host_public_key)
+    entry = SshHostEntry(record.name, record.ipv4, record.host_public_key, record.ssh_port)
     await asyncio.to_thread(manager.add, entry, private_key)
     remote = list(args.remote)
     if remote[:1] == ["--"]:

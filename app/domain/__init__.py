@@ -146,6 +146,10 @@ class Server(BaseModel):
     Attributes:
         id: the provider's id (string even when the provider uses integers).
         labels: the labels/tags, as a dict (tag-based providers map ``k=v`` tags here).
+        ssh_port: the port sshd answers on at ``ipv4`` (22 on clouds; the local provider
+            forwards a free port on 127.0.0.1).
+        status_detail: why the status is what it is, when the provider knows more than the
+            status says (e.g. "QEMU exited without the guest powering off"); else empty.
     """
 
     provider: str
@@ -159,6 +163,8 @@ class Server(BaseModel):
     created_at: datetime | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     price: Price | None = None
+    ssh_port: int = Field(default=22, ge=1, le=65535)
+    status_detail: str = ""
 
     @property
     def workspace_name(self) -> str | None:

@@ -41,6 +41,7 @@ class WorkspaceRecord(BaseModel):
         created_at: when Bivy asked for it (UTC).
         host_public_key: the VM's pinned ed25519 host key (public half only).
         ipv4: the server's public address, once known.
+        ssh_port: the port sshd answers on at ``ipv4`` (22 except for local VMs).
     """
 
     name: str
@@ -56,6 +57,7 @@ class WorkspaceRecord(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
     host_public_key: str = ""
     ipv4: str | None = None
+    ssh_port: int = Field(default=22, ge=1, le=65535)
 
     @field_validator("host_public_key")
     @classmethod

@@ -407,7 +407,7 @@ async def add_workspace(record: WorkspaceRecord, secrets: SecretStore) -> bool:
     private_key = await secrets.aget(SecretKeys.SSH_PRIVATE_KEY)
     if not private_key:
         return False
-    entry = SshHostEntry(record.name, record.ipv4, record.host_public_key)
+    entry = SshHostEntry(record.name, record.ipv4, record.host_public_key, record.ssh_port)
     return await asyncio.to_thread(SshConfigManager().add, entry, private_key)
 
 

@@ -79,7 +79,12 @@ class SSHTarget:
                 f"Bivy has no pinned host key for workspace {record.name!r}",
                 hint="Only workspaces created by this installation of Bivy can be opened",
             )
-        return cls(workspace=record.name, host=record.ipv4, host_public_key=record.host_public_key)
+        return cls(
+            workspace=record.name,
+            host=record.ipv4,
+            host_public_key=record.host_public_key,
+            port=record.ssh_port,
+        )
 
 
 @dataclass(frozen=True)

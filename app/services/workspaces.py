@@ -349,12 +349,13 @@ class WorkspaceService:
                 max_hours=spec.max_hours,
                 host_public_key=host_key.public_openssh,
                 ipv4=created.ipv4,
+                ssh_port=created.ssh_port,
             )
             await self.registry.aput(record)
 
             server = await self._wait_running(provider, created, progress)
-            if server.ipv4 and server.ipv4 != record.ipv4:
-                await self.registry.aupdate(spec.name, ipv4=server.ipv4)
+            if server.ipv4 and (server.ipv4, server.ssh_port) != (record.ipv4, record.ssh_port):
+                await self.registry.aupdate(spec.name, ipv4=server.ipv4, ssh_port=server.ssh_port)
             await self._add_ssh_entry(spec.name)
         except BaseException as exc:
             # Whether a server may exist is unknown unless we hold its id: look for it by label.
