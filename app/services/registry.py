@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from app.domain import DEFAULT_IDLE_MINUTES, DEFAULT_MAX_HOURS, utcnow
 from app.errors import InvalidInput
-from app.settings import atomic_write_text, data_dir
+from app.settings import atomic_write_text, data_dir, file_lock, move_aside
 
 __all__ = ["REGISTRY_SCHEMA_VERSION", "Registry", "WorkspaceRecord", "registry_path"]
 
@@ -74,7 +74,8 @@ class _RegistryFile(BaseModel):
 
 
 class Registry:
-    """Read and write the workspace records (thread-safe; async twins run in a thread).
+    """Read and write the workspace records (thread- and process-safe; async twins run in a
+    thread). Every change holds ``workspaces.json.lock`` from its read to its rename.
 
     Attributes:
         path: the JSON file (``data_dir()/workspaces.json`` unless given).
@@ -84,33 +85,80 @@ class Registry:
         self.path = path or registry_path()
         self._lock = threading.RLock()
 
-    def _read(self) -> dict[str, WorkspaceRecord]:
+    def _read(self, *, for_write: bool = False) -> dict[str, WorkspaceRecord]:
+        """The valid records. A file that is not a registry at all is moved aside (kept); one
+        with bad records is kept aside whole and rewritten with the good ones, so a bad record
+        hides only itself. Either way a notice says where the original went."""
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return {}
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except OSError as exc:
             raise InvalidInput(
-                f"cannot read the workspace registry {self.path}: {type(exc).__name__}",
-                hint="Fix or remove the file; running workspaces will show up again from the "
-                "provider, without their repository URL",
+                f"cannot read the workspace registry {self.path}: "
+                f"{exc.strerror or type(exc).__name__}",
+                hint="Fix its permissions; Bivy will not write over a file it cannot read",
             ) from None
         try:
-            document = _RegistryFile.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            raise InvalidInput(
-                f"the workspace registry {self.path} is not valid ({where}: {first['msg']})",
-                hint="Fix or remove the file; running workspaces will show up again from the "
-                "provider, without their repository URL",
-            ) from None
-        if document.schema_version > REGISTRY_SCHEMA_VERSION:
+            raw = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return self._quarantine(data, {}, type(exc).__name__, for_write=for_write)
+        if not isinstance(raw, dict) or not isinstance(raw.get("workspaces", []), list):
+            return self._quarantine(data, {}, "not a registry document", for_write=for_write)
+        version = raw.get("schema_version", REGISTRY_SCHEMA_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int):
+            return self._quarantine(data, {}, "schema_version is not a number", for_write=for_write)
+        if version > REGISTRY_SCHEMA_VERSION:
             raise InvalidInput(
                 f"the workspace registry {self.path} was written by a newer Bivy",
                 hint="Upgrade Bivy",
             )
-        return {record.name: record for record in document.workspaces}
+        records: dict[str, WorkspaceRecord] = {}
+        problems: list[str] = []
+        for index, item in enumerate(raw.get("workspaces", [])):
+            name = item.get("name") if isinstance(item, dict) else None
+            label = f"record {index + 1}" + (f" ({name})" if isinstance(name, str) else "")
+            try:
+                record = WorkspaceRecord.model_validate(item)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first.get("loc", ()))
+                problems.append(f"{label}: {where}: {first['msg']}" if where else label)
+                continue
+            if record.name in records:
+                problems.append(f"{label}: a second record of the same name")
+                continue
+            records[record.name] = record
+        if problems:
+            return self._quarantine(data, records, "; ".join(problems), for_write=for_write)
+        return records
+
+    def _quarantine(
+        self,
+        data: bytes,
+        good: dict[str, WorkspaceRecord],
+        why: str,
+        *,
+        for_write: bool,
+    ) -> dict[str, WorkspaceRecord]:
+        """Keep the broken file aside whole, write back what was good, and say so."""
+        with file_lock(self.path):
+            try:
+                unchanged = self.path.read_bytes() == data
+            except FileNotFoundError:
+                unchanged = False
+            except OSError:
+                unchanged = True  # moving it aside then tells what is wrong
+            if not unchanged:  # another process fixed or rewrote it meanwhile
+                return self._read(for_write=for_write)
+            notice = move_aside(self.path, why)
+            if not notice.kept_at:
+                if for_write:
+                    raise InvalidInput(notice.text, hint="Bivy will not write over it")
+                return good
+            if good:
+                self._write(good)
+        return good
 
     def _write(self, records: dict[str, WorkspaceRecord]) -> None:
         document = _RegistryFile(workspaces=sorted(records.values(), key=lambda r: r.name))
@@ -127,15 +175,15 @@ class Registry:
 
     def put(self, record: WorkspaceRecord) -> None:
         """Add or replace the record of ``record.name``."""
-        with self._lock:
-            records = self._read()
+        with self._lock, file_lock(self.path):
+            records = self._read(for_write=True)
             records[record.name] = record
             self._write(records)
 
     def update(self, name: str, **changes: object) -> WorkspaceRecord | None:
         """Change fields of an existing record; returns it, or None when there is none."""
-        with self._lock:
-            records = self._read()
+        with self._lock, file_lock(self.path):
+            records = self._read(for_write=True)
             current = records.get(name)
             if current is None:
                 return None
@@ -146,8 +194,8 @@ class Registry:
 
     def remove(self, name: str) -> bool:
         """Forget ``name``; returns whether there was a record."""
-        with self._lock:
-            records = self._read()
+        with self._lock, file_lock(self.path):
+            records = self._read(for_write=True)
             if records.pop(name, None) is None:
                 return False
             self._write(records)

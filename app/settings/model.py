@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 from app import APP_ID
 from app.domain import DEFAULT_IDLE_MINUTES, DEFAULT_MAX_HOURS, AgentCredentialKind
 from app.errors import BivyError, InvalidInput
+from app.settings.files import FileNotice, file_lock, move_aside
 
 SCHEMA_VERSION = 1
 
@@ -134,25 +135,82 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
-def load_settings(path: Path | None = None) -> Settings:
-    """Read the settings; a missing file gives defaults, a broken one a clear ``InvalidInput``."""
-    path = path or settings_path()
+class SettingsMovedAside(InvalidInput):
+    """The settings file could not be used and was renamed (kept) to ``notice.kept_at``."""
+
+    def __init__(self, message: str, notice: FileNotice) -> None:
+        super().__init__(
+            message,
+            hint="Bivy starts with empty settings; copy what you need back from the kept file",
+        )
+        self.notice = notice
+
+
+def _parse_settings(data: bytes, path: Path) -> Settings:
+    """The settings in ``data``; ``InvalidInput`` naming what is wrong (never the values)."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return Settings()
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput(
-            f"cannot read settings file {path}: {type(exc).__name__}: {exc}",
-            hint="Fix or remove the file; Bivy will start with defaults",
+            f"cannot read settings file {path}: {type(exc).__name__}: {exc}"
         ) from None
     try:
         return Settings.model_validate(_migrate(raw, path))
     except ValidationError as exc:
+        raise InvalidInput(f"settings file {path} is not valid: {_first_error(exc)}") from None
+
+
+def _newer_version(data: bytes) -> int | None:
+    """The schema version of a document written by a newer Bivy, else None."""
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        return version
+    return None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, None when there is none; ``InvalidInput`` when it cannot be read (it
+    is then left alone, and ``save_settings`` refuses to write over it)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
         raise InvalidInput(
-            f"settings file {path} is not valid: {_first_error(exc)}",
-            hint="Fix or remove the file; Bivy will start with defaults",
+            f"cannot read settings file {path}: {exc.strerror or type(exc).__name__}",
+            hint="Fix its permissions; Bivy will not write over a file it cannot read",
         ) from None
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read the settings; a missing file gives defaults.
+
+    A file that is not valid settings is moved aside (``settings.json.corrupt-<time>``, kept)
+    and ``SettingsMovedAside`` says where, so the next start and the next Save begin afresh
+    without destroying it. A file that cannot be read, or was written by a newer Bivy, is left
+    in place with an ``InvalidInput``, and ``save_settings`` will not write over it.
+    """
+    path = path or settings_path()
+    data = _read_bytes(path)
+    if data is None:
+        return Settings()
+    try:
+        return _parse_settings(data, path)
+    except InvalidInput as exc:
+        if _newer_version(data) is not None:
+            raise
+        problem = exc.message
+    with file_lock(path):
+        # Another process may have replaced it meanwhile: move only what was judged broken.
+        if _read_bytes(path) != data:
+            return load_settings(path)
+        notice = move_aside(path, problem.split(": ", 1)[-1], publish=False)
+    message = notice.text if notice.kept_at else problem
+    raise SettingsMovedAside(message, notice)
 
 
 def atomic_write_text(path: Path, text: str, *, mode: int = 0o600) -> None:
@@ -187,5 +245,25 @@ def atomic_write_text(path: Path, text: str, *, mode: int = 0o600) -> None:
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> None:
-    """Write the settings atomically (temp file + rename), readable by the user only."""
-    atomic_write_text(path or settings_path(), settings.model_dump_json(indent=2) + "\n")
+    """Write the settings atomically (temp file + rename), readable by the user only.
+
+    Holds ``settings.json.lock`` so two processes never interleave, and refuses to write over
+    a file it cannot read or one written by a newer Bivy; a file that is not valid settings
+    (broken since it was loaded) is moved aside first, never overwritten.
+    """
+    path = path or settings_path()
+    with file_lock(path):
+        data = _read_bytes(path)
+        if data is not None:
+            newer = _newer_version(data)
+            if newer is not None:
+                raise InvalidInput(
+                    f"settings file {path} was written by a newer Bivy (schema {newer}); "
+                    "not writing over it",
+                    hint="Upgrade Bivy, or move the file away to start fresh",
+                )
+            try:
+                _parse_settings(data, path)
+            except InvalidInput as exc:
+                move_aside(path, exc.message.split(": ", 1)[-1])
+        atomic_write_text(path, settings.model_dump_json(indent=2) + "\n")

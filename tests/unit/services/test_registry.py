@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from app.errors import InvalidInput
 from app.services.keys import generate_host_key
 from app.services.registry import Registry, WorkspaceRecord, registry_path
-from app.settings import data_dir
+from app.settings import data_dir, take_notices
 
 
 def record(name: str = "demo", **kw: object) -> WorkspaceRecord:
@@ -60,7 +60,8 @@ def test_file_shape_and_permissions() -> None:
     assert raw["workspaces"][0]["name"] == "demo"
     assert raw["workspaces"][0]["created_at"] == "2026-01-02T03:04:05Z"
     assert registry_path().stat().st_mode & 0o777 == 0o600
-    assert [p.name for p in registry_path().parent.iterdir()] == ["workspaces.json"]
+    names = {p.name for p in registry_path().parent.iterdir()}
+    assert names == {"workspaces.json", "workspaces.json.lock"}  # the lock file stays, empty
 
 
 def test_private_key_material_is_refused() -> None:
@@ -74,12 +75,18 @@ def test_private_key_material_is_refused() -> None:
 @pytest.mark.parametrize(
     "content", [b"{broken", b'{"workspaces": [{"name": "x"}]}', b'{"workspaces": 3}']
 )
-def test_corrupt_file_gives_a_clear_error(content: bytes) -> None:
+def test_corrupt_file_is_kept_aside_and_reported(content: bytes) -> None:
     registry_path().parent.mkdir(parents=True)
     registry_path().write_bytes(content)
-    with pytest.raises(InvalidInput, match="workspace registry") as info:
-        Registry().all()
-    assert "Fix or remove the file" in info.value.one_line()
+    take_notices()
+    assert Registry().all() == []
+    (notice,) = take_notices()
+    kept = registry_path().parent / notice.kept_at
+    assert kept.name.startswith("workspaces.json.corrupt-")
+    assert kept.read_bytes() == content
+    assert f"kept as {kept}" in notice.text
+    Registry().put(record())  # a new registry starts; the kept file is left alone
+    assert kept.read_bytes() == content
 
 
 def test_newer_schema_is_refused() -> None:

@@ -13,6 +13,7 @@ from app.settings import (
     SCHEMA_VERSION,
     Account,
     Settings,
+    SettingsMovedAside,
     atomic_write_text,
     config_dir,
     data_dir,
@@ -62,7 +63,8 @@ def test_round_trip_keeps_every_field() -> None:
 def test_saved_file_is_private_and_leaves_no_temp_files() -> None:
     save_settings(Settings())
     assert settings_path().stat().st_mode & 0o777 == 0o600
-    assert [p.name for p in settings_path().parent.iterdir()] == ["settings.json"]
+    names = {p.name for p in settings_path().parent.iterdir()}
+    assert names - {"settings.json.lock"} == {"settings.json"}  # the lock file stays
 
 
 def test_file_without_version_is_treated_as_version_1() -> None:
@@ -98,24 +100,29 @@ def test_newer_schema_is_refused_clearly() -> None:
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        (b"{not json", "cannot read settings file"),
-        (b"\xff\xfe\x00garbage", "cannot read settings file"),
+        (b"{not json", "JSONDecodeError"),
+        (b"\xff\xfe\x00garbage", "UnicodeDecodeError"),
         (b"[1, 2, 3]", "expected a JSON object"),
         (b'{"schema_version": "one"}', "schema_version must be a whole number"),
         (b'{"refresh_seconds": 1}', "refresh_seconds"),
         (b'{"accounts": [{"provider": "hetzner"}]}', "accounts.0.id"),
     ],
 )
-def test_corrupt_file_gives_one_clear_error(content: bytes, reason: str) -> None:
+def test_corrupt_file_is_moved_aside_with_one_clear_error(content: bytes, reason: str) -> None:
     settings_path().parent.mkdir(parents=True)
     settings_path().write_bytes(content)
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(SettingsMovedAside) as info:
         load_settings()
     line = info.value.one_line()
     assert reason in line
     assert str(settings_path()) in line
     assert "\n" not in line
-    assert "Fix or remove the file" in line
+    kept = Path(info.value.notice.kept_at)
+    assert f"kept as {kept}" in line
+    assert kept.name.startswith("settings.json.corrupt-")
+    assert kept.read_bytes() == content  # kept byte for byte
+    assert not settings_path().exists()
+    assert load_settings() == Settings()  # the next start begins afresh
 
 
 def test_atomic_write_keeps_old_file_when_write_fails(

@@ -185,7 +185,8 @@ def test_secret_goes_to_the_keychain_never_to_settings_or_log(
     save_settings(settings)
     assert load_settings() == settings
     files = [p for p in settings_path().parent.rglob("*") if p.is_file()]
-    assert files == [settings_path()]
+    assert sorted(files) == [settings_path(), settings_path().with_name("settings.json.lock")]
+    assert settings_path().with_name("settings.json.lock").read_bytes() == b""
     assert all(SECRET not in p.read_text() for p in files)
     assert SECRET not in caplog.text
     assert isolated_environment.store == {(SERVICE, "account/hetzner/token"): SECRET}
