@@ -249,17 +249,45 @@ def test_scheduler_tracks_visibility_and_idleness() -> None:
 
 
 class FixedSchedule:
+    """A schedule that counts how often the loop consulted it (its decision points)."""
+
     def __init__(self, delay: float, gap: float = 0.0) -> None:
         self.delay = delay
         self.gap = gap
         self.asked = 0
+        self.consulted = 0
+        self._changed = asyncio.Event()
 
     def next_delay(self) -> float:
         self.asked += 1
+        self._consult()
         return self.delay
 
     def min_gap(self) -> float:
+        self._consult()
         return self.gap
+
+    def _consult(self) -> None:
+        self.consulted += 1
+        self._changed.set()
+
+    async def wait_consulted(self, n: int) -> None:
+        """Until the loop has consulted the schedule ``n`` times in all."""
+        async with asyncio.timeout(30):
+            while self.consulted < n:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+async def settle() -> None:
+    """Let every ready task run on to its next suspension point, a few rounds over.
+
+    After the loop consulted its schedule it either waits (its wake event, a timer) or goes on
+    to refresh within two turns of the event loop; so a count checked after this is final for
+    that decision. Turns of the event loop, not wall-clock time: a busy machine cannot fool it.
+    """
+    for _ in range(10):
+        await asyncio.sleep(0)
 
 
 class Recorder:
@@ -280,7 +308,7 @@ class Recorder:
             raise self.fail_with
 
     async def wait_runs(self, n: int) -> None:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(30):
             while self.runs < n:
                 self.changed.clear()
                 await self.changed.wait()
@@ -301,16 +329,18 @@ async def test_loop_runs_at_once_then_on_schedule_and_stops_cleanly() -> None:
     assert not loop.running
     assert other_tasks() == set()
     runs = refresh.runs
-    await asyncio.sleep(0.05)  # nothing may run after stop
+    await settle()  # nothing may run after stop (its task is gone: nothing left to run it)
     assert refresh.runs == runs
     await loop.stop()  # stopping twice is fine
 
 
 async def test_poke_refreshes_now_and_pause_holds_the_schedule() -> None:
     refresh = Recorder()
-    loop = RefreshLoop(refresh, FixedSchedule(3600))
+    schedule = FixedSchedule(3600)
+    loop = RefreshLoop(refresh, schedule)
     loop.start(immediately=False)
-    await asyncio.sleep(0.02)
+    await schedule.wait_consulted(1)  # the loop decided: the first refresh is an hour away
+    await settle()
     assert refresh.runs == 0
     loop.poke()
     await refresh.wait_runs(1)
@@ -328,10 +358,13 @@ async def test_resume_and_reschedule_recompute_the_wait() -> None:
     loop = RefreshLoop(refresh, schedule)
     loop.start()
     await refresh.wait_runs(1)
+    await schedule.wait_consulted(2)  # the delay before the first run, then the one after it
     loop.pause()
     schedule.delay = 0.0
-    await asyncio.sleep(0.02)
+    loop.reschedule()  # even asked to recompute its wait, a paused loop does not run
+    await settle()  # the pause woke the loop; it looked again and went back to waiting
     assert refresh.runs == 1  # paused: the new, shorter delay is not used yet
+    assert schedule.asked == 2
     loop.resume()
     await refresh.wait_runs(3)
     schedule.delay = 3600
@@ -342,12 +375,15 @@ async def test_resume_and_reschedule_recompute_the_wait() -> None:
 
 async def test_poke_respects_the_minimum_gap() -> None:
     refresh = Recorder()
-    loop = RefreshLoop(refresh, FixedSchedule(3600, gap=3600))
+    schedule = FixedSchedule(3600, gap=3600)
+    loop = RefreshLoop(refresh, schedule)
     loop.start()
     await refresh.wait_runs(1)
+    await schedule.wait_consulted(2)  # the delay before the first run, then the one after it
     loop.poke()
-    await asyncio.sleep(0.05)
-    assert refresh.runs == 1  # an hour has not passed since the last start
+    await schedule.wait_consulted(3)  # the poke asked for the minimum gap…
+    await settle()
+    assert refresh.runs == 1  # …and an hour has not passed since the last start
     await loop.stop()
     assert other_tasks() == set()
 
@@ -355,15 +391,19 @@ async def test_poke_respects_the_minimum_gap() -> None:
 async def test_a_poke_during_a_refresh_runs_one_more_after_it() -> None:
     refresh = Recorder()
     refresh.block = asyncio.Event()
-    loop = RefreshLoop(refresh, FixedSchedule(3600))
+    schedule = FixedSchedule(3600)
+    loop = RefreshLoop(refresh, schedule)
     loop.start()
     await refresh.wait_runs(1)
     loop.poke()
     loop.poke()
     refresh.block.set()
     await refresh.wait_runs(2)
-    await asyncio.sleep(0.02)
+    # Delay before run 1, the pokes' gap before run 2, then the hour-long delay after it.
+    await schedule.wait_consulted(3)
+    await settle()
     assert refresh.runs == 2  # two pokes during one refresh coalesce
+    assert schedule.consulted == 3
     await loop.stop()
 
 
