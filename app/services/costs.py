@@ -43,6 +43,8 @@ __all__ = [
 MONEY_QUANTUM = Decimal("0.000001")
 _US_PER_HOUR = 3_600_000_000
 _SCHEMA_VERSION = 1
+#: How long a ledger writer waits for another process's write to finish (seconds).
+BUSY_TIMEOUT = 30.0
 #: A server that vanished after a gap this long was deleted at an unknown moment in between.
 _VANISH_GAP = timedelta(minutes=5)
 
@@ -412,30 +414,43 @@ class _Ledger:
         self._ready = False
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction on a fresh connection. The file is in WAL mode (readers never wait
+        for a writer) and a busy writer is waited for up to ``BUSY_TIMEOUT``; a write takes
+        the write lock up front (``BEGIN IMMEDIATE``), so the window and the CLI recording at
+        once never collide between a read and the write that depends on it."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(sqlite3.connect(self.path, timeout=10.0)) as conn:
+            with closing(
+                sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+            ) as conn:
                 with self._init_lock:
                     if not self._ready:
                         self._init(conn)
                         self._ready = True
-                with conn:  # one transaction, committed or rolled back
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
                     yield conn
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
         except sqlite3.Error as exc:
             raise LedgerError(f"the cost ledger {self.path} cannot be used: {exc}") from None
         except OSError as exc:
             raise LedgerError(f"the cost ledger {self.path} cannot be opened: {exc}") from None
 
     def _init(self, conn: sqlite3.Connection) -> None:
+        # WAL is a property of the file: set once, every later connection (any process) uses it.
+        conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(_SCHEMA)
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
+            # OR IGNORE: another process may create the ledger at the same moment.
             conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(_SCHEMA_VERSION),),
             )
-            conn.commit()
         elif int(row[0]) > _SCHEMA_VERSION:
             raise LedgerError(
                 f"the cost ledger {self.path} was written by a newer Bivy",
@@ -445,7 +460,7 @@ class _Ledger:
     def record(self, seen: Sequence[_Seen], listed: Collection[str], now: datetime) -> None:
         """Upsert every server seen; mark servers of fully listed accounts that are gone."""
         t = _ts(now)
-        with self._connect() as conn:
+        with self._connect(write=True) as conn:
             present: set[tuple[str, str, str]] = set()
             for item in seen:
                 s = item.server
@@ -538,7 +553,7 @@ class _Ledger:
                     )
 
     def mark_deleted(self, account: str, provider: str, server_id: str, at: datetime) -> bool:
-        with self._connect() as conn:
+        with self._connect(write=True) as conn:
             cur = conn.execute(
                 "UPDATE servers SET deleted_at = ?, deleted_by = 'bivy' "
                 "WHERE account = ? AND provider = ? AND server_id = ? AND deleted_at IS NULL",
