@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from unittest import mock
 
 import httpx
 import pytest
@@ -21,7 +20,6 @@ from app.services.backup import (
     check_storage,
     preset_for,
     repository_url,
-    sign_v4,
     validate_backup_settings,
 )
 from app.settings import BackupSettings, SecretKeys, SecretStore, Settings
@@ -42,42 +40,7 @@ def config(**changes: Any) -> BackupSettings:
     return BackupSettings(**values)
 
 
-# -- SigV4 -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("method", "url", "body"),
-    [
-        ("GET", "https://s3.eu-central-1.amazonaws.com/my-bivy?list-type=2&prefix=bivy%2F", b""),
-        ("PUT", "https://fsn1.your-objectstorage.com/my-bivy/bivy/.bivy-check-1a2b", b"probe\n"),
-        ("DELETE", "http://127.0.0.1:9000/my-bivy/a%20b/c~d", b""),
-        ("GET", "https://x.r2.cloudflarestorage.com/b?continuation-token=a%2Bb%3D&max-keys=1", b""),
-    ],
-)
-def test_sigv4_matches_botocore(method: str, url: str, body: bytes) -> None:
-    botocore_auth = pytest.importorskip("botocore.auth")
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
-    region = "eu-central-1"
-    ours = sign_v4(method, httpx.URL(url), {}, body, KEYS, region, NOW)
-
-    request = AWSRequest(method=method, url=url, data=body)
-    request.headers["x-amz-content-sha256"] = ours["x-amz-content-sha256"]
-    signer = botocore_auth.S3SigV4Auth(Credentials(KEYS.access_key, KEYS.secret_key), "s3", region)
-    with mock.patch.object(botocore_auth.datetime, "datetime") as fake:
-        fake.utcnow.return_value = NOW.replace(tzinfo=None)
-        fake.now.return_value = NOW
-        signer.add_auth(request)
-    assert ours["Authorization"] == request.headers["Authorization"]
-    assert ours["x-amz-date"] == "20261127T030405Z"
-
-
-def test_signature_changes_with_the_secret() -> None:
-    url = httpx.URL("https://h.example/b?list-type=2")
-    first = sign_v4("GET", url, {}, b"", KEYS, "us-east-1", NOW)["Authorization"]
-    other = S3Credentials(KEYS.access_key, KEYS.secret_key + "x")
-    assert sign_v4("GET", url, {}, b"", other, "us-east-1", NOW)["Authorization"] != first
+# -- credentials (the signing itself: tests/unit/services/test_backup_s3.py) ---------------------
 
 
 def test_credentials_never_in_repr() -> None:
