@@ -1,0 +1,1 @@
+"""End-to-end tests: a real guest (QEMU, systemd, cloud-init) driven through the bivy CLI."""
