@@ -1,13 +1,25 @@
-"""Test isolation: no test touches the real home, config dir, keychain or network."""
+"""Test isolation and the suite's run policy.
+
+- Isolation: no test touches the real home, config dir, keychain or network.
+- Emulators: every provider emulator created during a test ends the test with its spec
+  violations checked (``emulators_checked``): a request the real API would reject (or ignore,
+  like a misspelt field) fails the test even if the app caught the error and showed it as text.
+- CI (``CI=true``): a skipped test, or an xfail that is not ``strict``, is a failure with its
+  reason printed (a green run proves every test really ran); tests that need root carry
+  ``@pytest.mark.needs_root`` (skipped, so failed in CI, when not root: CI runs as root).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import keyring
 import pytest
 
+from tests.emulators import base as emulator_base
 from tests.support.memory_keyring import MemoryKeyring
 
 #: Shared fixtures (real Secret Service, served emulators, CLI runner): see that module.
@@ -77,3 +89,106 @@ def isolated_environment(
         yield backend
     finally:
         keyring.set_keyring(previous)
+
+
+@pytest.fixture(autouse=True)
+def emulators_checked(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail the test when any emulator created during it recorded a spec violation.
+
+    The check runs after the test and its other fixtures (served emulators included) are done,
+    on the emulators' own records, so an app-level ``except Exception`` that turned the
+    ``SpecViolation`` (or the 400 ``spec_violation``) into UI text cannot hide it. A test that
+    provokes violations on purpose takes them with ``emulator.take_violations()``. Emulators
+    started as child processes must validate too (``BIVY_EMULATOR_VALIDATION``).
+    """
+    monkeypatch.setenv("BIVY_EMULATOR_VALIDATION", "required")
+    emulator_base.take_created()
+    yield
+    problems = []
+    for emulator in emulator_base.take_created():
+        problems += [f"{type(emulator).__name__}: {v}" for v in emulator.take_violations()]
+    if problems:
+        pytest.fail(
+            "spec violations (a request the real API would reject or ignore, or an emulator "
+            "answer the real API would not give):\n" + "\n".join(problems),
+            pytrace=False,
+        )
+
+
+# -- run policy: CI fails on skips; root-only tests say so ----------------------------------------
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "needs_root(reason): the test needs root (network namespaces, privileged ports, other "
+        "users' files); skipped otherwise, which fails a CI run (CI runs as root)",
+    )
+    config.stash[_TURNED] = []
+
+
+_TURNED = pytest.StashKey[list[str]]()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("needs_root")
+    if marker is not None and os.geteuid() != 0:
+        why = marker.args[0] if marker.args else marker.kwargs.get("reason", "")
+        pytest.skip(f"needs root{': ' + why if why else ''} (CI runs as root)")
+
+
+def _skip_reason(longrepr: Any) -> str:
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        path, line, message = longrepr
+        return f"{str(message).removeprefix('Skipped: ')} ({path}:{line})"
+    return str(longrepr)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Under CI=true: a skip or a non-strict xfail becomes a failure, reason printed."""
+    report = yield
+    if not _ci() or not report.skipped:
+        return report
+    if hasattr(report, "wasxfail"):
+        marker = item.get_closest_marker("xfail")
+        if marker is not None and marker.kwargs.get("strict", False):
+            return report  # an expected failure that must keep failing: a real assertion
+        reason = f"xfail (not strict): {report.wasxfail or 'no reason given'}"
+    else:
+        reason = f"skipped: {_skip_reason(report.longrepr)}"
+    message = f"CI=true: a test that does not run is a failure. {reason}"
+    report.outcome = "failed"
+    report.longrepr = message
+    if hasattr(report, "wasxfail"):
+        del report.wasxfail
+    item.config.stash[_TURNED].append(f"{item.nodeid} [{report.when}]: {reason}")
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """Under CI=true: a whole module skipped at collection is a failure too."""
+    report = yield
+    if _ci() and report.skipped:
+        reason = f"skipped at collection: {_skip_reason(report.longrepr)}"
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: a test that does not run is a failure. {reason}"
+        collector.config.stash[_TURNED].append(f"{collector.nodeid}: {reason}")
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    turned = config.stash.get(_TURNED, [])
+    if turned:
+        terminalreporter.section("CI=true: skipped tests counted as failures", sep="=", red=True)
+        for line in turned:
+            terminalreporter.line(line)

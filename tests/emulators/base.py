@@ -20,11 +20,24 @@ Every request goes through ``handle``:
 2. latency and faults injected for it apply (``inject_latency``, ``inject_fault``,
    ``inject_error``; each matches a method and a regular expression on the path, once, N times
    or always);
-3. it is validated against the spec; a rejected request is recorded in ``violations`` and,
-   with ``strict=True`` (the default), raises ``SpecViolation`` out of the transport so the test
-   fails where the request was made (the served HTTP variant answers 400 ``spec_violation``
-   instead and the test checks ``assert_no_violations()``);
-4. ``authenticate`` runs, then the route's handler; unknown routes answer 404.
+3. it is validated against the spec (unknown body properties and bad ``format`` values
+   included); a rejected request is recorded in ``violations`` and, with ``strict=True`` (the
+   default), raises ``SpecViolation`` out of the transport so the test fails where the request
+   was made; the served HTTP variant (and ``strict=False``) answers 400 ``spec_violation`` with
+   "spec violation" in the message, so it can never look like success;
+4. ``authenticate`` runs, then the route's handler; unknown routes answer 404;
+5. the handler's JSON answer is checked against the spec's response schema too: a mismatch is
+   an emulator bug, recorded in ``violations`` and (strict) raised.
+
+Violations are always recorded, whatever the app does with the exception or the 400: the test
+suite's autouse fixture (tests/conftest.py) fails every test after which any emulator created
+during it holds a violation (``created_since`` / ``take_created``). A test that provokes one on
+purpose takes it with ``take_violations()``.
+
+Validation needs the test-only packages (``referencing``, ``openapi-schema-validator``). Without
+them an emulator runs unvalidated (the README's try-it path after the app-only install), unless
+validation is required: under pytest, or with ``BIVY_EMULATOR_VALIDATION=required``, a missing
+package is an error, never a silent "off".
 
 Adapters: ``transport()`` gives an ``httpx.MockTransport`` (async; latency is a real
 ``asyncio.sleep``), ``serve()`` runs a threaded HTTP server on 127.0.0.1:<free port> and yields
@@ -51,7 +64,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -63,7 +78,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from tests.emulators.openapi import OpenAPISpec, SpecViolation
+from tests.emulators.openapi import OpenAPISpec, SpecViolation, validation_available
 
 __all__ = [
     "CONTROL_PREFIX",
@@ -76,12 +91,32 @@ __all__ = [
     "json_response",
     "route",
     "specs_dir",
+    "take_created",
+    "validation_required",
 ]
 
 Handler = Callable[[Any, "EmuRequest"], "EmuResponse"]
 
 #: Path prefix of the control API (not part of any provider API, never validated or logged).
 CONTROL_PREFIX = "/_emulator"
+
+
+#: Every emulator created since the last ``take_created()`` (the autouse fixture checks them).
+_CREATED: list[Emulator] = []
+_CREATED_LOCK = threading.Lock()
+
+
+def take_created() -> list[Emulator]:
+    """The emulators created since the previous call (and forget them)."""
+    with _CREATED_LOCK:
+        created = list(_CREATED)
+        _CREATED.clear()
+    return created
+
+
+def validation_required() -> bool:
+    """True under pytest or with ``BIVY_EMULATOR_VALIDATION=required`` (a test's child process)."""
+    return "pytest" in sys.modules or os.environ.get("BIVY_EMULATOR_VALIDATION") == "required"
 
 
 def specs_dir() -> Path:
@@ -217,14 +252,20 @@ class Emulator:
     Attributes:
         provider: the provider kind ("hetzner").
         base_path: path prefix of the real API's base URL ("/v1").
-        spec_file: file name under tests/specs, or None to skip validation.
+        spec_file: file name under tests/specs, or None (no OpenAPI document: e.g. OVH checks
+            a hand-written schema when ``validating``).
         spec: the loaded spec (shared per process), or None.
+        validating: whether requests are checked at all (see ``validate`` below).
         requests: every request received, in order.
         violations: spec violations seen (each a message).
         clock: seconds since the epoch; a ``ManualClock`` in most tests.
-        strict: raise ``SpecViolation`` out of the transport on a rejected request.
+        strict: raise ``SpecViolation`` out of the transport on a rejected request (or a
+            response of the emulator's own that breaks the spec).
         validate_responses: also check the emulator's own JSON answers against the spec's
             response schemas (a mismatch is an emulator bug, recorded in ``violations``).
+
+    ``validate``: True requires the validation packages, False turns validation off (a load
+    test), None (default) validates when they are importable, and requires them under pytest.
     """
 
     provider: ClassVar[str] = ""
@@ -234,6 +275,9 @@ class Emulator:
     spec_paths_include_base: ClassVar[bool] = False
     #: Path prefixes that are not part of the API (e.g. an emulated metadata service).
     unvalidated_prefixes: ClassVar[tuple[str, ...]] = ()
+    #: True when the spec documents no error answers at all (Scaleway's 2022 copy): then only
+    #: 2xx answers are checked against it.
+    errors_undocumented: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -241,7 +285,7 @@ class Emulator:
         clock: Callable[[], float] | None = None,
         tick_per_request: float = 0.0,
         strict: bool = True,
-        validate: bool = True,
+        validate: bool | None = None,
         validate_responses: bool = True,
     ) -> None:
         self.clock: Callable[[], float] = clock or time.time
@@ -249,10 +293,19 @@ class Emulator:
         self.strict = strict
         self.validate_responses = validate_responses
         self.spec: OpenAPISpec | None = None
+        if validate is None:
+            validate = validation_required() or validation_available() is None
+        if validate:
+            problem = validation_available()
+            if problem is not None:
+                raise ImportError(f"{type(self).__name__}: cannot validate requests: {problem}")
+        self.validating = bool(validate)
         if validate and self.spec_file:
             self.spec = OpenAPISpec.load(specs_dir() / self.spec_file)
         self.requests: list[RecordedRequest] = []
         self.violations: list[str] = []
+        with _CREATED_LOCK:
+            _CREATED.append(self)
         self.lock = threading.RLock()
         self._injections: list[_Injection] = []
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
@@ -364,8 +417,28 @@ class Emulator:
 
     def assert_no_violations(self) -> None:
         """Fail when any request the emulator saw was rejected by the spec."""
-        if self.violations:
-            raise AssertionError("spec violations:\n" + "\n".join(self.violations))
+        with self.lock:
+            if self.violations:
+                raise AssertionError("spec violations:\n" + "\n".join(self.violations))
+
+    def take_violations(self) -> list[str]:
+        """The violations recorded so far, forgotten (for a test that provokes them)."""
+        with self.lock:
+            taken = list(self.violations)
+            self.violations.clear()
+        return taken
+
+    def reject(self, record: RecordedRequest, exc: SpecViolation) -> EmuResponse:
+        """Record a rejected request; raise it (strict) or answer 400 ``spec_violation``."""
+        self.violations.append(str(exc))
+        record.status = 400
+        if self.strict:
+            raise exc
+        return self.spec_violation_response(exc)
+
+    def spec_violation_response(self, exc: SpecViolation) -> EmuResponse:
+        """The 400 answer to a request the spec rejects (says "spec violation", never success)."""
+        return self.error(400, "spec_violation", f"spec violation (emulator): {exc}")
 
     def calls(self, method: str, path_pattern: str) -> list[RecordedRequest]:
         """Recorded requests matching ``method`` ("*" for any) and the path regex."""
@@ -470,12 +543,7 @@ class Emulator:
                         content_type=request.headers.get("content-type"),
                     )
                 except SpecViolation as exc:
-                    self.violations.append(str(exc))
-                    record.status = 400
-                    if self.strict:
-                        raise
-                    response = self.error(400, "spec_violation", str(exc))
-                    return self._finish(request, response), latency, ""
+                    return self._finish(request, self.reject(record, exc)), latency, ""
 
             if fault is not None and not fault.apply:
                 record.fault = fault.fault
@@ -491,13 +559,20 @@ class Emulator:
                     )
             else:
                 response = self.authenticate(request) or self._dispatch(request)
-                if operation is not None and self.validate_responses and self.spec is not None:
+                checked = not (self.errors_undocumented and response.status >= 400)
+                if operation is not None and self.validate_responses and checked:
+                    assert self.spec is not None
                     problems = self.spec.response_errors(operation, response.status, response.body)
                     if problems:
-                        self.violations.append(
-                            f"emulator answer to {request.method} {request.path} "
-                            f"({response.status}) violates the spec: " + "; ".join(problems)
+                        record.status = response.status
+                        exc = SpecViolation(
+                            request.method,
+                            f"{request.path} (the emulator's {response.status} answer)",
+                            problems,
                         )
+                        self.violations.append(str(exc))
+                        if self.strict:
+                            raise exc
             record.status = response.status
             if fault is not None:
                 record.fault = fault.fault
@@ -601,7 +676,7 @@ def _make_handler(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             try:
                 response, latency, fault = emulator.handle(request)
             except SpecViolation as exc:  # served mode: answer instead of crashing the thread
-                response, latency, fault = emulator.error(400, "spec_violation", str(exc)), 0.0, ""
+                response, latency, fault = emulator.spec_violation_response(exc), 0.0, ""
             except Exception as exc:  # an emulator bug must show up as a 500, not a hang
                 response = emulator.error(500, "server_error", f"emulator error: {exc!r}")
                 latency, fault = 0.0, ""

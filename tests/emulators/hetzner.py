@@ -10,13 +10,15 @@ In tests::
 By hand, or for the CLI integration test (a separate process)::
 
     python -m tests.emulators.hetzner --port 8765 [--token T] [--readonly-token R]
-                                      [--manual-clock] [--rate-limit N]
+                                      [--manual-clock] [--rate-limit N] [--validate auto|on|off]
     BIVY_HETZNER_API_URL=http://127.0.0.1:8765/v1 BIVY_HETZNER_TOKEN=T bivy ls
     curl -X POST -d '{"method": "GET", "path": "/v1/servers", "status": 429,
                       "code": "rate_limit_exceeded"}' http://127.0.0.1:8765/_emulator/errors
 
 (the control API under ``/_emulator/`` is described in ``tests.emulators.base``). On exit it
-prints any spec violations to stderr and exits 1 if there were some.
+prints any spec violations to stderr and exits 1 if there were some. It needs only the app's
+packages; requests are checked against the spec when the test extras are installed (always in
+tests: see ``tests.emulators.base``).
 
 Behaviour:
 - Servers move ``initializing`` → ``starting`` → ``running`` (``create_seconds`` then
@@ -365,7 +367,7 @@ class HetznerEmulator(Emulator):
         clock: Callable[[], float] | None = None,
         tick_per_request: float = 0.0,
         strict: bool = True,
-        validate: bool = True,
+        validate: bool | None = None,
     ) -> None:
         super().__init__(
             clock=clock, tick_per_request=tick_per_request, strict=strict, validate=validate
@@ -1063,6 +1065,12 @@ def main(argv: list[str] | None = None) -> int:
         help="time moves only through POST /_emulator/clock (and --tick-per-request)",
     )
     parser.add_argument("--tick-per-request", type=float, default=0.0)
+    parser.add_argument(
+        "--validate",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="check requests against the spec (auto: when the test packages are installed)",
+    )
     args = parser.parse_args(argv)
     emulator = HetznerEmulator(
         token=args.token or None,
@@ -1075,7 +1083,15 @@ def main(argv: list[str] | None = None) -> int:
         clock=ManualClock() if args.manual_clock else None,
         tick_per_request=args.tick_per_request,
         strict=False,
+        validate={"auto": None, "on": True, "off": False}[args.validate],
     )
+    if emulator.spec is None:
+        print(
+            "Spec validation is off (install the test extras to turn it on: "
+            "pip install -e '.[test]')",
+            file=sys.stderr,
+            flush=True,
+        )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -19,7 +19,15 @@ What is checked for a request:
   against its schema (enum, minimum, …);
 - the body: required when the spec says so, absent when the operation takes none, a declared
   content type, and JSON bodies valid against the schema (OpenAPI 3.0 dialect: ``nullable``,
-  ``readOnly`` properties not required in requests; ``$ref`` anywhere in the document).
+  ``readOnly`` properties not required in requests; ``$ref`` anywhere in the document);
+- ``format`` (uuid, date-time, email, ipv4/ipv6, int32/int64…), in bodies and parameters;
+- closed objects: a property the schema does not define is a violation (the real API would
+  silently ignore a misspelt ``user_dat``), unless the schema allows extra properties
+  (``additionalProperties`` true or a schema, ``patternProperties``, a free-form object).
+Responses (the emulators' own answers) are checked the same way against the response schema.
+
+It needs the test-only packages ``referencing`` and ``openapi-schema-validator`` (with
+``rfc3339-validator`` for date-time); ``validation_available()`` says whether they are there.
 
 Specs are big (Hetzner's is 3.4 MB): ``load`` parses each file once per process and builds
 validators lazily per operation.
@@ -36,12 +44,39 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import referencing
-import referencing.jsonschema
 import yaml
-from openapi_schema_validator import OAS30ReadValidator, OAS30Validator, OAS30WriteValidator
 
-__all__ = ["OpenAPISpec", "Operation", "SpecViolation"]
+try:  # test-only packages (.[test]): without them the emulators run, unvalidated
+    import referencing
+    import referencing.jsonschema
+    from openapi_schema_validator import (
+        OAS30ReadValidator,
+        OAS30Validator,
+        OAS30WriteValidator,
+        oas30_format_checker,
+    )
+except ImportError as _exc:  # pragma: no cover - exercised in an app-only venv
+    _MISSING: ImportError | None = _exc
+else:
+    _MISSING = None
+
+__all__ = ["REQUIRED_FORMATS", "OpenAPISpec", "Operation", "SpecViolation", "validation_available"]
+
+#: ``format`` values the validators must check (the ones our providers' specs use on fields we
+#: send or read); loading a spec fails if the installed checker lacks one (date-time needs the
+#: rfc3339-validator package, which openapi-schema-validator depends on).
+REQUIRED_FORMATS = frozenset({"uuid", "date-time", "email", "ipv4", "ipv6", "int32", "int64"})
+
+
+def validation_available() -> str | None:
+    """None when spec validation can run, else why not (a missing test-only package)."""
+    if _MISSING is not None:
+        return f"{_MISSING} (install the test extras: pip install -e '.[test]')"
+    missing = REQUIRED_FORMATS - set(oas30_format_checker.checkers)
+    if missing:
+        return f"the format checker cannot check {', '.join(sorted(missing))}"
+    return None
+
 
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 _SPEC_URI = "urn:bivy-openapi-spec"
@@ -113,6 +148,9 @@ class OpenAPISpec:
     _cache_lock = threading.Lock()
 
     def __init__(self, document: dict[str, Any], path: Path | None = None) -> None:
+        problem = validation_available()
+        if problem is not None:
+            raise ImportError(f"OpenAPI validation is unavailable: {problem}")
         self.path = path
         self.document = document
         servers = document.get("servers") or [{"url": ""}]
@@ -126,7 +164,7 @@ class OpenAPISpec:
         self._templates: list[tuple[str, list[str]]] = [
             (t, _segments(t)) for t in document.get("paths", {})
         ]
-        self._validators: dict[tuple[str, bool], Any] = {}
+        self._validators: dict[tuple[str, bool | None], Any] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -235,23 +273,41 @@ class OpenAPISpec:
 
     # -- validation --------------------------------------------------------------------------
 
-    def _validator(self, pointer: str, *, write: bool) -> Any:
+    def _validator(self, pointer: str, *, write: bool | None) -> Any:
+        """The validator of the schema at ``pointer`` (write: request, False: response, None:
+        plain OAS 3.0, for parameters), with ``format`` checked."""
         key = (pointer, write)
         with self._lock:
             validator = self._validators.get(key)
             if validator is None:
-                cls = OAS30WriteValidator if write else OAS30ReadValidator
-                validator = cls({"$ref": _SPEC_URI + pointer}, registry=self._registry)
+                cls = {True: OAS30WriteValidator, False: OAS30ReadValidator}.get(
+                    write, OAS30Validator
+                )
+                validator = cls(
+                    {"$ref": _SPEC_URI + pointer},
+                    registry=self._registry,
+                    format_checker=oas30_format_checker,
+                )
                 self._validators[key] = validator
             return validator
 
-    def schema_errors(self, pointer: str, instance: Any, *, write: bool) -> list[str]:
-        """Problems of ``instance`` against the schema at ``pointer`` (a "#/…" JSON pointer)."""
+    def schema_errors(
+        self, pointer: str, instance: Any, *, write: bool, closed: bool = True
+    ) -> list[str]:
+        """Problems of ``instance`` against the schema at ``pointer`` (a "#/…" JSON pointer).
+
+        With ``closed`` an object property the schema does not define is a problem too, unless
+        the schema allows extra properties (``additionalProperties`` true or a schema,
+        ``patternProperties``, or a free-form object that declares no properties): the real
+        APIs ignore a misspelt field, which would hide our bug.
+        """
         validator = self._validator(pointer, write=write)
         errors = []
         for error in validator.iter_errors(instance):
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             errors.append(f"{where}: {error.message}")
+        if closed and not errors:
+            errors += _Closed(self, write).errors(pointer, instance, "")
         return errors
 
     def _value_errors(self, name: str, schema: Any, raw: Sequence[str], explode: bool) -> list[str]:
@@ -262,7 +318,9 @@ class OpenAPISpec:
             return [f"parameter {name!r}: {exc}"]
         # Parameters are not request bodies: ``readOnly`` (DigitalOcean marks the ssh key
         # identifier so) must not reject them, hence the plain OAS 3.0 validator.
-        validator = OAS30Validator(schema, registry=self._registry)
+        validator = OAS30Validator(
+            schema, registry=self._registry, format_checker=oas30_format_checker
+        )
         return [f"parameter {name!r}: {e.message}" for e in validator.iter_errors(value)]
 
     def validate_request(
@@ -375,3 +433,102 @@ def _scalar(kind: Any, text: str) -> Any:
             raise ValueError(f"{text!r} is not true or false")
         return text == "true"
     return text
+
+
+class _Closed:
+    """Finds object properties a schema does not define (see ``OpenAPISpec.schema_errors``).
+
+    Walks the schema by JSON pointer alongside the instance: ``allOf`` members add up, of
+    ``oneOf``/``anyOf`` only the branches the instance matches count (all of them if none does).
+    """
+
+    def __init__(self, spec: OpenAPISpec, write: bool) -> None:
+        self.spec = spec
+        self.write = write
+
+    def _deref(self, pointer: str) -> tuple[str, Any]:
+        node = self.spec.pointer(pointer)
+        for _ in range(50):
+            if not (isinstance(node, dict) and "$ref" in node):
+                return pointer, node
+            pointer = str(node["$ref"])
+            node = self.spec.pointer(pointer)
+        raise ValueError("reference cycle in spec")
+
+    def _branches(self, pointer: str, node: dict[str, Any], instance: Any) -> list[str]:
+        found = [f"{pointer}/allOf/{i}" for i in range(len(node.get("allOf", [])))]
+        for keyword in ("oneOf", "anyOf"):
+            options = [f"{pointer}/{keyword}/{i}" for i in range(len(node.get(keyword, [])))]
+            matching = [
+                o for o in options if self.spec._validator(o, write=self.write).is_valid(instance)
+            ]
+            found += matching or options
+        return found
+
+    def _object(
+        self, pointer: str, instance: dict[str, Any], info: _ObjectInfo, depth: int
+    ) -> None:
+        if depth > 30:
+            return
+        pointer, node = self._deref(pointer)
+        if not isinstance(node, dict):
+            info.open = True
+            return
+        for name in node.get("properties") or {}:
+            info.props.setdefault(name, []).append(f"{pointer}/properties/{_escape(name)}")
+            info.constrained = True
+        extra = node.get("additionalProperties")
+        if extra is False:
+            info.constrained = True
+        elif extra is True or isinstance(extra, dict):
+            info.open = True
+            if isinstance(extra, dict):
+                info.extra.append(f"{pointer}/additionalProperties")
+        if "patternProperties" in node:
+            info.open = True
+        for branch in self._branches(pointer, node, instance):
+            self._object(branch, instance, info, depth + 1)
+
+    def _items(self, pointer: str, instance: list[Any], depth: int) -> list[str]:
+        if depth > 30:
+            return []
+        pointer, node = self._deref(pointer)
+        if not isinstance(node, dict):
+            return []
+        found = [f"{pointer}/items"] if isinstance(node.get("items"), dict) else []
+        for branch in self._branches(pointer, node, instance):
+            found += self._items(branch, instance, depth + 1)
+        return found
+
+    def errors(self, pointer: str, instance: Any, where: str) -> list[str]:
+        problems: list[str] = []
+        if isinstance(instance, dict):
+            info = _ObjectInfo()
+            self._object(pointer, instance, info, 0)
+            for key, value in instance.items():
+                here = f"{where}/{key}" if where else str(key)
+                schemas = info.props.get(key)
+                if schemas is None:
+                    if info.constrained and not info.open:
+                        problems.append(
+                            f"{where or '(root)'}: property {key!r} is not defined by the spec"
+                        )
+                        continue
+                    schemas = info.extra
+                for sub in schemas:
+                    problems += self.errors(sub, value, here)
+        elif isinstance(instance, list):
+            for sub in self._items(pointer, instance, 0):
+                for i, value in enumerate(instance):
+                    problems += self.errors(sub, value, f"{where}/{i}" if where else str(i))
+        return list(dict.fromkeys(problems))
+
+
+@dataclass
+class _ObjectInfo:
+    """What the schemas that apply to one object say about its property names."""
+
+    props: dict[str, list[str]] = field(default_factory=dict)
+    extra: list[str] = field(default_factory=list)
+    open: bool = False
+    constrained: bool = False

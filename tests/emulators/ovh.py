@@ -30,8 +30,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import jsonschema
-
 from tests.emulators.base import (
     Emulator,
     EmuRequest,
@@ -110,11 +108,13 @@ SCHEMA: dict[tuple[str, str], dict[str, Any]] = {
                 "sshKeyCreate": {
                     "type": "object",
                     "required": ["name", "publicKey"],
+                    "additionalProperties": False,
                     "properties": {"name": {"type": "string"}, "publicKey": {"type": "string"}},
                 },
                 "userData": {"type": "string"},
                 "network": {
                     "type": "object",
+                    "additionalProperties": False,
                     "properties": {"public": {"type": "boolean"}, "private": {"type": "object"}},
                 },
                 "billingPeriod": {"enum": ["hourly", "monthly"]},
@@ -168,9 +168,14 @@ def validate_request(request: EmuRequest) -> dict[str, Any]:
         if body is None:
             errors.append("a JSON request body is required")
         else:
+            import jsonschema  # a test-only package: only imported when validating
+
+            checker = jsonschema.Draft7Validator.FORMAT_CHECKER
             errors += [
                 f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-                for e in jsonschema.Draft7Validator(schema).iter_errors(body)
+                for e in jsonschema.Draft7Validator(schema, format_checker=checker).iter_errors(
+                    body
+                )
             ]
     if errors:
         raise SpecViolation(request.method, path, errors)
@@ -275,16 +280,19 @@ class OvhEmulator(Emulator):
         return {"X-OVH-QUERYID": f"FR.ws-{uuid.uuid4().hex[:8]}.{int(self.clock())}"}
 
     def handle(self, request: EmuRequest) -> tuple[EmuResponse | None, float, str]:
+        if not self.validating:
+            return super().handle(request)
         try:
             validate_request(request)
         except SpecViolation as exc:
             with self.lock:
-                self.violations.append(str(exc))
-                self.requests.append(_record(request, 400))
-            if self.strict:
-                raise
-            return self.error(400, "", str(exc)), 0.0, ""
+                record = _record(request, 400)
+                self.requests.append(record)
+                return self.reject(record, exc), 0.0, ""
         return super().handle(request)
+
+    def spec_violation_response(self, exc: SpecViolation) -> EmuResponse:
+        return self.error(400, "", f"spec violation (emulator): {exc}")
 
     def authenticate(self, request: EmuRequest) -> EmuResponse | None:
         path = request.path[len(BASE_PATH) :]

@@ -296,6 +296,7 @@ async def test_emulator_rejects_requests_the_spec_rejects() -> None:
             )
         with pytest.raises(SpecViolation, match="per_page"):
             await client.get("/v2/droplets", params={"per_page": 500}, headers=headers)
+    assert len(emu.take_violations()) == 2  # provoked on purpose
 
 
 async def test_declared_token_scopes_suffice_and_each_is_needed() -> None:

@@ -175,6 +175,7 @@ async def test_emulator_raises_spec_violation_through_the_transport() -> None:
     assert len(emu.violations) == 1
     with pytest.raises(AssertionError, match="spec violations"):
         emu.assert_no_violations()
+    assert len(emu.take_violations()) == 1  # provoked on purpose: not the autouse check's
 
 
 async def test_served_emulator_answers_400_and_records() -> None:
@@ -187,8 +188,11 @@ async def test_served_emulator_answers_400_and_records() -> None:
             good = await c.get("servers")
     assert bad.status_code == 400
     assert bad.json()["error"]["code"] == "spec_violation"
+    assert "spec violation" in bad.json()["error"]["message"]
     assert good.status_code == 200
-    assert emu.violations == ["GET /servers violates the spec: unknown query parameter 'bogus'"]
+    assert emu.take_violations() == [
+        "GET /servers violates the spec: unknown query parameter 'bogus'"
+    ]
 
 
 class _Broken(Emulator):
@@ -204,5 +208,7 @@ class _Broken(Emulator):
 async def test_emulator_answers_are_checked_too() -> None:
     emu = _Broken()
     async with httpx.AsyncClient(transport=emu.transport(), base_url="http://emu/v1/") as client:
-        await client.get("pricing")
-    assert emu.violations and "'vat_rate' is a required property" in emu.violations[0]
+        with pytest.raises(SpecViolation, match="emulator's 200 answer"):
+            await client.get("pricing")
+    violations = emu.take_violations()
+    assert violations and "'vat_rate' is a required property" in violations[0]

@@ -315,6 +315,7 @@ async def test_emulator_rejects_requests_outside_its_schema() -> None:
     with pytest.raises(SpecViolation, match="no such path"):
         await env.provider.client.api.get_json(f"{base}/volume")
     await env.provider.aclose()
+    assert len(env.emu.take_violations()) == 3  # provoked on purpose
 
 
 async def test_declared_access_rules_are_enough_and_no_more() -> None:

@@ -295,6 +295,7 @@ async def test_emulator_rejects_requests_the_spec_rejects() -> None:
             )
         with pytest.raises(SpecViolation, match="zone"):
             await client.get(f"{BASE}/mars-1/servers", headers=headers)
+    assert len(emu.take_violations()) == 2  # provoked on purpose
 
 
 async def test_cancel_between_create_and_poweron_leaves_nothing(
