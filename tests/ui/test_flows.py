@@ -15,6 +15,7 @@ from app.ui.heartbeat import StallMeter
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.shell import Shell
 from tests.emulators.hetzner import HetznerEmulator
+from tests.support.waits import WAIT_MS
 from tests.ui.harness import (
     TOKEN,
     assert_responsive,
@@ -44,7 +45,7 @@ def shell_factory(qtbot: QtBot, qloop: asyncio.AbstractEventLoop, tmp_path: Path
     for shell in shells:
         # The app's own way out: cancel operations, close clients, then drop the window.
         task = asyncio.ensure_future(shell.shutdown())
-        qtbot.waitUntil(task.done, timeout=10000)
+        qtbot.waitUntil(task.done, timeout=WAIT_MS)
         shell.window.close()
         shell.window.deleteLater()
         shell.deleteLater()
@@ -55,7 +56,9 @@ def open_create(qtbot: QtBot, shell: Shell) -> CreateDialog:
     dialog = shell.dialogs[-1]
     assert isinstance(dialog, CreateDialog)
     dialog.repo.setText(REPO)
-    qtbot.waitUntil(lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading())
+    qtbot.waitUntil(
+        lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading(), timeout=WAIT_MS
+    )
     return dialog
 
 
@@ -71,12 +74,12 @@ def test_add_account_create_phases_open_delete(
     window.empty.button.click()
     settings_dialog = shell.dialogs[-1]
     assert isinstance(settings_dialog, SettingsDialog)
-    qtbot.waitUntil(lambda: not settings_dialog.tasks)
+    qtbot.waitUntil(lambda: not settings_dialog.tasks, timeout=WAIT_MS)
     form = settings_dialog.add_account("hetzner")
     form.fields["token"].setText(TOKEN)
     form.validate_button.click()
-    qtbot.waitUntil(lambda: form.result.text().startswith("✓"))
-    with qtbot.waitSignal(settings_dialog.accepted):
+    qtbot.waitUntil(lambda: form.result.text().startswith("✓"), timeout=WAIT_MS)
+    with qtbot.waitSignal(settings_dialog.accepted, timeout=WAIT_MS):
         settings_dialog.buttons.button(settings_dialog.buttons.StandardButton.Save).click()
     assert [a.id for a in shell.settings.accounts] == ["hetzner"]
     from app.settings import load_settings
@@ -89,7 +92,9 @@ def test_add_account_create_phases_open_delete(
     dialog = shell.dialogs[-1]
     assert isinstance(dialog, CreateDialog)
     dialog.repo.setText(REPO)
-    qtbot.waitUntil(lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading())
+    qtbot.waitUntil(
+        lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading(), timeout=WAIT_MS
+    )
     assert dialog.name.text() == "api"
     assert "per hour" in dialog.price.text() and "per month" in dialog.price.text()
     assert dialog.create_button.isEnabled()
@@ -97,7 +102,7 @@ def test_add_account_create_phases_open_delete(
     shell.workspaces.progress.connect(lambda _n, step, _d, f: steps.append((step, f)))
     meter = StallMeter()
     meter.start()
-    with qtbot.waitSignal(dialog.finished, timeout=15000) as finished:
+    with qtbot.waitSignal(dialog.finished, timeout=WAIT_MS) as finished:
         dialog.create_button.click()
         assert not dialog.form_widget.isEnabled()
     assert finished.args == [QDialog.DialogCode.Accepted.value]
@@ -110,7 +115,9 @@ def test_add_account_create_phases_open_delete(
     assert_responsive(meter)
 
     # The new workspace is listed and selected; actions that need a running VM are enabled.
-    qtbot.waitUntil(lambda: shell.window.model.row_of("hetzner", "api") is not None)
+    qtbot.waitUntil(
+        lambda: shell.window.model.row_of("hetzner", "api") is not None, timeout=WAIT_MS
+    )
     window.select("hetzner", "api")
     ws = window.selected()
     assert ws is not None and ws.server is not None and ws.server.status.value == "running"
@@ -121,8 +128,8 @@ def test_add_account_create_phases_open_delete(
 
     # Delete, confirmed: the server goes at the provider and the row goes from the table.
     window.act_delete.trigger()
-    qtbot.waitUntil(lambda: live_servers(emulator) == [], timeout=10000)
-    qtbot.waitUntil(lambda: shell.window.model.rowCount() == 0, timeout=10000)
+    qtbot.waitUntil(lambda: live_servers(emulator) == [], timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: shell.window.model.rowCount() == 0, timeout=WAIT_MS)
     assert Registry().all() == []
 
 
@@ -132,22 +139,27 @@ def test_cancel_mid_create_leaves_nothing_behind(
 ) -> None:  # type: ignore[no-untyped-def]
     emulator.create_seconds = 30  # the server would take long to run: cancel while waiting
     if when == "request in flight":
-        # The emulator creates the server, then holds the answer: the app cannot know its id.
-        emulator.inject_latency("POST", r"/v1/servers", 1.0, times=1)
+        # The emulator creates the server, then holds the answer until the cancel: the app
+        # cannot know its id. (An emulated delay, so the cancel ends it at once.)
+        emulator.inject_latency("POST", r"/v1/servers", 600.0, times=1)
     shell = shell_factory(emulator, settings=configured_settings())
     shell.begin()
     dialog = open_create(qtbot, shell)
     steps: list[str] = []
     shell.workspaces.progress.connect(lambda _n, step, *_: steps.append(step))
     dialog.create_button.click()
-    qtbot.waitUntil(lambda: len(emulator.calls("POST", r"/v1/servers")) == 1, timeout=10000)
+    qtbot.waitUntil(lambda: len(emulator.calls("POST", r"/v1/servers")) == 1, timeout=WAIT_MS)
     assert "create" in steps
-    if when != "request in flight":
-        qtbot.wait(200)  # the answer arrived; the app now waits for the server to run
+    actions = r"/v1/actions/\d+"
+    if when == "request in flight":
+        assert not emulator.calls("GET", actions)  # no answer yet: this case, not the next one
+    else:
+        # The answer arrived: the app knows the create action and polls it until the server runs.
+        qtbot.waitUntil(lambda: bool(emulator.calls("GET", actions)), timeout=WAIT_MS)
     assert len(live_servers(emulator)) == 1
     dialog.cancel_button.click()
     assert "Cancelling" in dialog.step.text()
-    qtbot.waitUntil(lambda: dialog.create_task is None, timeout=15000)
+    qtbot.waitUntil(lambda: dialog.create_task is None, timeout=WAIT_MS)
     assert live_servers(emulator) == []
     assert Registry().all() == []
     assert dialog.form_widget.isEnabled()
@@ -161,7 +173,7 @@ def test_bad_token_on_refresh_is_reported_clearly(
     emulator.token = "another-token-5678"
     shell = shell_factory(emulator, settings=configured_settings())
     shell.begin()
-    qtbot.waitUntil(lambda: "failed" in shell.window.refresh_label.text(), timeout=10000)
+    qtbot.waitUntil(lambda: "failed" in shell.window.refresh_label.text(), timeout=WAIT_MS)
     tip = shell.window.refresh_label.toolTip()
     assert tip.startswith("hetzner: Hetzner rejected the API token")
     assert TOKEN not in tip
@@ -174,7 +186,7 @@ def test_429_during_refresh_does_not_freeze(
         emulator.add_server(f"bivy-w{i}", {"managed-by": "bivy", "bivy-workspace": f"w{i}"})
     shell = shell_factory(emulator, settings=configured_settings())
     shell.begin()
-    qtbot.waitUntil(lambda: shell.window.model.rowCount() == 3, timeout=10000)
+    qtbot.waitUntil(lambda: shell.window.model.rowCount() == 3, timeout=WAIT_MS)
     # The next refresh meets the rate limit twice, then gets a fourth workspace.
     emulator.add_server("bivy-w3", {"managed-by": "bivy", "bivy-workspace": "w3"})
     emulator.inject_error(
@@ -184,7 +196,7 @@ def test_429_during_refresh_does_not_freeze(
     meter = StallMeter()
     meter.start()
     shell.request_refresh()
-    qtbot.waitUntil(lambda: shell.window.model.rowCount() == 4, timeout=15000)
+    qtbot.waitUntil(lambda: shell.window.model.rowCount() == 4, timeout=WAIT_MS)
     meter.stop()
     assert len(emulator.calls("GET", r"/v1/servers")) - before == 3  # 429, 429, answer
     assert meter.ticks > 100  # the loop kept ticking while the client waited out the limit
@@ -201,7 +213,7 @@ def test_budget_warning_appears(qtbot: QtBot, emulator: HetznerEmulator, shell_f
         )
     shell = shell_factory(emulator, settings=configured_settings(budget="0.05"))
     shell.begin()
-    qtbot.waitUntil(lambda: shell.window.budget_label.isVisible(), timeout=10000)
+    qtbot.waitUntil(lambda: shell.window.budget_label.isVisible(), timeout=WAIT_MS)
     assert "budget" in shell.window.budget_label.text().lower()
     assert shell.window.month_label.text() != "This month: –"
     assert shell.costs  # the cost column has figures
@@ -219,11 +231,11 @@ def test_guardian_deletes_overdue_and_shows_unaccounted(
     messages: list[str] = []
     shell.window.statusBar().messageChanged.connect(messages.append)
     shell.begin()
-    qtbot.waitUntil(lambda: any(m.startswith("Deleted old") for m in messages), timeout=10000)
+    qtbot.waitUntil(lambda: any(m.startswith("Deleted old") for m in messages), timeout=WAIT_MS)
     assert len(live_servers(emulator)) == 1
-    qtbot.waitUntil(lambda: shell.window.unaccounted_label.isVisible(), timeout=10000)
+    qtbot.waitUntil(lambda: shell.window.unaccounted_label.isVisible(), timeout=WAIT_MS)
     assert "stray" in shell.window.unaccounted_label.toolTip()
-    qtbot.waitUntil(lambda: shell.window.model.row_of("hetzner", "old") is None, timeout=10000)
+    qtbot.waitUntil(lambda: shell.window.model.row_of("hetzner", "old") is None, timeout=WAIT_MS)
 
 
 @pytest.mark.parametrize("confirmed", [False, True])
@@ -233,14 +245,31 @@ def test_tray_delete_asks_first(
     emulator.add_server("bivy-t", {"managed-by": "bivy", "bivy-workspace": "t"})
     shell = shell_factory(emulator, settings=configured_settings(), confirm=confirmed)
     shell.begin()
-    qtbot.waitUntil(lambda: shell.window.model.rowCount() == 1, timeout=10000)
+    qtbot.waitUntil(lambda: shell.window.model.rowCount() == 1, timeout=WAIT_MS)
+    asked: list[str] = []
+    answer = shell.window.confirm
+
+    def confirm(parent: object, title: str, text: str) -> bool:
+        asked.append(text)
+        return answer(parent, title, text)
+
+    shell.window.confirm = confirm
     shell.tray.deleteRequested.emit(shell.window.model.workspace_at(0))
+    assert (
+        len(asked) == 1 and "The VM of t " in asked[0]
+    )  # the user was asked, about this workspace
     if confirmed:
-        qtbot.waitUntil(lambda: live_servers(emulator) == [], timeout=10000)
+        qtbot.waitUntil(lambda: live_servers(emulator) == [], timeout=WAIT_MS)
     else:
-        qtbot.wait(300)
+        assert "delete:t" not in shell.workspaces.tasks  # nothing was started
+        # A full refresh after the answer (a positive signal that every event queued by the
+        # "no" has been handled): the workspace is still listed and was never asked to go.
+        with qtbot.waitSignal(shell.workspaces.listed, timeout=WAIT_MS):
+            shell.request_refresh()
+        assert shell.window.model.row_of("hetzner", "t") is not None
         assert len(live_servers(emulator)) == 1
-        assert not shell.workspaces.tasks  # nothing was started
+        assert not emulator.calls("DELETE", r"/v1/servers/\d+")
+        assert "delete:t" not in shell.workspaces.tasks
 
 
 def test_window_layout_survives_a_restart(
@@ -253,7 +282,7 @@ def test_window_layout_survives_a_restart(
     first.window.resize(700, 500)  # within the offscreen screen (800×600)
     first.window.table.horizontalHeader().resizeSection(0, 222)
     done = asyncio.ensure_future(first.shutdown())
-    qtbot.waitUntil(done.done, timeout=10000)
+    qtbot.waitUntil(done.done, timeout=WAIT_MS)
     assert window_state_path().is_file()
     second = shell_factory(emulator)
     second.begin()
@@ -269,7 +298,7 @@ def test_failed_create_is_explained_in_the_dialog(
     shell.begin()
     dialog = open_create(qtbot, shell)
     dialog.create_button.click()
-    qtbot.waitUntil(lambda: dialog.create_task is None, timeout=10000)
+    qtbot.waitUntil(lambda: dialog.create_task is None, timeout=WAIT_MS)
     assert dialog.step.isVisible()
     assert dialog.step.text().startswith("Not created: ")
     assert dialog.form_widget.isEnabled() and dialog.create_button.isEnabled()
