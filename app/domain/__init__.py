@@ -181,7 +181,8 @@ AgentCredentialKind = Literal["api_key", "oauth_token", "none"]
 class WorkspaceSpec(BaseModel):
     """Everything the user chose when creating a workspace.
 
-    ``account`` names the configured account (settings) that pays for it.
+    ``account`` names the configured account (settings) that pays for it. ``repo_url`` is a URL
+    or the absolute path of a git checkout on this computer (shipped to the VM as a bundle).
     """
 
     name: str
@@ -191,10 +192,12 @@ class WorkspaceSpec(BaseModel):
     account: str = ""
     region: str | None = None
     size: str | None = None
-    idle_minutes: int = Field(default=DEFAULT_IDLE_MINUTES, ge=5, le=24 * 60)
+    idle_minutes: int = Field(default=DEFAULT_IDLE_MINUTES, ge=1, le=24 * 60)
     max_hours: int = Field(default=DEFAULT_MAX_HOURS, ge=1, le=24 * 7)
     agent_credential: AgentCredentialKind = "api_key"
     backup: bool = True
+    #: With a local checkout: also send its uncommitted work (as ``refs/bivy/uncommitted``).
+    include_uncommitted: bool = False
 
     @field_validator("name")
     @classmethod

@@ -77,7 +77,7 @@ def test_a_bug_is_one_line_without_its_text(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_bad_spec_values_name_the_flag() -> None:
-    code, _, err = run("create", "demo", "--repo", REPO, "--idle-minutes", "1")
+    code, _, err = run("create", "demo", "--repo", REPO, "--idle-minutes", "0")
     assert code == 1
     assert err.startswith("bivy: --idle-minutes: ")
     code, _, err = run("create", "demo", "--repo", "not a url")
