@@ -1086,12 +1086,10 @@ def main(argv: list[str] | None = None) -> int:
         validate={"auto": None, "on": True, "off": False}[args.validate],
     )
     if emulator.spec is None:
-        print(
-            "Spec validation is off (install the test extras to turn it on: "
-            "pip install -e '.[test]')",
-            file=sys.stderr,
-            flush=True,
-        )
+        note = "spec validation is off (the test extras turn it on: pip install -e '.[test]')"
+    else:
+        note = f"every request is checked against {emulator.spec_file} (tests/specs)"
+    print(f"Hetzner emulator: {note}", file=sys.stderr, flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
