@@ -74,6 +74,11 @@ async def _cmd_ls(args: argparse.Namespace, ctx: CliContext) -> int:
     listing = await service.list_workspaces()
     for account_id, error in sorted(listing.errors.items()):
         ctx.note(f"bivy: account {account_id}: {error.one_line()}")
+    if not listing.workspaces and all(a.provider == "local" for a in service.accounts()):
+        ctx.note(
+            "No cloud account is configured: run `bivy login hetzner` (or set "
+            "BIVY_HETZNER_TOKEN), or create a VM on this computer with `--provider local`."
+        )
     if args.json:
         ctx.emit_json([_workspace_json(ws) for ws in listing.workspaces])
     elif listing.workspaces:

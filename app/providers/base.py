@@ -12,6 +12,9 @@ import httpx
 
 from app.domain import AccountInfo, CreateServerRequest, Region, Server, Size
 
+#: ``progress(detail, fraction)`` for ``Provider.prepare``: one sentence, and 0..1 or None.
+PrepareProgress = Callable[[str, float | None], None]
+
 
 @dataclass(frozen=True)
 class ProviderOption:
@@ -126,6 +129,13 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def get(self, server_id: str) -> Server:
         """One server; ``NotFound`` when it is gone."""
+
+    async def prepare(self, request: CreateServerRequest, progress: PrepareProgress) -> None:  # noqa: B027
+        """Get ready for ``create`` (e.g. download a base image), reporting progress; optional.
+
+        Clouds need nothing; the local provider probes the accelerator (telling the user when
+        it is slow) and fetches its base image on first use.
+        """
 
     @abc.abstractmethod
     async def create(self, request: CreateServerRequest) -> Server:

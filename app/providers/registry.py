@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.providers.base import Provider
 from app.providers.digitalocean import DigitalOceanProvider
 from app.providers.hetzner import HetznerProvider
+from app.providers.local import LocalProvider
 from app.providers.ovh import OvhProvider
 from app.providers.scaleway import ScalewayProvider
 
@@ -13,4 +14,5 @@ PROVIDERS: dict[str, type[Provider]] = {
     DigitalOceanProvider.kind: DigitalOceanProvider,
     ScalewayProvider.kind: ScalewayProvider,
     OvhProvider.kind: OvhProvider,
+    LocalProvider.kind: LocalProvider,
 }

@@ -61,7 +61,8 @@ def effective_accounts(
     settings: Settings, environ: Mapping[str, str] | None = None
 ) -> list[Account]:
     """The configured accounts, plus an implicit ``<kind>`` account for each provider kind that
-    has none configured but whose secrets all come from environment variables."""
+    has none configured but whose secrets all come from environment variables, or that needs
+    nothing configured at all (``local``)."""
     from app.providers.registry import PROVIDERS
 
     accounts = list(settings.accounts)
@@ -70,7 +71,10 @@ def effective_accounts(
     for kind, cls in PROVIDERS.items():
         if kind in configured_kinds or kind in taken_ids:
             continue
-        if _env_supplies_secrets(cls, environ):
+        if not any(o.required for o in cls.options):
+            # Nothing to configure (the local provider): usable out of the box.
+            accounts.append(Account(id=kind, provider=kind, label=cls.display_name))
+        elif _env_supplies_secrets(cls, environ):
             names = ", ".join(o.env[0] for o in cls.options if o.secret and o.env)
             accounts.append(
                 Account(id=kind, provider=kind, label=f"{cls.display_name} (from {names})")

@@ -330,6 +330,10 @@ class WorkspaceService:
                 user_data=user_data,
             )
 
+            def prepared(detail: str, fraction: float | None) -> None:
+                progress("prepare", detail, 0.25 + 0.05 * (fraction or 0.0))
+
+            await provider.prepare(request, prepared)
             where = f" in {region}" if region else ""
             progress("create", f"Asking {cls.display_name} for a {size} server{where}", 0.3)
             request_sent = True

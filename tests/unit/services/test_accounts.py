@@ -70,14 +70,15 @@ def test_missing_token_is_an_auth_error_with_the_fix() -> None:
 
 def test_effective_accounts_adds_an_implicit_env_account() -> None:
     settings = Settings()
-    assert effective_accounts(settings, environ={}) == []
+    # The local provider needs nothing configured: it is always there.
+    assert [a.id for a in effective_accounts(settings, environ={})] == ["local"]
     implicit = effective_accounts(settings, environ={"BIVY_HETZNER_TOKEN": ENV_TOKEN})
-    assert [(a.id, a.provider) for a in implicit] == [("hetzner", "hetzner")]
+    assert [(a.id, a.provider) for a in implicit] == [("hetzner", "hetzner"), ("local", "local")]
     assert "BIVY_HETZNER_TOKEN" in implicit[0].label
     # A configured account of that kind makes the implicit one unnecessary.
     settings.accounts.append(hetzner("work"))
     accounts = effective_accounts(settings, environ={"BIVY_HETZNER_TOKEN": ENV_TOKEN})
-    assert [a.id for a in accounts] == ["work"]
+    assert [a.id for a in accounts] == ["work", "local"]
 
 
 def test_find_account_prefers_explicit_then_default_then_first() -> None:
