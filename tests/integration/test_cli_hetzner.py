@@ -1,7 +1,8 @@
 """The ``bivy`` CLI as a separate process against the Hetzner emulator served on 127.0.0.1.
 
-Secrets persist between CLI runs through a real, private gnome-keyring (``secret_service``);
-tests that need no persistence use the in-memory test backend via PYTHON_KEYRING_BACKEND.
+Every CLI run uses a real, private gnome-keyring over D-Bus (``secret_service``), as on a
+user's desktop: the child processes through ``secret_service.env``, the in-process runs through
+keyring's SecretService backend (``keychain``). The in-memory keyring is for unit tests only.
 """
 
 from __future__ import annotations
@@ -16,18 +17,38 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 
 from app import cli
-from app.settings import SecretKeys, load_settings, settings_path
+from app.settings import SecretKeys, SecretStore, load_settings, settings_path
 from tests.support.fixtures import REPO_ROOT, CliRunner, ServedHetzner
-from tests.support.memory_keyring import MemoryKeyring
 from tests.support.secret_service import SecretServiceSession
+from tests.support.waits import WAIT_S
 
-MEMORY_KEYRING = {"PYTHON_KEYRING_BACKEND": "tests.support.memory_keyring.MemoryKeyring"}
 REPO = "https://github.com/example/project"
+
+
+@pytest.fixture
+def keyring_env(secret_service: SecretServiceSession) -> dict[str, str]:
+    """What a CLI child process needs to use the private gnome-keyring."""
+    return secret_service.env({})
+
+
+@pytest.fixture
+def keychain(secret_service: SecretServiceSession) -> Iterator[SecretStore]:
+    """In-process runs use the private gnome-keyring (keyring's SecretService backend)."""
+    import keyring
+
+    previous = keyring.get_keyring()
+    backend = secret_service.backend()
+    keyring.set_keyring(backend)
+    try:
+        yield SecretStore(backend)
+    finally:
+        keyring.set_keyring(previous)
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
@@ -41,14 +62,14 @@ def assert_clean_failure(result: subprocess.CompletedProcess[str], *fragments: s
     return errors[0]
 
 
-def test_version_and_providers(cli: CliRunner) -> None:
+def test_version_and_providers(cli: CliRunner, keyring_env: dict[str, str]) -> None:
     version = cli("--version")
     assert version.returncode == 0
     assert version.stdout.startswith("bivy ")
-    providers = cli("providers", env=MEMORY_KEYRING)
+    providers = cli("providers", env=keyring_env)
     assert providers.returncode == 0, providers.stderr
     assert providers.stdout.splitlines()[1].split()[0] == "hetzner"  # listed first
-    as_json = json.loads(cli("providers", "--json", env=MEMORY_KEYRING).stdout)
+    as_json = json.loads(cli("providers", "--json", env=keyring_env).stdout)
     assert as_json[0]["kind"] == "hetzner" and as_json[0]["accounts"] == []
 
 
@@ -92,8 +113,10 @@ def test_login_without_a_keychain_is_a_clear_error(
     assert not settings_path().exists()
 
 
-def test_sizes_shows_live_prices(cli: CliRunner, hetzner_api: ServedHetzner) -> None:
-    env = {**MEMORY_KEYRING, **hetzner_api.env()}
+def test_sizes_shows_live_prices(
+    cli: CliRunner, hetzner_api: ServedHetzner, keyring_env: dict[str, str]
+) -> None:
+    env = {**keyring_env, **hetzner_api.env()}
     hetzner_api.emulator.set_price("cx23", "fsn1", "0.0123", "7.6543")
     table = cli("sizes", "hetzner", "--region", "fsn1", env=env)
     assert table.returncode == 0, table.stderr
@@ -149,10 +172,13 @@ def test_create_ls_rm_with_a_rate_limit_in_the_middle(
 
 @pytest.mark.slow
 def test_ctrl_c_during_create_exits_130_and_deletes_the_server(
-    cli: CliRunner, hetzner_api: ServedHetzner
+    cli: CliRunner, hetzner_api: ServedHetzner, keyring_env: dict[str, str]
 ) -> None:
     emulator = hetzner_api.emulator
-    env = {**cli.env, **MEMORY_KEYRING, **hetzner_api.env()}
+    # The server is created, its answer held: Ctrl-C lands while the request is in flight, so
+    # the CLI cannot know the server's id and must find it to delete it.
+    emulator.inject_latency("POST", r"/v1/servers", 10.0, times=1)
+    env = {**cli.env, **keyring_env, **hetzner_api.env()}
     process = subprocess.Popen(
         [sys.executable, "-m", "app", "create", "demo", "--repo", REPO],
         stdout=subprocess.PIPE,
@@ -162,12 +188,12 @@ def test_ctrl_c_during_create_exits_130_and_deletes_the_server(
         cwd=REPO_ROOT,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + WAIT_S
         while not emulator.calls("POST", r"/v1/servers") and time.monotonic() < deadline:
             time.sleep(0.02)  # the emulator runs in this process's thread: poll its log
         assert emulator.calls("POST", r"/v1/servers"), "the CLI never asked for a server"
         process.send_signal(signal.SIGINT)
-        _out, err = process.communicate(timeout=30)
+        _out, err = process.communicate(timeout=WAIT_S)
     finally:
         if process.poll() is None:
             process.kill()
@@ -175,21 +201,35 @@ def test_ctrl_c_during_create_exits_130_and_deletes_the_server(
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == "bivy: interrupted"
-    server_id = emulator.calls("GET", r"/v1/servers")  # the cleanup looked it up by label
-    assert server_id
-    assert emulator.calls("DELETE", r"/v1/servers/\d+")
+    # In order: the name check (GET), the create (POST), then the cleanup's own look-up of the
+    # server among Bivy's labelled ones (a GET after the POST), then the DELETE of what it found.
+    log = [(r.method, r.path, r.query) for r in emulator.requests]
+    post = next(i for i, (m, p, _) in enumerate(log) if (m, p) == ("POST", "/v1/servers"))
+    lookups = [
+        i
+        for i, (m, p, q) in enumerate(log)
+        if i > post
+        and (m, p) == ("GET", "/v1/servers")
+        and any("managed-by=bivy" in v for v in q.get("label_selector", []))
+    ]
+    assert lookups, log[post:]
+    deletes = [
+        i for i, (m, p, _) in enumerate(log) if m == "DELETE" and p.startswith("/v1/servers/")
+    ]
+    assert deletes and deletes[0] > lookups[0], log[post:]
+    assert emulator.project.servers  # the server existed: the cleanup had something to find
     for sid in list(emulator.project.servers):
         assert emulator.server_status(sid) in (None, "deleting")
 
 
 def test_unknown_workspace_and_bad_input_are_one_line(
-    cli: CliRunner, hetzner_api: ServedHetzner
+    cli: CliRunner, hetzner_api: ServedHetzner, keyring_env: dict[str, str]
 ) -> None:
-    env = {**MEMORY_KEYRING, **hetzner_api.env()}
+    env = {**keyring_env, **hetzner_api.env()}
     assert_clean_failure(cli("rm", "ghost", "--yes", env=env), "no workspace named 'ghost'")
     assert_clean_failure(cli("create", "Bad_Name", "--repo", REPO, env=env), "NAME")
     assert_clean_failure(cli("sizes", "nope", env=env), "unknown provider 'nope'")
-    no_token = {**MEMORY_KEYRING, **hetzner_api.env(with_token=False)}
+    no_token = {**keyring_env, **hetzner_api.env(with_token=False)}
     assert_clean_failure(
         cli("create", "demo", "--repo", REPO, env=no_token), "no hetzner account", "bivy login"
     )
@@ -200,15 +240,12 @@ def emulator_posts(api: ServedHetzner) -> list[object]:
     return list(api.emulator.calls("POST", r"/v1/servers"))
 
 
-def test_env_passthrough_is_isolated() -> None:
-    # The CLI runs see the test's temp HOME, never the real one.
-    assert os.environ["HOME"].startswith(("/tmp", os.environ.get("TMPDIR", "/tmp")))
-
-
 @pytest.mark.slow
-def test_debug_output_never_shows_a_secret(cli: CliRunner, hetzner_api: ServedHetzner) -> None:
+def test_debug_output_never_shows_a_secret(
+    cli: CliRunner, hetzner_api: ServedHetzner, keyring_env: dict[str, str]
+) -> None:
     agent_key = "sk-ant-api03-" + "S3cr3t" * 8
-    env = {**MEMORY_KEYRING, **hetzner_api.env(), "ANTHROPIC_API_KEY": agent_key}
+    env = {**keyring_env, **hetzner_api.env(), "ANTHROPIC_API_KEY": agent_key}
     created = cli("--debug", "create", "demo", "--repo", REPO, env=env)
     assert created.returncode == 0, created.stderr
     listed = cli("--debug", "ls", env=env)
@@ -243,7 +280,9 @@ def on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
 
 
-def test_rm_asks_on_a_terminal(monkeypatch: pytest.MonkeyPatch, hetzner_api: ServedHetzner) -> None:
+def test_rm_asks_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, hetzner_api: ServedHetzner, keychain: SecretStore
+) -> None:
     use_emulator(monkeypatch, hetzner_api)
     emulator = hetzner_api.emulator
     sid = emulator.add_server("bivy-demo", labels={"managed-by": "bivy", "bivy-workspace": "demo"})
@@ -266,9 +305,7 @@ def test_rm_asks_on_a_terminal(monkeypatch: pytest.MonkeyPatch, hetzner_api: Ser
 
 
 def test_login_reads_the_token_without_echo_on_a_terminal(
-    monkeypatch: pytest.MonkeyPatch,
-    hetzner_api: ServedHetzner,
-    isolated_environment: MemoryKeyring,
+    monkeypatch: pytest.MonkeyPatch, hetzner_api: ServedHetzner, keychain: SecretStore
 ) -> None:
     use_emulator(monkeypatch, hetzner_api, token=False)
     on_a_terminal(monkeypatch)
@@ -283,26 +320,23 @@ def test_login_reads_the_token_without_echo_on_a_terminal(
     assert code == 0, err
     assert prompts == ["Hetzner Cloud API token: "]
     assert "Logged in: account work" in out
-    stored = isolated_environment.store[("bivy", SecretKeys.account("work", "token"))]
-    assert stored == hetzner_api.token
+    assert keychain.get(SecretKeys.account("work", "token")) == hetzner_api.token
     settings = load_settings()
     assert [(a.id, a.label) for a in settings.accounts] == [("work", "Work")]
     assert hetzner_api.token not in settings_path().read_text() + out + err
 
 
 def test_login_token_stdin(
-    monkeypatch: pytest.MonkeyPatch,
-    hetzner_api: ServedHetzner,
-    isolated_environment: MemoryKeyring,
+    monkeypatch: pytest.MonkeyPatch, hetzner_api: ServedHetzner, keychain: SecretStore
 ) -> None:
     use_emulator(monkeypatch, hetzner_api, token=False)
     monkeypatch.setattr(sys, "stdin", io.StringIO(hetzner_api.token + "\n"))
     code, _, err = run("login", "hetzner", "--token-stdin")
     assert code == 0, err
-    assert ("bivy", "account/hetzner/token") in isolated_environment.store
+    assert keychain.get(SecretKeys.account("hetzner", "token")) == hetzner_api.token
 
 
-def _read_until(fd: int, needle: bytes, timeout: float = 30.0) -> bytes:
+def _read_until(fd: int, needle: bytes, timeout: float = WAIT_S) -> bytes:
     import select
 
     seen = b""
