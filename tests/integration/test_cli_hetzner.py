@@ -88,8 +88,11 @@ def test_login_with_a_bad_token_fails_cleanly_and_stores_nothing(
     assert_clean_failure(result, "rejected the API token", "request id")
     assert bad not in result.stdout + result.stderr
     assert not settings_path().exists()
-    ls = cli("ls", env=env)
-    assert ls.returncode == 0 and "No accounts are configured" in ls.stderr
+    keychain = SecretStore(secret_service.backend())
+    assert keychain.get(SecretKeys.account("hetzner", "token")) is None  # nothing stored
+    ls = cli("ls", "--json", env=env)  # no Hetzner account: only the local provider is asked
+    assert ls.returncode == 0 and json.loads(ls.stdout) == [], ls.stderr
+    assert not hetzner_api.emulator.calls("GET", r"/v1/servers")
 
     good = cli("login", "hetzner", "--token-stdin", input=hetzner_api.token + "\n", env=env)
     assert good.returncode == 0, good.stderr
