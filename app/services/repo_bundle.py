@@ -13,31 +13,39 @@ tells the VM's bootstrap the bundle is complete (notes/CONTRACTS.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
 
+from app.domain import WorkspaceSpec
 from app.domain.validation import is_local_repo, validate_local_repo_path
-from app.errors import ActionFailed, InvalidInput, SSHError
+from app.errors import ActionFailed, HostKeyMismatch, InvalidInput, SSHError
+from app.services.tunnels import SSHTarget, TunnelService
 
 __all__ = [
     "BUNDLE_NAME",
     "INCOMING_DIR",
     "UNCOMMITTED_REF",
     "Bundle",
+    "BundleJob",
     "LocalRepo",
     "inspect_local_repo",
     "looks_like_url",
     "make_bundle",
+    "prepare_local_repo",
     "resolve_repo_source",
+    "send_repository",
     "upload_bundle",
 ]
 
@@ -351,6 +359,162 @@ async def upload_bundle(
             f"sending the repository bundle failed: {reason or type(exc).__name__}"
         ) from None
     log.info("repository bundle sent (%d bytes)", bundle.size)
+
+
+class BundleJob:
+    """Makes the bundle in a thread (while the VM boots) in a temporary folder it removes.
+
+    Use as ``job = BundleJob(repo, include_uncommitted); job.start(); await job.result()`` and
+    always ``await job.aclose()``: it waits for git to finish, then deletes the folder.
+    """
+
+    def __init__(self, repo: LocalRepo, *, include_uncommitted: bool) -> None:
+        self.repo = repo
+        self.include_uncommitted = include_uncommitted
+        self._directory: Path | None = None
+        self._future: asyncio.Future[Bundle] | None = None
+
+    def start(self) -> None:
+        if self._future is not None:
+            return
+        self._directory = Path(tempfile.mkdtemp(prefix="bivy-bundle-"))
+        self._future = asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: make_bundle(
+                self.repo, self._directory_path(), include_uncommitted=self.include_uncommitted
+            ),
+        )
+
+    def _directory_path(self) -> Path:
+        assert self._directory is not None
+        return self._directory
+
+    async def result(self) -> Bundle:
+        self.start()
+        assert self._future is not None
+        return await asyncio.shield(self._future)
+
+    async def aclose(self) -> None:
+        """Wait (up to a minute) for a running git, then delete the temporary folder."""
+        future, self._future = self._future, None
+        if future is not None and not future.done():
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait({future}, timeout=60)
+        if future is not None and future.done() and not future.cancelled():
+            future.exception()  # retrieved, so asyncio does not log it as never retrieved
+        directory, self._directory = self._directory, None
+        if directory is not None:
+            await asyncio.to_thread(shutil.rmtree, directory, True)
+
+
+def _has_branch(repo: LocalRepo, branch: str) -> bool:
+    result = _git(repo.path, "show-ref", "--verify", "-q", f"refs/heads/{branch}")
+    return result.returncode == 0
+
+
+async def prepare_local_repo(spec: WorkspaceSpec) -> tuple[WorkspaceSpec, BundleJob | None]:
+    """For a local checkout: check it, pin the branch, and a (not yet started) bundle job.
+
+    The branch checked out on the VM is the one given, else the checkout's current branch (so
+    the VM works where the user does); with uncommitted work it must be the current one, since
+    the changes are relative to HEAD. A URL gives ``(spec, None)``.
+    """
+    if not is_local_repo(spec.repo_url):
+        return spec, None
+    repo = await asyncio.to_thread(inspect_local_repo, spec.repo_url)
+    branch = spec.branch or repo.branch
+    if spec.branch and not await asyncio.to_thread(_has_branch, repo, spec.branch):
+        raise InvalidInput(
+            f"the checkout {repo.path} has no local branch {spec.branch!r}",
+            hint="Only local branches are sent; check it out or create it first",
+        )
+    if spec.include_uncommitted and repo.dirty and spec.branch and spec.branch != repo.branch:
+        raise InvalidInput(
+            f"uncommitted changes are on {repo.branch or 'a detached HEAD'}, not on "
+            f"{spec.branch!r}",
+            hint="Leave out the branch, or switch to it before sending uncommitted changes",
+        )
+    spec = spec.model_copy(update={"repo_url": str(repo.path), "branch": branch})
+    return spec, BundleJob(repo, include_uncommitted=spec.include_uncommitted)
+
+
+SendProgress = Callable[[str, float], None]
+
+
+def _percent_reporter(detail: str, report: SendProgress) -> ProgressHandler:
+    """A progress handler that reports each whole percent once."""
+    shown = -1
+
+    def sent(done: int, total: int) -> None:
+        nonlocal shown
+        percent = int(100 * done / total) if total else 100
+        if percent != shown:
+            shown = percent
+            report(detail, percent / 100)
+
+    return sent
+
+
+async def send_repository(
+    job: BundleJob,
+    target: SSHTarget,
+    client_key: str,
+    *,
+    timeout: float = 1200.0,  # noqa: ASYNC109 - a deadline for the whole retry loop
+    incoming_dir: str = INCOMING_DIR,
+    on_progress: SendProgress | None = None,
+    retry_interval: float = 3.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Bundle:
+    """Wait for the VM's sshd (pinned host key), then upload the bundle; retried until
+    ``timeout`` while sshd does not answer or the connection drops. Cancellable at any await.
+
+    ``on_progress(detail, fraction_of_this_step)`` reports what happens.
+    """
+
+    def report(detail: str, fraction: float) -> None:
+        if on_progress is not None:
+            on_progress(detail, fraction)
+
+    deadline = clock() + timeout
+    tunnels = TunnelService(client_key=client_key, connect_timeout=15.0)
+    last_error: SSHError | None = None
+    try:
+        report("Waiting for the VM's SSH server", 0.0)
+        while True:
+            try:
+                tunnel = await tunnels.open(target)
+                bundle = await job.result()
+                megabytes = bundle.size / 1e6
+                detail = f"Sending the repository ({megabytes:.1f} MB)"
+                report(detail, 0.0)
+                await upload_bundle(
+                    await tunnel.connection(),
+                    bundle,
+                    incoming_dir=incoming_dir,
+                    on_progress=_percent_reporter(detail, report),
+                )
+                report("Repository sent", 1.0)
+                return bundle
+            except HostKeyMismatch:
+                raise
+            except SSHError as exc:
+                last_error = exc
+                await tunnels.close_all()
+                if clock() + retry_interval > deadline:
+                    raise SSHError(
+                        f"the repository could not be sent to workspace {target.workspace!r} "
+                        f"within {timeout:g} s: {exc.message}",
+                        hint="The VM's SSH server did not answer; check the VM in the "
+                        "provider's console",
+                    ) from None
+                log.info("repository not sent yet (%s); retrying", exc.message)
+                await sleep(retry_interval)
+    finally:
+        await tunnels.close_all()
+        if last_error is not None:
+            log.debug("last SSH error while sending the repository: %s", last_error.message)
 
 
 async def amake_bundle(repo: LocalRepo, directory: Path, *, include_uncommitted: bool) -> Bundle:

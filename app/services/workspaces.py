@@ -34,6 +34,7 @@ from app.domain import (
     WorkspaceSpec,
     utcnow,
 )
+from app.domain.validation import is_local_repo
 from app.errors import ActionFailed, BivyError, Conflict, InvalidInput, NotFound
 from app.providers._polling import Backoff, poll_until
 from app.providers.base import Provider
@@ -46,6 +47,8 @@ from app.services.accounts import (
 )
 from app.services.keys import KeyPair, KeyService, generate_host_key
 from app.services.registry import Registry, WorkspaceRecord
+from app.services.repo_bundle import INCOMING_DIR, BundleJob, prepare_local_repo, send_repository
+from app.services.tunnels import VM_USER, SSHTarget
 from app.settings import Account, SecretKeys, SecretStore, Settings
 
 __all__ = ["CreateProgress", "TransportFactory", "WorkspaceList", "WorkspaceService"]
@@ -104,6 +107,8 @@ class WorkspaceService:
         registry: the local workspace records.
         keys: the install's SSH keypair.
         running_timeout: seconds a new server may take to reach ``running``.
+        repository_timeout: seconds a VM's sshd may take to accept a local repository's bundle.
+        vm_user / incoming_dir: who uploads the bundle, and where (tests log in as another user).
     """
 
     def __init__(
@@ -121,6 +126,9 @@ class WorkspaceService:
         clock: Callable[[], float] = time.monotonic,
         cleanup_attempts: int = 3,
         cleanup_interval: float = 1.0,
+        repository_timeout: float = 1200.0,
+        vm_user: str = VM_USER,
+        incoming_dir: str = INCOMING_DIR,
     ) -> None:
         self.settings = settings
         self.secrets = secrets
@@ -134,6 +142,9 @@ class WorkspaceService:
         self._clock = clock
         self._cleanup_attempts = cleanup_attempts
         self._cleanup_interval = cleanup_interval
+        self.repository_timeout = repository_timeout
+        self.vm_user = vm_user
+        self.incoming_dir = incoming_dir
         self._providers: dict[str, tuple[str, Provider]] = {}
         self._providers_lock = asyncio.Lock()
 
@@ -300,10 +311,14 @@ class WorkspaceService:
                     "size": size}
         )  # fmt: skip
         await self._check_name_free(spec.name, account, provider)
+        # A local checkout: checked now, bundled in a thread while the VM boots, sent over SSH.
+        spec, bundle_job = await prepare_local_repo(spec)
 
         created: Server | None = None
         request_sent = False
         try:
+            if bundle_job is not None:
+                bundle_job.start()
             progress("keys", "Preparing SSH keys and the terminal password", 0.1)
             install_key = await self.keys.install_key()
             host_key = await asyncio.to_thread(generate_host_key, spec.name)
@@ -357,9 +372,15 @@ class WorkspaceService:
             )
             await self.registry.aput(record)
 
-            server = await self._wait_running(provider, created, progress)
+            server = await self._wait_running(
+                provider, created, progress, end=0.8 if bundle_job else 1.0
+            )
             if server.ipv4 and (server.ipv4, server.ssh_port) != (record.ipv4, record.ssh_port):
                 await self.registry.aupdate(spec.name, ipv4=server.ipv4, ssh_port=server.ssh_port)
+            if bundle_job is not None:
+                await self._send_repository(
+                    spec.name, server, host_key.public_openssh, bundle_job, progress
+                )
             await self._add_ssh_entry(spec.name)
         except BaseException as exc:
             # Whether a server may exist is unknown unless we hold its id: look for it by label.
@@ -388,6 +409,9 @@ class WorkspaceService:
                         f"check with `bivy ls` and remove it with `bivy rm {spec.name}`"
                     )
             raise
+        finally:
+            if bundle_job is not None:
+                await bundle_job.aclose()
         progress("done", f"Workspace {spec.name} is running", 1.0)
         return Workspace(
             name=spec.name,
@@ -436,7 +460,12 @@ class WorkspaceService:
             self_delete_script=provider.self_delete_script(),
             self_delete_env=provider.self_delete_env(),
             agent_env=await self._agent_env(spec),
-            git_token=await self.secrets.aget(SecretKeys.GIT_TOKEN),
+            # A local checkout arrives as a bundle: no git credential goes to the VM.
+            git_token=(
+                None
+                if is_local_repo(spec.repo_url)
+                else await self.secrets.aget(SecretKeys.GIT_TOKEN)
+            ),
             backup=await self._backup_inputs(spec),
         )
         rendered = await asyncio.to_thread(render_user_data, inputs)
@@ -468,6 +497,7 @@ class WorkspaceService:
         provider: Provider,
         created: Server,
         progress: Callable[[str, str, float], None],
+        end: float = 1.0,
     ) -> Server:
         async def fetch() -> Server:
             try:
@@ -480,7 +510,7 @@ class WorkspaceService:
                 ) from None
 
         def report(server: Server) -> None:
-            fraction = 0.5 + 0.5 * _STATUS_FRACTION.get(server.status, 0.5) * 0.98
+            fraction = 0.5 + (end - 0.5) * _STATUS_FRACTION.get(server.status, 0.5) * 0.98
             progress("wait", f"Server {server.id} is {server.status.value}", fraction)
 
         def done(server: Server) -> bool:
@@ -502,6 +532,43 @@ class WorkspaceService:
             clock=self._clock,
             what=f"server {created.id} to start",
             on_value=report,
+        )
+
+    async def _send_repository(
+        self,
+        name: str,
+        server: Server,
+        host_public_key: str,
+        job: BundleJob,
+        progress: Callable[[str, str, float], None],
+    ) -> None:
+        """Ship the local checkout's bundle once the VM's sshd answers (its key is pinned)."""
+        target = self._ssh_target(name, server, host_public_key)
+        install_key = await self.keys.install_key()
+
+        def report(detail: str, fraction: float) -> None:
+            progress("repository", detail, 0.8 + 0.19 * fraction)
+
+        await send_repository(
+            job,
+            target,
+            install_key.private_openssh,
+            timeout=self.repository_timeout,
+            incoming_dir=self.incoming_dir,
+            on_progress=report,
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+
+    def _ssh_target(self, name: str, server: Server, host_public_key: str) -> SSHTarget:
+        if not server.ipv4:
+            raise ActionFailed(f"server {server.id} has no IPv4 address to send the repository to")
+        return SSHTarget(
+            workspace=name,
+            host=server.ipv4,
+            host_public_key=host_public_key,
+            port=server.ssh_port,
+            username=self.vm_user,
         )
 
     async def _undo_create(
