@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -35,20 +34,6 @@ REPO = "https://github.com/example/project"
 def keyring_env(secret_service: SecretServiceSession) -> dict[str, str]:
     """What a CLI child process needs to use the private gnome-keyring."""
     return secret_service.env({})
-
-
-@pytest.fixture
-def keychain(secret_service: SecretServiceSession) -> Iterator[SecretStore]:
-    """In-process runs use the private gnome-keyring (keyring's SecretService backend)."""
-    import keyring
-
-    previous = keyring.get_keyring()
-    backend = secret_service.backend()
-    keyring.set_keyring(backend)
-    try:
-        yield SecretStore(backend)
-    finally:
-        keyring.set_keyring(previous)
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess[str], *fragments: str) -> str:

@@ -4,6 +4,8 @@
   + gnome-keyring-daemon, unlocked) for this test; ``DBUS_SESSION_BUS_ADDRESS`` points at it
   while the test runs; ``.backend()`` is keyring's SecretService backend, ``.env()`` the
   environment for a child process. Skips when gnome-keyring/dbus are not installed.
+- ``keychain`` → ``SecretStore``: that Secret Service made this process's keychain, so code
+  that calls ``SecretStore()`` (the CLI in-process, the tunnel) uses it too.
 - ``hetzner_api`` → ``ServedHetzner``: the Hetzner emulator (tests/emulators/hetzner.py) served
   on 127.0.0.1 in a thread, with short real-time lifecycle durations; ``.env()`` gives
   BIVY_HETZNER_API_URL (and BIVY_HETZNER_TOKEN unless ``with_token=False``) for a child
@@ -28,10 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import keyring
 import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
+from app.settings import SecretStore
 from tests.support.secret_service import SecretServiceSession, available, secret_service_session
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +58,19 @@ def secret_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretServiceSes
     with secret_service_session() as session:
         monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", session.address)
         yield session
+
+
+@pytest.fixture
+def keychain(secret_service: SecretServiceSession) -> Iterator[SecretStore]:
+    """The real private Secret Service as this process's keychain: ``SecretStore()`` (the app's
+    default) and the returned store both use keyring's SecretService backend on its bus."""
+    previous = keyring.get_keyring()
+    backend = secret_service.backend()
+    keyring.set_keyring(backend)
+    try:
+        yield SecretStore(backend)
+    finally:
+        keyring.set_keyring(previous)
 
 
 @dataclass
