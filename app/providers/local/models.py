@@ -43,10 +43,11 @@ class BootImage(BaseModel):
 class ImageManifest(BaseModel):
     """A ``.json`` manifest for ``BIVY_LOCAL_IMAGE``: a disk plus a kernel to boot directly.
 
-    Paths are relative to the manifest's folder (or absolute).
+    Paths are relative to the manifest's folder (or absolute). Other keys (a builder's own
+    notes, e.g. ``recipe``) are ignored.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     disk: str
     format: Literal["qcow2", "raw"] = "qcow2"

@@ -11,6 +11,7 @@ reason, until deleted.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
@@ -181,6 +182,12 @@ class LocalProvider(Provider):
     # -- what this computer offers -------------------------------------------------------------
 
     def _qemu(self) -> Path:
+        if os.name != "posix":
+            raise InvalidInput(
+                "local VMs need Linux or macOS",
+                hint="Use a cloud provider on this computer",
+                provider=KIND,
+            )
         return find_qemu(host_arch(), self._qemu_option)
 
     def _accel(self, qemu_bin: Path) -> accel_mod.AccelVerdict:

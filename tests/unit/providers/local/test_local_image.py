@@ -181,7 +181,10 @@ def test_manifest_paths_are_relative_to_it(tmp_path: Path) -> None:
     (folder / "vmlinuz").unlink()
     with pytest.raises(InvalidInput, match="kernel"):
         user_image(str(manifest))
-    manifest.write_text(json.dumps({"disk": "rootfs.raw", "surprise": 1}))
+    # A builder's own keys are ignored; a manifest without a disk is refused.
+    manifest.write_text(json.dumps({"disk": "rootfs.raw", "recipe": "253374734aa48ca3"}))
+    assert user_image(str(manifest)).disk == folder / "rootfs.raw"
+    manifest.write_text(json.dumps({"kernel": "vmlinuz"}))
     with pytest.raises(InvalidInput, match="cannot be used"):
         user_image(str(manifest))
 
