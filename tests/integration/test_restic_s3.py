@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import socket
 import stat
@@ -297,7 +298,7 @@ def test_uncommitted_and_untracked_work_round_trips(tmp_path: Path, s3: S3Server
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as the work tree's owner")
+@pytest.mark.needs_root("to act as the work tree's owner")
 def test_restore_runs_git_as_the_work_trees_owner(s3: S3Server) -> None:
     # pytest's own temp dirs are private to root; the owner must be able to reach the work tree.
     tmp_path = Path(tempfile.mkdtemp(prefix="bivy-owner-", dir="/tmp"))
@@ -564,49 +565,80 @@ def test_cli_backup_check_info_and_rm(s3: S3Server, monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.slow
-async def test_back_up_now_over_a_real_ssh_connection(tmp_path: Path, s3: S3Server) -> None:
-    import shlex
-
+@pytest.mark.needs_root("to show the VM's paths and user to an sshd in a mount namespace")
+async def test_back_up_now_runs_the_production_command_over_ssh(
+    tmp_path: Path, s3: S3Server
+) -> None:
+    """ "Back up now" exactly as on a VM: the app's own command line (``sudo -n
+    /usr/local/lib/bivy/backup run``) through its tunnel, logged in as the VM's user with the VM's
+    sudo rule, running the rendered script at its VM path (tests/support/vmroot.py)."""
     from app.services.status import StatusService
     from app.services.tunnels import SSHTarget, TunnelService
-    from tests.support.sshd import start_sshd
+    from tests.support.vmroot import vm_sshd
 
     vm = _make_vm(tmp_path, "vm", s3.repository("bivy/ssh-now"))
     _claude_dir(vm.agent)
     assert (await asyncio.to_thread(vm.run, "restore")).returncode == 0  # the bootstrap's step
-    env = {k: v for k, v in vm.env.items() if k.startswith("BIVY_")}
-    env["BIVY_WORKSPACE_DIR"] = str(vm.workspace)
     settings = Settings(backup=_backup_settings(s3))
-    # On the VM this is `sudo -n /usr/local/lib/bivy/backup`; here the same script, laid out
-    # under tmp_path, through a real sshd and the app's own tunnel.
-    command = "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items())
-    command += " " + shlex.quote(str(vm.lib / "backup"))
-    service = BackupService(settings, SecretStore(), vm_command=command)
+    service = BackupService(settings, SecretStore())  # the production vm_command
+    layout = {
+        "/usr/local/lib/bivy": vm.lib,
+        "/etc/bivy": vm.root / "etc",
+        "/var/lib/bivy": vm.root / "state",
+    }
+    with vm_sshd(layout, _vm_user()) as server:
+        tunnels = TunnelService(client_key=server.client_private_key, connect_timeout=30.0)
+        try:
+            target = SSHTarget(
+                workspace="demo", host=server.host, port=server.port, username=server.user,
+                host_public_key=server.host_public_key,
+            )  # fmt: skip
+            tunnel = await tunnels.open(target)
+            assert (await tunnel.run("id -un")).stdout.strip() == "dev"  # not root: sudo matters
+            await service.backup_now(tunnel)
+            # What the app reads afterwards, from the VM's own status path.
+            snapshot = await StatusService(tunnels).read(tunnel)
+            assert snapshot.status is not None
+            assert snapshot.status.last_backup_at is not None
+            assert snapshot.status.backup_error is None
+            snapshots = json.loads(_restic(vm, "snapshots", "--json"))
+            assert {tag for snap in snapshots for tag in snap.get("tags") or []} >= {"bivy-agent"}
 
-    server = start_sshd(tmp_path / "sshd")
-    tunnels = TunnelService(client_key=server.client_private_key, connect_timeout=10.0)
-    try:
-        target = SSHTarget(
-            workspace="demo", host=server.host, port=server.port, username=server.user,
-            host_public_key=server.host_public_key,
-        )  # fmt: skip
-        tunnel = await tunnels.open(target)
-        await service.backup_now(tunnel)
-        snapshot = await StatusService(tunnels, status_path=str(vm.status)).read(tunnel)
-        assert snapshot.status is not None
-        assert snapshot.status.last_backup_at is not None
-        assert snapshot.status.backup_error is None
+            # The VM's backup settings gone: the script's own reason comes back as BackupError.
+            (vm.root / "etc" / "backup.env").unlink()
+            with pytest.raises(BackupError) as raised:
+                await service.backup_now(tunnel)
+            assert "backup is not configured on this VM" in raised.value.message
+        finally:
+            await tunnels.close_all()
 
-        # A failing backup comes back as a BackupError with the script's reason.
-        broken = BackupService(
-            settings, SecretStore(), vm_command=f"env BIVY_BACKUP_ENV=/nonexistent {command}"
-        )
-        with pytest.raises(BackupError) as raised:
-            await broken.backup_now(tunnel)
-        assert "backup is not configured on this VM" in raised.value.message
-    finally:
-        await tunnels.close_all()
-        server.stop()
+
+def _vm_user() -> Any:
+    """The login user (name, shell, sudo rule) from the rendered cloud-config's ``users``."""
+    import yaml
+
+    from app.cloudinit import render_user_data
+    from tests.support.vmroot import VmUser
+    from tests.unit.cloudinit.vmtree import inputs_for
+
+    users = yaml.safe_load(render_user_data(inputs_for(SPEC)).cloud_config)["users"]
+    entry = next(u for u in users if isinstance(u, dict) and u.get("sudo"))
+    return VmUser(name=entry["name"], sudo=entry["sudo"], shell=entry.get("shell", "/bin/bash"))
+
+
+def _restic(vm: VM, *args: str) -> str:
+    """restic on the VM's repository with the VM's settings (backup.env), as the script runs it."""
+    env = dict(os.environ)
+    for line in (vm.root / "etc" / "backup.env").read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("#"):
+            env[key.strip()] = shlex.split(value)[0] if value.strip() else ""
+    assert RESTIC is not None
+    result = subprocess.run(
+        [RESTIC, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def test_cli_backup_setup_checks_before_saving(

@@ -163,10 +163,13 @@ def start_sshd(
     user: str | None = None,
     authorized_keys: list[str] | None = None,
     extra_config: str = "",
+    launcher: list[str] | None = None,
 ) -> SshServer:
     """Start sshd on 127.0.0.1:<free port> with its own host key; the caller must ``stop()`` it.
 
     ``authorized_keys`` defaults to a freshly generated client key (``client_private_key``).
+    ``launcher`` is an argv prefix that ends by exec-ing the sshd command line appended to it
+    (so the pid stays sshd's), e.g. to run it in a mount namespace (tests/support/vmroot.py).
     """
     directory.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
@@ -203,7 +206,7 @@ def start_sshd(
     )
     log_path = directory / "sshd.log"
     process = subprocess.Popen(
-        [SSHD, "-D", "-f", str(config), "-E", str(log_path)],
+        [*(launcher or []), SSHD, "-D", "-f", str(config), "-E", str(log_path)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

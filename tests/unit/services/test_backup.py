@@ -273,9 +273,29 @@ async def test_back_up_now_runs_the_vm_script_with_sudo() -> None:
     runner = FakeRunner(Result(0))
     await service.backup_now(runner)
     await service.backup_now(runner, force=True)
-    assert runner.commands[0][0] == f"sudo -n {BACKUP_COMMAND} run"
-    assert runner.commands[1][0] == f"sudo -n {BACKUP_COMMAND} run --force"
+    # The path the cloud-config installs the script at, written out: a changed constant must
+    # fail here (and in test_restic_s3, which runs this command line for real over SSH).
+    assert runner.commands[0][0] == "sudo -n /usr/local/lib/bivy/backup run"
+    assert runner.commands[1][0] == "sudo -n /usr/local/lib/bivy/backup run --force"
     assert runner.commands[0][1] >= 600
+
+
+def test_the_vm_installs_the_backup_script_where_back_up_now_runs_it() -> None:
+    from app.cloudinit import BackupInputs, render_user_data
+    from tests.unit.cloudinit.vmtree import inputs_for, write_files
+
+    backup = BackupInputs(
+        repository="s3:https://s3.example.com/bucket/bivy/demo",
+        keys={"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret"},
+        password="p" * 43,
+        interval_minutes=15,
+        include_uncommitted=True,
+    )
+    spec = WorkspaceSpec(name="demo", repo_url="https://github.com/example/demo.git")
+    rendered = render_user_data(inputs_for(spec, backup=backup))
+    files = {f["path"]: f for f in write_files(rendered.cloud_config)}
+    script = files[BACKUP_COMMAND]
+    assert script["permissions"] == "0755" and script["content"].startswith("#!/usr/bin/env bash")
 
 
 @pytest.mark.parametrize(
