@@ -32,7 +32,9 @@ def build_seed(path: Path, user_data: str, meta: str) -> None:
                    joliet_path=f"/{name}")  # fmt: skip
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with tmp.open("wb") as handle:
+        # The user data holds secrets (host key, terminal password): readable by the user only.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
             iso.write_fp(handle)
         os.replace(tmp, path)
     finally:

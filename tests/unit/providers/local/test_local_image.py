@@ -202,6 +202,7 @@ def test_seed_carries_the_user_data_unchanged(tmp_path: Path) -> None:
     meta = json.loads(files["meta-data"])
     assert meta == {"instance-id": "demo-0a1b2c3d", "local-hostname": "bivy-demo"}
     assert volume_label(seed) == "cidata"
+    assert seed.stat().st_mode & 0o777 == 0o600  # it carries secrets
     assert sorted(p.name for p in seed.parent.iterdir()) == ["seed.iso"]  # no temp file left
 
 
