@@ -71,8 +71,19 @@ def _default_backend() -> KeyringBackend | None:
         return None
 
 
+#: What a locked keychain error says (the window shows it in a dialog).
+LOCKED_HINT = (
+    "Unlock your keychain (log in to the desktop session, or unlock the login keyring in your "
+    "password manager) and try again"
+)
+
+
 def _refused(verb: str, key: str, exc: BaseException) -> SecretStoreError:
     # The exception's text is left out on purpose: some backends echo the value back.
+    if isinstance(exc, keyring.errors.KeyringLocked):
+        return SecretStoreError(
+            f"the keychain is locked, so Bivy could not {verb} {key!r}", hint=LOCKED_HINT
+        )
     return SecretStoreError(f"the keychain refused to {verb} {key!r}: {type(exc).__name__}")
 
 

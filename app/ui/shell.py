@@ -19,7 +19,7 @@ from shiboken6 import isValid
 from app.domain import ServerStatus, Size, Workspace, utcnow
 from app.errors import BivyError
 from app.providers.base import Provider
-from app.services.accounts import effective_accounts
+from app.services.accounts import effective_accounts, user_accounts
 from app.services.costs import CostService, CostSnapshot
 from app.services.guardian import Guardian, GuardianTarget
 from app.services.keys import KeyService
@@ -39,6 +39,7 @@ from app.ui.create_dialog import CreateDialog
 from app.ui.main_window import MainWindow
 from app.ui.models import CostFigure
 from app.ui.notifications import Notice, Notifier
+from app.ui.recovery import Recovery
 from app.ui.settings_dialog import SettingsDialog, Validator
 from app.ui.tray import Tray
 
@@ -114,6 +115,8 @@ class Shell(QObject):
         self.tick_timer.setInterval(1000)
         self.tick_timer.timeout.connect(self.window.tick)
         self.dialogs: list[QWidget] = []
+        # Issue 13: files moved aside, a missing or locked keychain, one guardian per user.
+        self.recovery = Recovery(self.window, secrets)
         self._set_service(workspace_service)
         self.guardian = (
             Guardian(self._guardian_delete, clock=now) if workspace_service is not None else None
@@ -131,8 +134,10 @@ class Shell(QObject):
 
         try:
             settings = load_settings()
+            problem = None
         except BivyError as exc:
-            log.warning("%s", exc)
+            # Moved aside (kept) or left in place; either way never written over by a Save.
+            problem = exc.one_line()
             settings = Settings()
         secrets = SecretStore()
 
@@ -156,6 +161,8 @@ class Shell(QObject):
             public_key=KeyService(secrets).public_key,
             window=window,
         )
+        if problem is not None:
+            shell.recovery.add("Your settings could not be read", problem)
         return shell
 
     # -- wiring ---------------------------------------------------------------------------
@@ -197,7 +204,7 @@ class Shell(QObject):
 
     def begin(self, *, smoke_test: bool = False) -> None:
         """Show the window; outside the smoke test also the tray, the clock and a refresh."""
-        self.window.set_has_accounts(bool(effective_accounts(self.settings)))
+        self.window.set_has_accounts(bool(user_accounts(self.settings)))
         if not smoke_test:
             self.window.restore_state(window_state_path())
         self.window.show()
@@ -210,6 +217,8 @@ class Shell(QObject):
         self._froze_gc = True
         self._began_for_real = not smoke_test
         if not smoke_test:
+            self.recovery.show_pending()
+            self.recovery.check_keychain()
             self.tray.show()
             self.tick_timer.start()
             self.request_refresh()
@@ -273,7 +282,13 @@ class Shell(QObject):
         workspaces = [self._with_status(ws) for ws in workspaces]
         self.window.set_workspaces(workspaces)
         self.window.set_refreshed(self.now(), errors)
-        if self.guardian is not None and self.workspaces is not None and not self._shutting_down:
+        self.recovery.show_pending()  # e.g. a registry record that could not be read
+        if (
+            self.guardian is not None
+            and self.workspaces is not None
+            and not self._shutting_down
+            and self.recovery.may_guard()
+        ):
             self.workspaces.start("guardian", self._guard(workspaces))
         if self.status is not None and not self._shutting_down:
             self.status.start("follow", self.status.follow(workspaces))
@@ -460,7 +475,7 @@ class Shell(QObject):
             self.workspaces.service.settings = settings
         self.scheduler.policy = RefreshPolicy(base_seconds=float(settings.refresh_seconds))
 
-        self.window.set_has_accounts(bool(effective_accounts(settings)))
+        self.window.set_has_accounts(bool(user_accounts(settings)))
         self.request_refresh()
 
     def confirm_delete(self, ws: Workspace) -> None:
@@ -592,6 +607,7 @@ class Shell(QObject):
             await self.workspaces.service.aclose()
         if self.backup_actions is not None:
             await self.backup_actions.cancel_all()
+        await self.recovery.close()
 
         self.tray.hide()
         self.window.hide()
