@@ -1,51 +1,71 @@
-"""``bivy ssh``: commands on a workspace's VM."""
+"""``bivy ssh``, ``bivy exec`` and ``bivy wait``: a workspace's VM and its devcontainer.
+
+All three reach the VM with the pinned host key Bivy generated for it, at the address and SSH
+port in the registry record (``ssh``/``exec`` through OpenSSH and Bivy's generated ssh config,
+``wait`` through asyncssh like the window's status reads).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
+import sys
+import time
+from typing import TYPE_CHECKING
 
-from app.cli.base import (
-    CliContext,
-    Command,
-    SubParsers,
-)
+from app.cli.base import EXIT_ERROR, EXIT_OK, CliContext, Command, SubParsers
+from app.cloudinit import ETC_DIR, STATE_DIR
 
-# -- ssh (tunnel engineer) ------------------------------------------------------------------------
+if TYPE_CHECKING:
+    from app.domain import StatusReport
+    from app.services.registry import WorkspaceRecord
+
+#: ``bivy wait`` ran out of time (distinct from 1, "failed", for scripts).
+EXIT_TIMEOUT = 2
+#: ``bivy exec``: the devcontainer is not up yet (like ``docker run``'s own-failure code).
+EXIT_NOT_READY = 125
+
+#: Where the VM keeps what ``bivy exec`` needs (root-only files written by the bootstrap).
+VM_WORKSPACE_ENV = f"{ETC_DIR}/workspace.env"
+VM_CONTAINER_ENV = f"{STATE_DIR}/container.env"
+#: The agent's credentials inside the container (root-written), loaded as the terminal does.
+CONTAINER_AGENT_ENV = "/etc/bivy-agent.env"
+DEVCONTAINER = "devcontainer"
+
+# -- shared ---------------------------------------------------------------------------------------
 
 
-def _add_ssh_parser(sub: SubParsers) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(
-        "ssh",
-        help="open a shell on a workspace's VM (OpenSSH, pinned host key)",
-        description="Log in to the workspace's VM as 'dev' with OpenSSH, or run COMMAND there. "
-        "Also makes `ssh bivy-NAME` work from any terminal and from VS Code Remote-SSH.",
-    )
-    parser.add_argument("name", help="workspace name")
-    parser.add_argument(
-        "remote", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="run this instead of a shell"
-    )
-    return parser
-
-
-async def _cmd_ssh(args: argparse.Namespace, ctx: CliContext) -> int:
-    import shutil
-    import subprocess
-
-    from app.errors import NotFound, SSHError
+async def _record(name: str) -> WorkspaceRecord:
+    from app.errors import NotFound
     from app.services.registry import Registry
+
+    record = await Registry().aget(name)
+    if record is None:
+        raise NotFound(
+            f"no workspace named {name!r} was created by this installation of Bivy",
+            hint="`bivy ls` lists the workspaces",
+        )
+    return record
+
+
+async def _openssh(
+    ctx: CliContext, name: str, remote: list[str], *, tty: bool | None = None
+) -> list[str]:
+    """The OpenSSH argv for workspace ``name`` (its entry in Bivy's ssh config is refreshed).
+
+    ``tty``: True forces a pty (``-t``), False none (``-T``), None leaves it to ssh.
+    """
+    import shutil
+
+    from app.errors import SSHError
     from app.services.sshconfig import SshConfigManager, SshHostEntry
     from app.settings import SecretKeys
 
-    record = await Registry().aget(args.name)
-    if record is None:
-        raise NotFound(
-            f"no workspace named {args.name!r} was created by this installation of Bivy",
-            hint="`bivy ls` lists the workspaces",
-        )
+    record = await _record(name)
     if not record.ipv4 or not record.host_public_key:
         raise SSHError(
-            f"workspace {args.name!r} has no address or pinned host key yet",
+            f"workspace {name!r} has no address or pinned host key yet",
             hint="Wait until it is running (`bivy ls`), then try again",
         )
     private_key = await ctx.secrets.aget(SecretKeys.SSH_PRIVATE_KEY)
@@ -60,12 +80,213 @@ async def _cmd_ssh(args: argparse.Namespace, ctx: CliContext) -> int:
     manager = SshConfigManager()
     entry = SshHostEntry(record.name, record.ipv4, record.host_public_key, record.ssh_port)
     await asyncio.to_thread(manager.add, entry, private_key)
-    remote = list(args.remote)
-    if remote[:1] == ["--"]:
-        remote = remote[1:]
     argv = [ssh, *manager.ssh_command(record.name, remote)[1:]]
+    if tty is not None:
+        argv.insert(1, "-t" if tty else "-T")
+    return argv
+
+
+def _command_words(words: list[str]) -> list[str]:
+    return words[1:] if words[:1] == ["--"] else words
+
+
+async def _call(argv: list[str]) -> int:
+    import subprocess
+
     # ssh owns the terminal; its exit status (255 = ssh itself failed) is ours.
     return await asyncio.to_thread(subprocess.call, argv)
 
 
-COMMANDS = [Command("ssh", _add_ssh_parser, _cmd_ssh)]
+# -- ssh (tunnel engineer) ------------------------------------------------------------------------
+
+
+def _add_ssh_parser(sub: SubParsers) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "ssh",
+        help="open a shell on a workspace's VM, or run one command there (OpenSSH, pinned key)",
+        description="Log in to the workspace's VM as 'dev' with OpenSSH, or run COMMAND there "
+        "(its words are joined and run by the VM's shell, as with plain ssh; the exit status is "
+        "passed through). Also makes `ssh bivy-NAME` work from any terminal and from VS Code "
+        "Remote-SSH.",
+    )
+    parser.add_argument("name", help="workspace name")
+    parser.add_argument(
+        "remote", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="run this instead of a shell"
+    )
+    return parser
+
+
+async def _cmd_ssh(args: argparse.Namespace, ctx: CliContext) -> int:
+    return await _call(await _openssh(ctx, args.name, _command_words(list(args.remote))))
+
+
+# -- exec -----------------------------------------------------------------------------------------
+
+
+def _add_exec_parser(sub: SubParsers) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "exec",
+        help="run a command inside a workspace's devcontainer (as its user, in the repository)",
+        description="Run COMMAND inside the workspace's devcontainer through `devcontainer "
+        "exec`, as the container's remote user (the agent's), in the repository folder, with "
+        "the devcontainer's remoteEnv. Each word is passed as one argument (no shell: use "
+        "`-- sh -c '...'` for one). The command's exit status is bivy's; 125 means the "
+        "devcontainer is not up yet, 255 that SSH failed.",
+    )
+    parser.add_argument("name", help="workspace name")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    return parser
+
+
+def container_exec_command(words: list[str]) -> str:
+    """The command line the VM runs (as dev, through its login shell) for ``bivy exec``.
+
+    It becomes root with ``sudo -n`` (the container id and repository folder are in root-only
+    files, and the docker socket is root's), then runs ``devcontainer exec`` with the same
+    container, workspace folder and configuration the bootstrap used. Every word is
+    ``shlex.quote``d; the script itself is constant (no user value is part of it).
+    """
+    script = "\n".join(
+        [
+            "set -e",
+            f'. "{VM_WORKSPACE_ENV}"',
+            f'if [ ! -r "{VM_CONTAINER_ENV}" ]; then',
+            '  echo "bivy: the workspace\'s devcontainer is not up yet" >&2',
+            f"  exit {EXIT_NOT_READY}",
+            "fi",
+            f'. "{VM_CONTAINER_ENV}"',
+            'set -- --container-id "$BIVY_CONTAINER_ID" --workspace-folder "$BIVY_REPO_DIR" \\',
+            '  ${BIVY_DEVCONTAINER_OVERRIDE:+--override-config "$BIVY_DEVCONTAINER_OVERRIDE"} \\',
+            f"  sh -c 'set -a; [ -r {CONTAINER_AGENT_ENV} ] && . {CONTAINER_AGENT_ENV}; "
+            'set +a; exec "$@"\' sh "$@"',
+            f'exec {shlex.quote(DEVCONTAINER)} exec "$@"',
+        ]
+    )
+    return shlex.join(["sudo", "-n", "--", "sh", "-c", script, "bivy-exec", *words])
+
+
+async def _cmd_exec(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.errors import InvalidInput
+
+    words = _command_words(list(args.command))
+    if not words:
+        raise InvalidInput("give the command to run: `bivy exec NAME -- COMMAND [ARG...]`")
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    argv = await _openssh(ctx, args.name, [container_exec_command(words)], tty=interactive)
+    return await _call(argv)
+
+
+# -- wait -----------------------------------------------------------------------------------------
+
+
+def _add_wait_parser(sub: SubParsers) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "wait",
+        help="follow a workspace's VM until it is ready (or failed)",
+        description="Follow the VM's phases (booting, installing, cloning, building, starting, "
+        "ready) over SSH and print one line per phase: PHASE SECONDS DETAIL, SECONDS counted "
+        "from the VM's first phase (from when `bivy wait` started if the VM has no timings). "
+        "Exit status: 0 ready; 1 failed (the error and the log tail on stderr); 2 timed out.",
+    )
+    parser.add_argument("name", help="workspace name")
+    parser.add_argument(
+        "--timeout", type=float, default=1800.0, metavar="S", help="give up after S seconds"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=2.0, metavar="S", help="seconds between reads"
+    )
+    return parser
+
+
+class _PhasePrinter:
+    """Prints each phase once, in the order the VM entered them."""
+
+    def __init__(self, ctx: CliContext, started: float) -> None:
+        self.ctx = ctx
+        self.started = started
+        self.printed: set[str] = set()
+
+    def show(self, report: StatusReport) -> None:
+        timings = report.timings
+        origin = min(timings.values()) if timings else None
+        current = report.phase.value
+        entered = sorted(timings.items(), key=lambda kv: kv[1])
+        if current not in timings:
+            entered.append((current, -1.0))
+        for phase, at in entered:
+            if phase in self.printed:
+                continue
+            self.printed.add(phase)
+            if origin is not None and at >= 0:
+                seconds = at - origin
+            else:
+                seconds = time.monotonic() - self.started
+            detail = report.detail if phase == current else ""
+            print(f"{phase} {seconds:.1f} {detail}".rstrip(), file=self.ctx.out, flush=True)
+
+
+async def _cmd_wait(args: argparse.Namespace, ctx: CliContext) -> int:
+    from app.domain import Phase
+    from app.errors import BivyError, HostKeyMismatch, SSHError
+    from app.services.status import StatusService
+    from app.services.tunnels import SSHTarget, TunnelService
+
+    started = time.monotonic()
+    deadline = started + max(0.0, args.timeout)
+    printer = _PhasePrinter(ctx, started)
+    tunnels = TunnelService(ctx.secrets, connect_timeout=10.0)
+    status = StatusService(tunnels)
+    last_error: BivyError | None = None
+    phase = Phase.UNKNOWN
+    told_unreachable = False
+    try:
+        while True:
+            record = await _record(args.name)  # read again: the address may only come now
+            try:
+                tunnel = await tunnels.open(SSHTarget.from_record(record))
+                snapshot = await status.read(tunnel)
+            except HostKeyMismatch:
+                raise
+            except SSHError as exc:
+                last_error = exc
+                await tunnels.close_all()
+                if not told_unreachable:
+                    told_unreachable = True
+                    ctx.note(f"Waiting for workspace {args.name}'s SSH server…")
+            else:
+                report = snapshot.status
+                if report is not None:
+                    phase = report.phase
+                    printer.show(report)
+                    if phase in (Phase.READY, Phase.EXPIRING):
+                        return EXIT_OK
+                    if phase in (Phase.FAILED, Phase.DELETING):
+                        what = "failed" if phase == Phase.FAILED else "is deleting itself"
+                        ctx.note(
+                            f"bivy: workspace {args.name} {what}: {report.error or report.detail}"
+                        )
+                        if report.log_tail:
+                            ctx.err.write(report.log_tail.rstrip("\n") + "\n")
+                        return EXIT_ERROR
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                why = (
+                    f"; last error: {last_error.one_line()}"
+                    if last_error and phase == Phase.UNKNOWN
+                    else ""
+                )
+                ctx.note(
+                    f"bivy: timed out after {args.timeout:g} s waiting for workspace "
+                    f"{args.name} (phase: {phase.value}){why}"
+                )
+                return EXIT_TIMEOUT
+            await asyncio.sleep(min(args.interval, remaining))
+    finally:
+        await tunnels.close_all()
+
+
+COMMANDS = [
+    Command("ssh", _add_ssh_parser, _cmd_ssh),
+    Command("exec", _add_exec_parser, _cmd_exec),
+    Command("wait", _add_wait_parser, _cmd_wait),
+]

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from app.cli.base import (
@@ -31,13 +32,20 @@ def _add_ls_parser(sub: SubParsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _workspace_json(ws: Workspace) -> dict[str, Any]:
+def _workspace_json(ws: Workspace, unreachable: str = "") -> dict[str, Any]:
     server = ws.server
+    report = ws.status
     return {
         "name": ws.name,
         "account": ws.account,
         "provider": ws.provider,
         "status": server.status.value if server else None,
+        # the VM's bootstrap phase, read over SSH (None when it could not be read)
+        "phase": report.phase.value if report else None,
+        "detail": report.detail if report else unreachable,
+        "error": report.error if report else None,
+        "host": server.ipv4 if server else None,
+        "ssh_port": server.ssh_port if server else None,
         "server_id": server.id if server else None,
         "region": server.region if server else None,
         "size": server.size if server else None,
@@ -62,6 +70,43 @@ def _cost_cells(ws: Workspace, now: datetime) -> tuple[str, str]:
     return f"{price.hourly:.4f} {price.currency}", so_far
 
 
+async def _read_phases(
+    ctx: CliContext, workspaces: list[Workspace], limit: float = 15.0
+) -> dict[str, str]:
+    """Fill ``ws.status`` from each running VM's status.json, concurrently (pinned host keys).
+
+    Returns workspace name → why its status could not be read.
+    """
+    from app.domain import ServerStatus
+    from app.errors import BivyError
+    from app.services.registry import Registry
+    from app.services.status import StatusService
+    from app.services.tunnels import SSHTarget, TunnelService
+
+    records = {r.name: r for r in await Registry().aall()}
+    tunnels = TunnelService(ctx.secrets, connect_timeout=limit / 2)
+    status = StatusService(tunnels)
+    why: dict[str, str] = {}
+
+    async def read(ws: Workspace) -> None:
+        record = records.get(ws.name)
+        if record is None or record.account != ws.account:
+            why[ws.name] = "not created by this installation of Bivy"
+            return
+        try:
+            tunnel = await asyncio.wait_for(tunnels.open(SSHTarget.from_record(record)), limit)
+            ws.status = (await status.read(tunnel)).status
+        except (BivyError, TimeoutError) as exc:
+            why[ws.name] = exc.one_line() if isinstance(exc, BivyError) else "no answer"
+
+    running = [w for w in workspaces if w.server and w.server.status == ServerStatus.RUNNING]
+    try:
+        await asyncio.gather(*(read(ws) for ws in running))
+    finally:
+        await tunnels.close_all()
+    return why
+
+
 async def _cmd_ls(args: argparse.Namespace, ctx: CliContext) -> int:
     service = ctx.service
     if not service.accounts():
@@ -80,7 +125,10 @@ async def _cmd_ls(args: argparse.Namespace, ctx: CliContext) -> int:
             "BIVY_HETZNER_TOKEN), or create a VM on this computer with `--provider local`."
         )
     if args.json:
-        ctx.emit_json([_workspace_json(ws) for ws in listing.workspaces])
+        unreachable = await _read_phases(ctx, listing.workspaces)
+        ctx.emit_json(
+            [_workspace_json(ws, unreachable.get(ws.name, "")) for ws in listing.workspaces]
+        )
     elif listing.workspaces:
         table(
             [
@@ -116,7 +164,19 @@ def _add_create_parser(sub: SubParsers) -> argparse.ArgumentParser:
         "create", help="create a workspace and wait until its server runs"
     )
     parser.add_argument("name", help="workspace name (lower-case letters, digits, '-')")
-    parser.add_argument("--repo", required=True, help="git repository URL to clone")
+    parser.add_argument(
+        "--repo",
+        required=True,
+        metavar="URL|PATH",
+        help="git repository URL to clone, or the folder of a git checkout on this computer "
+        "(sent to the VM as a git bundle with its local branches, tags and unpushed commits)",
+    )
+    parser.add_argument(
+        "--include-uncommitted",
+        action="store_true",
+        help="with a local checkout: also send its uncommitted changes and untracked files "
+        "(they stay uncommitted on the VM)",
+    )
     parser.add_argument("--provider", default="hetzner", help="provider kind (default hetzner)")
     parser.add_argument("--account", help="account id (default: the provider's default)")
     parser.add_argument("--size", help="server type (see `bivy sizes`)")
@@ -144,6 +204,7 @@ def _spec_from_args(args: argparse.Namespace, settings: Settings) -> WorkspaceSp
         ),
         "max_hours": args.max_hours if args.max_hours is not None else settings.defaults.max_hours,
         "agent_credential": settings.defaults.agent_credential,
+        "include_uncommitted": args.include_uncommitted,
     }
     try:
         return WorkspaceSpec.model_validate(values)
@@ -156,7 +217,26 @@ def _spec_from_args(args: argparse.Namespace, settings: Settings) -> WorkspaceSp
         raise InvalidInput(f"{flag}: {message}") from None
 
 
+async def _local_repo(args: argparse.Namespace, ctx: CliContext) -> None:
+    """``--repo PATH``: check the checkout, make the path absolute, say what stays behind."""
+    from app.services.repo_bundle import inspect_local_repo, looks_like_url
+
+    if looks_like_url(args.repo):
+        return
+    try:
+        repo = await asyncio.to_thread(inspect_local_repo, Path.cwd() / args.repo)
+    except InvalidInput as exc:
+        raise InvalidInput(f"--repo: {exc.message}", hint=exc.hint) from None
+    args.repo = str(repo.path)
+    if repo.dirty and not args.include_uncommitted:
+        ctx.note(
+            f"{repo.path} has uncommitted changes; only commits are sent "
+            "(add --include-uncommitted to send them too)"
+        )
+
+
 async def _cmd_create(args: argparse.Namespace, ctx: CliContext) -> int:
+    await _local_repo(args, ctx)
     spec = _spec_from_args(args, ctx.settings)
     last: list[str] = [""]
 

@@ -242,11 +242,26 @@ class StatusReport(BaseModel):
     lifetime_deadline: datetime | None = None
     last_backup_at: datetime | None = None
     backup_error: str | None = None
+    #: phase → when the VM entered it (epoch seconds); step → seconds a bootstrap step took.
+    timings: dict[str, float] = Field(default_factory=dict)
+    steps: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("phase", mode="before")
     @classmethod
     def _phase(cls, value: object) -> object:
         return value if value in {p.value for p in Phase} else Phase.UNKNOWN
+
+    @field_validator("timings", "steps", mode="before")
+    @classmethod
+    def _numbers(cls, value: object) -> object:
+        # Extras for display and benchmarks: an odd entry is dropped, never the whole report.
+        if not isinstance(value, dict):
+            return {}
+        return {
+            str(k): float(v)
+            for k, v in value.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
 
 
 class AgentReport(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,29 @@ def test_rm_refuses_without_yes_off_a_terminal(monkeypatch: pytest.MonkeyPatch) 
 def test_login_refuses_a_secret_on_the_command_line() -> None:
     code, _, err = run("login", "hetzner", "--option", "token=abc")
     assert code == 1 and "read without echo" in err
+
+
+def test_create_with_a_local_folder_checks_it_and_mentions_uncommitted_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.local_repo import make_repo
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run("create", "demo", "--repo", "plain")
+    assert code == 1
+    assert err.startswith(f"bivy: --repo: {plain} is not a git checkout")
+    make_repo(tmp_path / "project")
+    # relative to the current folder; stops later (no account), after the one-line notice
+    code, _, err = run("create", "demo", "--repo", "project", "--provider", "nosuch")
+    assert code == 1
+    lines = err.splitlines()
+    assert lines[0] == (
+        f"{tmp_path / 'project'} has uncommitted changes; only commits are sent "
+        "(add --include-uncommitted to send them too)"
+    )
+    code, _, err = run(
+        "create", "demo", "--repo", "project", "--include-uncommitted", "--provider", "nosuch"
+    )
+    assert code == 1 and "uncommitted" not in err
