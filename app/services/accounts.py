@@ -22,10 +22,12 @@ __all__ = [
     "effective_accounts",
     "env_value",
     "find_account",
+    "needs_no_account",
     "open_provider",
     "provider_class",
     "remove_account",
     "resolve_options",
+    "user_accounts",
 ]
 
 _ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$")
@@ -71,7 +73,7 @@ def effective_accounts(
     for kind, cls in PROVIDERS.items():
         if kind in configured_kinds or kind in taken_ids:
             continue
-        if not any(o.required for o in cls.options):
+        if needs_no_account(cls):
             # Nothing to configure (the local provider): usable out of the box.
             accounts.append(Account(id=kind, provider=kind, label=cls.display_name))
         elif _env_supplies_secrets(cls, environ):
@@ -80,6 +82,22 @@ def effective_accounts(
                 Account(id=kind, provider=kind, label=f"{cls.display_name} (from {names})")
             )
     return accounts
+
+
+def needs_no_account(cls: type[Provider]) -> bool:
+    """The provider has nothing to configure (the local provider): always usable."""
+    return not any(o.required for o in cls.options)
+
+
+def user_accounts(settings: Settings, environ: Mapping[str, str] | None = None) -> list[Account]:
+    """The accounts the user configured or supplied through the environment: the effective
+    ones without those that need no account (the first-run window asks for one while this is
+    empty, and offers the local provider meanwhile)."""
+    return [
+        a
+        for a in effective_accounts(settings, environ)
+        if a in settings.accounts or not needs_no_account(provider_class(a.provider))
+    ]
 
 
 def find_account(

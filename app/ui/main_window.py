@@ -126,7 +126,8 @@ class EmptyState(QWidget):
         else:
             self.title.setText("Welcome to Bivy")
             self.text.setText(
-                "Step 1 of 2: add a cloud account (a Hetzner Cloud API token is enough). "
+                "Step 1 of 2: add a cloud account (a Hetzner Cloud API token is enough), or "
+                "skip it: New workspace can also run one on this computer (QEMU, no account). "
                 "Step 2: create your first workspace from a git repository URL."
             )
             self.button.setText("Add an account…")

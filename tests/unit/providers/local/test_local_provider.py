@@ -20,8 +20,13 @@ from app.providers.local.models import BootImage, VmState
 from app.providers.local.provider import SELF_DELETE_SCRIPT, fitting_presets
 from app.providers.local.qemu import shutdown_reason, vm_command
 from app.providers.registry import PROVIDERS
-from app.services.accounts import effective_accounts, find_account, resolve_options
-from app.settings import SecretStore, Settings
+from app.services.accounts import (
+    effective_accounts,
+    find_account,
+    resolve_options,
+    user_accounts,
+)
+from app.settings import Account, SecretStore, Settings
 
 GiB = 1 << 30
 
@@ -294,3 +299,10 @@ def test_local_works_without_any_account(tmp_path: Path) -> None:
     assert options == {"image": "/x.qcow2"}
     with pytest.raises(InvalidInput):
         find_account(settings, provider="hetzner", environ={})
+    # The first-run window still asks for an account (and offers the local provider meanwhile).
+    assert user_accounts(settings, environ={}) == []
+    assert [a.id for a in user_accounts(settings, environ={"HCLOUD_TOKEN": "x" * 64})] == [
+        "hetzner"
+    ]
+    settings.accounts.append(Account(id="mine", provider="local", options={"accel": "tcg"}))
+    assert [a.id for a in user_accounts(settings, environ={})] == ["mine"]
