@@ -9,7 +9,7 @@ import sys
 import time
 
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QWidget
 
 from app import APP_ID
 from app.paths import resource_path
@@ -60,6 +60,24 @@ def run_gui(smoke_test: bool = False) -> int:
     _prepare_webengine()
     logging.basicConfig(level=logging.INFO if not smoke_test else logging.WARNING)
     app = _application()
+    instance = None
+    if not smoke_test:
+        # One window per user: a second launch brings the first forward and exits.
+        from app.ui.single_instance import SingleInstance
+
+        instance = SingleInstance(parent=app)
+        if not instance.claim():
+            print(
+                "bivy: Bivy is already running; "
+                + (
+                    "its window was brought forward"
+                    if instance.knocked
+                    else "its window did not answer (close it, or end that process)"
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
+            return 0 if instance.knocked else 1
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
 
@@ -69,6 +87,8 @@ def run_gui(smoke_test: bool = False) -> int:
 
         window = MainWindow()
         window.show()
+        if instance is not None:
+            instance.activated.connect(lambda: _bring_forward(window))
         await asyncio.sleep(0)
         shown_at = time.time()
         from app.ui.shell import Shell
@@ -103,5 +123,16 @@ def run_gui(smoke_test: bool = False) -> int:
             return code
         return await shell.wait_closed()
 
-    with loop:
-        return int(loop.run_until_complete(main()))
+    try:
+        with loop:
+            return int(loop.run_until_complete(main()))
+    finally:
+        if instance is not None:
+            instance.release()
+
+
+def _bring_forward(window: QWidget) -> None:
+    """Show the window (from the tray or minimised), on top, with the focus."""
+    window.showNormal()
+    window.raise_()
+    window.activateWindow()
