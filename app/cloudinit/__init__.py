@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING, cast
 import jinja2
 
 from app.domain import WorkspaceSpec
-from app.domain.validation import repo_dir_name, validate_branch, validate_repo_source
+from app.domain.validation import (
+    is_local_repo,
+    repo_dir_name,
+    validate_branch,
+    validate_repo_source,
+)
 from app.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -48,13 +53,17 @@ STATE_DIR = "/var/lib/bivy"
 LIB_DIR = "/usr/local/lib/bivy"
 ETC_DIR = "/etc/bivy"
 TTYD_PORT = 7681
-CLAUDE_FEATURE = "ghcr.io/anthropics/devcontainer-features/claude-code:1.0"
+#: Claude Code, installed from npm inside the devcontainer (the devcontainer feature would need
+#: ghcr.io, which some networks cannot reach; npm works wherever its registry does).
+CLAUDE_PACKAGE = "@anthropic-ai/claude-code"
 DEVCONTAINER_CLI = "@devcontainers/cli@0.89.0"
 NODE_MAJOR = 22
 EXPIRY_WARNING_SECONDS = 15 * 60
 CONTAINER_CLAUDE_DIR = "/bivy/claude"
 CONTAINER_STATE_DIR = "/bivy/state"
 CONTAINER_HOOK_DIR = "/bivy/hook"
+#: The agent's credentials inside the container (sh assignments, readable by its user only).
+CONTAINER_AGENT_ENV = "/etc/bivy-agent.env"
 GIT_USERNAME = "x-access-token"
 #: The metadata services' addresses (Hetzner, DigitalOcean, OVH; Scaleway v4 and v6): they serve
 #: the user data, so only root on the host may reach them (metadata-guard.nft).
@@ -300,7 +309,8 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         "ttyd_port": TTYD_PORT,
         "node_major": NODE_MAJOR,
         "devcontainer_cli": DEVCONTAINER_CLI,
-        "claude_feature": CLAUDE_FEATURE,
+        "claude_package": CLAUDE_PACKAGE,
+        "container_agent_env": CONTAINER_AGENT_ENV,
         "container_claude_dir": CONTAINER_CLAUDE_DIR,
         "container_state_dir": CONTAINER_STATE_DIR,
         "container_hook_dir": CONTAINER_HOOK_DIR,
@@ -322,6 +332,9 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         "BIVY_NAME": spec.name,
         "BIVY_PROVIDER": inputs.provider,
         "BIVY_REPO_URL": spec.repo_url,
+        # A path on the user's computer: the app uploads a git bundle over SSH (never cloned
+        # from BIVY_REPO_URL, which is then for display only).
+        "BIVY_REPO_SOURCE": "bundle" if is_local_repo(spec.repo_url) else "url",
         "BIVY_BRANCH": spec.branch or "",
         "BIVY_REPO_DIR": repo_dir,
         "BIVY_IDLE_MINUTES": str(spec.idle_minutes),
@@ -352,6 +365,10 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         "lib.sh": ("lib.sh", "0644"),
         "metadata-guard.sh": ("metadata-guard", "0755"),
         "bootstrap.sh": ("bootstrap", "0755"),
+        "bootstrap-stopped.sh": ("bootstrap-stopped", "0755"),
+        "devcontainer-up.sh": ("devcontainer-up", "0755"),
+        "devcontainer-check.py": ("devcontainer-check", "0755"),
+        "agent-install.sh": ("agent-install", "0644"),
         "status.py": ("status", "0755"),
         "idle-monitor.sh": ("idle-monitor", "0755"),
         "git-askpass.sh": ("git-askpass", "0755"),
@@ -365,7 +382,7 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
     for template, (target, mode) in scripts.items():
         files.append(
             {"path": f"{LIB_DIR}/{target}", "permissions": mode,
-             "content": render(f"scripts/{template}")}
+             "content": _strip_comments(render(f"scripts/{template}"))}
         )  # fmt: skip
     files.append(
         {"path": f"{LIB_DIR}/self-delete", "permissions": "0700",
@@ -395,7 +412,7 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         for script in sorted((directory / "backup").glob("*.sh")):
             files.append(
                 {"path": f"{LIB_DIR}/{script.stem}", "permissions": "0755",
-                 "content": render(f"backup/{script.name}")}
+                 "content": _strip_comments(render(f"backup/{script.name}"))}
             )  # fmt: skip
     for unit in units:
         files.append(
@@ -415,6 +432,20 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         host_key_private=inputs.host_key_private,
         host_key_public=inputs.host_key_public,
     )
+
+
+def _strip_comments(script: str) -> str:
+    """A shell or Python script without its comment-only lines (they stay in the source tree):
+    the user data must fit the providers' 32 KiB. Keeps the shebang and shellcheck directives;
+    the scripts' heredocs hold Python, whose ``#`` lines are comments too."""
+    lines = script.splitlines(keepends=True)
+    kept = lines[:1]
+    for line in lines[1:]:
+        text = line.lstrip()
+        if text.startswith("#") and not text.startswith("# shellcheck"):
+            continue
+        kept.append(line)
+    return "".join(kept)
 
 
 def _backup_env(backup: BackupInputs) -> dict[str, str]:

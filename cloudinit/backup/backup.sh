@@ -102,10 +102,12 @@ require_config() {
 ensure_restic() {
   command -v "$RESTIC" >/dev/null && return 0
   log "installing restic"
-  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends restic \
+  # Waits for the dpkg lock: the bootstrap or unattended-upgrades may hold it.
+  local apt=(apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3)
+  if ! DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q --no-install-recommends restic \
     >/dev/null 2>&1; then
-    apt-get update -q >/dev/null 2>&1 || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends restic \
+    "${apt[@]}" update -q >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q --no-install-recommends restic \
       >/dev/null 2>&1 || {
       LAST_ERROR="could not install restic"
       return 1

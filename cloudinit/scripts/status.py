@@ -2,7 +2,9 @@
 """Bivy status writer: merges KEY=VALUE pairs into status.json and replaces it atomically.
 
 Values: "" clears a field (null); "@EPOCH" in a *_at/*_since/*_deadline field becomes ISO-8601
-UTC; "<PATH" reads the last lines of a file (for log_tail); progress is a number. updated_at is
+UTC; "<PATH" reads the last lines of a file (for log_tail); progress is a number;
+"steps.NAME=SECONDS" records how long a bootstrap step took (in the "steps" object). A new phase
+also records when it began ("timings": {phase: epoch seconds}, first time only). updated_at is
 always set. BIVY_NOW fakes the clock; BIVY_STATE_DIR moves the file (both for tests only).
 """
 
@@ -63,13 +65,24 @@ def merge(path: str, state_dir: str, argv: list[str]) -> int:
             status = {}
     except (OSError, ValueError):
         status = {}
+    now = float(os.environ.get("BIVY_NOW") or time.time())
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or not key:
             print(f"bivy-status: expected KEY=VALUE, got {arg!r}", file=sys.stderr)
             return 2
+        if key.startswith("steps."):
+            steps = status.get("steps")
+            steps = steps if isinstance(steps, dict) else {}
+            steps[key[len("steps.") :]] = round(float(value), 1)
+            status["steps"] = steps
+            continue
         status[key] = convert(key, value)
-    now = float(os.environ.get("BIVY_NOW") or time.time())
+        if key == "phase" and value:
+            timings = status.get("timings")
+            timings = timings if isinstance(timings, dict) else {}
+            timings.setdefault(value, round(now, 3))
+            status["timings"] = timings
     status["updated_at"] = iso(now)
     fd, tmp = tempfile.mkstemp(prefix=".status.", dir=state_dir)
     try:

@@ -1,13 +1,20 @@
 #!/bin/bash
-# One web-terminal client: attach to the agent's tmux session inside the devcontainer, with the
-# agent's credentials from the root-only env file (never stored in the image or the repository).
+# One web-terminal client: attach to the agent's tmux session inside the devcontainer through
+# `devcontainer exec` (so remoteUser, remoteEnv and the user's login environment apply as in any
+# devcontainer shell), with the agent's credentials from the container's root-written env file.
 set -euo pipefail
 # shellcheck source=/dev/null
 . "${BIVY_LIB_DIR:-{{ lib_dir }}}/lib.sh"
 bivy_load_env
-exec_args=(exec -it --env-file "$BIVY_ETC_DIR/agent.env" -u "$BIVY_REMOTE_USER"
-    -w "$BIVY_REMOTE_WORKSPACE" "$BIVY_CONTAINER_ID")
-if docker exec "$BIVY_CONTAINER_ID" sh -c 'command -v tmux' >/dev/null 2>&1; then
-    exec docker "${exec_args[@]}" tmux new -A -s agent
+exec_args=(exec --container-id "$BIVY_CONTAINER_ID" --workspace-folder "$BIVY_REPO_DIR")
+# The config chosen at the first start (Bivy's default when the repository had none).
+if [ -n "${BIVY_DEVCONTAINER_OVERRIDE:-}" ]; then
+    exec_args+=(--override-config "$BIVY_DEVCONTAINER_OVERRIDE")
 fi
-exec tmux new -A -s agent docker "${exec_args[@]}" bash -l
+# shellcheck disable=SC2016  # expanded inside the container
+with_agent_env='set -a; [ -r {{ container_agent_env }} ] && . {{ container_agent_env }}; set +a; exec "$@"'
+if docker exec "$BIVY_CONTAINER_ID" sh -c 'command -v tmux' >/dev/null 2>&1; then
+    exec "${BIVY_DEVCONTAINER:-devcontainer}" "${exec_args[@]}" sh -c "$with_agent_env" sh tmux new -A -s agent
+fi
+exec tmux new -A -s agent "${BIVY_DEVCONTAINER:-devcontainer}" "${exec_args[@]}" \
+    sh -c "$with_agent_env" sh bash -l

@@ -136,7 +136,7 @@ def test_the_idle_monitor_reads_what_the_hook_wrote(hook: tuple[Path, dict[str, 
     root = script.parents[2]
     (root / "state" / "status.json").write_text('{"phase": "ready"}')
     (root / "state" / "deadline").write_text("9999999999\n")
-    monitor_env = {**env, "BIVY_SS_CMD": "true", "BIVY_WHO_CMD": "true"}
+    monitor_env = {**env, "BIVY_SS_CMD": "true", "BIVY_PS_CMD": "true"}
 
     def decide() -> str:
         result = subprocess.run(

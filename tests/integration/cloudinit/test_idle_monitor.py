@@ -39,7 +39,7 @@ class Vm:
         (self.state / "deadline").write_text(f"{T0 + 12 * 3600}\n")
         self.status({"phase": "ready"})
         self.now = T0
-        self.env.update(BIVY_SS_CMD="true", BIVY_WHO_CMD="true")
+        self.env.update(BIVY_SS_CMD="true", BIVY_PS_CMD="true")
 
     def status(self, data: dict[str, object]) -> None:
         (self.state / "status.json").write_text(json.dumps(data))
@@ -101,15 +101,74 @@ def test_working_agent_keeps_alive_waiting_agent_does_not(vm: Vm) -> None:
 def test_stale_working_state_and_background_tasks(vm: Vm) -> None:
     vm.agent("working", T0 - WINDOW - 1)  # a crashed agent's last word is not activity forever
     assert vm.decide().startswith("idle")
-    vm.agent("idle", T0 - 3 * WINDOW, background=2)
+    vm.agent("idle", T0 - 60, background=2)
     assert vm.decide() == "active agent has 2 background task(s)"
+
+
+def test_background_task_counts_expire_like_working(vm: Vm) -> None:
+    # The Stop hook's count is the agent's last word; an agent that died with tasks running
+    # never lowers it (issue 11 §5.7).
+    vm.agent("idle", T0 - WINDOW - 1, background=2)
+    assert vm.decide() == f"idle {WINDOW}"
 
 
 def test_injected_websocket_and_ssh_session(vm: Vm) -> None:
     ss = "echo '0 0 127.0.0.1:7681 127.0.0.1:40000'"
     assert vm.decide(BIVY_SS_CMD=ss) == "active 1 web terminal connection(s)"
-    who = "echo 'dev pts/0 2026-11-27 10:00 (203.0.113.5)'"
-    assert vm.decide(BIVY_WHO_CMD=who) == "active 1 interactive SSH session(s)"
+    ps = "printf '%s\\n' '/usr/sbin/sshd -D' 'sshd: dev [priv]' 'sshd: dev@pts/0' 'bash'"
+    assert vm.decide(BIVY_PS_CMD=ps) == "active 1 interactive SSH session(s)"
+    ps = "printf '%s\\n' 'sshd-session: dev [priv]' 'sshd-session: dev@pts/1'"  # OpenSSH >= 9.8
+    assert vm.decide(BIVY_PS_CMD=ps) == "active 1 interactive SSH session(s)"
+
+
+def test_only_sshd_sessions_count_not_utmp(vm: Vm) -> None:
+    # The host-tmux fallback writes a utmp entry (`who` lists it under pts/N) and the app's
+    # status reads are exec channels ("dev@notty"): neither keeps the VM alive (§5.4).
+    who = "echo 'dev pts/3 2026-11-27 10:00 (tmux(4242).%0)'"
+    ps = (
+        "printf '%s\\n' 'tmux new -A -s agent devcontainer exec bash -l' "
+        "'sshd: dev@notty' 'sshd: dev [priv]'"
+    )
+    assert vm.decide(BIVY_WHO_CMD=who, BIVY_PS_CMD=ps) == f"idle {WINDOW}"
+
+
+def test_real_sshd_process_titles_are_read_from_ps(vm: Vm) -> None:
+    # A process titled like sshd's session child, found by the default `ps` probe.
+    process = subprocess.Popen(["bash", "-c", 'exec -a "sshd: dev@pts/9" sleep 30'])
+    try:
+        assert vm.decide(BIVY_PS_CMD="") == "active 1 interactive SSH session(s)"
+    finally:
+        process.kill()
+        process.wait()
+    assert vm.decide(BIVY_PS_CMD="") == f"idle {WINDOW}"
+
+
+def test_a_bootstrap_interrupted_by_a_reboot_is_failed_and_idle(vm: Vm) -> None:
+    # A hard reset during the build runs no ExecStopPost: the boot id tells (§5.6).
+    vm.status({"phase": "building"})
+    (vm.state / "bootstrap.boot").write_text("boot-a\n")
+    assert vm.decide(BIVY_BOOT_ID="boot-a") == "active bootstrapping (building)"
+    result = vm.run(BIVY_BOOT_ID="boot-b")
+    assert result.returncode == 0, result.stderr
+    status = json.loads((vm.state / "status.json").read_text())
+    assert status["phase"] == "failed"
+    assert "restarted while the bootstrap was running (building)" in status["error"]
+    assert vm.decide(BIVY_BOOT_ID="boot-b") == f"idle {WINDOW}"
+
+
+def test_a_stopped_bootstrap_is_marked_failed_by_its_unit(vm: Vm) -> None:
+    # bivy-bootstrap.service's ExecStopPost, as systemd runs it after a timeout kill.
+    vm.status({"phase": "building"})
+    env = {**vm.env, "SERVICE_RESULT": "timeout", "EXIT_CODE": "killed", "EXIT_STATUS": "TERM"}
+    subprocess.run(["bash", str(vm.lib / "bootstrap-stopped")], env=env, check=True)
+    status = json.loads((vm.state / "status.json").read_text())
+    assert status["phase"] == "failed"
+    assert status["error"] == "the bootstrap was stopped before it finished (timeout, killed TERM)"
+    assert vm.decide() == f"idle {WINDOW}"
+    # A bootstrap that reported its own end is left alone.
+    vm.status({"phase": "ready"})
+    subprocess.run(["bash", str(vm.lib / "bootstrap-stopped")], env=env, check=True)
+    assert json.loads((vm.state / "status.json").read_text())["phase"] == "ready"
 
 
 def test_real_established_connection_to_the_terminal_port(vm: Vm) -> None:

@@ -46,15 +46,16 @@ SERVER = (
 
 
 def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "network namespaces and nftables need root"
     for tool in ("ip", "nft", "setpriv"):
         if shutil.which(tool) is None:
             return f"needs {tool} (.ci/setup --test installs it)"
     return None
 
 
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+pytestmark = [
+    pytest.mark.needs_root("network namespaces and nftables"),
+    pytest.mark.skipif(_missing() is not None, reason=_missing() or ""),
+]
 
 
 def _sh(*args: str) -> None:

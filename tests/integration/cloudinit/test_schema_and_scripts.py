@@ -48,7 +48,7 @@ def _variants() -> list[tuple[str, str]]:
         )
     )
     packed = render_user_data(
-        inputs_for(SPECS[0], backup=backup, user_data_limit=40000, gzip_base64_ok=False)
+        inputs_for(SPECS[0], backup=backup, user_data_limit=48000, gzip_base64_ok=False)
     )
     assert "gz+b64" in packed.cloud_config
     out.append(("packed-scripts", packed.cloud_config))

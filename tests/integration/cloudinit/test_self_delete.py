@@ -22,7 +22,7 @@ def _vm(tmp_path: Path, base_url: str, token: str) -> dict[str, str]:
         spec, tmp_path, self_delete_env={"HCLOUD_TOKEN": token, "BIVY_API_URL": base_url}
     )
     (tmp_path / "state" / "deadline").write_text("1000\n")
-    env.update(BIVY_NOW="2000", BIVY_SS_CMD="true", BIVY_WHO_CMD="true")
+    env.update(BIVY_NOW="2000", BIVY_SS_CMD="true", BIVY_PS_CMD="true")
     return env
 
 

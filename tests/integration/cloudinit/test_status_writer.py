@@ -80,3 +80,23 @@ def test_backup_writes_through_the_same_lock(tmp_path: Path) -> None:
     assert sorted(p.name for p in state.iterdir() if p.name.startswith(".status")) == [
         ".status.lock"
     ]
+
+
+def test_phase_timings_and_step_durations(tmp_path: Path) -> None:
+    # For `bivy wait` and the boot benchmark: when each phase began (first time only) and how
+    # long each bootstrap step took.
+    cmd, env = _writer(tmp_path)
+    status_path = tmp_path / "state" / "status.json"
+    for now, args in (
+        ("1800000000", ["phase=installing"]),
+        ("1800000005.5", ["steps.packages=42", "steps.node=17.25"]),
+        ("1800000010", ["phase=cloning", "detail=x"]),
+        ("1800000020", ["phase=cloning", "detail=y"]),
+        ("1800000030", ["steps.clone=3"]),
+    ):
+        subprocess.run([*cmd, *args], env={**env, "BIVY_NOW": now}, check=True)
+    status = json.loads(status_path.read_text())
+    assert status["timings"] == {"installing": 1800000000.0, "cloning": 1800000010.0}
+    assert status["steps"] == {"packages": 42.0, "node": 17.2, "clone": 3.0}
+    assert status["phase"] == "cloning" and status["detail"] == "y"
+    StatusReport.model_validate_json(status_path.read_text())

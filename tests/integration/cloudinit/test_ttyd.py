@@ -92,7 +92,7 @@ def test_an_open_terminal_websocket_keeps_the_vm_alive(
     port, env, root = vm_ttyd
     (root / "state" / "status.json").write_text(json.dumps({"phase": "ready"}))
     (root / "state" / "deadline").write_text("9999999999\n")
-    env = {**env, "BIVY_WHO_CMD": "true", "BIVY_NOW": "1800000000"}
+    env = {**env, "BIVY_PS_CMD": "true", "BIVY_NOW": "1800000000"}
 
     def decide() -> str:
         result = subprocess.run(
