@@ -318,3 +318,34 @@ def test_a_test_process_never_runs_it_unvalidated() -> None:
     assert result.returncode != 0
     assert "cannot validate requests" in result.stderr
     assert "referencing" in result.stderr or "openapi_schema_validator" in result.stderr
+
+
+@pytest.mark.needs_root("to run a child pytest as an unprivileged user")
+def test_a_root_only_test_says_so_and_fails_ci_when_not_root() -> None:
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="bivy-needs-root-"))
+    try:
+        folder.chmod(0o755)
+        test_file = folder / "test_child.py"
+        test_file.write_text(
+            "import pytest\n\n"
+            "@pytest.mark.needs_root('network namespaces')\n"
+            "def test_root():\n    pass\n"
+        )
+        test_file.chmod(0o644)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+        env.update(CI="true", HOME=str(folder))
+        result = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
+             "-c", os.devnull, "--rootdir", str(folder), "-q", "-W", "ignore::DeprecationWarning",
+             str(test_file)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "needs root: network namespaces (CI runs as root)" in result.stdout
+    assert "1 error" in result.stdout

@@ -111,12 +111,14 @@ class StallFigures:
         wall_ms: longest wall-clock gap of the heartbeat beyond its interval.
         cpu_ms: most CPU time the Qt thread spent between two heartbeats.
         rows: rows shown at the end; per_refresh_s: seconds per refresh.
+        own_ms: longest gap not explained by waiting for a CPU (``StallMeter.longest_own_ms``).
     """
 
     wall_ms: float
     cpu_ms: float
     rows: int
     per_refresh_s: float
+    own_ms: float
 
 
 async def refresh_stall(shell: Shell, refreshes: int = 3) -> StallFigures:
@@ -156,17 +158,23 @@ async def refresh_stall(shell: Shell, refreshes: int = 3) -> StallFigures:
     await asyncio.sleep(0.05)
     meter.stop()
     return StallFigures(
-        meter.longest_ms, meter.longest_cpu_ms, shell.window.model.rowCount(), elapsed
+        meter.longest_ms,
+        meter.longest_cpu_ms,
+        shell.window.model.rowCount(),
+        elapsed,
+        meter.longest_own_ms,
     )
 
 
 def assert_responsive(meter: object, limit_ms: float = 50) -> None:
-    """The Qt thread never worked ``limit_ms`` between heartbeats; nor, on a machine that is not
-    oversubscribed, did the wall clock gap exceed it (see test_responsiveness.py)."""
+    """Between two heartbeats the Qt thread never worked ``limit_ms``, nor was it stalled that
+    long by anything but waiting for a CPU (a blocking call counts, a busy machine does not).
+    Both checks always run, however loaded the machine; see test_responsiveness.py."""
     import os
 
     cpu = meter.longest_cpu_ms  # type: ignore[attr-defined]
+    own = meter.longest_own_ms  # type: ignore[attr-defined]
     wall = meter.longest_ms  # type: ignore[attr-defined]
-    assert cpu < limit_ms, f"the Qt thread worked {cpu:.1f} ms without a break"
-    if os.getloadavg()[0] <= (os.cpu_count() or 1):
-        assert wall < limit_ms, f"event loop stalled {wall:.1f} ms"
+    load = f"wall {wall:.1f} ms, load average {os.getloadavg()[0]:.1f}"
+    assert cpu < limit_ms, f"the Qt thread worked {cpu:.1f} ms without a break ({load})"
+    assert own < limit_ms, f"the event loop was blocked {own:.1f} ms ({load})"

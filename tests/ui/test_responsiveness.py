@@ -2,8 +2,9 @@
 
 The heartbeat is a 5 ms QTimer. Its CPU-time figure (work done on the Qt thread between two
 ticks) is the app's own doing and is always held to 50 ms. Its wall-clock figure also counts
-time the OS gave other processes: it is held to 50 ms when the machine is not oversubscribed
-(load average at most the number of cores), and printed either way.
+time the OS gave other processes; minus the time the thread waited for a CPU (Linux schedstat)
+it is what the app blocked (a synchronous request behind the 300 ms latency would show), and
+it is held to 50 ms too, however loaded the machine. All three are printed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.emulators.hetzner import HetznerEmulator
-from tests.ui.harness import TOKEN, add_bivy_servers, configured_settings, make_shell, refresh_stall
+from tests.ui.harness import (
+    TOKEN,
+    add_bivy_servers,
+    configured_settings,
+    make_shell,
+    refresh_stall,
+)
 
 MAX_STALL_MS = 50
 
@@ -39,13 +46,13 @@ def test_refresh_of_200_workspaces_never_stalls_the_window(
         load = os.getloadavg()[0]
         print(
             f"longest stall {figures.wall_ms:.1f} ms wall, {figures.cpu_ms:.1f} ms CPU, "
+            f"{figures.own_ms:.1f} ms not waiting for a CPU, "
             f"{figures.rows} rows, {figures.per_refresh_s:.2f} s per refresh, load {load:.1f}"
         )
         assert figures.rows == 200
         assert figures.per_refresh_s >= 0.3  # the latency really applied
         assert figures.cpu_ms < MAX_STALL_MS, f"Qt thread worked {figures.cpu_ms:.1f} ms"
-        if load <= (os.cpu_count() or 1):
-            assert figures.wall_ms < MAX_STALL_MS, f"event loop stalled {figures.wall_ms:.1f} ms"
+        assert figures.own_ms < MAX_STALL_MS, f"event loop blocked {figures.own_ms:.1f} ms"
     finally:
         done = asyncio.ensure_future(shell.shutdown())
         qtbot.waitUntil(done.done, timeout=10000)

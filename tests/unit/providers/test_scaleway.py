@@ -245,7 +245,7 @@ async def test_missing_project_raises_invalid_input() -> None:
     await provider.aclose()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="curl --local-port 1-1023 needs root")
+@pytest.mark.needs_root("curl --local-port 1-1023")
 async def test_self_delete_script_terminates_its_own_server() -> None:
     emu = ScalewayEmulator(strict=False, stop_seconds=0)
     provider = ScalewayProvider(OPTIONS, transport=emu.transport())
