@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from app.domain import ServerStatus
 from app.providers.hetzner import models as m
@@ -63,19 +64,103 @@ def _parse(doc: Any, key: str | None, model: type[BaseModel], many: bool) -> lis
     return [model.model_validate(item) for item in items]
 
 
+def _items(doc: Any, key: str | None, many: bool) -> list[Any]:
+    data = doc if key is None else doc[key]
+    return list(data) if many else [data]
+
+
+def _same(parsed: Any, raw: Any, where: str) -> int:
+    """Assert every value the model kept equals the document's; returns how many were compared.
+
+    Fields the model does not define are not compared (Bivy reads only what it needs), but each
+    one it does define and the document has must hold the document's value: a misnamed alias or a
+    lossy type would read as a default (None, 0, "") and pass a parse-only test.
+    """
+    if isinstance(parsed, BaseModel):
+        assert isinstance(raw, dict), f"{where}: {raw!r} is not an object"
+        compared = 0
+        for name, info in type(parsed).model_fields.items():
+            key = info.alias or name
+            if key in raw:
+                compared += _same(getattr(parsed, name), raw[key], f"{where}.{key}")
+        return compared
+    if raw is None:
+        assert parsed in (None, {}, [], ""), f"{where}: null read as {parsed!r}"
+        return 1
+    if isinstance(parsed, list):
+        assert isinstance(raw, list) and len(parsed) == len(raw), f"{where}: {raw!r}"
+        return sum(
+            _same(p, r, f"{where}[{i}]") for i, (p, r) in enumerate(zip(parsed, raw, strict=True))
+        )
+    if isinstance(parsed, datetime):
+        expected = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        if expected.tzinfo is None:
+            expected = expected.replace(tzinfo=UTC)
+        assert parsed == expected, f"{where}: {parsed!r} != {raw!r}"
+        return 1
+    if isinstance(parsed, Decimal):
+        assert parsed == Decimal(str(raw)), f"{where}: {parsed!r} != {raw!r}"
+        return 1
+    if isinstance(parsed, Enum):
+        assert parsed.value == raw, f"{where}: {parsed!r} != {raw!r}"
+        return 1
+    if isinstance(parsed, SecretStr):
+        assert parsed.get_secret_value() == raw, f"{where}: the secret differs"
+        return 1
+    assert parsed == raw, f"{where}: {parsed!r} != {raw!r}"
+    return 1
+
+
+def _check_values(doc: Any, key: str | None, model: type[BaseModel], many: bool) -> None:
+    parsed = _parse(doc, key, model, many)
+    raw = _items(doc, key, many)
+    assert len(parsed) == len(raw) >= 1
+    for i, (item, source) in enumerate(zip(parsed, raw, strict=True)):
+        # Every item carries at least its id or name and a few more values Bivy reads.
+        assert _same(item, source, f"[{i}]") >= 3, f"[{i}]: almost nothing was compared"
+
+
 @pytest.mark.parametrize("stem", sorted(SPEC_EXAMPLES))
-def test_spec_examples_parse(data_dir: Path, stem: str) -> None:
+def test_spec_examples_parse_with_their_values(data_dir: Path, stem: str) -> None:
     key, model, many = SPEC_EXAMPLES[stem]
-    parsed = _parse(_load(data_dir / "fixtures/hetzner-spec-examples" / f"{stem}.json"),
-                    key, model, many)  # fmt: skip
-    assert parsed
+    doc = _load(data_dir / "fixtures/hetzner-spec-examples" / f"{stem}.json")
+    _check_values(doc, key, model, many)
 
 
 @pytest.mark.parametrize("stem", sorted(HCLOUD))
-def test_hcloud_python_data_parses(data_dir: Path, stem: str) -> None:
+def test_hcloud_python_data_parses_with_its_values(data_dir: Path, stem: str) -> None:
     key, model, many = HCLOUD[stem]
-    parsed = _parse(_load(data_dir / "fixtures/hcloud-python" / f"{stem}.json"), key, model, many)
-    assert parsed
+    doc = _load(data_dir / "fixtures/hcloud-python" / f"{stem}.json")
+    _check_values(doc, key, model, many)
+
+
+def test_every_field_the_models_read_is_in_some_fixture(data_dir: Path) -> None:
+    """A field whose name (or alias) the API never sends would parse as its default everywhere
+    and pass the value checks above unseen: every field of every model reached must be found."""
+    seen: set[str] = set()
+    defined: set[str] = set()
+
+    def walk(parsed: Any, raw: Any) -> None:
+        if isinstance(parsed, BaseModel) and isinstance(raw, dict):
+            for name, info in type(parsed).model_fields.items():
+                field_name = f"{type(parsed).__name__}.{info.alias or name}"
+                defined.add(field_name)
+                if (info.alias or name) in raw:
+                    seen.add(field_name)
+                    walk(getattr(parsed, name), raw[info.alias or name])
+        elif isinstance(parsed, list) and isinstance(raw, list):
+            for item, source in zip(parsed, raw, strict=True):
+                walk(item, source)
+
+    for folder, table in (("hetzner-spec-examples", SPEC_EXAMPLES), ("hcloud-python", HCLOUD)):
+        for stem, (key, model, many) in table.items():
+            doc = _load(data_dir / "fixtures" / folder / f"{stem}.json")
+            for item, source in zip(
+                _parse(doc, key, model, many), _items(doc, key, many), strict=True
+            ):
+                walk(item, source)
+    assert len(defined) > 40
+    assert defined - seen == set()
 
 
 def test_every_hetzner_fixture_is_covered(data_dir: Path) -> None:
