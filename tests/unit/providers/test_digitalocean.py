@@ -79,9 +79,17 @@ def test_droplet_lists_parse(data_dir: Path, name: str) -> None:
     body = fixture(data_dir, name)
     listed = m.DropletList.model_validate(body)
     assert len(listed.droplets) == body["meta"]["total"]
-    for droplet in listed.droplets:
+    for droplet, raw in zip(listed.droplets, body["droplets"], strict=True):
         server = droplet_to_server(droplet)
         assert server.status is not ServerStatus.UNKNOWN
+        # The values, not just the shape: what Bivy shows and acts on comes from these.
+        assert (server.id, server.name) == (str(raw["id"]), raw["name"])
+        assert server.region == raw["region"]["slug"]
+        assert server.size == raw["size_slug"]
+        assert server.created_at is not None
+        assert server.created_at.isoformat().startswith(raw["created_at"][:19])
+        public = [n["ip_address"] for n in raw["networks"]["v4"] if n["type"] == "public"]
+        assert server.ipv4 == (public[0] if public else None)
 
 
 def test_create_response_fixtures_parse(data_dir: Path) -> None:
