@@ -89,9 +89,10 @@ def file_lock(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
             f"{path} stayed locked by another Bivy process for {timeout:.0f} s"
         ) from None
     except OSError as exc:
+        # Locking is the first step of every write: say it the way a failed write is said.
         raise BivyError(
-            f"cannot lock {path}: {exc.strerror or type(exc).__name__}",
-            hint="Check the permissions of that folder",
+            f"cannot write {path}: {exc.strerror or type(exc).__name__}",
+            hint="Check the permissions and free space of that folder",
         ) from None
     try:
         yield

@@ -55,6 +55,7 @@ class Recovery(QObject):
         self.boxes: list[QMessageBox] = []
         self.pending: list[tuple[str, str]] = []
         self._guardian: HeldLock | None = None
+        self._guardian_elsewhere = False
         self._keychain_task: asyncio.Task[None] | None = None
 
     def add(self, title: str, text: str) -> None:
@@ -107,8 +108,14 @@ class Recovery(QObject):
             except OSError as exc:
                 log.warning("cannot take the guardian lock: %s", exc)
                 return False
-            if self._guardian is None:
-                log.info("another Bivy process runs the guardian; this one leaves it alone")
+            elsewhere = self._guardian is None
+            if elsewhere != self._guardian_elsewhere:
+                log.info(
+                    "another Bivy process runs the guardian; this one leaves it alone"
+                    if elsewhere
+                    else "this process runs the guardian"
+                )
+                self._guardian_elsewhere = elsewhere
         return self._guardian is not None
 
     async def close(self) -> None:
