@@ -1,4 +1,8 @@
-"""The create dialog: repo, account, region, size with live prices, progress, Cancel at any time."""
+"""The create dialog: repo, account, region, size with live prices, progress, Cancel at any time.
+
+The repository is a URL or a git checkout on this computer (``app.ui.repo_field``), which the
+app sends to the VM as a git bundle, optionally with its uncommitted changes.
+"""
 
 from __future__ import annotations
 
@@ -38,27 +42,21 @@ from app.domain import (
     WorkspaceSpec,
     validate_workspace_name,
 )
-from app.domain.validation import validate_branch, validate_repo_url
+from app.domain.validation import validate_branch
 from app.errors import BivyError
 from app.services.compare import Catalogue, Offer, SizeClass, compare_sizes
 from app.settings import Settings
 from app.ui import formatting
 from app.ui.controllers import WorkspacesController
+from app.ui.repo_field import RepoField, repo_problem
+
+__all__ = ["CreateDialog", "PriceComparison", "branch_problem", "name_from_repo", "repo_problem"]
 
 _CREDENTIALS: list[tuple[AgentCredentialKind, str]] = [
     ("api_key", "Anthropic API key"),
     ("oauth_token", "Claude Code OAuth token (subscription)"),
     ("none", "None — log in inside the terminal"),
 ]
-
-
-def repo_problem(url: str) -> str | None:
-    """Why ``url`` cannot be cloned, or None when it is fine (reason shown as the user types)."""
-    try:
-        validate_repo_url(url)
-    except ValueError as exc:
-        return str(exc)
-    return None
 
 
 def branch_problem(branch: str) -> str | None:
@@ -277,11 +275,12 @@ class CreateDialog(QDialog):
         defaults = self.settings.defaults
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        self.repo = QLineEdit()
-        self.repo.setPlaceholderText(
-            "https://github.com/owner/repo.git  or  git@github.com:owner/repo.git"
-        )
-        self.repo.setToolTip("The git repository to clone (https or ssh URL)")
+        self.repo_field = RepoField(self)
+        self.repo = self.repo_field.edit
+        self.choose_folder_button = self.repo_field.choose_folder_button
+        self.include_uncommitted = self.repo_field.include_uncommitted
+        self.local_state = self.repo_field.local_state
+        self.repo_field.checked.connect(self._validate)
         self.repo_error = QLabel()
         self.repo_error.setWordWrap(True)
         self.repo_error.setStyleSheet("color: #b00020;")
@@ -316,7 +315,7 @@ class CreateDialog(QDialog):
         self.price = QLabel("–")
         self.price.setToolTip("Billed per started hour until the VM is deleted")
         self.idle = QSpinBox()
-        self.idle.setRange(5, 24 * 60)
+        self.idle.setRange(1, 24 * 60)
         self.idle.setSuffix(" min")
         self.idle.setValue(defaults.idle_minutes)
         self.idle.setToolTip("The VM deletes itself after this long without agent or user activity")
@@ -331,8 +330,9 @@ class CreateDialog(QDialog):
         self.credential.setCurrentIndex(max(0, self.credential.findData(defaults.agent_credential)))
         self.credential.setToolTip("Which credential from the keychain the agent gets")
 
-        form.addRow("Repository URL", self.repo)
+        form.addRow("Repository", self.repo_field.row)
         form.addRow("", self.repo_error)
+        form.addRow("", self.repo_field.options_row)
         form.addRow("Branch", self.branch)
         form.addRow("Name", self.name)
         form.addRow("", self.name_error)
@@ -405,11 +405,13 @@ class CreateDialog(QDialog):
     def _repo_changed(self, text: str) -> None:
         if not self._name_edited:
             self.name.setText(name_from_repo(text) if text.strip() else "")
+        local = self.repo_field.is_local()
+        self.branch.setPlaceholderText("current branch" if local else "default branch")
         self._validate()
 
     def _validate(self) -> bool:
         url = self.repo.text().strip()
-        problem = repo_problem(url) if url else None
+        problem = self.repo_field.problem()
         branch = self.branch.text().strip()
         if branch and not problem:
             problem = branch_problem(branch)
@@ -601,9 +603,11 @@ class CreateDialog(QDialog):
     def spec(self) -> WorkspaceSpec:
         account = str(self.account.currentData())
         configured = self.settings.account(account)
+        repo_url, include_uncommitted = self.repo_field.values()
         return WorkspaceSpec(
             name=self.name.text().strip(),
-            repo_url=self.repo.text().strip(),
+            repo_url=repo_url,
+            include_uncommitted=include_uncommitted,
             branch=self.branch.text().strip() or None,
             provider=configured.provider if configured else account,
             account=account,
@@ -682,6 +686,7 @@ class CreateDialog(QDialog):
         if self.create_task is not None and not self.create_task.done():
             self.cancel()
             return
+        self.repo_field.stop()
         for task in (self.load_task, self.compare_task):
             if task is not None and not task.done():
                 task.cancel()

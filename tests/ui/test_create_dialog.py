@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
@@ -223,3 +224,69 @@ def test_an_account_whose_prices_fail_is_named_not_raised(
         dialog.reject()
         done = asyncio.ensure_future(service.aclose())
         qtbot.waitUntil(done.done, timeout=10000)
+
+
+def test_a_local_checkout_as_the_repository(
+    qtbot: QtBot,
+    qloop: asyncio.AbstractEventLoop,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder instead of a URL: quick checks as the user types, git's verdict off the UI
+    thread, "Choose folder…", and "Include uncommitted changes" only for a folder."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from tests.support.local_repo import git, make_repo
+
+    project = make_repo(tmp_path / "work" / "project")
+    empty = tmp_path / "work" / "empty"
+    empty.mkdir()
+    git(empty, "init", "-q")
+    shell = make_shell(HetznerEmulator(token=TOKEN), tmp_path, configured_settings())
+    dialog = shell.open_create_dialog()
+    assert isinstance(dialog, CreateDialog)
+    try:
+        qtbot.waitUntil(lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading())
+        assert dialog.idle.minimum() == 1
+        dialog.repo.setText("https://github.com/acme/api.git")
+        assert not dialog.include_uncommitted.isEnabled()
+
+        dialog.repo.setText("relative/folder")
+        assert dialog.repo_error.isVisible() and "full path" in dialog.repo_error.text()
+        dialog.repo.setText(str(project / "src"))
+        assert "not the top folder of a git checkout" in dialog.repo_error.text()
+        assert not dialog.create_button.isEnabled()
+
+        # git's verdict comes a moment later: a checkout without a commit cannot be sent
+        dialog.repo.setText(str(empty))
+        assert not dialog.repo_error.isVisible()
+        qtbot.waitUntil(dialog.repo_error.isVisible, timeout=10000)
+        assert "has no commit yet" in dialog.repo_error.text()
+        assert not dialog.create_button.isEnabled()
+
+        monkeypatch.setattr(
+            QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(project))
+        )
+        dialog.choose_folder_button.click()
+        assert dialog.repo.text() == str(project)
+        assert dialog.name.text() == "project"
+        assert dialog.include_uncommitted.isEnabled()
+        assert dialog.branch.placeholderText() == "current branch"
+        qtbot.waitUntil(dialog.local_state.isVisible, timeout=10000)
+        assert dialog.local_state.text() == "(on feature; uncommitted changes)"
+        assert not dialog.repo_error.isVisible() and dialog.create_button.isEnabled()
+        assert not dialog.spec().include_uncommitted
+        dialog.include_uncommitted.setChecked(True)
+        spec = dialog.spec()
+        assert (spec.repo_url, spec.include_uncommitted, spec.branch) == (
+            str(project),
+            True,
+            None,
+        )
+        dialog.repo.setText("https://github.com/acme/api.git")
+        assert not dialog.spec().include_uncommitted  # only a folder sends uncommitted work
+    finally:
+        dialog.reject()
+        done = asyncio.ensure_future(shell.shutdown())
+        qtbot.waitUntil(done.done, timeout=10000)
+        shell.window.deleteLater()
