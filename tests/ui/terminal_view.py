@@ -6,6 +6,7 @@ from PySide6.QtGui import QImage
 from pytestqt.qtbot import QtBot
 
 from app.ui.ide import IdeTab
+from tests.support.waits import WAIT_MS
 
 
 def text_lines(image: QImage) -> int:
@@ -32,5 +33,5 @@ def terminal_text(qtbot: QtBot, tab: IdeTab) -> str:
         " return out.join('\\n'); })()"
     )
     tab.view.page().runJavaScript(script, 0, lambda value: result.append(str(value or "")))
-    qtbot.waitUntil(lambda: bool(result), timeout=5000)
+    qtbot.waitUntil(lambda: bool(result), timeout=WAIT_MS)
     return result[0]

@@ -14,6 +14,7 @@ from app.services.backup import BackupService
 from app.settings import BackupSettings, SecretStore, Settings
 from app.ui.backup_actions import BackupActionsController, install, last_backup_text
 from app.ui.main_window import MainWindow
+from tests.support.waits import WAIT_MS
 from tests.ui.factories import NOW, workspace
 from tests.unit.services.test_backup import FakeRunner, FakeS3, Result
 
@@ -68,12 +69,14 @@ def test_back_up_now_reports_the_time(qtbot: QtBot, qloop: asyncio.AbstractEvent
     controller, _ = make_controller(FakeS3({}), runner, StatusReport(last_backup_at=WHEN))
     busy: list[tuple[str, bool]] = []
     controller.busy.connect(lambda name, on: busy.append((name, on)))
-    with qtbot.waitSignal(controller.backedUp, timeout=5000) as signal:
+    with qtbot.waitSignal(controller.backedUp, timeout=WAIT_MS) as signal:
         controller.start_backup_now("demo")
     assert signal.args == ["demo", WHEN]
     assert runner.commands[0][0] == "sudo -n /usr/local/lib/bivy/backup run"
     assert controller.opened == ["demo"]  # type: ignore[attr-defined]
-    qtbot.waitUntil(lambda: busy == [("backup:demo", True), ("backup:demo", False)])
+    qtbot.waitUntil(
+        lambda: busy == [("backup:demo", True), ("backup:demo", False)], timeout=WAIT_MS
+    )
 
 
 def test_back_up_now_failure_is_reported(qtbot: QtBot, qloop: asyncio.AbstractEventLoop) -> None:
@@ -82,7 +85,7 @@ def test_back_up_now_failure_is_reported(qtbot: QtBot, qloop: asyncio.AbstractEv
                "open config file: Stat: dial tcp: connection refused\n")
     )  # fmt: skip
     controller, _ = make_controller(FakeS3({}), runner)
-    with qtbot.waitSignal(controller.failed, timeout=5000) as signal:
+    with qtbot.waitSignal(controller.failed, timeout=WAIT_MS) as signal:
         controller.start_backup_now("demo")
     assert "connection refused" in signal.args[0]
 
@@ -104,7 +107,7 @@ def test_delete_with_backups_needs_an_explicit_yes(
     assert "cannot be undone" in asked[0][1]
     assert workspaces.deleted == [] and len(fake.objects) == 2
 
-    with qtbot.waitSignal(controller.backupsDeleted, timeout=5000) as signal:
+    with qtbot.waitSignal(controller.backupsDeleted, timeout=WAIT_MS) as signal:
         controller.confirm_and_delete("demo", None, lambda *_: True)
     name, report = signal.args
     assert name == "demo" and report.vm_deleted and report.objects_deleted == 2
@@ -130,11 +133,11 @@ def test_window_wiring(qtbot: QtBot, qloop: asyncio.AbstractEventLoop) -> None:
     messages: list[str] = []
     window.statusBar().messageChanged.connect(messages.append)
 
-    with qtbot.waitSignal(controller.backedUp, timeout=5000):
+    with qtbot.waitSignal(controller.backedUp, timeout=WAIT_MS):
         window.act_backup.trigger()
     assert runner.commands and f"Backed up alpha at {WHEN.astimezone():%H:%M}" in messages
 
-    with qtbot.waitSignal(controller.backupsDeleted, timeout=5000):
+    with qtbot.waitSignal(controller.backupsDeleted, timeout=WAIT_MS):
         action.trigger()
     assert workspaces.deleted == [("alpha", 1)] and fake.objects == {}
     assert "Deleted alpha and 1 backup objects" in messages
@@ -186,15 +189,15 @@ def test_the_app_shell_wires_backups(
         shell.secrets.set("backup/secret-access-key", "secret-example")
 
         shell.request_refresh()
-        qtbot.waitUntil(lambda: shell.window.model.rowCount() == 1, timeout=10000)
+        qtbot.waitUntil(lambda: shell.window.model.rowCount() == 1, timeout=WAIT_MS)
         shell.window.select("hetzner", "ws000")
-        with qtbot.waitSignal(controller.backupsDeleted, timeout=10000) as signal:
+        with qtbot.waitSignal(controller.backupsDeleted, timeout=WAIT_MS) as signal:
             action.trigger()
         assert signal.args[1].vm_deleted and signal.args[1].objects_deleted == 2
         assert fake.objects == {} and live_servers(emulator) == []
     finally:
         task = asyncio.ensure_future(shell.shutdown())
-        qtbot.waitUntil(task.done, timeout=10000)
+        qtbot.waitUntil(task.done, timeout=WAIT_MS)
         shell.window.close()
         shell.window.deleteLater()
         shell.deleteLater()
@@ -215,7 +218,7 @@ def test_attach_is_idempotent(
         assert labels.count("Delete with backups…") == 1
     finally:
         task = asyncio.ensure_future(shell.shutdown())
-        qtbot.waitUntil(task.done, timeout=10000)
+        qtbot.waitUntil(task.done, timeout=WAIT_MS)
         shell.window.close()
         shell.window.deleteLater()
         shell.deleteLater()

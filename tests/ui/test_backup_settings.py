@@ -12,6 +12,7 @@ from app.services.backup import CheckResult, S3Credentials, check_storage
 from app.settings import BackupSettings, SecretKeys, SecretStore
 from app.ui.backup_settings import BackupSettingsWidget
 from app.ui.secret_field import STORED
+from tests.support.waits import WAIT_MS
 from tests.unit.services.test_backup import FakeS3, s3_error
 
 
@@ -92,7 +93,7 @@ def test_keys_are_masked_and_never_read_back(
     store.set(SecretKeys.BACKUP_SECRET_KEY, "stored-secret-value")
     widget = make(qtbot)
     task = widget._spawn(widget.load())
-    qtbot.waitUntil(task.done)
+    qtbot.waitUntil(task.done, timeout=WAIT_MS)
     for field in (widget.access_key, widget.secret_key):
         assert field.echoMode() == field.EchoMode.Password
         assert field.text() == ""
@@ -116,7 +117,7 @@ def test_check_succeeds_with_typed_and_stored_keys(
     widget = make(qtbot, BackupSettings(endpoint="https://fsn1.your-objectstorage.com"), checker)
     widget.bucket.setText("my-bivy")
     widget.access_key.setText("AKIDTYPED")
-    with qtbot.waitSignal(widget.checked, timeout=5000) as signal:
+    with qtbot.waitSignal(widget.checked, timeout=WAIT_MS) as signal:
         widget.check_button.click()
     assert signal.args[0] is True
     assert widget.result.text().startswith("✓ Storage works")
@@ -149,7 +150,7 @@ def test_check_failures_are_shown(
     widget.bucket.setText(bucket)
     widget.access_key.setText("AKIDTYPED")
     widget.secret_key.setText("typed-secret-value")
-    with qtbot.waitSignal(widget.checked, timeout=5000) as signal:
+    with qtbot.waitSignal(widget.checked, timeout=WAIT_MS) as signal:
         widget.check_button.click()
     assert signal.args[0] is False
     assert expected in widget.result.text()
@@ -169,7 +170,7 @@ def test_settings_dialog_has_the_backups_section(
     dialog = SettingsDialog(Settings(), SecretStore(), PROVIDERS, validator)
     qtbot.addWidget(dialog)
     dialog.show()
-    qtbot.waitUntil(lambda: not dialog.tasks)
+    qtbot.waitUntil(lambda: not dialog.tasks, timeout=WAIT_MS)
     titles = [dialog.tabs.tabText(i) for i in range(dialog.tabs.count())]
     assert "Backups" in titles
     section = dialog.backup
@@ -182,12 +183,12 @@ def test_settings_dialog_has_the_backups_section(
 
     # An unusable bucket keeps the dialog open with the reason, and stores nothing.
     dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
-    qtbot.waitUntil(lambda: dialog.save_error is not None)
+    qtbot.waitUntil(lambda: dialog.save_error is not None, timeout=WAIT_MS)
     assert "bucket name" in dialog.save_error
     assert SecretStore().get(SecretKeys.BACKUP_SECRET_KEY) is None
 
     section.bucket.setText("team-bivy")
-    with qtbot.waitSignal(dialog.accepted, timeout=5000):
+    with qtbot.waitSignal(dialog.accepted, timeout=WAIT_MS):
         dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
     saved = dialog.settings.backup
     assert saved.enabled and saved.endpoint == "https://s3.nl-ams.scw.cloud"

@@ -23,6 +23,7 @@ from shiboken6 import isValid
 from app.services.tunnels import Forward, ReconnectPolicy, SSHTarget, TunnelService
 from app.ui.ide import IdeTab  # imports QtWebEngine before pytest-qt creates the QApplication
 from tests.support.sshd import SshServer, Ttyd, start_sshd, start_ttyd
+from tests.support.waits import WAIT_MS
 from tests.ui.terminal_view import terminal_text, text_lines
 
 PASSWORD = "ui-test-pass-81d0"
@@ -90,12 +91,12 @@ def forward(
         return await tunnel.forward(ttyd.port)
 
     task = qloop.create_task(open_forward())
-    qtbot.waitUntil(task.done, timeout=15000)
+    qtbot.waitUntil(task.done, timeout=WAIT_MS)
     try:
         yield task.result()
     finally:
         closing = qloop.create_task(service.close_all())
-        qtbot.waitUntil(closing.done, timeout=15000)
+        qtbot.waitUntil(closing.done, timeout=WAIT_MS)
         closing.result()
 
 
@@ -107,7 +108,7 @@ def dispose(qtbot: QtBot, tab: IdeTab) -> None:
     tab.destroyed.connect(lambda: gone.append(True))
     tab.close()
     tab.deleteLater()
-    qtbot.waitUntil(lambda: bool(gone), timeout=5000)
+    qtbot.waitUntil(lambda: bool(gone), timeout=WAIT_MS)
 
 
 @pytest.fixture
@@ -154,7 +155,7 @@ def test_terminal_renders_through_the_tunnel(
     tab.resize(900, 520)
     failures: list[bool] = []
     tab.authenticationFailed.connect(lambda: failures.append(True))
-    with qtbot.waitSignal(tab.loaded, timeout=30000) as loaded:
+    with qtbot.waitSignal(tab.loaded, timeout=WAIT_MS) as loaded:
         tab.show()
     assert loaded.args == [True]
     assert not failures
@@ -164,18 +165,18 @@ def test_terminal_renders_through_the_tunnel(
         dark, _, total = luminance_counts(tab.view.grab().toImage())
         return dark / total > 0.9
 
-    qtbot.waitUntil(mostly_dark, timeout=20000)
-    qtbot.waitUntil(lambda: "$" in terminal_text(qtbot, tab), timeout=20000)
+    qtbot.waitUntil(mostly_dark, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "$" in terminal_text(qtbot, tab), timeout=WAIT_MS)
     _, light_before, _ = luminance_counts(tab.view.grab().toImage(), step=1)
 
     tab.view.setFocus()
     target = tab.view.focusProxy()
     qtbot.keyClicks(target, "echo BIVY_TERMINAL_$((6*7))")
     qtbot.keyClick(target, Qt.Key.Key_Return)
-    qtbot.waitUntil(lambda: "BIVY_TERMINAL_42" in terminal_text(qtbot, tab), timeout=20000)
+    qtbot.waitUntil(lambda: "BIVY_TERMINAL_42" in terminal_text(qtbot, tab), timeout=WAIT_MS)
 
     # on screen too, not only in xterm's buffer: the command line, its output, the next prompt
-    qtbot.waitUntil(lambda: text_lines(tab.view.grab().toImage()) >= 3, timeout=10000)
+    qtbot.waitUntil(lambda: text_lines(tab.view.grab().toImage()) >= 3, timeout=WAIT_MS)
     _, light_after, _ = luminance_counts(tab.view.grab().toImage(), step=1)
     assert light_after > light_before + 200
     screenshot = tab.view.grab().toImage()
@@ -204,7 +205,7 @@ def test_open_in_browser_keeps_the_password_out_of_the_url(
         "app.ui.ide.QDesktopServices.openUrl", lambda url: opened.append(url.toString()) or True
     )
     tab = make_tab(forward.url, ttyd.username, ttyd.password, workspace="demo")
-    with qtbot.waitSignal(tab.browserOpened, timeout=5000):
+    with qtbot.waitSignal(tab.browserOpened, timeout=WAIT_MS):
         assert tab.open_in_browser()
     assert opened == [forward.url]
     assert "@" not in opened[0] and PASSWORD not in opened[0]
@@ -223,7 +224,7 @@ def test_wrong_password_is_reported_not_retried(
     qtbot: QtBot, forward: Forward, ttyd: Ttyd, make_tab: Callable[..., IdeTab]
 ) -> None:
     tab = make_tab(forward.url, ttyd.username, "not-the-password", workspace="demo")
-    with qtbot.waitSignal(tab.authenticationFailed, timeout=30000):
+    with qtbot.waitSignal(tab.authenticationFailed, timeout=WAIT_MS):
         tab.show()
 
 
@@ -278,18 +279,18 @@ def test_closing_the_tab_keeps_the_session(
         return await (await service.open(target)).forward(ttyd.port)
 
     task = qloop.create_task(open_forward())
-    qtbot.waitUntil(task.done, timeout=15000)
+    qtbot.waitUntil(task.done, timeout=WAIT_MS)
     url = task.result().url
     try:
         first = make_tab(url, ttyd.username, ttyd.password, workspace="demo")
         first.resize(800, 480)
-        with qtbot.waitSignal(first.loaded, timeout=30000):
+        with qtbot.waitSignal(first.loaded, timeout=WAIT_MS):
             first.show()
-        qtbot.waitUntil(lambda: "$" in terminal_text(qtbot, first), timeout=20000)
+        qtbot.waitUntil(lambda: "$" in terminal_text(qtbot, first), timeout=WAIT_MS)
         first.view.setFocus()
         qtbot.keyClicks(first.view.focusProxy(), "echo agent-kept-$((40+2))")
         qtbot.keyClick(first.view.focusProxy(), Qt.Key.Key_Return)
-        qtbot.waitUntil(lambda: "agent-kept-42" in terminal_text(qtbot, first), timeout=20000)
+        qtbot.waitUntil(lambda: "agent-kept-42" in terminal_text(qtbot, first), timeout=WAIT_MS)
 
         # what the main window does when the user closes the tab
         first.close_terminal()
@@ -312,7 +313,7 @@ def test_closing_the_tab_keeps_the_session(
                     check=False,
                 ).stdout.strip()
             ),
-            timeout=10000,
+            timeout=WAIT_MS,
         )
         assert clients.returncode == 0
         alive = subprocess.run([tmux, "-S", str(socket), "has-session", "-t", "agent"], check=False)
@@ -320,14 +321,14 @@ def test_closing_the_tab_keeps_the_session(
 
         second = make_tab(url, ttyd.username, ttyd.password, workspace="demo")
         second.resize(800, 480)
-        with qtbot.waitSignal(second.loaded, timeout=30000):
+        with qtbot.waitSignal(second.loaded, timeout=WAIT_MS):
             second.show()
-        qtbot.waitUntil(lambda: "agent-kept-42" in terminal_text(qtbot, second), timeout=20000)
+        qtbot.waitUntil(lambda: "agent-kept-42" in terminal_text(qtbot, second), timeout=WAIT_MS)
         second.close_terminal()
         dispose(qtbot, second)
     finally:
         closing = qloop.create_task(service.close_all())
-        qtbot.waitUntil(closing.done, timeout=15000)
+        qtbot.waitUntil(closing.done, timeout=WAIT_MS)
 
 
 @gpu_less
@@ -352,23 +353,23 @@ def test_tab_follows_the_tunnel_state(
         return await (await service.open(target)).forward(ttyd.port)
 
     task = qloop.create_task(open_forward())
-    qtbot.waitUntil(task.done, timeout=15000)
+    qtbot.waitUntil(task.done, timeout=WAIT_MS)
     tab = make_tab(task.result().url, ttyd.username, ttyd.password, workspace="demo")
     try:
         tab.follow(service)
-        with qtbot.waitSignal(tab.loaded, timeout=30000):
+        with qtbot.waitSignal(tab.loaded, timeout=WAIT_MS):
             tab.show()
         assert tab.notice == ""
         seen: list[str] = []
         service.add_listener(lambda change: seen.append(tab.notice))
         sshd.kill_connections()
-        qtbot.waitUntil(lambda: any("reconnecting" in text for text in seen), timeout=15000)
-        qtbot.waitUntil(lambda: service.state("demo").value == "connected", timeout=15000)
+        qtbot.waitUntil(lambda: any("reconnecting" in text for text in seen), timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: service.state("demo").value == "connected", timeout=WAIT_MS)
         assert tab.notice == ""
     finally:
         dispose(qtbot, tab)
         closing = qloop.create_task(service.close_all())
-        qtbot.waitUntil(closing.done, timeout=15000)
+        qtbot.waitUntil(closing.done, timeout=WAIT_MS)
 
 
 @gpu_less
@@ -389,10 +390,10 @@ def test_open_ide_tab_in_one_call(
         host_public_key=sshd.host_public_key,
     )
     task = qloop.create_task(open_ide_tab(service, target, secrets, ttyd_port=ttyd.port))
-    qtbot.waitUntil(task.done, timeout=15000)
+    qtbot.waitUntil(task.done, timeout=WAIT_MS)
     tab = task.result()
     try:
-        with qtbot.waitSignal(tab.loaded, timeout=30000) as loaded:
+        with qtbot.waitSignal(tab.loaded, timeout=WAIT_MS) as loaded:
             tab.show()
         assert loaded.args == [True]
         assert tab.workspace == "demo"
@@ -400,4 +401,4 @@ def test_open_ide_tab_in_one_call(
     finally:
         dispose(qtbot, tab)
         closing = qloop.create_task(service.close_all())
-        qtbot.waitUntil(closing.done, timeout=15000)
+        qtbot.waitUntil(closing.done, timeout=WAIT_MS)

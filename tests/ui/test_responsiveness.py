@@ -17,6 +17,7 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.emulators.hetzner import HetznerEmulator
+from tests.support.waits import WAIT_MS
 from tests.ui.harness import (
     TOKEN,
     add_bivy_servers,
@@ -55,6 +56,6 @@ def test_refresh_of_200_workspaces_never_stalls_the_window(
         assert figures.own_ms < MAX_STALL_MS, f"event loop blocked {figures.own_ms:.1f} ms"
     finally:
         done = asyncio.ensure_future(shell.shutdown())
-        qtbot.waitUntil(done.done, timeout=10000)
+        qtbot.waitUntil(done.done, timeout=WAIT_MS)
         shell.window.close()
         shell.window.deleteLater()

@@ -16,6 +16,7 @@ from app.ui.secret_field import STORED, SecretField
 from app.ui.settings_dialog import SettingsDialog
 from tests.emulators.hetzner import HetznerEmulator
 from tests.support.memory_keyring import MemoryKeyring
+from tests.support.waits import WAIT_MS
 
 
 def emulator_validator(emulator: HetznerEmulator):  # type: ignore[no-untyped-def]
@@ -50,7 +51,7 @@ def open_dialog(
     )
     qtbot.addWidget(dialog)
     dialog.show()
-    qtbot.waitUntil(lambda: not dialog.tasks)
+    qtbot.waitUntil(lambda: not dialog.tasks, timeout=WAIT_MS)
     return dialog
 
 
@@ -68,15 +69,15 @@ def test_add_account_validate_and_save(
     assert token.echoMode() is token.EchoMode.Password
     token.setText("wrong-token-9999")
     form.validate_button.click()
-    qtbot.waitUntil(lambda: form.result.text() not in ("", "Checking…"))
+    qtbot.waitUntil(lambda: form.result.text() not in ("", "Checking…"), timeout=WAIT_MS)
     assert "rejected the API token" in form.result.text()  # the provider's AuthError
     assert "wrong-token-9999" not in form.result.text()
     token.setText("good-token-1234")
     form.validate_button.click()
-    qtbot.waitUntil(lambda: form.result.text().startswith("✓"))
+    qtbot.waitUntil(lambda: form.result.text().startswith("✓"), timeout=WAIT_MS)
     assert "Hetzner Cloud project" in form.result.text()
     form.label.setText("Personal")
-    with qtbot.waitSignal(dialog.accepted):
+    with qtbot.waitSignal(dialog.accepted, timeout=WAIT_MS):
         dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
     assert dialog.settings.accounts == [
         Account(id="hetzner", provider="hetzner", label="Personal", options={})
@@ -99,7 +100,7 @@ def test_stored_secret_is_never_shown(
     assert token.placeholderText() == STORED
     # Validate with the stored token (fetched off the UI thread), not the empty field.
     form.validate_button.click()
-    qtbot.waitUntil(lambda: form.result.text().startswith("✓"))
+    qtbot.waitUntil(lambda: form.result.text().startswith("✓"), timeout=WAIT_MS)
 
 
 def test_budget_and_defaults_are_saved(
@@ -108,7 +109,7 @@ def test_budget_and_defaults_are_saved(
     dialog = open_dialog(qtbot, Settings(), emulator)
     dialog.budget.setValue(50)
     dialog.default_idle.setValue(45)
-    with qtbot.waitSignal(dialog.accepted):
+    with qtbot.waitSignal(dialog.accepted, timeout=WAIT_MS):
         dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
     assert str(dialog.settings.monthly_budget) == "50.00"
     assert dialog.settings.defaults.idle_minutes == 45
@@ -132,7 +133,7 @@ def test_settings_file_is_written_off_the_ui_thread(
     qtbot.addWidget(dialog)
     dialog.show()
     dialog.budget.setValue(70)
-    with qtbot.waitSignal(dialog.accepted):
+    with qtbot.waitSignal(dialog.accepted, timeout=WAIT_MS):
         dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
     assert writers and writers[0] is not threading.main_thread()
     assert str(load_settings().monthly_budget) == "70.00"
@@ -159,7 +160,7 @@ def test_a_failed_settings_write_is_shown_and_keeps_the_dialog(
     accepted: list[bool] = []
     dialog.accepted.connect(lambda: accepted.append(True))
     dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
-    qtbot.waitUntil(lambda: dialog.error.isVisible(), timeout=5000)
+    qtbot.waitUntil(lambda: dialog.error.isVisible(), timeout=WAIT_MS)
     assert "cannot write" in dialog.error.text() and "not-a-folder" in dialog.error.text()
     assert dialog.isVisible() and not accepted
     assert dialog.buttons.isEnabled()  # the user can fix it and save again

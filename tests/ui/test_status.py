@@ -17,6 +17,7 @@ from app.services.tunnels import TunnelService
 from app.settings import SecretStore
 from app.ui.controllers import StatusController
 from tests.emulators.hetzner import HetznerEmulator
+from tests.support.waits import WAIT_MS
 from tests.ui.harness import TOKEN, configured_settings, make_shell
 
 
@@ -50,9 +51,9 @@ def test_phases_advance_and_open_actions_follow(
     shell.begin()
     window = shell.window
     try:
-        qtbot.waitUntil(lambda: window.model.rowCount() == 1, timeout=10000)
+        qtbot.waitUntil(lambda: window.model.rowCount() == 1, timeout=WAIT_MS)
         # The rows land first; the status controller is told to follow them in a later step.
-        qtbot.waitUntil(lambda: bool(followed), timeout=10000)
+        qtbot.waitUntil(lambda: bool(followed), timeout=WAIT_MS)
         assert followed[0] == ["api"]
         window.select("hetzner", "api")
         assert window.act_copy_ssh.isEnabled() and not window.act_terminal.isEnabled()
@@ -85,13 +86,13 @@ def test_phases_advance_and_open_actions_follow(
         assert len(history) == 6 and "ready" in history[-1]
         # A refresh keeps the VM's status on the row (it comes from SSH, not the provider).
         shell.request_refresh()
-        qtbot.waitUntil(lambda: not shell.workspaces.running("refresh"), timeout=10000)  # type: ignore[union-attr]
+        qtbot.waitUntil(lambda: not shell.workspaces.running("refresh"), timeout=WAIT_MS)  # type: ignore[union-attr]
         assert window.model.data(window.model.index(0, 5)) == "ready · agent waiting for you"
         # The agent waiting became a notice (status bar when the platform has no tray).
         assert "agent waiting" in window.statusBar().currentMessage()
     finally:
         done = asyncio.ensure_future(shell.shutdown())
-        qtbot.waitUntil(done.done, timeout=10000)
+        qtbot.waitUntil(done.done, timeout=WAIT_MS)
         window.close()
         window.deleteLater()
 
@@ -112,7 +113,7 @@ def test_expiring_workspace_warns(
     shell = make_shell(emulator, tmp_path, configured_settings(), status=controller)
     shell.begin()
     try:
-        qtbot.waitUntil(lambda: shell.window.model.rowCount() == 1, timeout=10000)
+        qtbot.waitUntil(lambda: shell.window.model.rowCount() == 1, timeout=WAIT_MS)
         snap = snapshot("old", Phase.READY, 1.0, AgentState.IDLE)
         assert snap.status is not None
         snap.status.idle_deadline = datetime.now(UTC) + timedelta(minutes=3)
@@ -121,6 +122,6 @@ def test_expiring_workspace_warns(
         assert "deletes itself in" in shell.window.statusBar().currentMessage()
     finally:
         done = asyncio.ensure_future(shell.shutdown())
-        qtbot.waitUntil(done.done, timeout=10000)
+        qtbot.waitUntil(done.done, timeout=WAIT_MS)
         shell.window.close()
         shell.window.deleteLater()

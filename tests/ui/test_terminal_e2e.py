@@ -29,6 +29,7 @@ from app.ui.controllers import StatusController
 from app.ui.ide import IdeTab  # imports QtWebEngine before pytest-qt creates the QApplication
 from tests.emulators.hetzner import HetznerEmulator
 from tests.support.sshd import SshServer, Ttyd, start_sshd, start_ttyd
+from tests.support.waits import WAIT_MS
 from tests.ui.harness import TOKEN, configured_settings, make_shell
 from tests.ui.terminal_view import terminal_text, text_lines
 
@@ -171,14 +172,14 @@ def test_terminal_action_opens_a_live_tab_and_quit_closes_everything(
     shell.begin()
     shut: asyncio.Future[None] | None = None
     try:
-        qtbot.waitUntil(lambda: window.model.rowCount() == 1, timeout=10000)
+        qtbot.waitUntil(lambda: window.model.rowCount() == 1, timeout=WAIT_MS)
         window.select("hetzner", NAME)
         # READY arrives over the real tunnel (refresh → follow → SSH → status.json)
-        qtbot.waitUntil(window.act_terminal.isEnabled, timeout=15000)
+        qtbot.waitUntil(window.act_terminal.isEnabled, timeout=WAIT_MS)
         assert tunnels.state(NAME) is TunnelState.CONNECTED
 
         window.act_terminal.trigger()
-        qtbot.waitUntil(lambda: window.tab_for(NAME) is not None, timeout=15000)
+        qtbot.waitUntil(lambda: window.tab_for(NAME) is not None, timeout=WAIT_MS)
         tab = window.tab_for(NAME)
         assert isinstance(tab, IdeTab) and window.tabs.currentWidget() is tab
         assert not errors
@@ -186,16 +187,16 @@ def test_terminal_action_opens_a_live_tab_and_quit_closes_everything(
         assert PASSWORD not in url and "@" not in url
 
         # xterm.js paints ttyd's dark background once logged in and connected
-        qtbot.waitUntil(lambda: dark_ratio(tab.view.grab().toImage()) > 0.9, timeout=20000)
-        qtbot.waitUntil(lambda: "$" in terminal_text(qtbot, tab), timeout=20000)
+        qtbot.waitUntil(lambda: dark_ratio(tab.view.grab().toImage()) > 0.9, timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: "$" in terminal_text(qtbot, tab), timeout=WAIT_MS)
         before = light_pixels(tab.view.grab().toImage())
 
         tab.view.setFocus()
         qtbot.keyClicks(tab.view.focusProxy(), "echo BIVY_E2E_$((6*7))")
         qtbot.keyClick(tab.view.focusProxy(), Qt.Key.Key_Return)
-        qtbot.waitUntil(lambda: "BIVY_E2E_42" in terminal_text(qtbot, tab), timeout=20000)
+        qtbot.waitUntil(lambda: "BIVY_E2E_42" in terminal_text(qtbot, tab), timeout=WAIT_MS)
         # on screen too: the command line, its output and the next prompt, light on dark
-        qtbot.waitUntil(lambda: text_lines(tab.view.grab().toImage()) >= 3, timeout=10000)
+        qtbot.waitUntil(lambda: text_lines(tab.view.grab().toImage()) >= 3, timeout=WAIT_MS)
         shot = tab.view.grab().toImage()
         assert light_pixels(shot) > before + 200
         assert dark_ratio(shot) > 0.8
@@ -205,8 +206,8 @@ def test_terminal_action_opens_a_live_tab_and_quit_closes_everything(
         tunnels.add_listener(lambda change: notices.append(tab.notice))
         assert tab.notice == ""
         sshd.kill_connections()
-        qtbot.waitUntil(lambda: any("reconnecting" in text for text in notices), timeout=15000)
-        qtbot.waitUntil(lambda: tunnels.state(NAME) is TunnelState.CONNECTED, timeout=15000)
+        qtbot.waitUntil(lambda: any("reconnecting" in text for text in notices), timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: tunnels.state(NAME) is TunnelState.CONNECTED, timeout=WAIT_MS)
         assert tab.notice == ""
         tab.view.setFocus()
 
@@ -216,10 +217,10 @@ def test_terminal_action_opens_a_live_tab_and_quit_closes_everything(
             text = terminal_text(qtbot, tab)
             return "BIVY_E2E_42" not in text and "$" in text
 
-        qtbot.waitUntil(fresh_prompt, timeout=20000)
+        qtbot.waitUntil(fresh_prompt, timeout=WAIT_MS)
         qtbot.keyClicks(tab.view.focusProxy(), "echo AGAIN_$((6*7+1))")
         qtbot.keyClick(tab.view.focusProxy(), Qt.Key.Key_Return)
-        qtbot.waitUntil(lambda: "AGAIN_43" in terminal_text(qtbot, tab), timeout=20000)
+        qtbot.waitUntil(lambda: "AGAIN_43" in terminal_text(qtbot, tab), timeout=WAIT_MS)
 
         # Terminal again on the same row switches to the open tab, it does not open a second
         window.tabs.setCurrentIndex(0)
@@ -230,13 +231,13 @@ def test_terminal_action_opens_a_live_tab_and_quit_closes_everything(
         gone: list[bool] = []
         tab.destroyed.connect(lambda: gone.append(True))
         shut = asyncio.ensure_future(shell.shutdown())
-        qtbot.waitUntil(shut.done, timeout=15000)
+        qtbot.waitUntil(shut.done, timeout=WAIT_MS)
         shut.result()
-        qtbot.waitUntil(lambda: bool(gone), timeout=5000)
+        qtbot.waitUntil(lambda: bool(gone), timeout=WAIT_MS)
         assert window.tabs.count() == 1
         assert tunnels.get(NAME) is None and tunnels.state(NAME) is TunnelState.CLOSED
         assert refuses(url)
-        qtbot.waitUntil(lambda: not sshd.connection_pids(), timeout=10000)
+        qtbot.waitUntil(lambda: not sshd.connection_pids(), timeout=WAIT_MS)
         current = asyncio.current_task(qloop) if qloop.is_running() else None
         leaked = [t for t in asyncio.all_tasks(qloop) if not t.done() and t is not current]
         assert leaked == []
@@ -244,6 +245,6 @@ def test_terminal_action_opens_a_live_tab_and_quit_closes_everything(
     finally:
         if shut is None:
             done = asyncio.ensure_future(shell.shutdown())
-            qtbot.waitUntil(done.done, timeout=15000)
+            qtbot.waitUntil(done.done, timeout=WAIT_MS)
         window.close()
         window.deleteLater()

@@ -16,6 +16,7 @@ from pytestqt.qtbot import QtBot
 
 import app.ui.ide  # noqa: F401  (QtWebEngine before pytest-qt creates the QApplication)
 from app.ui.webengine_check import PAGE_COLOUR, WebEngineResult, check_webengine
+from tests.support.waits import WAIT_MS
 
 gpu_less = pytest.mark.qt_log_ignore(
     "QRhiGles2: Failed to create",
@@ -30,7 +31,7 @@ gpu_less = pytest.mark.qt_log_ignore(
 
 def _run(qtbot: QtBot, within: float = 30, **kwargs: object) -> WebEngineResult:
     task = asyncio.ensure_future(check_webengine(within, **kwargs))  # type: ignore[arg-type]
-    qtbot.waitUntil(task.done, timeout=40000)
+    qtbot.waitUntil(task.done, timeout=WAIT_MS)
     return task.result()
 
 
