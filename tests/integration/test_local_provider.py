@@ -27,7 +27,7 @@ from app.errors import NotFound
 from app.providers.local import LocalProvider
 from app.providers.local import accel as accel_mod
 from app.providers.local.host import find_qemu
-from app.providers.local.qemu import running_pid
+from app.providers.local.qemu import qmp, running_pid, stop
 from app.providers.local.seed import read_seed
 
 QEMU = shutil.which("qemu-system-x86_64")
@@ -149,6 +149,8 @@ async def test_delete_running_vm_leaves_no_process_and_no_disk(tmp_path: Path) -
     # A second app process (fresh provider) sees it running and can delete it.
     other = LocalProvider({}, root=tmp_path / "local")
     assert [(s.id, s.status) for s in await other.list()] == [(server.id, ServerStatus.RUNNING)]
+    state = other.store.read(server.id)
+    assert (await qmp(state.qmp_socket, "query-status"))["status"] == "running"
     await other.delete(server.id)
     assert not alive(pid)
     assert not files.root.exists()
@@ -186,3 +188,19 @@ def test_bivy_create_ls_rm_with_provider_local(
         removed = cli("rm", "demo", "--yes", env=env)
     assert removed.returncode == 0, removed.stderr
     assert list((Path(cli.env["BIVY_DATA_DIR"]) / "local" / "vms").iterdir()) == []
+
+
+async def test_qemu_stopped_on_the_host_is_shown_off_not_reaped(tmp_path: Path) -> None:
+    image = guest_image(tmp_path / "guest.img", seconds=FOREVER)
+    local = LocalProvider({"image": str(image), "accel": "tcg"}, root=tmp_path / "local")
+    server = await local.create(request())
+    files = local.store.files(server.id)
+    state = local.store.read(server.id)
+    await stop(files, state.qmp_socket)  # QMP quit, as a user's `kill` or a crash would end it
+    assert running_pid(files) is None
+    assert "reason=2" in files.qemu_log.read_text()  # host-qmp-quit: QMP did it, no signal
+    got = await local.get(server.id)
+    assert got.status == ServerStatus.OFF and "stopped on this computer" in got.status_detail
+    assert files.disk.exists()  # not a guest power-off: kept until deleted
+    await local.delete(server.id)
+    assert not files.root.exists()
