@@ -25,6 +25,7 @@ from app.providers.scaleway.provider import SELF_DELETE_SCRIPT, labels_to_tags, 
 from tests.contract.harness import ssh_public_key
 from tests.emulators.base import ManualClock
 from tests.emulators.scaleway import PROJECT_ID, SECRET_KEY, MetadataServer, ScalewayEmulator
+from tests.support.waits import WAIT_S
 
 OPTIONS = {"secret_key": SECRET_KEY, "project_id": PROJECT_ID}
 BASE = "/instance/v1/zones"
@@ -303,12 +304,14 @@ async def test_cancel_between_create_and_poweron_leaves_nothing(
 ) -> None:
     import asyncio
 
-    emu.inject_latency("PATCH", r".*/user_data/cloud-init", 5.0)
+    # The user data upload is held (an emulated delay the cancel ends): the cancel lands
+    # between the server's creation and its power-on, whatever the machine's speed.
+    emu.inject_latency("PATCH", r".*/user_data/cloud-init", 600.0)
     task = asyncio.create_task(provider.create(request()))
-    for _ in range(200):
-        if emu.calls("PATCH", r".*/user_data/cloud-init"):
-            break
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(WAIT_S):
+        while not emu.calls("PATCH", r".*/user_data/cloud-init"):
+            await asyncio.sleep(0.01)  # the provider's own awaits: nothing to wait on but its log
+    assert emu.servers  # created, not yet powered on
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

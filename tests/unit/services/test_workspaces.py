@@ -24,6 +24,7 @@ from app.services.workspaces import CreateProgress, WorkspaceService
 from app.settings import Account, SecretKeys, SecretStore, Settings, settings_path
 from tests.emulators.hetzner import HetznerEmulator, ManualClock
 from tests.support.memory_keyring import MemoryKeyring
+from tests.support.waits import WAIT_S
 
 TOKEN = "WorkspaceTestToken0123456789abcdefghijklmnopqrstuvwxyz"
 REPO = "https://github.com/example/project"
@@ -300,10 +301,10 @@ async def test_second_cancel_during_cleanup_still_cleans_up() -> None:
             asyncio.get_running_loop().call_later(0.05, task.cancel)
 
     await _cancel_when(service, trigger)
-    for _ in range(100):
-        if emulator.calls("DELETE", r"/v1/servers/\d+") and not Registry().all():
-            break
-        await asyncio.sleep(0.02)
+    # The cleanup goes on in its own task after the second cancel: wait for its DELETE.
+    async with asyncio.timeout(WAIT_S):
+        while not (emulator.calls("DELETE", r"/v1/servers/\d+") and not Registry().all()):
+            await asyncio.sleep(0.02)
     assert live_servers(emulator) == []
     await service.aclose()
 
