@@ -6,6 +6,10 @@ guest's SSH. The "cloud" state is the VM folders (``client.VmStore``); QEMU runs
 VMs outlive the app. The self-delete is a clean power-off, after which ``list``/``get`` reap
 the VM (folder and disk). A VM whose QEMU stopped otherwise stays listed as ``off`` with the
 reason, until deleted.
+
+Isolation: nothing outside this computer reaches the VM (only 127.0.0.1:<port> → 22 is
+forwarded), but QEMU's user-mode network lets the guest reach services listening on the host's
+loopback as 10.0.2.2 (QEMU has no switch to turn that off; the offline tests rely on it).
 """
 
 from __future__ import annotations
@@ -151,7 +155,10 @@ class LocalProvider(Provider):
     )
     token_guidance: ClassVar[str] = (
         "No account or token: VMs run on this computer with QEMU. Install QEMU first "
-        "(Debian/Ubuntu: qemu-system-x86 qemu-utils; macOS: brew install qemu)."
+        "(Debian/Ubuntu: qemu-system-x86 qemu-utils; macOS: brew install qemu). Nothing on "
+        "the network can reach the VM (only SSH is forwarded, on 127.0.0.1), but like any "
+        "QEMU user-mode network the VM can reach services listening on this computer "
+        "(as 10.0.2.2)."
     )
     default_region: ClassVar[str] = REGION_ID
     default_size: ClassVar[str] = DEFAULT_SIZE

@@ -85,6 +85,17 @@ def test_command_line_direct_kernel_tcg_and_commas_in_paths(
     assert cmd[cmd.index("-qmp") + 1] == f"unix:{tmp_path}/a,,b/q.sock,server=on,wait=off"
 
 
+def test_command_line_arm64_boots_uefi_firmware(
+    tmp_path: Path, make_state: Callable[..., VmState]
+) -> None:
+    state = make_state(arch="aarch64", accel="hvf")
+    firmware = tmp_path / "QEMU_EFI.fd"
+    cmd = vm_command(Path("qemu-system-aarch64"), state, VmFiles(tmp_path / "vm"), firmware)
+    assert cmd[cmd.index("-machine") + 1] == "virt,accel=hvf"
+    assert cmd[cmd.index("-cpu") + 1] == "host"
+    assert cmd[cmd.index("-bios") + 1] == str(firmware)
+
+
 # -- sizes ---------------------------------------------------------------------------------------
 
 
