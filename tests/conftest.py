@@ -106,7 +106,6 @@ def emulators_checked(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     started as child processes must validate too (``BIVY_EMULATOR_VALIDATION``).
     """
     monkeypatch.setenv("BIVY_EMULATOR_VALIDATION", "required")
-    emulator_base.take_created()
     yield
     problems = []
     for emulator in emulator_base.take_created():

@@ -234,6 +234,39 @@ def test_a_swallowed_violation_still_fails_the_test(tmp_path: Path) -> None:
     assert "1 passed, 1 error" in result.stdout
 
 
+def test_a_longer_lived_emulator_is_checked_after_each_test(tmp_path: Path) -> None:
+    result = _child_pytest(
+        tmp_path,
+        """
+        import httpx
+        import pytest
+        from tests.emulators.hetzner import HetznerEmulator
+
+        @pytest.fixture(scope="module")
+        def served():
+            emu = HetznerEmulator(token="t", strict=False)
+            with emu.serve() as url:
+                yield url
+
+        def test_fine(served):
+            assert httpx.get(served + "/locations",
+                             headers={"Authorization": "Bearer t"}).status_code == 200
+
+        def test_bad(served):
+            httpx.get(served + "/locations", params={"sort": "bogus:desc"},
+                      headers={"Authorization": "Bearer t"})
+
+        def test_fine_again(served):
+            assert httpx.get(served + "/locations",
+                             headers={"Authorization": "Bearer t"}).status_code == 200
+        """,
+        ci=False,
+    )
+    assert result.returncode == 1, result.stdout
+    assert "ERROR at teardown of test_bad" in result.stdout
+    assert "3 passed, 1 error" in result.stdout
+
+
 _SKIPPING = """
     import pytest
 

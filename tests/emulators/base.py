@@ -69,6 +69,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -101,16 +102,20 @@ Handler = Callable[[Any, "EmuRequest"], "EmuResponse"]
 CONTROL_PREFIX = "/_emulator"
 
 
-#: Every emulator created since the last ``take_created()`` (the autouse fixture checks them).
+#: Every emulator created since the last ``take_created()`` (the autouse fixture checks them),
+#: and every one still alive (a longer-lived fixture's, checked after each test too).
 _CREATED: list[Emulator] = []
+_LIVE: weakref.WeakSet[Emulator] = weakref.WeakSet()
 _CREATED_LOCK = threading.Lock()
 
 
 def take_created() -> list[Emulator]:
-    """The emulators created since the previous call (and forget them)."""
+    """The emulators created since the previous call (forgotten here), then any other still
+    alive: together, every emulator a test may have talked to."""
     with _CREATED_LOCK:
         created = list(_CREATED)
         _CREATED.clear()
+        created += [e for e in list(_LIVE) if e not in created]
     return created
 
 
@@ -306,6 +311,7 @@ class Emulator:
         self.violations: list[str] = []
         with _CREATED_LOCK:
             _CREATED.append(self)
+            _LIVE.add(self)
         self.lock = threading.RLock()
         self._injections: list[_Injection] = []
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
