@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from app.cli.base import EXIT_ERROR, EXIT_OK, CliContext, Command, SubParsers
-from app.cloudinit import ETC_DIR, STATE_DIR
+from app.cloudinit import CONTAINER_AGENT_ENV, ETC_DIR, STATE_DIR
 
 if TYPE_CHECKING:
     from app.domain import StatusReport
@@ -29,8 +29,8 @@ EXIT_NOT_READY = 125
 #: Where the VM keeps what ``bivy exec`` needs (root-only files written by the bootstrap).
 VM_WORKSPACE_ENV = f"{ETC_DIR}/workspace.env"
 VM_CONTAINER_ENV = f"{STATE_DIR}/container.env"
-#: The agent's credentials inside the container (root-written), loaded as the terminal does.
-CONTAINER_AGENT_ENV = "/etc/bivy-agent.env"
+#: The devcontainer CLI on the VM (the agent's credentials inside the container, in
+#: ``CONTAINER_AGENT_ENV``, are loaded as the web terminal does).
 DEVCONTAINER = "devcontainer"
 
 # -- shared ---------------------------------------------------------------------------------------
