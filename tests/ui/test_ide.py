@@ -374,12 +374,12 @@ def test_tab_follows_the_tunnel_state(
 
 @gpu_less
 def test_open_ide_tab_in_one_call(
-    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, sshd: SshServer, ttyd: Ttyd
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, sshd: SshServer, ttyd: Ttyd, keychain: object
 ) -> None:
-    from app.settings import SecretKeys, SecretStore
+    from app.settings import SecretKeys
     from app.ui.ide import open_ide_tab
 
-    secrets = SecretStore()
+    secrets = keychain  # the terminal password in a real private gnome-keyring
     secrets.set(SecretKeys.workspace("demo", "ttyd-password"), ttyd.password)
     service = TunnelService(client_key=sshd.client_private_key)
     target = SSHTarget(

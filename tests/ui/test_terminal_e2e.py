@@ -57,10 +57,11 @@ def collect_garbage_on_the_gui_thread() -> Iterator[None]:
 
 
 @pytest.fixture
-def install_key() -> tuple[str, str]:
-    """The install's SSH keypair in the (in-memory) keychain, as KeyService leaves it."""
+def install_key(keychain: SecretStore) -> tuple[str, str]:
+    """The install's SSH keypair in the keychain (a real private gnome-keyring: this test is
+    end to end), as KeyService leaves it."""
     pair = generate_keypair("bivy")
-    SecretStore().set(SecretKeys.SSH_PRIVATE_KEY, pair.private_openssh)
+    keychain.set(SecretKeys.SSH_PRIVATE_KEY, pair.private_openssh)
     return pair.private_openssh, pair.public_openssh
 
 
@@ -121,6 +122,7 @@ def test_terminal_action_opens_a_live_tab_and_quit_closes_everything(
     sshd: SshServer,
     ttyd: Ttyd,
     caplog: pytest.LogCaptureFixture,
+    keychain: SecretStore,
 ) -> None:
     # The VM side: a READY status file where StatusService reads it, ttyd's password in the
     # keychain (put there at create time), and the record with the address and pinned host key.
@@ -129,7 +131,8 @@ def test_terminal_action_opens_a_live_tab_and_quit_closes_everything(
     (vm / "status.json").write_text(
         StatusReport(phase=Phase.READY, progress=1.0, updated_at=utcnow()).model_dump_json()
     )
-    secrets = SecretStore()
+    secrets = SecretStore()  # the app's default: the keychain fixture's gnome-keyring
+    assert secrets.backend is keychain.backend
     secrets.set(SecretKeys.workspace(NAME, TTYD_PASSWORD), PASSWORD)
     emulator = HetznerEmulator(token=TOKEN, create_seconds=0, start_seconds=0)
     emulator.add_server(f"bivy-{NAME}", {"managed-by": "bivy", "bivy-workspace": NAME})
