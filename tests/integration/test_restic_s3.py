@@ -65,7 +65,7 @@ def s3() -> Iterator[S3Server]:
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a module-scoped server: a slow start costs once
         while True:
             try:
                 httpx.get(endpoint + "/", timeout=1)

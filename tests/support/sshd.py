@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 def wait_for_port(
-    port: int, timeout: float = 10.0, process: subprocess.Popen[bytes] | None = None
+    port: int, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None
 ) -> None:
     """Block until something accepts TCP connections on 127.0.0.1:``port``."""
     deadline = time.monotonic() + timeout
