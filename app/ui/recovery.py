@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt
@@ -21,6 +22,12 @@ from PySide6.QtWidgets import QMessageBox, QWidget
 
 from app.errors import SecretStoreError
 from app.settings import HeldLock, SecretKeys, SecretStore, data_dir, take_notices, try_hold
+from app.settings.secrets import LOCKED_HINT
+
+#: The hints only keychain errors carry: how a failure reported by a controller is recognised.
+_KEYCHAIN_HINTS = (SecretStoreError.default_hint, LOCKED_HINT)
+#: A keychain dialog is shown again after this long at the earliest (seconds).
+KEYCHAIN_DIALOG_GAP = 600.0
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,7 @@ class Recovery(QObject):
         self._guardian: HeldLock | None = None
         self._guardian_elsewhere = False
         self._keychain_task: asyncio.Task[None] | None = None
+        self._keychain_shown_at: float | None = None
 
     def add(self, title: str, text: str) -> None:
         """Queue a notice for the next ``show_pending`` (e.g. before the window exists)."""
@@ -91,13 +99,26 @@ class Recovery(QObject):
 
     async def _check_keychain(self) -> None:
         problem = await keychain_problem(self.secrets)
-        if problem is None:
+        if problem is not None:
+            self._keychain_dialog(problem.one_line(), locked=problem.hint == LOCKED_HINT)
+
+    def on_failure(self, message: str, hint: str) -> None:
+        """A controller's failure: a keychain one (missing, locked) also gets the dialog, at
+        most once every ``KEYCHAIN_DIALOG_GAP`` seconds (the status bar says it every time)."""
+        if hint not in _KEYCHAIN_HINTS:
             return
-        locked = "locked" in problem.message
+        shown = self._keychain_shown_at
+        if shown is not None and time.monotonic() - shown < KEYCHAIN_DIALOG_GAP:
+            return
+        text = " ".join(part.rstrip(".") + "." for part in (message, hint) if part)
+        self._keychain_dialog(text, locked=hint == LOCKED_HINT)
+
+    def _keychain_dialog(self, text: str, *, locked: bool) -> None:
+        self._keychain_shown_at = time.monotonic()
         self.show(
             "The keychain is locked" if locked else "No keychain",
-            f"{problem.one_line()} Until then Bivy cannot read your accounts' tokens or reach "
-            "your workspaces; nothing is written anywhere else instead.",
+            f"{text} Until then Bivy cannot read your accounts' tokens or reach your "
+            "workspaces; nothing is written anywhere else instead.",
         )
 
     def may_guard(self) -> bool:

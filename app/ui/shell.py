@@ -117,6 +117,8 @@ class Shell(QObject):
         self.dialogs: list[QWidget] = []
         # Issue 13: files moved aside, a missing or locked keychain, one guardian per user.
         self.recovery = Recovery(self.window, secrets)
+        if status is not None:
+            status.failed.connect(self.recovery.on_failure)
         self._set_service(workspace_service)
         self.guardian = (
             Guardian(self._guardian_delete, clock=now) if workspace_service is not None else None
@@ -175,6 +177,7 @@ class Shell(QObject):
             return
         self.workspaces.listed.connect(self._listed)
         self.workspaces.failed.connect(self.window.show_error)
+        self.workspaces.failed.connect(self.recovery.on_failure)
         self.workspaces.created.connect(self._created)
         self.workspaces.deleted.connect(self._deleted)
         self.workspaces.progress.connect(self._progress)

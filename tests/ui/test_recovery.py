@@ -20,6 +20,7 @@ from pytestqt.qtbot import QtBot
 
 from app.services.registry import registry_path
 from app.settings import Account, SecretKeys, SecretStore, Settings, save_settings, settings_path
+from app.ui import recovery
 from app.ui.recovery import guardian_lock_path
 from app.ui.shell import Shell
 from tests.emulators.hetzner import HetznerEmulator
@@ -114,6 +115,7 @@ def test_a_locked_keychain_gives_a_clear_dialog(
     shells: list[Shell],
     tmp_path: Path,
     secret_service: SecretServiceSession,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The real gnome-keyring, locked through its D-Bus Lock call after the token was stored."""
     import secretstorage
@@ -141,6 +143,16 @@ def test_a_locked_keychain_gives_a_clear_dialog(
     qtbot.waitUntil(lambda: "1 account(s) failed" in label.text(), timeout=WAIT_MS)
     assert "hetzner" in label.toolTip()
     assert shell.window.isVisible()
+
+    # Later, an action that needs the keychain (here: reading a secret through the workspaces
+    # controller, as Create does) fails on the lock: the dialog comes again, not a crash.
+    monkeypatch.setattr(recovery, "KEYCHAIN_DIALOG_GAP", 0.0)
+    assert shell.workspaces is not None
+    before = len(shell.recovery.shown)
+    shell.workspaces.start("needs-keychain", shell.secrets.aget(SecretKeys.SSH_PRIVATE_KEY))
+    qtbot.waitUntil(lambda: len(shell.recovery.shown) > before, timeout=WAIT_MS)
+    title, text = shell.recovery.shown[-1]
+    assert title == "The keychain is locked" and "Unlock your keychain" in text
     assert live_servers(emulator) == []
 
 
