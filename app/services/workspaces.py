@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from datetime import timedelta
 
 import httpx
 
-from app.cloudinit import BackupInputs, UserDataInputs, new_ttyd_password, render_user_data
+from app.cloudinit import new_ttyd_password
 from app.domain import (
     LABEL_IDLE_MINUTES,
     LABEL_MANAGED_BY,
@@ -34,7 +33,6 @@ from app.domain import (
     WorkspaceSpec,
     utcnow,
 )
-from app.domain.validation import is_local_repo
 from app.errors import ActionFailed, BivyError, Conflict, InvalidInput, NotFound
 from app.providers._polling import Backoff, poll_until
 from app.providers.base import Provider
@@ -45,10 +43,11 @@ from app.services.accounts import (
     provider_class,
     resolve_options,
 )
-from app.services.keys import KeyPair, KeyService, generate_host_key
+from app.services.keys import KeyService, generate_host_key
 from app.services.registry import Registry, WorkspaceRecord
 from app.services.repo_bundle import INCOMING_DIR, BundleJob, prepare_local_repo, send_repository
 from app.services.tunnels import VM_USER, SSHTarget
+from app.services.vm_inputs import VmSecrets, vm_user_data
 from app.settings import Account, SecretKeys, SecretStore, Settings
 
 __all__ = ["CreateProgress", "TransportFactory", "WorkspaceList", "WorkspaceService"]
@@ -326,8 +325,13 @@ class WorkspaceService:
             await self.secrets.aset(SecretKeys.workspace(spec.name, TTYD_PASSWORD), ttyd_password)
 
             progress("user-data", "Rendering the VM's cloud-init configuration", 0.2)
-            user_data = await self._user_data(
-                spec, provider, install_key.public_openssh, host_key, ttyd_password
+            user_data = await vm_user_data(
+                VmSecrets(self.settings, self.secrets, self._environ),
+                spec,
+                provider,
+                install_key.public_openssh,
+                host_key,
+                ttyd_password,
             )
             labels = {
                 LABEL_MANAGED_BY: LABEL_MANAGED_BY_VALUE,
@@ -438,60 +442,6 @@ class WorkspaceService:
                 hint=f"Choose another name, or remove it first with `bivy rm {name}`",
             )
 
-    async def _user_data(
-        self,
-        spec: WorkspaceSpec,
-        provider: Provider,
-        ssh_public_key: str,
-        host_key: KeyPair,
-        ttyd_password: str,
-    ) -> str:
-        """The VM's user data from ``app.cloudinit`` (rendered in a thread: jinja2 + gzip)."""
-        caps = provider.capabilities
-        inputs = UserDataInputs(
-            spec=spec,
-            provider=provider.kind,
-            user_data_limit=caps.user_data_limit,
-            gzip_base64_ok=caps.user_data_gzip_base64,
-            ssh_authorized_key=ssh_public_key,
-            host_key_private=host_key.private_openssh,
-            host_key_public=host_key.public_openssh,
-            ttyd_password=ttyd_password,
-            self_delete_script=provider.self_delete_script(),
-            self_delete_env=provider.self_delete_env(),
-            agent_env=await self._agent_env(spec),
-            # A local checkout arrives as a bundle: no git credential goes to the VM.
-            git_token=(
-                None
-                if is_local_repo(spec.repo_url)
-                else await self.secrets.aget(SecretKeys.GIT_TOKEN)
-            ),
-            backup=await self._backup_inputs(spec),
-        )
-        rendered = await asyncio.to_thread(render_user_data, inputs)
-        return rendered.user_data
-
-    async def _agent_env(self, spec: WorkspaceSpec) -> dict[str, str]:
-        """The agent's credential: its environment variable here, else the keychain."""
-        if spec.agent_credential == "none":
-            return {}
-        name, key = {
-            "api_key": ("ANTHROPIC_API_KEY", SecretKeys.ANTHROPIC_API_KEY),
-            "oauth_token": ("CLAUDE_CODE_OAUTH_TOKEN", SecretKeys.CLAUDE_OAUTH_TOKEN),
-        }[spec.agent_credential]
-        environ = os.environ if self._environ is None else self._environ
-        value = environ.get(name, "").strip() or await self.secrets.aget(key)
-        if not value:
-            log.warning("no %s is configured: log the agent in from its terminal", name)
-            return {}
-        return {name: value}
-
-    async def _backup_inputs(self, spec: WorkspaceSpec) -> BackupInputs | None:
-        """Backup settings for the VM (issue 6 hooks in here); None: no backups."""
-        from app.services.backup import BackupService  # issue 6 (persistence engineer)
-
-        return await BackupService(self.settings, self.secrets).inputs_for(spec)
-
     async def _wait_running(
         self,
         provider: Provider,
@@ -543,19 +493,13 @@ class WorkspaceService:
         progress: Callable[[str, str, float], None],
     ) -> None:
         """Ship the local checkout's bundle once the VM's sshd answers (its key is pinned)."""
-        target = self._ssh_target(name, server, host_public_key)
-        install_key = await self.keys.install_key()
-
-        def report(detail: str, fraction: float) -> None:
-            progress("repository", detail, 0.8 + 0.19 * fraction)
-
         await send_repository(
             job,
-            target,
-            install_key.private_openssh,
+            self._ssh_target(name, server, host_public_key),
+            (await self.keys.install_key()).private_openssh,
             timeout=self.repository_timeout,
             incoming_dir=self.incoming_dir,
-            on_progress=report,
+            on_progress=lambda detail, done: progress("repository", detail, 0.8 + 0.19 * done),
             sleep=self._sleep,
             clock=self._clock,
         )

@@ -1,0 +1,90 @@
+"""What a new VM's user data is made of: the spec, the provider's self-delete, the keys, the
+agent's credential, the backup settings — gathered from settings and keychain, then rendered by
+``app.cloudinit`` (in a thread: jinja2 + gzip). Used by ``WorkspaceService.create``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from app.cloudinit import BackupInputs, UserDataInputs, render_user_data
+from app.domain import WorkspaceSpec
+from app.domain.validation import is_local_repo
+from app.providers.base import Provider
+from app.services.keys import KeyPair
+from app.settings import SecretKeys, SecretStore, Settings
+
+__all__ = ["VmSecrets", "agent_env", "vm_user_data"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VmSecrets:
+    """Where a VM's secrets come from: settings, the keychain, and the environment
+    (``environ`` None: the process's own)."""
+
+    settings: Settings
+    secrets: SecretStore
+    environ: Mapping[str, str] | None = None
+
+
+async def vm_user_data(
+    source: VmSecrets,
+    spec: WorkspaceSpec,
+    provider: Provider,
+    ssh_public_key: str,
+    host_key: KeyPair,
+    ttyd_password: str,
+) -> str:
+    """The user data (as sent) for ``spec``'s VM at ``provider``."""
+    caps = provider.capabilities
+    inputs = UserDataInputs(
+        spec=spec,
+        provider=provider.kind,
+        user_data_limit=caps.user_data_limit,
+        gzip_base64_ok=caps.user_data_gzip_base64,
+        ssh_authorized_key=ssh_public_key,
+        host_key_private=host_key.private_openssh,
+        host_key_public=host_key.public_openssh,
+        ttyd_password=ttyd_password,
+        self_delete_script=provider.self_delete_script(),
+        self_delete_env=provider.self_delete_env(),
+        agent_env=await agent_env(source, spec),
+        # A local checkout arrives as a bundle: no git credential goes to the VM.
+        git_token=(
+            None
+            if is_local_repo(spec.repo_url)
+            else await source.secrets.aget(SecretKeys.GIT_TOKEN)
+        ),
+        backup=await _backup_inputs(source, spec),
+    )
+    rendered = await asyncio.to_thread(render_user_data, inputs)
+    return rendered.user_data
+
+
+async def agent_env(source: VmSecrets, spec: WorkspaceSpec) -> dict[str, str]:
+    """The agent's credential: its environment variable here, else the keychain."""
+    if spec.agent_credential == "none":
+        return {}
+    name, key = {
+        "api_key": ("ANTHROPIC_API_KEY", SecretKeys.ANTHROPIC_API_KEY),
+        "oauth_token": ("CLAUDE_CODE_OAUTH_TOKEN", SecretKeys.CLAUDE_OAUTH_TOKEN),
+    }[spec.agent_credential]
+    environ = os.environ if source.environ is None else source.environ
+    value = environ.get(name, "").strip() or await source.secrets.aget(key)
+    if not value:
+        log.warning("no %s is configured: log the agent in from its terminal", name)
+        return {}
+    return {name: value}
+
+
+async def _backup_inputs(source: VmSecrets, spec: WorkspaceSpec) -> BackupInputs | None:
+    """Backup settings for the VM (issue 6 hooks in here); None: no backups."""
+    from app.services.backup import BackupService  # issue 6 (persistence engineer)
+
+    return await BackupService(source.settings, source.secrets).inputs_for(spec)
