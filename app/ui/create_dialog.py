@@ -44,6 +44,7 @@ from app.domain import (
 )
 from app.domain.validation import validate_branch
 from app.errors import BivyError
+from app.services.accounts import needs_no_account, provider_class
 from app.services.compare import Catalogue, Offer, SizeClass, compare_sizes
 from app.settings import Settings
 from app.ui import formatting
@@ -263,10 +264,12 @@ class CreateDialog(QDialog):
         self._catalogue_errors: dict[str, str] = {}
         # (region, size) to select once the account's regions and sizes have loaded.
         self._pending: tuple[str, str] | None = None
+        # Prices are compared between cloud accounts; a free one on this computer is no offer.
+        self._compared = [a for a, _ in accounts if not self._free(a)]
         self._build(accounts)
         self._validate()
         QTimer.singleShot(0, self._account_changed)
-        if len(accounts) > 1:
+        if len(self._compared) > 1:
             QTimer.singleShot(0, self._load_catalogues)
 
     # -- construction ---------------------------------------------------------------------
@@ -342,7 +345,7 @@ class CreateDialog(QDialog):
         form.addRow("Price", self.price)
         self.compare = PriceComparison()
         self.compare.picked.connect(self.pick)
-        self.compare.setVisible(len(accounts) > 1)
+        self.compare.setVisible(len(self._compared) > 1)
         form.addRow(self.compare)
         # One line, no wrap (a wrapped label was cut off at the bottom in the form layout).
         self.compare_hint = QLabel("Add a second cloud account in Settings to compare prices.")
@@ -350,7 +353,7 @@ class CreateDialog(QDialog):
             "With two accounts or more, this dialog shows the chosen size's price at each."
         )
         self.compare_hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)
-        self.compare_hint.setVisible(len(accounts) <= 1)
+        self.compare_hint.setVisible(len(self._compared) <= 1)
         form.addRow("", self.compare_hint)
         form.addRow("Idle delete after", self.idle)
         form.addRow("Maximum lifetime", self.max_hours)
@@ -533,7 +536,7 @@ class CreateDialog(QDialog):
     async def _catalogues(self) -> None:
         """Every account's sizes in every region, concurrently; an account that fails is
         named under the table instead of interrupting the dialog with an error."""
-        accounts = list(self._account_labels())
+        accounts = [a for a in self._account_labels() if a in self._compared]
         self.compare.set_loading(True)
         try:
             results = await asyncio.gather(
@@ -579,6 +582,12 @@ class CreateDialog(QDialog):
     def _provider_of(self, account: str) -> str:
         configured = self.settings.account(account)
         return configured.provider if configured else account
+
+    def _free(self, account: str) -> bool:
+        try:
+            return needs_no_account(provider_class(self._provider_of(account)))
+        except BivyError:
+            return False
 
     def pick(self, account: str, region: str, size: str) -> None:
         """Switch the form to ``size`` in ``region`` at ``account`` (a comparison row)."""
