@@ -184,6 +184,13 @@ def inspect_local_repo(path: Path | str) -> LocalRepo:
             f"the git checkout {top} has no commit yet",
             hint="Commit something first (`git commit`): a bundle needs at least one commit",
         )
+    shallow = _git(top, "rev-parse", "--is-shallow-repository")
+    if shallow.stdout.strip() == b"true":
+        # A bundle of it would name commits it does not hold: the VM could not clone it.
+        raise InvalidInput(
+            f"the git checkout {top} is a shallow clone (part of its history is missing)",
+            hint="Fetch the whole history first (`git fetch --unshallow`), or give its URL",
+        )
     try:
         validate_local_repo_path(str(top))
     except ValueError as exc:

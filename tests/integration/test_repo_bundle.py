@@ -59,6 +59,11 @@ def test_inspect_describes_a_checkout_and_refuses_what_is_not_one(
     git(tmp_path, "init", "-q", "--bare", str(bare))
     with pytest.raises(InvalidInput, match="not a git checkout"):
         inspect_local_repo(bare)
+    shallow = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(shallow))
+    with pytest.raises(InvalidInput, match="is a shallow clone") as info:
+        inspect_local_repo(shallow)
+    assert "--unshallow" in info.value.one_line()
     spaced = tmp_path / "with space"
     spaced.mkdir()
     git(spaced, "init", "-q")
