@@ -11,10 +11,9 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QObject, QTimer, QUrl
-from PySide6.QtGui import QDesktopServices, QGuiApplication, QWindow
+from PySide6.QtCore import QObject, QTimer, QUrl
+from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QWidget
-from shiboken6 import isValid
 
 from app.domain import ServerStatus, Size, Workspace, utcnow
 from app.errors import BivyError
@@ -29,6 +28,7 @@ from app.services.status import StatusEvent, StatusEventKind, StatusService, Sta
 from app.services.tunnels import TunnelService
 from app.services.workspaces import WorkspaceService
 from app.settings import SecretStore, Settings, config_dir, load_settings, save_settings
+from app.ui.activity import ActivityFilter
 from app.ui.controllers import (
     TTYD_USER,
     CostsController,
@@ -105,7 +105,7 @@ class Shell(QObject):
         self.scheduler = RefreshScheduler(
             RefreshPolicy(base_seconds=float(settings.refresh_seconds)), rates=self._rates
         )
-        self._activity = _ActivityFilter(self.scheduler.user_active, self)
+        self._activity = ActivityFilter(self.scheduler.user_active, self)
         self._last_refresh = 0.0
         self.sizes_cache: dict[str, tuple[float, list[Size]]] = {}
         self.refresh_timer = QTimer(self)
@@ -622,52 +622,6 @@ class Shell(QObject):
     async def wait_closed(self) -> int:
         await self.closed.wait()
         return 0
-
-
-class _ActivityFilter(QObject):
-    """Tells the refresh scheduler when the user types or clicks (else the app is idle).
-
-    It watches the top-level windows' QWindows, which receive every input event before their
-    widgets do. Not the whole application: a Python filter there is handed every QObject Qt
-    delivers to, including QtWebEngine's half-built Quick items while the terminal tab opens,
-    and PySide crashes (segfault) wrapping those (found by the --smoke-test WebEngine check).
-    """
-
-    _INPUT = (
-        QEvent.Type.KeyPress,
-        QEvent.Type.MouseButtonPress,
-        QEvent.Type.Wheel,
-    )
-
-    def __init__(self, on_input: Callable[[], None], parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self._on_input = on_input
-        self._windows: list[QWindow] = []
-
-    def watch(self, widget: QWidget) -> None:
-        """Count input to ``widget``'s top-level window (created now if it was not yet)."""
-        widget.winId()  # makes the native window, so windowHandle() exists
-        handle = widget.windowHandle()
-        if handle is None or handle in self._windows:
-            return
-        handle.installEventFilter(self)
-        self._windows.append(handle)
-        handle.destroyed.connect(lambda *_: self._forget(handle))
-
-    def _forget(self, handle: QWindow) -> None:
-        if handle in self._windows:
-            self._windows.remove(handle)
-
-    def unwatch_all(self) -> None:
-        for handle in self._windows:
-            if isValid(handle):
-                handle.removeEventFilter(self)
-        self._windows.clear()
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() in self._INPUT:
-            self._on_input()
-        return False
 
 
 def window_state_path() -> Path:
