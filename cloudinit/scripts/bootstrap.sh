@@ -296,8 +296,10 @@ wait "$node_pid" || fail "installing node and the devcontainer CLI failed" "$nod
 
 if [ -x "$BIVY_LIB_DIR/restore" ]; then
     bivy_status phase=restoring "detail=restoring the agent's history" progress=0.4
+    started=$SECONDS
     "$BIVY_LIB_DIR/restore" >"$LOG_DIR/restore.log" 2>&1 ||
         fail "restoring the backup failed" "$LOG_DIR/restore.log"
+    bivy_status "steps.restore=$((SECONDS - started))"
 fi
 
 # The agent's state (written by its hooks inside the container) where the app reads it.
@@ -316,10 +318,11 @@ bivy_status phase=starting "detail=starting the agent's terminal" progress=0.9
 [ -e "$BIVY_STATE_DIR/lease" ] || echo 0 >"$BIVY_STATE_DIR/lease"
 chown dev:dev "$BIVY_STATE_DIR/lease"
 chmod 0644 "$BIVY_STATE_DIR/lease"
+started=$SECONDS
 systemctl enable --now bivy-ttyd.service
 for _ in $(seq 1 30); do
     if curl -fsS -o /dev/null --max-time 2 -K - <<<"user = \"bivy:$BIVY_TTYD_PASSWORD\"" http://127.0.0.1:{{ ttyd_port }}/; then
-        bivy_status phase=ready "detail=ready" progress=1
+        bivy_status phase=ready "detail=ready" progress=1 "steps.ttyd=$((SECONDS - started))"
         trap - ERR
         exit 0
     fi

@@ -138,6 +138,7 @@ bivy_status steps.devcontainer="$(took "$started")"
 mapfile -t shared < <(host_network_containers)
 if [ "${#shared[@]}" -gt 0 ]; then
     docker rm -f "${shared[@]}" "$BIVY_CONTAINER_ID" >>"$LOG" 2>&1 || true
+    rm -f "$BIVY_STATE_DIR/container.env"
     fail "refused: the devcontainer runs with host networking, so its root could read this VM's secrets from the metadata service; remove network_mode/--network host"
 fi
 

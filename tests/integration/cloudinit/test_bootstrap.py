@@ -133,7 +133,7 @@ def test_bootstrap_reaches_ready(tmp_path: Path) -> None:
     # When each phase began and what each step took, for `bivy wait` and the benchmark.
     assert set(status["timings"]) == {"installing", "cloning", "starting", "ready"}
     assert status["timings"]["installing"] <= status["timings"]["ready"]
-    assert {"packages", "node", "clone"} <= set(status["steps"])
+    assert {"packages", "node", "clone", "ttyd"} <= set(status["steps"])
 
 
 def test_rerunning_the_hook_merge_keeps_user_settings(tmp_path: Path) -> None:

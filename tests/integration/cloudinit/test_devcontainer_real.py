@@ -51,6 +51,9 @@ def _assert_hooks_unchangeable(vm: VmWorkspace, user: str) -> None:
         result = vm.exec(user, "sh", "-c", attempt, check=False)
         assert result.returncode != 0, f"{user} could: {attempt}"
     assert "agent-hook" in vm.exec(user, "cat", "/bivy/hook/agent-hook").stdout
+    # Immutable, and a container's root cannot lift that (no CAP_LINUX_IMMUTABLE).
+    assert "i" in vm.exec(user, "lsattr", "/bivy/hook/agent-hook").stdout.split()[0]
+    assert vm.exec(user, "chattr", "-i", "/bivy/hook/agent-hook", check=False).returncode != 0
 
 
 def test_non_root_user_with_another_uid(
@@ -301,4 +304,5 @@ def test_host_network_the_static_check_cannot_see_is_refused_after_up(
     assert status["phase"] == "failed"
     assert "host networking" in str(status["error"])
     assert not (vm.repo / "ran").exists()  # the lifecycle commands never ran
+    assert not (vm.state / "container.env").exists()  # `bivy exec` finds no container
     assert vm.engine.docker("ps", "-aq").stdout.strip() == ""  # and the container is gone
