@@ -141,6 +141,22 @@ def test_a_clean_tree_sends_no_uncommitted_ref_and_a_detached_head_clones(
     clone_like_the_vm(bundle.path, clone)
     assert git(clone, "rev-parse", "HEAD") == git(repo, "rev-parse", "HEAD")
 
+    # detached on a commit no branch points at, with work on top: it comes along too
+    (repo / "README.md").write_text("older base\n")
+    git(repo, "commit", "-q", "-am", "only reachable from the detached HEAD")
+    (repo / "wip.txt").write_text("work in progress\n")
+    info = inspect_local_repo(repo)
+    assert (info.branch, info.dirty) == (None, True)
+    again = tmp_path / "again"
+    again.mkdir()
+    bundle = make_bundle(info, again, include_uncommitted=True)
+    assert bundle.uncommitted
+    clone = tmp_path / "clone-2"
+    clone_like_the_vm(bundle.path, clone)
+    assert git(clone, "rev-parse", "HEAD") == git(repo, "rev-parse", "HEAD")
+    assert (clone / "wip.txt").read_text() == "work in progress\n"
+    assert (clone / "README.md").read_text() == "older base\n"
+
 
 @pytest.fixture
 def sshd(tmp_path: Path) -> Iterator[SshServer]:
