@@ -71,6 +71,9 @@ class Capabilities:
         rate_limit_per_hour: documented requests per hour (0 when unpublished).
         billing: how uptime is billed.
         metadata_url: the VM's metadata service, for self-delete.
+        listing_is_current: a server missing from ``list()`` is gone for good (no eventual
+            consistency, no create in flight that could still appear), so the app forgets its
+            workspace at once instead of after a grace period (the local provider).
     """
 
     user_data_limit: int = 32768
@@ -81,6 +84,7 @@ class Capabilities:
     rate_limit_per_hour: int = 0
     billing: BillingRule = field(default_factory=BillingRule)
     metadata_url: str = ""
+    listing_is_current: bool = False
 
 
 class Provider(abc.ABC):

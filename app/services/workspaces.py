@@ -255,7 +255,9 @@ class WorkspaceService:
         cutoff = utcnow() - STALE_RECORD_GRACE
         for record in records.values():
             gone = record.account in listed_ok and record.name not in seen
-            if gone and record.created_at < cutoff:
+            opened = self._providers.get(record.account)
+            current = opened is not None and opened[1].capabilities.listing_is_current
+            if gone and (current or record.created_at < cutoff):
                 log.info("workspace %s is gone at the provider; forgetting it", record.name)
                 await self._forget(record.name)
 

@@ -121,6 +121,8 @@ class LocalProvider(Provider):
         ),
         # No metadata service: the self-delete is a power-off.
         metadata_url="",
+        # The VM folders are the truth: a VM not listed was reaped or deleted.
+        listing_is_current=True,
     )
     options: ClassVar[tuple[ProviderOption, ...]] = (
         ProviderOption(
