@@ -203,7 +203,7 @@ def _child_pytest(tmp_path: Path, source: str, *, ci: bool) -> subprocess.Comple
         [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
          "-c", os.devnull, "--rootdir", str(tmp_path), "-q", "-rA", "-o", "asyncio_mode=auto",
          "-W", "ignore::DeprecationWarning", str(test_file)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
 
 
@@ -336,7 +336,7 @@ def _without_test_packages(env_extra: dict[str, str]) -> subprocess.CompletedPro
     env.update(env_extra)
     return subprocess.run(
         [sys.executable, "-c", _WITHOUT_TEST_PACKAGES],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
 
 
@@ -375,7 +375,7 @@ def test_a_root_only_test_says_so_and_fails_ci_when_not_root() -> None:
              sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
              "-c", os.devnull, "--rootdir", str(folder), "-q", "-W", "ignore::DeprecationWarning",
              str(test_file)],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
     finally:
         shutil.rmtree(folder, ignore_errors=True)
