@@ -34,10 +34,12 @@ systemctl start bivy-metadata-guard.service ||
     fail "could not close the metadata service to containers and users"
 
 # The hard lifetime counts from the boot, written once so a reboot cannot extend it.
+boot=$(awk '/^btime/ {print $2}' /proc/stat)
 if [ ! -s "$BIVY_STATE_DIR/deadline" ]; then
-    boot=$(awk '/^btime/ {print $2}' /proc/stat)
     echo $((boot + BIVY_MAX_HOURS * 3600)) >"$BIVY_STATE_DIR/deadline"
 fi
+# The "booting" phase began with the kernel (for `bivy wait` and the boot benchmark).
+bivy_status "timings.booting=$boot"
 bivy_status phase=installing "detail=installing docker, git, tmux, ttyd, node" progress=0.05 \
     "lifetime_deadline=@$(cat "$BIVY_STATE_DIR/deadline")" error= log_tail=
 

@@ -4,7 +4,8 @@
 Values: "" clears a field (null); "@EPOCH" in a *_at/*_since/*_deadline field becomes ISO-8601
 UTC; "<PATH" reads the last lines of a file (for log_tail); progress is a number;
 "steps.NAME=SECONDS" records how long a bootstrap step took (in the "steps" object). A new phase
-also records when it began ("timings": {phase: epoch seconds}, first time only). updated_at is
+also records when it began ("timings": {phase: epoch seconds}, first time only);
+"timings.PHASE=EPOCH" sets one explicitly (the boot, which began before any writer ran). updated_at is
 always set. BIVY_NOW fakes the clock; BIVY_STATE_DIR moves the file (both for tests only).
 """
 
@@ -71,11 +72,12 @@ def merge(path: str, state_dir: str, argv: list[str]) -> int:
         if not sep or not key:
             print(f"bivy-status: expected KEY=VALUE, got {arg!r}", file=sys.stderr)
             return 2
-        if key.startswith("steps."):
-            steps = status.get("steps")
-            steps = steps if isinstance(steps, dict) else {}
-            steps[key[len("steps.") :]] = round(float(value), 1)
-            status["steps"] = steps
+        group, dot, name = key.partition(".")
+        if dot and group in ("steps", "timings"):
+            values = status.get(group)
+            values = values if isinstance(values, dict) else {}
+            values[name] = round(float(value), 1 if group == "steps" else 3)
+            status[group] = values
             continue
         status[key] = convert(key, value)
         if key == "phase" and value:

@@ -131,8 +131,9 @@ def test_bootstrap_reaches_ready(tmp_path: Path) -> None:
     assert not [line for line in calls.splitlines() if line.startswith("apt-get ")]
     assert (state / "agent.json").is_symlink()
     # When each phase began and what each step took, for `bivy wait` and the benchmark.
-    assert set(status["timings"]) == {"installing", "cloning", "starting", "ready"}
-    assert status["timings"]["installing"] <= status["timings"]["ready"]
+    timings = status["timings"]
+    assert set(timings) == {"booting", "installing", "cloning", "starting", "ready"}
+    assert timings["booting"] <= timings["installing"] <= timings["cloning"] <= timings["ready"]
     assert {"packages", "node", "clone", "ttyd"} <= set(status["steps"])
 
 

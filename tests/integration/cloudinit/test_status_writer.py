@@ -92,11 +92,15 @@ def test_phase_timings_and_step_durations(tmp_path: Path) -> None:
         ("1800000005.5", ["steps.packages=42", "steps.node=17.25"]),
         ("1800000010", ["phase=cloning", "detail=x"]),
         ("1800000020", ["phase=cloning", "detail=y"]),
-        ("1800000030", ["steps.clone=3"]),
+        ("1800000030", ["steps.clone=3", "timings.booting=1799999900"]),
     ):
         subprocess.run([*cmd, *args], env={**env, "BIVY_NOW": now}, check=True)
     status = json.loads(status_path.read_text())
-    assert status["timings"] == {"installing": 1800000000.0, "cloning": 1800000010.0}
+    assert status["timings"] == {
+        "booting": 1799999900.0,
+        "installing": 1800000000.0,
+        "cloning": 1800000010.0,
+    }
     assert status["steps"] == {"packages": 42.0, "node": 17.2, "clone": 3.0}
     assert status["phase"] == "cloning" and status["detail"] == "y"
     StatusReport.model_validate_json(status_path.read_text())
