@@ -238,11 +238,13 @@ async def _local_repo(args: argparse.Namespace, ctx: CliContext) -> None:
 async def _cmd_create(args: argparse.Namespace, ctx: CliContext) -> int:
     await _local_repo(args, ctx)
     spec = _spec_from_args(args, ctx.settings)
-    last: list[str] = [""]
+    last: list[Any] = ["", 0.0]
 
     def on_progress(progress: Any) -> None:
-        if progress.detail != last[0]:
-            last[0] = progress.detail
+        # A new step, or a long upload moving on (about every fifth of it), gets a line.
+        moved = progress.step == "repository" and progress.fraction - last[1] >= 0.04
+        if progress.detail != last[0] or moved:
+            last[:] = [progress.detail, progress.fraction]
             ctx.note(f"[{round(progress.fraction * 100):3d}%] {progress.detail}")
 
     workspace: Workspace = await ctx.service.create(spec, on_progress=on_progress)

@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,3 +129,39 @@ def test_create_with_a_local_folder_checks_it_and_mentions_uncommitted_work(
         "create", "demo", "--repo", "project", "--include-uncommitted", "--provider", "nosuch"
     )
     assert code == 1 and "uncommitted" not in err
+
+
+def test_create_passes_the_checkout_and_reports_a_long_upload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.domain import Workspace, WorkspaceSpec
+    from app.services.workspaces import CreateProgress, WorkspaceService
+    from tests.support.local_repo import make_repo
+
+    make_repo(tmp_path / "project")
+    monkeypatch.chdir(tmp_path)
+    seen: list[WorkspaceSpec] = []
+
+    async def create(
+        self: WorkspaceService, spec: WorkspaceSpec, on_progress: Any = None
+    ) -> Workspace:
+        seen.append(spec)
+        on_progress(CreateProgress("wait", "Server 1 is running", 0.79))
+        on_progress(CreateProgress("repository", "Waiting for the VM's SSH server", 0.8))
+        for percent in range(101):
+            on_progress(
+                CreateProgress(
+                    "repository", "Sending the repository (12.3 MB)", 0.8 + 0.19 * percent / 100
+                )
+            )
+        on_progress(CreateProgress("repository", "Repository sent", 0.99))
+        return Workspace(name=spec.name, account="a", provider="hetzner", repo_url=spec.repo_url)
+
+    monkeypatch.setattr(WorkspaceService, "create", create)
+    code, out, err = run("create", "demo", "--repo", "project", "--include-uncommitted")
+    assert code == 0, err
+    assert (seen[0].repo_url, seen[0].include_uncommitted) == (str(tmp_path / "project"), True)
+    sending = [line for line in err.splitlines() if "Sending the repository" in line]
+    assert 4 <= len(sending) <= 6  # about every fifth of the upload, not every percent
+    assert err.splitlines()[-1] == "[ 99%] Repository sent"
+    assert out == "Workspace demo is running.\n"
