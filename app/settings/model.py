@@ -244,12 +244,23 @@ def atomic_write_text(path: Path, text: str, *, mode: int = 0o600) -> None:
         raise
 
 
-def save_settings(settings: Settings, path: Path | None = None) -> None:
+class SettingsChanged(InvalidInput):
+    """The settings file changed (another Bivy process) since the copy being saved was read."""
+
+    default_hint = "Close Settings and open it again: it then starts from the current settings"
+
+
+def save_settings(
+    settings: Settings, path: Path | None = None, *, expected: Settings | None = None
+) -> None:
     """Write the settings atomically (temp file + rename), readable by the user only.
 
     Holds ``settings.json.lock`` so two processes never interleave, and refuses to write over
     a file it cannot read or one written by a newer Bivy; a file that is not valid settings
-    (broken since it was loaded) is moved aside first, never overwritten.
+    (broken since it was loaded) is moved aside first, never overwritten. With ``expected``
+    (the settings an edit started from), a file that no longer holds them was changed by
+    another process meanwhile (``bivy login`` beside the window): ``SettingsChanged``, and
+    the other process's change is kept.
     """
     path = path or settings_path()
     with file_lock(path):
@@ -263,7 +274,13 @@ def save_settings(settings: Settings, path: Path | None = None) -> None:
                     hint="Upgrade Bivy, or move the file away to start fresh",
                 )
             try:
-                _parse_settings(data, path)
+                current = _parse_settings(data, path)
             except InvalidInput as exc:
                 move_aside(path, exc.message.split(": ", 1)[-1])
+            else:
+                if expected is not None and current != expected:
+                    raise SettingsChanged(
+                        f"the settings in {path} were changed by another Bivy process since "
+                        "they were opened here; not writing over that change"
+                    )
         atomic_write_text(path, settings.model_dump_json(indent=2) + "\n")

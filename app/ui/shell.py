@@ -27,7 +27,14 @@ from app.services.registry import Registry
 from app.services.status import StatusEvent, StatusEventKind, StatusService, StatusSnapshot
 from app.services.tunnels import TunnelService
 from app.services.workspaces import WorkspaceService
-from app.settings import SecretStore, Settings, config_dir, load_settings, save_settings
+from app.settings import (
+    SecretStore,
+    Settings,
+    config_dir,
+    load_settings,
+    save_settings,
+    settings_path,
+)
 from app.ui.activity import ActivityFilter
 from app.ui.controllers import (
     TTYD_USER,
@@ -450,19 +457,36 @@ class Shell(QObject):
         return dialog
 
     def open_settings_dialog(self) -> SettingsDialog:
+        base = self._settings_from_disk()
         dialog = SettingsDialog(
-            self.settings,
+            base,
             self.secrets,
             self.providers,
             self.validator,
             public_key=self.public_key,
-            persist=save_settings,
+            # Refused (and shown in the dialog) if another process saved meanwhile.
+            persist=lambda settings: save_settings(settings, expected=base),
             parent=self.window,
         )
         dialog.accepted.connect(lambda: self._settings_saved(dialog.settings))
         self._keep(dialog)
         dialog.open()
         return dialog
+
+    def _settings_from_disk(self) -> Settings:
+        """The settings as saved now (``bivy login`` may have changed them since the window
+        read them); the window's copy when there is no file or it cannot be used."""
+        if not settings_path().exists():
+            return self.settings
+        try:
+            current = load_settings()
+        except BivyError as exc:
+            self.recovery.add("Your settings could not be read", exc.one_line())
+            self.recovery.show_pending()
+            return self.settings
+        if current != self.settings:
+            self._settings_saved(current)
+        return current
 
     def _keep(self, dialog: QWidget) -> None:
         self._activity.watch(dialog)

@@ -216,3 +216,52 @@ def test_only_one_process_runs_the_guardian(
     qtbot.waitUntil(lambda: not controller.running("refresh"), timeout=WAIT_MS)
     controller.start("refresh", controller.refresh())
     qtbot.waitUntil(lambda: live_servers(emulator) == [], timeout=WAIT_MS)
+
+
+_LOGIN = """
+from app.settings import Account, load_settings, save_settings
+settings = load_settings()
+settings.accounts.append(Account(id="digitalocean", provider="digitalocean", label="DO"))
+save_settings(settings)
+"""
+
+
+def test_settings_saved_by_another_process_are_never_overwritten_by_the_window(
+    qtbot: QtBot, emulator: HetznerEmulator, shells: list[Shell], tmp_path: Path
+) -> None:
+    """`bivy login` (here: another Python process) adds an account while the window runs."""
+    from app.settings import load_settings
+    from app.ui.settings_dialog import SettingsDialog
+
+    settings = configured_settings()
+    save_settings(settings)
+    shell = make_shell(emulator, tmp_path, settings=settings)
+    shells.append(shell)
+    shell.begin()
+    stale = shell.open_settings_dialog()  # opened before the other process writes
+    done = subprocess.run(
+        [sys.executable, "-c", _LOGIN],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    stale.budget.setValue(70)
+    stale.buttons.button(stale.buttons.StandardButton.Save).click()
+    qtbot.waitUntil(lambda: stale.error.isVisible(), timeout=WAIT_MS)
+    assert "changed by another Bivy process" in stale.error.text()
+    assert [a.id for a in load_settings().accounts] == ["hetzner", "digitalocean"]
+    stale.reject()
+
+    fresh = shell.open_settings_dialog()  # starts from the file as it is now
+    assert isinstance(fresh, SettingsDialog)
+    assert [a.id for a in fresh.settings.accounts] == ["hetzner", "digitalocean"]
+    assert [a.id for a in shell.settings.accounts] == ["hetzner", "digitalocean"]
+    fresh.budget.setValue(70)
+    with qtbot.waitSignal(fresh.accepted, timeout=WAIT_MS):
+        fresh.buttons.button(fresh.buttons.StandardButton.Save).click()
+    saved = load_settings()
+    assert [a.id for a in saved.accounts] == ["hetzner", "digitalocean"]
+    assert str(saved.monthly_budget) == "70.00"

@@ -16,6 +16,7 @@ from app.errors import InvalidInput
 from app.settings import (
     Account,
     Settings,
+    SettingsChanged,
     file_lock,
     load_settings,
     save_settings,
@@ -107,3 +108,21 @@ def test_the_lock_is_reentrant_in_one_thread() -> None:
     with file_lock(settings_path()), file_lock(settings_path()):
         save_settings(Settings())
     assert load_settings() == Settings()
+
+
+def test_a_save_from_a_stale_copy_keeps_the_other_processs_change() -> None:
+    opened = Settings(accounts=[Account(id="hetzner", provider="hetzner")])
+    save_settings(opened)
+    # Another process (`bivy login digitalocean`) adds an account meanwhile.
+    elsewhere = opened.model_copy(deep=True)
+    elsewhere.accounts.append(Account(id="digitalocean", provider="digitalocean"))
+    save_settings(elsewhere)
+    edited = opened.model_copy(update={"refresh_seconds": 60})
+    with pytest.raises(SettingsChanged, match="changed by another Bivy process") as info:
+        save_settings(edited, expected=opened)
+    assert "open it again" in info.value.one_line()
+    assert load_settings() == elsewhere
+    # Started from what is on disk now, the same edit goes through.
+    save_settings(elsewhere.model_copy(update={"refresh_seconds": 60}), expected=elsewhere)
+    assert load_settings().refresh_seconds == 60
+    assert [a.id for a in load_settings().accounts] == ["hetzner", "digitalocean"]
