@@ -17,7 +17,8 @@
 # Why httpx-auth and not aiobotocore (measured, issue 13): httpx-auth is one 370 KB package on the
 # httpx stack Bivy already uses (~0.03 s to import); aiobotocore brings botocore (31 MB), aiohttp
 # and six more packages, a second HTTP stack, ~0.7 s of import plus ~0.2 s per client, and pins
-# botocore to a narrow range (installing it downgraded the botocore that moto/boto3 need).
+# botocore to a narrow range (installing it downgraded the botocore that moto/boto3 need). The
+# cost: httpx-auth pins httpx's minor version (0.23.x wants httpx 0.28.*).
 
 from __future__ import annotations
 
