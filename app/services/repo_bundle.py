@@ -522,10 +522,3 @@ async def send_repository(
         await tunnels.close_all()
         if last_error is not None:
             log.debug("last SSH error while sending the repository: %s", last_error.message)
-
-
-async def amake_bundle(repo: LocalRepo, directory: Path, *, include_uncommitted: bool) -> Bundle:
-    """``make_bundle`` in a thread."""
-    return await asyncio.to_thread(
-        make_bundle, repo, directory, include_uncommitted=include_uncommitted
-    )
