@@ -158,6 +158,7 @@ async def test_delete_running_vm_leaves_no_process_and_no_disk(tmp_path: Path) -
     assert image.exists()  # the base image is never touched
 
 
+@pytest.mark.slow
 def test_bivy_create_ls_rm_with_provider_local(
     tmp_path: Path, cli: Any, secret_service: Any
 ) -> None:

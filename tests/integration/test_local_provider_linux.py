@@ -108,6 +108,7 @@ def build_initramfs(path: Path) -> None:
     path.write_bytes(gzip.compress(_cpio(entries), compresslevel=1))
 
 
+@pytest.mark.slow
 async def test_linux_guest_from_a_manifest_sees_the_seed_and_is_reaped(tmp_path: Path) -> None:
     assert KERNEL is not None
     vmlinuz, _ = KERNEL
