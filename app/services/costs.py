@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -23,6 +24,7 @@ from app.domain import (
 )
 from app.errors import BivyError
 from app.providers.base import BillingRule
+from app.settings import file_lock, move_aside
 
 __all__ = [
     "BudgetStatus",
@@ -421,13 +423,8 @@ class _Ledger:
         once never collide between a read and the write that depends on it."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(
-                sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
-            ) as conn:
-                with self._init_lock:
-                    if not self._ready:
-                        self._init(conn)
-                        self._ready = True
+            self._prepare()
+            with closing(self._open()) as conn:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
                     yield conn
@@ -439,6 +436,46 @@ class _Ledger:
             raise LedgerError(f"the cost ledger {self.path} cannot be used: {exc}") from None
         except OSError as exc:
             raise LedgerError(f"the cost ledger {self.path} cannot be opened: {exc}") from None
+
+    def _open(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+
+    def _prepare(self) -> None:
+        """Create or check the schema, once per process. A file that is not an SQLite database
+        (or a damaged one) is moved aside with its -wal/-shm (kept, with a notice) and a new
+        ledger begins: costs go on being tracked, and the old history is not destroyed."""
+        with self._init_lock:
+            if self._ready:
+                return
+            try:
+                with closing(self._open()) as conn:
+                    self._init(conn)
+            except sqlite3.DatabaseError as exc:
+                if type(exc) is not sqlite3.DatabaseError:  # busy, locked, full: not corrupt
+                    raise
+                with file_lock(self.path):
+                    self._recover()
+            self._ready = True
+
+    def _recover(self) -> None:
+        # Under the lock: another process may have moved it aside and begun anew already.
+        try:
+            with closing(self._open()) as conn:
+                self._init(conn)
+            return
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:
+                raise
+            reason = str(exc)
+        notice = move_aside(self.path, f"not a usable SQLite database: {reason}")
+        if not notice.kept_at:
+            raise LedgerError(notice.text)
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{self.path}{suffix}")
+            if side.exists():
+                os.replace(side, f"{notice.kept_at}{suffix}")
+        with closing(self._open()) as conn:
+            self._init(conn)
 
     def _init(self, conn: sqlite3.Connection) -> None:
         # WAL is a property of the file: set once, every later connection (any process) uses it.
