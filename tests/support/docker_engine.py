@@ -284,9 +284,16 @@ def _free_subnet() -> str:
 
 @contextlib.contextmanager
 def docker_engine_session(
-    *, with_base_image: bool = True, start_timeout: float = 60.0
+    *,
+    with_base_image: bool = True,
+    start_timeout: float = 60.0,
+    data_root: Path | None = None,
+    storage_drivers: tuple[str, ...] = ("overlay2", "vfs"),
 ) -> Iterator[DockerEngine]:
-    """Start a private dockerd (overlay2, else vfs), import the base image, stop it on exit."""
+    """Start a private dockerd (overlay2, else vfs), import the base image, stop it on exit.
+
+    ``data_root`` keeps the engine's data in that folder (kept on exit; e.g. a guest rootfs's
+    /var/lib/docker), else a temp folder that is deleted."""
     reason = skip_reason()
     if reason:
         raise RuntimeError(reason)
@@ -303,12 +310,12 @@ def docker_engine_session(
         subprocess.run(["ip", "addr", "add", address, "dev", bridge], check=True)
         subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
         last_error = ""
-        for driver in ("overlay2", "vfs"):
+        for driver in storage_drivers:
             log = (root / f"dockerd-{driver}.log").open("wb")
             process = subprocess.Popen(
                 [
                     "dockerd",
-                    f"--data-root={root / 'data'}",
+                    f"--data-root={data_root or root / 'data'}",
                     f"--exec-root={exec_root}",
                     f"--pidfile={exec_root / 'docker.pid'}",
                     f"-H=unix://{socket}",
@@ -329,7 +336,8 @@ def docker_engine_session(
             last_error = (root / f"dockerd-{driver}.log").read_text(errors="replace")[-3000:]
             _stop(process)
             process = None
-            shutil.rmtree(root / "data", ignore_errors=True)
+            if data_root is None:
+                shutil.rmtree(root / "data", ignore_errors=True)
         else:
             raise RuntimeError(f"dockerd did not start:\n{last_error}")
         if with_base_image:
@@ -343,6 +351,8 @@ def docker_engine_session(
         subprocess.run(["ip", "link", "delete", bridge], check=False, capture_output=True)
         _unmount_below(root)
         _unmount_below(exec_root)
+        if data_root is not None:
+            _unmount_below(data_root)
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(exec_root, ignore_errors=True)
 
