@@ -205,3 +205,31 @@ async def test_qemu_stopped_on_the_host_is_shown_off_not_reaped(tmp_path: Path) 
     assert files.disk.exists()  # not a guest power-off: kept until deleted
     await local.delete(server.id)
     assert not files.root.exists()
+
+
+async def test_a_port_taken_meanwhile_is_retried_with_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.errors import BivyError
+    from app.providers.local import qemu
+
+    image = guest_image(tmp_path / "guest.img", seconds=FOREVER)
+    local = LocalProvider({"image": str(image), "accel": "tcg"}, root=tmp_path / "local")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = [busy]
+        real = qemu.free_port
+        monkeypatch.setattr(qemu, "free_port", lambda: ports.pop() if ports else real())
+        server = await local.create(request())
+        try:
+            assert server.ssh_port != busy and server.status == ServerStatus.RUNNING
+        finally:
+            await local.delete(server.id)
+        # Always taken: the create fails with QEMU's reason (from its -D log, not stderr) and
+        # leaves nothing behind.
+        monkeypatch.setattr(qemu, "free_port", lambda: busy)
+        with pytest.raises(BivyError, match="Could not set up host forwarding rule"):
+            await local.create(request())
+    assert list((tmp_path / "local" / "vms").iterdir()) == []

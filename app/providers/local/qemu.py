@@ -169,11 +169,15 @@ def start(command: list[str], files: VmFiles) -> int:
                 f"QEMU could not be started: {type(exc).__name__}", provider=KIND
             ) from None
     if done.returncode != 0:
-        lines = [
-            line.strip()
-            for line in files.start_log.read_text(errors="replace").splitlines()
-            if line.strip()
-        ]
+        # With -D, QEMU reports start-up errors in its log file rather than on stderr.
+        lines = []
+        for log_file in (files.start_log, files.qemu_log):
+            with contextlib.suppress(OSError):
+                lines += [
+                    line.strip()
+                    for line in log_file.read_text(errors="replace").splitlines()
+                    if line.strip() and not _SHUTDOWN_TRACE.search(line)
+                ]
         last = lines[-1] if lines else f"exit status {done.returncode}"
         raise BivyError(f"QEMU refused to start the VM: {last[:300]}", provider=KIND)
     pid = running_pid(files)
