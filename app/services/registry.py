@@ -15,8 +15,9 @@ from pathlib import Path
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from app.domain import DEFAULT_IDLE_MINUTES, DEFAULT_MAX_HOURS, utcnow
-from app.errors import InvalidInput
+from app.errors import BivyError, InvalidInput
 from app.settings import atomic_write_text, data_dir, file_lock, move_aside
+from app.settings.files import report
 
 __all__ = ["REGISTRY_SCHEMA_VERSION", "Registry", "WorkspaceRecord", "registry_path"]
 
@@ -142,22 +143,32 @@ class Registry:
         for_write: bool,
     ) -> dict[str, WorkspaceRecord]:
         """Keep the broken file aside whole, write back what was good, and say so."""
-        with file_lock(self.path):
-            try:
-                unchanged = self.path.read_bytes() == data
-            except FileNotFoundError:
-                unchanged = False
-            except OSError:
-                unchanged = True  # moving it aside then tells what is wrong
-            if not unchanged:  # another process fixed or rewrote it meanwhile
-                return self._read(for_write=for_write)
-            notice = move_aside(self.path, why)
-            if not notice.kept_at:
-                if for_write:
-                    raise InvalidInput(notice.text, hint="Bivy will not write over it")
-                return good
-            if good:
-                self._write(good)
+        try:
+            with file_lock(self.path):
+                try:
+                    unchanged = self.path.read_bytes() == data
+                except FileNotFoundError:
+                    unchanged = False
+                except OSError:
+                    unchanged = True  # moving it aside then tells what is wrong
+                if not unchanged:  # another process fixed or rewrote it meanwhile
+                    return self._read(for_write=for_write)
+                notice = move_aside(self.path, why)
+                if notice.kept_at and good:
+                    try:
+                        self._write(good)
+                    except BivyError as exc:
+                        raise InvalidInput(
+                            f"{notice.text}, but its readable records could not be written "
+                            f"back: {exc.message}",
+                            hint="Free some space, then copy the kept file back",
+                        ) from None
+        except InvalidInput:
+            raise
+        except BivyError as exc:  # the lock cannot be had: the file stays as it is
+            notice = report(self.path, f"{self.path} could not be used ({why}): {exc.message}")
+        if not notice.kept_at and for_write:
+            raise InvalidInput(notice.text, hint="Bivy will not write over it")
         return good
 
     def _write(self, records: dict[str, WorkspaceRecord]) -> None:

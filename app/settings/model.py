@@ -204,13 +204,18 @@ def load_settings(path: Path | None = None) -> Settings:
         if _newer_version(data) is not None:
             raise
         problem = exc.message
-    with file_lock(path):
-        # Another process may have replaced it meanwhile: move only what was judged broken.
-        if _read_bytes(path) != data:
-            return load_settings(path)
-        notice = move_aside(path, problem.split(": ", 1)[-1], publish=False)
-    message = notice.text if notice.kept_at else problem
-    raise SettingsMovedAside(message, notice)
+    left = InvalidInput(problem, hint="Fix or remove the file; Bivy will not write over it")
+    try:
+        with file_lock(path):
+            # Another process may have replaced it meanwhile: move only what was judged broken.
+            if _read_bytes(path) != data:
+                return load_settings(path)
+            notice = move_aside(path, problem.split(": ", 1)[-1], publish=False)
+    except BivyError:  # the folder cannot be written: nothing can be moved, nothing written
+        raise left from None
+    if not notice.kept_at:
+        raise left
+    raise SettingsMovedAside(notice.text, notice)
 
 
 def atomic_write_text(path: Path, text: str, *, mode: int = 0o600) -> None:
@@ -276,7 +281,11 @@ def save_settings(
             try:
                 current = _parse_settings(data, path)
             except InvalidInput as exc:
-                move_aside(path, exc.message.split(": ", 1)[-1])
+                if not move_aside(path, exc.message.split(": ", 1)[-1]).kept_at:
+                    raise InvalidInput(
+                        f"{exc.message}; it could not be moved aside, so it is not written over",
+                        hint="Fix or remove the file, then save again",
+                    ) from None
             else:
                 if expected is not None and current != expected:
                     raise SettingsChanged(

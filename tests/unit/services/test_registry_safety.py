@@ -90,3 +90,24 @@ def test_two_processes_writing_at_once_lose_nothing() -> None:
         assert out.strip() == "done"
     names = {r.name for r in Registry().all()}
     assert names == {f"{tag}-{i}" for tag in ("left", "right") for i in range(40)}
+
+
+def test_a_broken_registry_that_cannot_be_moved_is_never_written_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.settings import files
+
+    registry_path().parent.mkdir(parents=True)
+    original = json.dumps({"workspaces": [good("alpha"), {"name": "bad"}]}).encode()
+    registry_path().write_bytes(original)
+
+    def refuse(src: object, dst: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(files.os, "replace", refuse)
+    take_notices()
+    assert [r.name for r in Registry().all()] == ["alpha"]  # reading still shows the good one
+    assert "could not be moved aside" in take_notices()[0].text
+    with pytest.raises(InvalidInput, match="could not be moved aside"):
+        Registry().put(WorkspaceRecord.model_validate(good("beta")))
+    assert registry_path().read_bytes() == original

@@ -126,3 +126,23 @@ def test_a_save_from_a_stale_copy_keeps_the_other_processs_change() -> None:
     save_settings(elsewhere.model_copy(update={"refresh_seconds": 60}), expected=elsewhere)
     assert load_settings().refresh_seconds == 60
     assert [a.id for a in load_settings().accounts] == ["hetzner", "digitalocean"]
+
+
+def test_a_broken_file_that_cannot_be_moved_is_left_and_never_written_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.settings import files
+
+    settings_path().parent.mkdir(parents=True)
+    settings_path().write_bytes(b"{broken")
+
+    def refuse(src: object, dst: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(files.os, "replace", refuse)
+    with pytest.raises(InvalidInput, match="JSONDecodeError") as info:
+        load_settings()
+    assert "will not write over it" in info.value.one_line()
+    with pytest.raises(InvalidInput, match="could not be moved aside"):
+        save_settings(Settings())
+    assert settings_path().read_bytes() == b"{broken"
