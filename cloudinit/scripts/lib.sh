@@ -15,10 +15,21 @@ bivy_now() {
     fi
 }
 
-# apt-get that waits for the dpkg lock (cloud-init, unattended-upgrades and our own parallel jobs
-# all take it at first boot) instead of failing at once, and retries flaky mirrors.
+# apt-get that waits for the locks (cloud-init, apt-daily and unattended-upgrades take them at
+# first boot) instead of failing at once: our own jobs take turns (flock); installing waits for
+# dpkg's lock (DPkg::Lock::Timeout); `update`, whose lists lock that option does not cover (apt
+# 2.6, measured: it fails at once), is tried again for up to 10 minutes.
 bivy_apt() {
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3 "$@"
+    _bivy_apt_try=1
+    while ! flock "$BIVY_STATE_DIR/.apt.lock" env DEBIAN_FRONTEND=noninteractive \
+        apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3 "$@"; do
+        case " $* " in
+            *" update "*) [ "$_bivy_apt_try" -lt 60 ] || return 1 ;;
+            *) return 1 ;;
+        esac
+        _bivy_apt_try=$((_bivy_apt_try + 1))
+        sleep "${BIVY_APT_RETRY_SECONDS:-10}"
+    done
 }
 
 # Merge KEY=VALUE pairs into status.json atomically (see the status writer for the value syntax).

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -375,3 +376,47 @@ def test_a_damaged_bundle_fails_the_clone(tmp_path: Path) -> None:
     status = json.loads((tmp_path / "vm" / "state" / "status.json").read_text())
     assert status["error"] == "cloning the repository failed"
     assert "damaged" in status["log_tail"]
+
+
+def test_apt_update_waits_for_a_held_lists_lock_with_the_real_apt(tmp_path: Path) -> None:
+    # DPkg::Lock::Timeout does not cover `apt-get update`'s lists lock (apt fails at once, exit
+    # 100): bivy_apt tries again. Real apt-get on a private lists dir with no sources (no network).
+    apt_get = shutil.which("apt-get")
+    if apt_get is None:
+        pytest.skip("needs apt-get (Debian/Ubuntu)")
+    env, _ = _make_vm(tmp_path)
+    env["PATH"] = os.environ["PATH"]
+    lists = tmp_path / "lists"
+    (lists / "partial").mkdir(parents=True)
+    (tmp_path / "parts").mkdir()
+    private = (
+        f"-o Dir::State::Lists={lists} -o Dir::Etc::sourcelist=/dev/null "
+        f"-o Dir::Etc::sourceparts={tmp_path / 'parts'}"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(lists / 'lock')!r}, os.O_RDWR | os.O_CREAT, 0o640)\n"
+         "fcntl.lockf(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(3)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        plain = subprocess.run(
+            [apt_get, *private.split(), "-o", "DPkg::Lock::Timeout=60", "update", "-q"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert plain.returncode == 100 and "Could not get lock" in plain.stderr
+        script = f'. "$BIVY_LIB_DIR/lib.sh"; bivy_apt {private} update -q'
+        started = time.monotonic()
+        result = subprocess.run(
+            ["bash", "-c", script], env={**env, "BIVY_APT_RETRY_SECONDS": "1"},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "Could not get lock" in result.stderr
+        assert time.monotonic() - started >= 1
+    finally:
+        holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
