@@ -421,7 +421,7 @@ def test_scripts_pass_shellcheck() -> None:
     assert result.returncode == 0, result.stdout
 
 
-def test_scripts_are_rendered_verbatim_within_hetzners_limit(tmp_path: Path) -> None:
+def test_scripts_are_rendered_with_all_their_code_within_hetzners_limit(tmp_path: Path) -> None:
     from app.cloudinit import render_user_data
     from tests.unit.cloudinit.vmtree import file_content, inputs_for
 
@@ -439,7 +439,14 @@ def test_scripts_are_rendered_verbatim_within_hetzners_limit(tmp_path: Path) -> 
     source = REPO_ROOT / "cloudinit" / "backup"
     for name in ("backup", "restore", "pre-delete"):
         content = file_content(rendered.cloud_config, f"/usr/local/lib/bivy/{name}")
-        assert content == (source / f"{name}.sh").read_text(), name
+        # Verbatim but for comment-only lines (dropped to fit 32 KiB; the shebang and
+        # shellcheck directives stay): every line of code, in order, unchanged.
+        code = [
+            line
+            for i, line in enumerate((source / f"{name}.sh").read_text().splitlines())
+            if i == 0 or not line.lstrip().startswith("#") or "# shellcheck" in line
+        ]
+        assert content.splitlines() == code, name
     env = file_content(rendered.cloud_config, "/etc/bivy/backup.env")
     assert "RESTIC_PASSWORD=" in env and "BIVY_BACKUP_INCLUDE_UNCOMMITTED=1" in env
     # Without backups, none of it is installed.
