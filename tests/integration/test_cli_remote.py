@@ -91,11 +91,12 @@ def play(
     state: Path, steps: list[tuple[float, dict[str, Any]]], sshd: SshServer | None = None
 ) -> threading.Thread:
     """Write each status after its delay, in a thread (the CLI runs its own event loop); with
-    ``sshd``, the clock starts when the CLI has logged in (a busy machine takes its time)."""
+    ``sshd``, the clock starts once the CLI runs its second read, so it has seen the first
+    status whatever the machine's load."""
 
     def run() -> None:
         deadline = time.monotonic() + 60
-        while sshd is not None and "Accepted publickey" not in sshd.log():
+        while sshd is not None and sshd.log().count("Starting session: command") < 2:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         for delay, values in steps:
