@@ -113,6 +113,8 @@ class Size(BaseModel):
         cpu_type: "shared" or "dedicated"; architecture: "x86" or "arm".
         prices: region id → price; a region absent here cannot host it.
         deprecated: the provider is phasing it out.
+        notice: one short sentence to show beside it when chosen (the local provider: "slow: no
+            hardware virtualisation", or that QEMU is missing); usually empty.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -126,6 +128,7 @@ class Size(BaseModel):
     architecture: str = "x86"
     prices: dict[str, Price] = Field(default_factory=dict)
     deprecated: bool = False
+    notice: str = ""
 
     def price_in(self, region: str) -> Price | None:
         return self.prices.get(region)

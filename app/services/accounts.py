@@ -75,7 +75,7 @@ def effective_accounts(
             continue
         if needs_no_account(cls):
             # Nothing to configure (the local provider): usable out of the box.
-            accounts.append(Account(id=kind, provider=kind, label=cls.display_name))
+            accounts.append(Account(id=kind, provider=kind, label=kind.capitalize()))
         elif _env_supplies_secrets(cls, environ):
             names = ", ".join(o.env[0] for o in cls.options if o.secret and o.env)
             accounts.append(

@@ -512,12 +512,17 @@ class CreateDialog(QDialog):
         price = size.price_in(region) if size is not None and region else None
         if price is None:
             self.price.setText("–" if size is None else "not available in this region")
+        elif price.hourly == 0 and price.monthly == 0:
+            self.price.setText("free")
         else:
             self.price.setText(
                 f"{formatting.hourly(price.hourly, price.currency)} per hour · at most "
                 f"{formatting.money(price.monthly, price.currency)} per month"
                 + (" (VAT incl.)" if price.includes_vat else " (excl. VAT)")
             )
+        if size is not None and size.notice:
+            # e.g. a local VM without hardware virtualisation: said before Create, not after.
+            self.price.setText(f"{self.price.text()}\n{size.notice}")
         self._validate()
         self._show_comparison()
 

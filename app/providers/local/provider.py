@@ -69,6 +69,8 @@ CURRENCY = "EUR"
 ZERO_PRICE = Price(currency=CURRENCY, hourly=Decimal(0), monthly=Decimal(0))
 #: A VM folder still ``creating`` after this long, with no QEMU, was abandoned mid-create.
 CREATE_GRACE = timedelta(minutes=10)
+#: Beside a size when QEMU has to emulate the CPU (the long reason is in the settings' check).
+SLOW_NOTICE = "Slow: no hardware virtualisation, QEMU emulates the CPU"
 #: Memory left to the host, whatever the size.
 HOST_RESERVE_BYTES = 1 << 30
 START_ATTEMPTS = 3
@@ -106,7 +108,7 @@ class LocalProvider(Provider):
     """Workspace VMs on this computer (QEMU), behind the same interface as the clouds."""
 
     kind: ClassVar[str] = KIND
-    display_name: ClassVar[str] = "This computer (QEMU)"
+    display_name: ClassVar[str] = "QEMU on this computer"
     capabilities: ClassVar[Capabilities] = Capabilities(
         # NoCloud reads the seed's file as is: no provider limit, no base64 needed.
         user_data_limit=1 << 20,
@@ -225,10 +227,21 @@ class LocalProvider(Provider):
     def _host(self) -> HostResources:
         return host_resources(self.root)
 
+    def _notice(self) -> str:
+        """What to say beside every size: the slow mode, or why no VM can start at all."""
+        try:
+            verdict = self._accel(self._qemu())
+        except InvalidInput as exc:
+            return exc.one_line()
+        return SLOW_NOTICE if verdict.slow else ""
+
     async def sizes(self, region: str | None = None) -> list[Size]:
+        """The presets this computer can give, free; each carries the slow-mode notice when
+        there is no hardware virtualisation (the first call may probe it: a few seconds)."""
         if region not in (None, REGION_ID):
             return []
         host = await asyncio.to_thread(self._host)
+        notice = await asyncio.to_thread(self._notice)
         arch = "arm" if host_arch() == "aarch64" else "x86"
         return [
             Size(
@@ -241,6 +254,7 @@ class LocalProvider(Provider):
                 cpu_type="shared",
                 architecture=arch,
                 prices={REGION_ID: ZERO_PRICE},
+                notice=notice,
             )
             for p in fitting_presets(host)
         ]

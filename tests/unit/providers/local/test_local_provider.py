@@ -15,6 +15,7 @@ import pytest
 from app.domain import ServerStatus, utcnow
 from app.errors import InvalidInput, NotFound
 from app.providers.local import LocalProvider
+from app.providers.local import provider as provider_mod
 from app.providers.local.client import VmFiles, VmStore
 from app.providers.local.host import HostResources
 from app.providers.local.models import BootImage, VmState
@@ -120,13 +121,26 @@ def test_sizes_never_exceed_the_host(
         assert p.cpus <= cpus and p.memory_gb < memory_gb and p.disk_gb <= disk_gb
 
 
-async def test_catalogue_region_sizes_and_free_price(tmp_path: Path, host: HostResources) -> None:
-    local = provider(tmp_path)
+async def test_catalogue_region_sizes_and_free_price(
+    tmp_path: Path, host: HostResources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(provider_mod, "find_qemu", lambda *_: Path("/usr/bin/qemu-system-x86_64"))
+    local = provider(tmp_path, accel="kvm")
     assert [(r.id, r.name) for r in await local.regions()] == [("local", "This computer")]
     sizes = await local.sizes()
     assert [s.name for s in sizes] == ["local-1cpu-2gb", "local-2cpu-4gb"]
     assert all(s.prices["local"].hourly == 0 and s.prices["local"].monthly == 0 for s in sizes)
     assert await local.sizes("fsn1") == []
+    assert {s.notice for s in sizes} == {""}  # hardware virtualisation: nothing to say
+    slow = await provider(tmp_path, accel="tcg").sizes()
+    assert {s.notice for s in slow} == {"Slow: no hardware virtualisation, QEMU emulates the CPU"}
+
+    def missing(*_: object) -> Path:
+        raise InvalidInput("QEMU (qemu-system-x86_64) is not installed", hint="Install it")
+
+    monkeypatch.setattr(provider_mod, "find_qemu", missing)
+    sizes = await provider(tmp_path).sizes()  # still listed: the notice says what is missing
+    assert sizes and all("QEMU (qemu-system-x86_64) is not installed" in s.notice for s in sizes)
     assert local.default_size in {s.name for s in sizes}
     # The default is a wish; an explicit size that does not fit is refused with the choices.
     small = HostResources(cpus=1, memory_bytes=4 * GiB, disk_free_bytes=100 * GiB)
