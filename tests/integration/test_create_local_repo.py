@@ -35,11 +35,11 @@ GIT_TOKEN = "ghp_LocalRepoMustNeverSeeThis0123456789"
 
 
 class BootingRelay:
-    """127.0.0.1:port → sshd, dropping every connection until ``open_at`` (monotonic)."""
+    """127.0.0.1:port → sshd, dropping the first ``drops`` connections (None: all of them)."""
 
-    def __init__(self, target_port: int, closed_for: float) -> None:
+    def __init__(self, target_port: int, drops: int | None) -> None:
         self.target_port = target_port
-        self.open_at = time.monotonic() + closed_for
+        self.drops = drops
         self.dropped = 0
         self.relayed = 0
         self.port = free_port()
@@ -50,7 +50,7 @@ class BootingRelay:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if time.monotonic() < self.open_at:
+        if self.drops is None or self.dropped < self.drops:
             self.dropped += 1
             writer.close()
             return
@@ -100,7 +100,7 @@ def bundle_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 async def relay(sshd: SshServer) -> AsyncIterator[BootingRelay]:
-    relay = BootingRelay(sshd.port, closed_for=2.0)
+    relay = BootingRelay(sshd.port, drops=2)
     await relay.start()
     try:
         yield relay
@@ -173,7 +173,7 @@ async def test_create_sends_the_checkout_once_sshd_answers(
     finally:
         await service.aclose()
 
-    assert relay.dropped >= 1 and relay.relayed >= 1  # retried while "sshd" was not up
+    assert relay.dropped == 2 and relay.relayed >= 1  # retried while "sshd" was not up
     details = [p.detail for p in seen if p.step == "repository"]
     assert details[0] == "Waiting for the VM's SSH server"
     assert any(d.startswith("Sending the repository (") and d.endswith(" MB)") for d in details)
@@ -206,7 +206,7 @@ async def test_cancel_while_waiting_for_sshd_deletes_the_server_and_the_bundle(
     bundle_tmp: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    relay.open_at = time.monotonic() + 3600  # never answers
+    relay.drops = None  # never answers
     emulator = emulator_()
     service = make_service(emulator, sshd, relay, tmp_path / "in", monkeypatch)
     waiting = asyncio.Event()
@@ -238,7 +238,7 @@ async def test_sshd_that_never_answers_fails_the_create_in_time(
     bundle_tmp: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    relay.open_at = time.monotonic() + 3600
+    relay.drops = None
     emulator = emulator_()
     service = make_service(
         emulator, sshd, relay, tmp_path / "in", monkeypatch, repository_timeout=4.0
