@@ -1,6 +1,8 @@
 #!/bin/bash
 # Bivy bootstrap: installs the tools, clones the repository, builds the devcontainer with Claude
 # Code and starts the web terminal, reporting each phase in status.json. Runs once per VM.
+# For tests only: BIVY_*_DIR (lib.sh), BIVY_TTYD_PORT, BIVY_TTYD_TARGET, BIVY_TTYD_WHEEL_URL and
+# BIVY_TTYD_WHEEL_SHA256, BIVY_INCOMING_DIR; BIVY_BUNDLE_WAIT_SECONDS (default 1800).
 # The install jobs are called through run_job, which shellcheck cannot follow.
 # shellcheck disable=SC2317
 set -Eeuo pipefail
@@ -323,7 +325,7 @@ chmod 0644 "$BIVY_STATE_DIR/lease"
 started=$SECONDS
 systemctl enable --now bivy-ttyd.service
 for _ in $(seq 1 30); do
-    if curl -fsS -o /dev/null --max-time 2 -K - <<<"user = \"bivy:$BIVY_TTYD_PASSWORD\"" http://127.0.0.1:{{ ttyd_port }}/; then
+    if curl -fsS -o /dev/null --max-time 2 -K - <<<"user = \"bivy:$BIVY_TTYD_PASSWORD\"" "http://127.0.0.1:${BIVY_TTYD_PORT:-{{ ttyd_port }}}/"; then
         bivy_status phase=ready "detail=ready" progress=1 "steps.ttyd=$((SECONDS - started))"
         trap - ERR
         exit 0

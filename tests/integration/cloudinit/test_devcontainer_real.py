@@ -18,6 +18,7 @@ import pty
 import select
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -306,3 +307,71 @@ def test_host_network_the_static_check_cannot_see_is_refused_after_up(
     assert not (vm.repo / "ran").exists()  # the lifecycle commands never ran
     assert not (vm.state / "container.env").exists()  # `bivy exec` finds no container
     assert vm.engine.docker("ps", "-aq").stdout.strip() == ""  # and the container is gone
+
+
+def test_the_whole_bootstrap_reaches_ready(
+    vm_workspace: VmWorkspace, claude_image: str, tmp_path: Path
+) -> None:
+    """bootstrap.sh from clone to a terminal that answers: real git, docker, devcontainer CLI,
+    ttyd and curl; only systemctl (this machine's services) and chown to the VM's user ``dev``
+    are stand-ins, and every tool is already installed (a baked image: no apt)."""
+    from tests.support.sshd import free_port, ttyd_binary
+
+    vm = vm_workspace
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    (origin / ".devcontainer.json").write_text(
+        json.dumps({"image": claude_image, "remoteUser": "node", "postCreateCommand": "git status"})
+    )
+    (origin / "README.md").write_text("hello\n")
+    git = ["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(origin)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
+    vm.repo.rmdir()
+    with (vm.root / "etc" / "workspace.env").open("a") as handle:
+        handle.write(f"BIVY_REPO_URL={origin}\n")
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    ttyd_pids = tmp_path / "ttyd.pids"
+    (stubs / "systemctl").write_text(
+        "#!/bin/bash\n"
+        'if [ "$*" = "enable --now bivy-ttyd.service" ]; then\n'
+        f'  setsid bash "$BIVY_LIB_DIR/ttyd-run" >"{tmp_path}/ttyd.log" 2>&1 &\n'
+        f'  echo $! >> "{ttyd_pids}"\n'
+        "fi\n"
+    )
+    (stubs / "chown").write_text(
+        '#!/bin/bash\ncase " $* " in *" dev:dev "*) exit 0 ;; esac\nexec /bin/chown "$@"\n'
+    )
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    ttyd = ttyd_binary()
+    port = free_port()
+    vm.env["PATH"] = f"{stubs}:{ttyd.parent}:{vm.env['PATH']}"
+    vm.env["BIVY_TTYD_PORT"] = str(port)
+    try:
+        result = subprocess.run(
+            ["bash", str(vm.lib / "bootstrap")], env=vm.env,
+            capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+        logs = "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
+            for log in sorted((vm.state / "log").glob("*.log"))
+        )
+        assert result.returncode == 0, logs
+        status = vm.status()
+        assert status["phase"] == "ready", status
+        timings = status["timings"]
+        assert isinstance(timings, dict)
+        phases = ["booting", "installing", "cloning", "building", "starting", "ready"]
+        assert sorted(timings, key=lambda phase: timings[phase]) == phases
+        steps = status["steps"]
+        assert isinstance(steps, dict)
+        assert {"packages", "node", "clone", "devcontainer", "agent_install", "ttyd"} <= set(steps)
+        assert vm.exec("node", "git", "status", "--short").returncode == 0
+        assert "Claude Code" in vm.exec("node", "claude", "--version").stdout
+    finally:
+        for pid in ttyd_pids.read_text().split() if ttyd_pids.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid), 15)
