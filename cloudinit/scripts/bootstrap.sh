@@ -219,7 +219,10 @@ receive_bundle() {
     if git bundle list-heads "$bundle" refs/bivy/uncommitted | grep -q .; then
         # The user's uncommitted work stays uncommitted: the difference to HEAD, applied.
         git -C "$BIVY_REPO_DIR" fetch --quiet "$bundle" refs/bivy/uncommitted:refs/bivy/uncommitted
-        git -C "$BIVY_REPO_DIR" diff --binary HEAD refs/bivy/uncommitted | git -C "$BIVY_REPO_DIR" apply --whitespace=nowarn
+        if ! git -C "$BIVY_REPO_DIR" diff --quiet HEAD refs/bivy/uncommitted; then
+            git -C "$BIVY_REPO_DIR" diff --binary HEAD refs/bivy/uncommitted |
+                git -C "$BIVY_REPO_DIR" apply --whitespace=nowarn
+        fi
         git -C "$BIVY_REPO_DIR" update-ref -d refs/bivy/uncommitted
     fi
     rm -f "$bundle.sha256" "$bundle"

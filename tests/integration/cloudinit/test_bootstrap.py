@@ -365,6 +365,35 @@ def test_a_local_repository_arrives_as_a_bundle(tmp_path: Path) -> None:
     assert not list(incoming.iterdir())
 
 
+def test_a_bundle_whose_uncommitted_ref_has_no_changes(tmp_path: Path) -> None:
+    # "Include uncommitted changes" on a clean checkout: the ref's tree is HEAD's.
+    user_repo = tmp_path / "mine"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(user_repo)], check=True)
+    git = ["git", "-C", str(user_repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    (user_repo / "a.txt").write_text("a\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    tree = subprocess.run([*git, "rev-parse", "HEAD^{tree}"], capture_output=True, text=True)
+    wip = subprocess.run([*git, "commit-tree", tree.stdout.strip(), "-p", "HEAD", "-m", "wip"],
+                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    subprocess.run([*git, "update-ref", "refs/bivy/uncommitted", wip], check=True)
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    bundle = incoming / "repo.bundle"
+    subprocess.run([*git, "bundle", "create", "-q", str(bundle), "HEAD", "--branches",
+                    "refs/bivy/uncommitted"], check=True)  # fmt: skip
+    digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
+    (incoming / "repo.bundle.sha256").write_text(digest + "\n")
+    env, _ = _make_vm(tmp_path, repo_url=str(user_repo), branch="")
+    env.update(BIVY_INCOMING_DIR=str(incoming))
+    result = _run(tmp_path, env)
+    clone_log = (tmp_path / "vm" / "state" / "log" / "clone.log").read_text()
+    assert result.returncode == 0, clone_log
+    status = subprocess.run(["git", "-C", str(tmp_path / "workspaces" / "r"), "status",
+                             "--porcelain"], capture_output=True, text=True)  # fmt: skip
+    assert status.stdout == ""
+
+
 def test_a_damaged_bundle_fails_the_clone(tmp_path: Path) -> None:
     incoming = tmp_path / "incoming"
     incoming.mkdir()
