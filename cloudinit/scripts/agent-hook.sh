@@ -7,7 +7,7 @@ if command -v node >/dev/null 2>&1; then
     node "$here/agent-hook.js" "${1:-}" 2>/dev/null
     exit 0
 fi
-# Without node (the Claude Code feature normally brings it) only the event decides the state.
+# Without node (agent-install brings it with npm when the image has none) only the event decides.
 state_dir="${BIVY_AGENT_STATE_DIR:-{{ container_state_dir }}}"
 case "${1:-}" in
     UserPromptSubmit | PreToolUse | PostToolUse | SubagentStart | SubagentStop) state=working ;;

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -132,15 +134,65 @@ def test_only_sshd_sessions_count_not_utmp(vm: Vm) -> None:
     assert vm.decide(BIVY_WHO_CMD=who, BIVY_PS_CMD=ps) == f"idle {WINDOW}"
 
 
+SSHD_PTY_SESSION = re.compile(r"^sshd(-session)?: [^ ]+@pts/")
+
+
+def _sshd_pty_sessions() -> int:
+    """Such sessions on this machine right now (other tests may hold some)."""
+    listing = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
+    return sum(1 for line in listing.splitlines() if SSHD_PTY_SESSION.match(line))
+
+
+def _sessions(decision: str) -> int:
+    match = re.fullmatch(r"active (\d+) interactive SSH session\(s\)", decision)
+    return int(match.group(1)) if match else 0
+
+
 def test_real_sshd_process_titles_are_read_from_ps(vm: Vm) -> None:
     # A process titled like sshd's session child, found by the default `ps` probe.
+    before = _sshd_pty_sessions()
     process = subprocess.Popen(["bash", "-c", 'exec -a "sshd: dev@pts/9" sleep 30'])
     try:
-        assert vm.decide(BIVY_PS_CMD="") == "active 1 interactive SSH session(s)"
+        assert _sessions(vm.decide(BIVY_PS_CMD="")) == before + 1
     finally:
         process.kill()
         process.wait()
-    assert vm.decide(BIVY_PS_CMD="") == f"idle {WINDOW}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a real sshd with ptys for any user needs root")
+def test_a_real_ssh_login_with_a_pty_counts_and_an_exec_channel_does_not(
+    vm: Vm, tmp_path: Path
+) -> None:
+    from tests.support.sshd import start_sshd
+
+    server = start_sshd(tmp_path / "sshd")
+    key = tmp_path / "id"
+    key.write_text(server.client_private_key)
+    key.chmod(0o600)
+    ssh = ["ssh", "-i", str(key), "-p", str(server.port), "-o", "BatchMode=yes",
+           "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={tmp_path / 'kh'}",
+           f"{server.user}@127.0.0.1"]  # fmt: skip
+    clients = []
+    try:
+        # The app's status reads: a command without a pty ("sshd: user@notty").
+        before = _sshd_pty_sessions()
+        clients.append(subprocess.Popen([*ssh, "-T", "sleep 30"], stdin=subprocess.DEVNULL))
+        deadline = time.monotonic() + 20
+        while len(server.connection_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _sessions(vm.decide(BIVY_PS_CMD="")) == before
+        # A person's login: a pty.
+        clients.append(subprocess.Popen([*ssh, "-tt", "sleep 30"], stdin=subprocess.PIPE))
+        while _sshd_pty_sessions() == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _sessions(vm.decide(BIVY_PS_CMD="")) == before + 1, server.log()
+    finally:
+        for client in clients:
+            client.kill()
+            client.wait()
+            if client.stdin is not None:
+                client.stdin.close()
+        server.stop()
 
 
 def test_a_bootstrap_interrupted_by_a_reboot_is_failed_and_idle(vm: Vm) -> None:
