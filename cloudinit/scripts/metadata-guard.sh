@@ -6,10 +6,18 @@ set -euo pipefail
 rules="${BIVY_LIB_DIR:-{{ lib_dir }}}/metadata-guard.nft"
 if ! command -v nft >/dev/null; then
     # Ubuntu's cloud images have nftables; a slimmer image gets it on the first boot.
-    # Waits for the dpkg lock: cloud-init or unattended-upgrades may hold it at first boot.
+    # Waits for the dpkg lock: cloud-init or unattended-upgrades may hold it at first boot; the
+    # lists lock `update` takes is not covered by that option, so update is tried again.
     apt=(apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3)
-    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q --no-install-recommends nftables ||
-        { "${apt[@]}" update -q && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q --no-install-recommends nftables; }
+    export DEBIAN_FRONTEND=noninteractive
+    if ! "${apt[@]}" install -y -q --no-install-recommends nftables; then
+        for try in $(seq 1 30); do
+            "${apt[@]}" update -q && break
+            [ "$try" -lt 30 ] || exit 1
+            sleep 10
+        done
+        "${apt[@]}" install -y -q --no-install-recommends nftables
+    fi
 fi
 nft -f "$rules"
 nft list chain inet bivy_guard forward >/dev/null
