@@ -220,3 +220,27 @@ def test_hostile_but_valid_branches_are_carried_intact(branch: str) -> None:
     rendered = render_user_data(inputs_for(spec))
     env = parse_env(file_content(rendered.cloud_config, "/etc/bivy/workspace.env"))
     assert env["BIVY_BRANCH"] == branch
+
+
+@pytest.mark.parametrize(
+    ("repo", "source"),
+    [("https://github.com/o/r.git", "url"), ("/home/me/src/my-repo", "bundle")],
+)
+def test_the_repository_source_is_named_for_the_vm(repo: str, source: str) -> None:
+    # A path on the user's computer arrives as a git bundle over SSH (CONTRACTS.md).
+    rendered = render_user_data(inputs_for(WorkspaceSpec(name="w", repo_url=repo)))
+    env = file_content(rendered.cloud_config, "/etc/bivy/workspace.env")
+    values = dict(line.split("=", 1) for line in env.splitlines())
+    assert values["BIVY_REPO_SOURCE"] == source
+    assert shlex.split(values["BIVY_REPO_URL"]) == [repo]
+
+
+def test_scripts_lose_comment_lines_but_keep_shebang_and_directives() -> None:
+    rendered = render_user_data(inputs_for(WorkspaceSpec(name="w", repo_url="https://x.org/r")))
+    bootstrap = file_content(rendered.cloud_config, "/usr/local/lib/bivy/bootstrap")
+    lines = bootstrap.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    assert "# shellcheck source=/dev/null" in lines
+    assert not [
+        line for line in lines[1:] if line.lstrip().startswith("# ") and "shellcheck" not in line
+    ]
