@@ -98,6 +98,13 @@ class EmptyState(QWidget):
         self.button.setMinimumHeight(36)
         self.button.setDefault(True)
         self.button.clicked.connect(self._clicked)
+        # Without a cloud account, the local provider is the one-click way to try Bivy.
+        self.local_button = QPushButton("Try it on this computer…")
+        self.local_button.setMinimumHeight(36)
+        self.local_button.setToolTip(
+            "Create a workspace in a VM on this computer (QEMU): no account, no cost"
+        )
+        self.local_button.clicked.connect(self.createWorkspace)
         layout.addWidget(self.title)
         row = QHBoxLayout()
         row.addStretch()
@@ -107,6 +114,7 @@ class EmptyState(QWidget):
         buttons = QHBoxLayout()
         buttons.addStretch()
         buttons.addWidget(self.button)
+        buttons.addWidget(self.local_button)
         buttons.addStretch()
         layout.addSpacing(12)
         layout.addLayout(buttons)
@@ -123,14 +131,16 @@ class EmptyState(QWidget):
                 "devcontainer and Claude Code. It deletes itself when nobody uses it."
             )
             self.button.setText("Create your first workspace…")
+            self.local_button.hide()
         else:
             self.title.setText("Welcome to Bivy")
             self.text.setText(
                 "Step 1 of 2: add a cloud account (a Hetzner Cloud API token is enough), or "
-                "skip it: New workspace can also run one on this computer (QEMU, no account). "
-                "Step 2: create your first workspace from a git repository URL."
+                "skip it and run a workspace on this computer (QEMU, no account). "
+                "Step 2: create your first workspace from a git repository URL or a folder."
             )
             self.button.setText("Add an account…")
+            self.local_button.show()
 
     def _clicked(self) -> None:
         (self.createWorkspace if self._has_accounts else self.addAccount).emit()
