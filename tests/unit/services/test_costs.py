@@ -23,16 +23,15 @@ from app.domain import (
 )
 from app.providers.base import BillingRule, Capabilities
 from app.providers.registry import PROVIDERS
-from app.services.costs import (
-    CostService,
-    LedgerError,
+from app.services.billing import (
     billed_amount,
     default_rule_for,
     hourly_rate_now,
-    ledger_path,
     month_bounds,
     running_cost,
 )
+from app.services.costs import CostService
+from app.services.ledger import LedgerError, ledger_path
 
 HOURLY = BillingRule(granularity="hour", billed_when_off=True, monthly_cap=True)
 SECONDLY = BillingRule(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.services.costs import ledger_path
+from app.services.ledger import ledger_path
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -20,15 +20,16 @@ _RECORDER = textwrap.dedent(
     import sys
     from datetime import UTC, datetime, timedelta
     from app.domain import Server, ServerStatus
-    from app.services.costs import _Ledger, _Seen, default_rule_for, ledger_path
+    from app.services.billing import default_rule_for
+    from app.services.ledger import Ledger, SeenServer, ledger_path
     rounds, per_round, offset = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-    ledger = _Ledger(ledger_path())
+    ledger = Ledger(ledger_path())
     base = datetime(2026, 3, 1, tzinfo=UTC)
     for r in range(rounds):
         # Both processes see the same new servers in the same round: each round's first
         # sighting races to insert the same rows.
         seen = [
-            _Seen("hetzner", Server(provider="hetzner", id=f"{r}-{i}", name=f"bivy-{r}-{i}",
+            SeenServer("hetzner", Server(provider="hetzner", id=f"{r}-{i}", name=f"bivy-{r}-{i}",
                                     status=ServerStatus.RUNNING, created_at=base),
                   None, default_rule_for("hetzner"), 2)
             for i in range(per_round)

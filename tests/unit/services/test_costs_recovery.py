@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from app.services import costs
-from app.services.costs import CostService, LedgerError, ledger_path
+from app.services import ledger
+from app.services.costs import CostService
+from app.services.ledger import LedgerError, ledger_path
 from app.settings import take_notices
 
 
@@ -33,7 +34,7 @@ async def test_a_busy_ledger_is_not_taken_for_a_broken_one(
 ) -> None:
     path = ledger_path()
     await CostService(path).entries()  # creates it
-    monkeypatch.setattr(costs, "BUSY_TIMEOUT", 0.2)
+    monkeypatch.setattr(ledger, "BUSY_TIMEOUT", 0.2)
     holder = sqlite3.connect(path, isolation_level=None)
     try:
         holder.execute("PRAGMA locking_mode=EXCLUSIVE")
