@@ -55,6 +55,8 @@ def _workspace_json(ws: Workspace, unreachable: str = "") -> dict[str, Any]:
         "idle_minutes": ws.idle_minutes,
         "max_hours": ws.max_hours,
         "lifetime_deadline": ws.lifetime_deadline,
+        # False: Bivy's labels but no record here (no pinned host key): delete is all it allows
+        "recorded": not ws.unrecorded,
     }
 
 
@@ -141,7 +143,7 @@ async def _cmd_ls(args: argparse.Namespace, ctx: CliContext) -> int:
                     (ws.server.ipv4 or "-") if ws.server else "-",
                     age(ws.server.created_at if ws.server else None),
                     *_cost_cells(ws, utcnow()),
-                    ws.repo_url or "-",
+                    "(unrecorded: delete only)" if ws.unrecorded else ws.repo_url or "-",
                 ]
                 for ws in listing.workspaces
             ],
@@ -153,6 +155,14 @@ async def _cmd_ls(args: argparse.Namespace, ctx: CliContext) -> int:
         )
     elif not listing.errors:
         ctx.note("No workspaces. Create one with `bivy create NAME --repo URL`.")
+    for ws in listing.workspaces:
+        if ws.unrecorded:
+            server = ws.server.id if ws.server else "?"
+            ctx.note(
+                f"bivy: {ws.name} (server {server} in account {ws.account}) carries Bivy's "
+                "labels but this installation has no record of it, so it cannot be opened; "
+                f"delete it with `bivy rm {ws.name}`"
+            )
     return EXIT_ERROR if listing.errors else EXIT_OK
 
 

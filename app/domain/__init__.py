@@ -292,6 +292,8 @@ class Workspace(BaseModel):
         repo_url: from the local registry (labels cannot hold URLs).
         status: last status.json read over SSH, if any.
         agent: last agent.json read over SSH, if any.
+        unrecorded: the server carries Bivy's labels but this installation has no record of it
+            (no pinned host key): it cannot be opened, only deleted.
     """
 
     name: str
@@ -299,6 +301,7 @@ class Workspace(BaseModel):
     provider: str
     server: Server | None = None
     repo_url: str = ""
+    unrecorded: bool = False
     idle_minutes: int = DEFAULT_IDLE_MINUTES
     max_hours: int = DEFAULT_MAX_HOURS
     status: StatusReport | None = None

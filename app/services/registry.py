@@ -11,6 +11,7 @@ import json
 import threading
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -19,9 +20,19 @@ from app.errors import BivyError, InvalidInput
 from app.settings import atomic_write_text, data_dir, file_lock, move_aside
 from app.settings.files import report
 
-__all__ = ["REGISTRY_SCHEMA_VERSION", "Registry", "WorkspaceRecord", "registry_path"]
+__all__ = [
+    "REGISTRY_SCHEMA_VERSION",
+    "RecordState",
+    "Registry",
+    "WorkspaceRecord",
+    "registry_path",
+]
 
 REGISTRY_SCHEMA_VERSION = 1
+
+#: ``creating``: written before the provider is asked (write-ahead), the server may or may not
+#: exist yet; ``ready``: the server id is known; ``deleting``: the user asked for its deletion.
+RecordState = Literal["creating", "ready", "deleting"]
 
 
 def registry_path() -> Path:
@@ -43,6 +54,10 @@ class WorkspaceRecord(BaseModel):
         host_public_key: the VM's pinned ed25519 host key (public half only).
         ipv4: the server's public address, once known.
         ssh_port: the port sshd answers on at ``ipv4`` (22 except for local VMs).
+        state: ``creating`` until the provider's answer is recorded (a crash in between leaves
+            it so, and the next listing adopts the server or forgets the record), then
+            ``ready``; ``deleting`` once a delete began (forgotten when the server is gone).
+        ssh_key_fingerprint: the SHA256 fingerprint of the install's SSH key the VM trusts.
     """
 
     name: str
@@ -59,6 +74,13 @@ class WorkspaceRecord(BaseModel):
     host_public_key: str = ""
     ipv4: str | None = None
     ssh_port: int = Field(default=22, ge=1, le=65535)
+    state: RecordState = "ready"
+    ssh_key_fingerprint: str = ""
+
+    @property
+    def pending(self) -> bool:
+        """Written ahead of the provider's create call and not confirmed yet."""
+        return self.state == "creating"
 
     @field_validator("host_public_key")
     @classmethod
@@ -191,6 +213,16 @@ class Registry:
             records[record.name] = record
             self._write(records)
 
+    def add(self, record: WorkspaceRecord) -> bool:
+        """Add ``record`` unless a record of that name exists; returns whether it was added."""
+        with self._lock, file_lock(self.path):
+            records = self._read(for_write=True)
+            if record.name in records:
+                return False
+            records[record.name] = record
+            self._write(records)
+            return True
+
     def update(self, name: str, **changes: object) -> WorkspaceRecord | None:
         """Change fields of an existing record; returns it, or None when there is none."""
         with self._lock, file_lock(self.path):
@@ -220,6 +252,9 @@ class Registry:
 
     async def aput(self, record: WorkspaceRecord) -> None:
         await asyncio.to_thread(self.put, record)
+
+    async def aadd(self, record: WorkspaceRecord) -> bool:
+        return await asyncio.to_thread(self.add, record)
 
     async def aupdate(self, name: str, **changes: object) -> WorkspaceRecord | None:
         return await asyncio.to_thread(lambda: self.update(name, **changes))

@@ -27,16 +27,14 @@ from app.domain import (
     CreateServerRequest,
     Region,
     Server,
-    ServerStatus,
     Size,
     Workspace,
     WorkspaceSpec,
     utcnow,
 )
-from app.errors import ActionFailed, BivyError, Conflict, InvalidInput, NotFound
-from app.providers._polling import Backoff, poll_until
+from app.errors import BivyError, Conflict, InvalidInput, NotFound
+from app.providers._polling import Backoff
 from app.providers.base import Provider
-from app.services import sshconfig
 from app.services.accounts import (
     effective_accounts,
     find_account,
@@ -44,13 +42,21 @@ from app.services.accounts import (
     resolve_options,
 )
 from app.services.keys import KeyService, generate_host_key
+from app.services.reconcile import hold_create_lock, reconcile
 from app.services.registry import Registry, WorkspaceRecord
-from app.services.repo_bundle import INCOMING_DIR, BundleJob, prepare_local_repo, send_repository
-from app.services.tunnels import VM_USER, SSHTarget
+from app.services.repo_bundle import INCOMING_DIR, prepare_local_repo
+from app.services.tunnels import VM_USER
 from app.services.vm_inputs import VmSecrets, vm_user_data
+from app.services.workspace_steps import TTYD_PASSWORD, WorkspaceSteps
 from app.settings import Account, SecretKeys, SecretStore, Settings
 
-__all__ = ["CreateProgress", "TransportFactory", "WorkspaceList", "WorkspaceService"]
+__all__ = [
+    "TTYD_PASSWORD",
+    "CreateProgress",
+    "TransportFactory",
+    "WorkspaceList",
+    "WorkspaceService",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +66,6 @@ Sleep = Callable[[float], Awaitable[None]]
 #: Records older than this whose server is gone (self-deleted) are pruned when listing; younger
 #: ones may belong to a create still running in another process.
 STALE_RECORD_GRACE = timedelta(minutes=10)
-TTYD_PASSWORD = "ttyd-password"
-
-_STATUS_FRACTION = {
-    ServerStatus.INITIALIZING: 0.6,
-    ServerStatus.STARTING: 0.8,
-    ServerStatus.RUNNING: 1.0,
-}
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ class WorkspaceList:
     errors: dict[str, BivyError] = field(default_factory=dict)
 
 
-class WorkspaceService:
+class WorkspaceService(WorkspaceSteps):
     """Workspaces across every configured account.
 
     Attributes:
@@ -207,31 +206,37 @@ class WorkspaceService:
             return await provider.list()
 
         results = await asyncio.gather(*(one(a) for a in accounts), return_exceptions=True)
-        records = {r.name: r for r in await self.registry.aall()}
         listing = WorkspaceList()
-        listed_ok: set[str] = set()
-        seen: set[str] = set()
+        listed: dict[str, list[Server]] = {}
         for account, result in zip(accounts, results, strict=True):
             if isinstance(result, BivyError):
                 listing.errors[account.id] = result
                 continue
             if isinstance(result, BaseException):
                 raise result
-            listed_ok.add(account.id)
-            for server in result:
-                name = server.workspace_name
-                if not server.is_bivy or not name:
-                    continue
+            listed[account.id] = [s for s in result if s.is_bivy and s.workspace_name]
+        records = {r.name: r for r in await self.registry.aall()}
+        # Settle what an interrupted create or delete left (write-ahead records).
+        records = await reconcile(self.registry, records, listed, self._forget, self._adopted)
+        seen: set[str] = set()
+        for account in accounts:
+            for server in listed.get(account.id, ()):
+                name = server.workspace_name or ""
                 seen.add(name)
                 listing.workspaces.append(self._workspace(account, server, records.get(name)))
         listing.workspaces.sort(key=lambda w: (w.name, w.account))
-        await self._prune(records, listed_ok, seen)
+        await self._prune(records, set(listed), seen)
         return listing
+
+    async def _adopted(self, record: WorkspaceRecord) -> None:
+        await self._add_ssh_entry(record.name)
 
     @staticmethod
     def _workspace(account: Account, server: Server, record: WorkspaceRecord | None) -> Workspace:
         if record is not None and record.account != account.id:
             record = None  # same name in another account: not this one's record
+        if record is not None and record.server_id and record.server_id != server.id:
+            record = None  # another server of the same name (a concurrent create's loser)
         idle = _int_label(server.labels.get(LABEL_IDLE_MINUTES))
         hours = _int_label(server.labels.get(LABEL_MAX_HOURS))
         workspace = Workspace(
@@ -240,6 +245,7 @@ class WorkspaceService:
             provider=account.provider,
             server=server,
             repo_url=record.repo_url if record else "",
+            unrecorded=record is None,
         )
         if record is not None:
             workspace.idle_minutes = record.idle_minutes
@@ -254,31 +260,14 @@ class WorkspaceService:
     ) -> None:
         cutoff = utcnow() - STALE_RECORD_GRACE
         for record in records.values():
+            if record.state != "ready":
+                continue  # settled by ``reconcile`` (or a create still running)
             gone = record.account in listed_ok and record.name not in seen
             opened = self._providers.get(record.account)
             current = opened is not None and opened[1].capabilities.listing_is_current
             if gone and (current or record.created_at < cutoff):
                 log.info("workspace %s is gone at the provider; forgetting it", record.name)
                 await self._forget(record.name)
-
-    async def _forget(self, name: str) -> None:
-        await self.registry.aremove(name)
-        with contextlib.suppress(BivyError):
-            await self.secrets.adelete(SecretKeys.workspace(name, TTYD_PASSWORD))
-        try:
-            await sshconfig.remove_workspace(name)
-        except (OSError, BivyError) as exc:
-            log.warning("could not remove ssh entry bivy-%s: %s", name, exc)
-
-    async def _add_ssh_entry(self, name: str) -> None:
-        """Make ``ssh bivy-<name>`` work; a failure here never fails the workspace."""
-        record = await self.registry.aget(name)
-        if record is None:
-            return
-        try:
-            await sshconfig.add_workspace(record, self.secrets)
-        except (OSError, BivyError) as exc:
-            log.warning("could not add ssh entry bivy-%s: %s", name, exc)
 
     # -- create --------------------------------------------------------------------------------
 
@@ -311,6 +300,28 @@ class WorkspaceService:
             update={"account": account.id, "provider": account.provider, "region": region,
                     "size": size}
         )  # fmt: skip
+        # One create of a name at a time, across processes: the lock is held until the record
+        # is settled (ready, or forgotten by the cleanup); the kernel drops it if we die.
+        held = await hold_create_lock(self.registry, spec.name)
+        if held is None:
+            raise Conflict(
+                f"workspace {spec.name!r} is being created by another Bivy process",
+                hint="Wait for it, then see it with `bivy ls`",
+            )
+        try:
+            return await self._create_locked(spec, account, provider, progress)
+        finally:
+            held.release()
+
+    async def _create_locked(
+        self,
+        spec: WorkspaceSpec,
+        account: Account,
+        provider: Provider,
+        progress: Callable[[str, str, float], None],
+    ) -> Workspace:
+        cls = type(provider)
+        region, size = spec.region or "", spec.size or ""
         await self._check_name_free(spec.name, account, provider)
         # A local checkout: checked now, bundled in a thread while the VM boots, sent over SSH.
         spec, bundle_job = await prepare_local_repo(spec)
@@ -324,6 +335,23 @@ class WorkspaceService:
             install_key = await self.keys.install_key()
             host_key = await asyncio.to_thread(generate_host_key, spec.name)
             ttyd_password = new_ttyd_password()
+            # Write-ahead: everything needed to reach the VM is on disk before the provider is
+            # asked, so a crash after its create call leaves a record to adopt the server by.
+            record = WorkspaceRecord(
+                name=spec.name,
+                account=account.id,
+                provider=account.provider,
+                repo_url=spec.repo_url,
+                branch=spec.branch,
+                region=region,
+                size=size,
+                idle_minutes=spec.idle_minutes,
+                max_hours=spec.max_hours,
+                host_public_key=host_key.public_openssh,
+                state="creating",
+                ssh_key_fingerprint=install_key.fingerprint,
+            )
+            await self.registry.aput(record)
             await self.secrets.aset(SecretKeys.workspace(spec.name, TTYD_PASSWORD), ttyd_password)
 
             progress("user-data", "Rendering the VM's cloud-init configuration", 0.2)
@@ -361,27 +389,21 @@ class WorkspaceService:
             created = await provider.create(request)
 
             progress("record", f"Server {created.id} accepted", 0.5)
-            record = WorkspaceRecord(
-                name=spec.name,
-                account=account.id,
-                provider=account.provider,
+            await self.registry.aupdate(
+                spec.name,
+                state="ready",
                 server_id=created.id,
-                repo_url=spec.repo_url,
-                branch=spec.branch,
                 region=created.region or region,
-                size=size,
-                idle_minutes=spec.idle_minutes,
-                max_hours=spec.max_hours,
-                host_public_key=host_key.public_openssh,
                 ipv4=created.ipv4,
                 ssh_port=created.ssh_port,
             )
-            await self.registry.aput(record)
+            if not provider.capabilities.unique_names:
+                await self._check_duplicates(spec.name, account, provider, created)
 
             server = await self._wait_running(
                 provider, created, progress, end=0.8 if bundle_job else 1.0
             )
-            if server.ipv4 and (server.ipv4, server.ssh_port) != (record.ipv4, record.ssh_port):
+            if server.ipv4 and (server.ipv4, server.ssh_port) != (created.ipv4, created.ssh_port):
                 await self.registry.aupdate(spec.name, ipv4=server.ipv4, ssh_port=server.ssh_port)
             if bundle_job is not None:
                 await self._send_repository(
@@ -429,130 +451,6 @@ class WorkspaceService:
             max_hours=spec.max_hours,
         )
 
-    async def _check_name_free(self, name: str, account: Account, provider: Provider) -> None:
-        for server in await provider.list():
-            if server.workspace_name == name:
-                raise Conflict(
-                    f"a workspace named {name!r} already exists in account {account.id!r}",
-                    hint=f"Choose another name, or remove it first with `bivy rm {name}`",
-                    provider=account.provider,
-                )
-        record = await self.registry.aget(name)
-        if record is not None and record.account != account.id:
-            raise Conflict(
-                f"a workspace named {name!r} already exists in account {record.account!r}",
-                hint=f"Choose another name, or remove it first with `bivy rm {name}`",
-            )
-
-    async def _wait_running(
-        self,
-        provider: Provider,
-        created: Server,
-        progress: Callable[[str, str, float], None],
-        end: float = 1.0,
-    ) -> Server:
-        async def fetch() -> Server:
-            try:
-                return await provider.get(created.id)
-            except NotFound:
-                raise ActionFailed(
-                    f"server {created.id} disappeared while starting",
-                    hint="It may have been deleted in the provider's console; try again",
-                    provider=created.provider,
-                ) from None
-
-        def report(server: Server) -> None:
-            fraction = 0.5 + (end - 0.5) * _STATUS_FRACTION.get(server.status, 0.5) * 0.98
-            progress("wait", f"Server {server.id} is {server.status.value}", fraction)
-
-        def done(server: Server) -> bool:
-            if server.status in (ServerStatus.DELETING, ServerStatus.OFF):
-                raise ActionFailed(
-                    f"server {server.id} went {server.status.value} while starting",
-                    provider=server.provider,
-                )
-            return server.status == ServerStatus.RUNNING
-
-        if done(created):
-            return created
-        return await poll_until(
-            fetch,
-            done,
-            timeout=self.running_timeout,
-            backoff=self._poll_backoff,
-            sleep=self._sleep,
-            clock=self._clock,
-            what=f"server {created.id} to start",
-            on_value=report,
-        )
-
-    async def _send_repository(
-        self,
-        name: str,
-        server: Server,
-        host_public_key: str,
-        job: BundleJob,
-        progress: Callable[[str, str, float], None],
-    ) -> None:
-        """Ship the local checkout's bundle once the VM's sshd answers (its key is pinned)."""
-        await send_repository(
-            job,
-            self._ssh_target(name, server, host_public_key),
-            (await self.keys.install_key()).private_openssh,
-            timeout=self.repository_timeout,
-            incoming_dir=self.incoming_dir,
-            on_progress=lambda detail, done: progress("repository", detail, 0.8 + 0.19 * done),
-            sleep=self._sleep,
-            clock=self._clock,
-        )
-
-    def _ssh_target(self, name: str, server: Server, host_public_key: str) -> SSHTarget:
-        if not server.ipv4:
-            raise ActionFailed(f"server {server.id} has no IPv4 address to send the repository to")
-        return SSHTarget(
-            workspace=name,
-            host=server.ipv4,
-            host_public_key=host_public_key,
-            port=server.ssh_port,
-            username=self.vm_user,
-        )
-
-    async def _undo_create(
-        self,
-        name: str,
-        provider: Provider,
-        created: Server | None,
-        search: bool,
-        attempts: int | None = None,
-    ) -> None:
-        """Delete what a failed or cancelled create left behind (raises ``BivyError``)."""
-        failure: BivyError | None = None
-        attempts = attempts or self._cleanup_attempts
-        if created is not None:
-            try:
-                await provider.delete(created.id)
-            except BivyError as exc:
-                failure = exc
-        elif search:
-            # The POST may have been applied without us seeing the answer: look by label, a
-            # few times, since an in-flight request can land after the first look.
-            for attempt in range(attempts):
-                try:
-                    found = [s for s in await provider.list() if s.workspace_name == name]
-                    for server in found:
-                        log.info("deleting server %s left by an interrupted create", server.id)
-                        await provider.delete(server.id)
-                    failure = None
-                    if found:
-                        break
-                except BivyError as exc:
-                    failure = exc
-                if attempt + 1 < attempts:
-                    await self._sleep(self._cleanup_interval)
-        await self._forget(name)
-        if failure is not None:
-            raise failure
-
     # -- delete --------------------------------------------------------------------------------
 
     async def delete(self, name: str, *, wait: bool = False, timeout: float = 300.0) -> None:  # noqa: ASYNC109
@@ -574,6 +472,17 @@ class WorkspaceService:
                 )
             # Its own account first; others too, in case the record is stale.
             accounts.sort(key=lambda a: a.id != record.account)
+            if record.pending:
+                held = await hold_create_lock(self.registry, name)
+                if held is None:
+                    raise Conflict(
+                        f"workspace {name!r} is being created right now",
+                        hint="Cancel that create, or wait for it and delete it then",
+                    )
+                held.release()  # an interrupted create: its server (if any) goes below
+            # Write-ahead: a crash after the delete call leaves a record the next listing
+            # forgets once the server is gone.
+            await self.registry.aupdate(name, state="deleting")
         deleted: list[tuple[Provider, str]] = []
         errors: list[BivyError] = []
         for account in accounts:
@@ -600,24 +509,6 @@ class WorkspaceService:
         if wait:
             for provider, server_id in deleted:
                 await self._wait_gone(provider, server_id, timeout)
-
-    async def _wait_gone(self, provider: Provider, server_id: str, timeout: float) -> None:  # noqa: ASYNC109
-        async def fetch() -> bool:
-            try:
-                await provider.get(server_id)
-            except NotFound:
-                return True
-            return False
-
-        await poll_until(
-            fetch,
-            bool,
-            timeout=timeout,
-            backoff=self._poll_backoff,
-            sleep=self._sleep,
-            clock=self._clock,
-            what=f"server {server_id} to be deleted",
-        )
 
 
 def _int_label(value: str | None) -> int | None:

@@ -96,6 +96,8 @@ def status_text(ws: Workspace) -> str:
     """``ready · agent waiting``, ``building (45%)``, ``starting``, ``creating``…"""
     if ws.server is None:
         return "creating"
+    if ws.unrecorded:  # Bivy's labels, no record here: no pinned key, delete is all it allows
+        return f"{ws.server.status.value} · unrecorded (delete only)"
     if ws.server.status is not ServerStatus.RUNNING:
         return ws.server.status.value
     if ws.status is None or ws.status.phase is Phase.UNKNOWN:
