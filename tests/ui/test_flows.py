@@ -255,9 +255,8 @@ def test_tray_delete_asks_first(
 
     shell.window.confirm = confirm
     shell.tray.deleteRequested.emit(shell.window.model.workspace_at(0))
-    assert (
-        len(asked) == 1 and "The VM of t " in asked[0]
-    )  # the user was asked, about this workspace
+    # The user was asked, about this workspace.
+    assert len(asked) == 1 and "The VM of t " in asked[0]
     if confirmed:
         qtbot.waitUntil(lambda: live_servers(emulator) == [], timeout=WAIT_MS)
     else:
