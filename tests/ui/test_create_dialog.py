@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
@@ -15,6 +16,7 @@ from app.ui.controllers import WorkspacesController
 from app.ui.create_dialog import CreateDialog, name_from_repo
 from tests.emulators.digitalocean import DigitalOceanEmulator
 from tests.emulators.hetzner import HetznerEmulator
+from tests.support.waits import WAIT_MS
 from tests.ui.harness import TOKEN, configured_settings, make_shell
 
 
@@ -27,9 +29,9 @@ def test_validation_and_live_prices(
     dialog = shell.open_create_dialog()
     assert isinstance(dialog, CreateDialog)
     try:
-        qtbot.waitUntil(dialog.busy_loading, timeout=5000)
+        qtbot.waitUntil(dialog.busy_loading, timeout=WAIT_MS)
         assert dialog.loading.isVisible()  # prices are on their way
-        qtbot.waitUntil(lambda: not dialog.busy_loading(), timeout=10000)
+        qtbot.waitUntil(lambda: not dialog.busy_loading(), timeout=WAIT_MS)
         assert not dialog.loading.isVisible()
         assert dialog.size_combo.count() > 0
         assert "€" in dialog.size_combo.currentText() and "/h" in dialog.size_combo.currentText()
@@ -56,13 +58,13 @@ def test_validation_and_live_prices(
         index = dialog.region_combo.findData("nbg1")
         dialog.region_combo.setCurrentIndex(index if index != 0 else 1)
         dialog.region_combo.setCurrentIndex(index)
-        qtbot.waitUntil(lambda: not dialog.busy_loading(), timeout=10000)
+        qtbot.waitUntil(lambda: not dialog.busy_loading(), timeout=WAIT_MS)
         dialog.size_combo.setCurrentIndex(dialog.size_combo.findData("cx23"))
         assert "€12" in dialog.price.text() or "€14" in dialog.price.text()  # net or with VAT
     finally:
         dialog.reject()
         done = asyncio.ensure_future(shell.shutdown())
-        qtbot.waitUntil(done.done, timeout=10000)
+        qtbot.waitUntil(done.done, timeout=WAIT_MS)
         shell.window.deleteLater()
 
 
@@ -79,7 +81,9 @@ def test_one_account_shows_no_comparison_only_a_hint(
     dialog = shell.open_create_dialog()
     assert isinstance(dialog, CreateDialog)
     try:
-        qtbot.waitUntil(lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading())
+        qtbot.waitUntil(
+            lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading(), timeout=WAIT_MS
+        )
         assert not dialog.compare.isVisible()
         assert (
             dialog.compare_hint.isVisible() and "second cloud account" in dialog.compare_hint.text()
@@ -88,7 +92,7 @@ def test_one_account_shows_no_comparison_only_a_hint(
     finally:
         dialog.reject()
         done = asyncio.ensure_future(shell.shutdown())
-        qtbot.waitUntil(done.done, timeout=10000)
+        qtbot.waitUntil(done.done, timeout=WAIT_MS)
         shell.window.deleteLater()
 
 
@@ -97,8 +101,9 @@ def test_compares_the_size_class_across_accounts_and_picking_switches(
 ) -> None:
     hetzner = HetznerEmulator(token=TOKEN)
     ocean = DigitalOceanEmulator()
-    # The other account's prices arrive late: the dialog stays usable, with a busy indicator.
-    ocean.inject_latency("GET", r"/v2/sizes", 0.5, times=None)
+    # The other account's prices arrive late (held until the test lets them go, however slow
+    # the machine): the dialog stays usable, with a busy indicator.
+    sizes_held = asyncio.Event()
     SecretStore().set(SecretKeys.account("hetzner", "token"), TOKEN)
     SecretStore().set(SecretKeys.account("ocean", "token"), ocean.token)
     settings = Settings(
@@ -107,9 +112,9 @@ def test_compares_the_size_class_across_accounts_and_picking_switches(
             Account(id="ocean", provider="digitalocean", label="Work"),
         ]
     )
-    emulators = {"hetzner": hetzner, "digitalocean": ocean}
+    transports = {"hetzner": hetzner.transport, "digitalocean": lambda: _held(ocean, sizes_held)}
     service = WorkspaceService(
-        settings, SecretStore(), transport_factory=lambda a: emulators[a.provider].transport()
+        settings, SecretStore(), transport_factory=lambda a: transports[a.provider]()
     )
     controller = WorkspacesController(service)
     dialog = CreateDialog(
@@ -120,11 +125,14 @@ def test_compares_the_size_class_across_accounts_and_picking_switches(
     qtbot.addWidget(dialog)
     dialog.show()
     try:
-        qtbot.waitUntil(lambda: dialog.compare.busy.isVisible(), timeout=5000)
+        qtbot.waitUntil(lambda: dialog.compare.busy.isVisible(), timeout=WAIT_MS)
         # The form loaded its own account meanwhile (not blocked by the comparison).
-        qtbot.waitUntil(lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading())
+        qtbot.waitUntil(
+            lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading(), timeout=WAIT_MS
+        )
         assert dialog.compare_task is not None and not dialog.compare_task.done()
-        qtbot.waitUntil(lambda: dialog.compare_task.done(), timeout=10000)  # type: ignore[union-attr]
+        sizes_held.set()
+        qtbot.waitUntil(lambda: dialog.compare_task.done(), timeout=WAIT_MS)  # type: ignore[union-attr]
         assert not dialog.compare.busy.isVisible()
         assert not dialog.compare_hint.isVisible()
 
@@ -153,7 +161,7 @@ def test_compares_the_size_class_across_accounts_and_picking_switches(
                 and dialog.size_combo.currentData() == "s-2vcpu-4gb"
                 and not dialog.busy_loading()
             ),
-            timeout=10000,
+            timeout=WAIT_MS,
         )
         assert dialog.region_combo.currentData() == "ams3"
         assert "$0.0357 per hour" in dialog.price.text()
@@ -172,12 +180,12 @@ def test_compares_the_size_class_across_accounts_and_picking_switches(
                 and dialog.region_combo.currentData() == "fsn1"
                 and not dialog.busy_loading()
             ),
-            timeout=10000,
+            timeout=WAIT_MS,
         )
     finally:
         dialog.reject()
         done = asyncio.ensure_future(service.aclose())
-        qtbot.waitUntil(done.done, timeout=10000)
+        qtbot.waitUntil(done.done, timeout=WAIT_MS)
 
 
 def test_an_account_whose_prices_fail_is_named_not_raised(
@@ -215,7 +223,7 @@ def test_an_account_whose_prices_fail_is_named_not_raised(
                 and dialog.size_combo.count() > 0
                 and not dialog.busy_loading()
             ),
-            timeout=10000,
+            timeout=WAIT_MS,
         )
         assert dialog.compare.table.rowCount() == 1  # Hetzner only
         assert "Work (DigitalOcean): prices could not be loaded" in dialog.compare.note.text()
@@ -223,7 +231,7 @@ def test_an_account_whose_prices_fail_is_named_not_raised(
     finally:
         dialog.reject()
         done = asyncio.ensure_future(service.aclose())
-        qtbot.waitUntil(done.done, timeout=10000)
+        qtbot.waitUntil(done.done, timeout=WAIT_MS)
 
 
 def test_a_local_checkout_as_the_repository(
@@ -246,7 +254,9 @@ def test_a_local_checkout_as_the_repository(
     dialog = shell.open_create_dialog()
     assert isinstance(dialog, CreateDialog)
     try:
-        qtbot.waitUntil(lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading())
+        qtbot.waitUntil(
+            lambda: dialog.size_combo.count() > 0 and not dialog.busy_loading(), timeout=WAIT_MS
+        )
         assert dialog.idle.minimum() == 1
         dialog.repo.setText("https://github.com/acme/api.git")
         assert not dialog.include_uncommitted.isEnabled()
@@ -260,7 +270,7 @@ def test_a_local_checkout_as_the_repository(
         # git's verdict comes a moment later: a checkout without a commit cannot be sent
         dialog.repo.setText(str(empty))
         assert not dialog.repo_error.isVisible()
-        qtbot.waitUntil(dialog.repo_error.isVisible, timeout=10000)
+        qtbot.waitUntil(dialog.repo_error.isVisible, timeout=WAIT_MS)
         assert "has no commit yet" in dialog.repo_error.text()
         assert not dialog.create_button.isEnabled()
 
@@ -272,7 +282,7 @@ def test_a_local_checkout_as_the_repository(
         assert dialog.name.text() == "project"
         assert dialog.include_uncommitted.isEnabled()
         assert dialog.branch.placeholderText() == "current branch"
-        qtbot.waitUntil(dialog.local_state.isVisible, timeout=10000)
+        qtbot.waitUntil(dialog.local_state.isVisible, timeout=WAIT_MS)
         assert dialog.local_state.text() == "(on feature; uncommitted changes)"
         assert not dialog.repo_error.isVisible() and dialog.create_button.isEnabled()
         assert not dialog.spec().include_uncommitted
@@ -288,5 +298,17 @@ def test_a_local_checkout_as_the_repository(
     finally:
         dialog.reject()
         done = asyncio.ensure_future(shell.shutdown())
-        qtbot.waitUntil(done.done, timeout=10000)
+        qtbot.waitUntil(done.done, timeout=WAIT_MS)
         shell.window.deleteLater()
+
+
+def _held(emulator: DigitalOceanEmulator, release: asyncio.Event) -> httpx.MockTransport:
+    """The emulator's transport, but GET /v2/sizes answers only once ``release`` is set."""
+    inner = emulator.transport()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path.endswith("/v2/sizes"):
+            await release.wait()
+        return await inner.handle_async_request(request)
+
+    return httpx.MockTransport(handler)
