@@ -287,20 +287,32 @@ async def test_cancel_while_waiting_for_the_create_action() -> None:
     await service.aclose()
 
 
-async def test_second_cancel_during_cleanup_still_cleans_up() -> None:
+async def test_second_cancel_during_cleanup_still_cleans_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     emulator = make_emulator()
-    emulator.inject_latency("DELETE", r"/v1/servers/\d+", 0.2, times=1)
+    # The cleanup's DELETE is slow to answer: the second cancel lands while it waits for it.
+    emulator.inject_latency("DELETE", r"/v1/servers/\d+", 1.0, times=1)
     service = make_service(emulator)
     cancels = 0
+    helpers: list[asyncio.Task[None]] = []
+
+    async def cancel_again_once_deleting(task: asyncio.Task[Any]) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while not emulator.calls("DELETE", r"/v1/servers/\d+"):
+                await asyncio.sleep(0)
+        task.cancel()
 
     def trigger(task: asyncio.Task[Any], progress: CreateProgress) -> None:
         nonlocal cancels
         if progress.step == "wait" and cancels == 0:
             cancels += 1
             task.cancel()
-            asyncio.get_running_loop().call_later(0.05, task.cancel)
+            helpers.append(asyncio.ensure_future(cancel_again_once_deleting(task)))
 
     await _cancel_when(service, trigger)
+    await helpers[0]
+    assert "cancelled during cleanup; cleanup continues" in caplog.text  # the path under test
     # The cleanup goes on in its own task after the second cancel: wait for its DELETE.
     async with asyncio.timeout(WAIT_S):
         while not (emulator.calls("DELETE", r"/v1/servers/\d+") and not Registry().all()):
