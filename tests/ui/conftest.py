@@ -13,6 +13,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import qasync
 from PySide6.QtWidgets import QApplication
 
+from tests.support.waits import WAIT_S
+
 
 @pytest.fixture
 def qloop(qapp: QApplication) -> Iterator[asyncio.AbstractEventLoop]:
@@ -25,7 +27,7 @@ def qloop(qapp: QApplication) -> Iterator[asyncio.AbstractEventLoop]:
         pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for task in pending:
             task.cancel()
-        deadline = loop.time() + 5
+        deadline = loop.time() + WAIT_S  # ends as soon as they are done
         while any(not t.done() for t in pending) and loop.time() < deadline:
             qapp.processEvents()
         asyncio.events._set_running_loop(None)
