@@ -11,8 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QTimer, QUrl
-from PySide6.QtGui import QDesktopServices, QGuiApplication
+from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QWidget
 
 from app.domain import ServerStatus, Size, Workspace, utcnow
@@ -37,7 +36,6 @@ from app.settings import (
 )
 from app.ui.activity import ActivityFilter
 from app.ui.controllers import (
-    TTYD_USER,
     CostsController,
     StatusController,
     WorkspacesController,
@@ -49,6 +47,7 @@ from app.ui.notifications import Notice, Notifier
 from app.ui.recovery import Recovery
 from app.ui.settings_dialog import SettingsDialog, Validator
 from app.ui.tray import Tray
+from app.ui.workspace_access import WorkspaceAccess
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,7 @@ class Shell(QObject):
 
     Attributes:
         window: the main window; tray: the tray icon; workspaces: the workspaces controller.
+        access: a workspace's terminal, browser, keep-alive and ssh command (``WorkspaceAccess``).
         settings: the current settings (saved by the settings dialog).
         costs: the last cost figures per (account, name).
         closed: set when shutdown finished.
@@ -105,6 +105,7 @@ class Shell(QObject):
         self.recently_deleted: set[str] = set()
         self.snapshots: dict[str, StatusSnapshot] = {}
         self.status = status
+        self.access = WorkspaceAccess(self.window, status, lambda: self._shutting_down)
         if status is not None:
             status.setParent(self)
             status.changed.connect(self._status_changed)
@@ -196,14 +197,14 @@ class Shell(QObject):
         w.settingsRequested.connect(self.open_settings_dialog)
         w.refreshRequested.connect(self.request_refresh)
         w.deleteRequested.connect(self.delete)
-        w.copySshRequested.connect(self.copy_ssh)
-        w.openTerminalRequested.connect(self.open_terminal)
-        w.openBrowserRequested.connect(self.open_browser)
-        w.keepAliveRequested.connect(self.keep_alive)
+        w.copySshRequested.connect(self.access.copy_ssh)
+        w.openTerminalRequested.connect(self.access.open_terminal)
+        w.openBrowserRequested.connect(self.access.open_browser)
+        w.keepAliveRequested.connect(self.access.keep_alive)
         w.closing.connect(self.request_shutdown)
         t = self.tray
         t.newRequested.connect(self.open_create_dialog)
-        t.openRequested.connect(self.open_terminal)
+        t.openRequested.connect(self.access.open_terminal)
         t.showRequested.connect(self._show_window)
         t.quitRequested.connect(self.request_shutdown)
         t.deleteRequested.connect(self.confirm_delete)
@@ -530,72 +531,6 @@ class Shell(QObject):
             for ws in running:
                 self.delete(ws)
 
-    def open_terminal(self, ws: Workspace) -> None:
-        """The agent's terminal in a tab (ttyd through the tunnel, logged in by the app)."""
-        existing = self.window.tab_for(ws.name)
-        if existing is not None:
-            self.window.tabs.setCurrentWidget(existing)
-            return
-        if self.status is not None:
-            self.status.start(f"terminal:{ws.name}", self._open_terminal(ws.name))
-
-    async def _open_terminal(self, name: str) -> None:
-        assert self.status is not None
-        found = await self.status.terminal(name)
-        if found is None or self._shutting_down:
-            return
-        from app.ui.ide import IdeTab  # QtWebEngine loads on first use, not at start-up
-
-        url, password = found
-        tab = IdeTab(url, TTYD_USER, password, workspace=name)
-        # Without it a dropped connection went unannounced and a failed load never came back.
-        tab.follow(self.status.tunnels)
-        tab.titleChanged.connect(
-            lambda title: self.window.tabs.setTabText(self.window.tabs.indexOf(tab), title)
-        )
-        self.window.add_tab(tab, name)
-
-    def open_browser(self, ws: Workspace) -> None:
-        if self.status is not None:
-            self.status.start(f"browser:{ws.name}", self._open_browser(ws.name))
-
-    async def _open_browser(self, name: str) -> None:
-        assert self.status is not None
-        found = await self.status.terminal(name)
-        if found is None:
-            return
-        url, password = found
-        # The password goes on the clipboard, never into the URL (process list, history).
-        QGuiApplication.clipboard().setText(password)
-        QTimer.singleShot(45000, lambda: _clear_if(password))
-        opened = QDesktopServices.openUrl(QUrl(url))
-        self.window.statusBar().showMessage(
-            f"Opened {url}: log in as “{TTYD_USER}”, the password is on the clipboard for 45 s"
-            if opened
-            else f"No browser could be started; open {url} (password on the clipboard)",
-            20000,
-        )
-
-    def keep_alive(self, ws: Workspace) -> None:
-        if self.status is not None:
-            self.status.start(f"keep-alive:{ws.name}", self._keep_alive(ws))
-
-    async def _keep_alive(self, ws: Workspace) -> None:
-        assert self.status is not None
-        until = await self.status.keep_alive(ws.name, 3600)
-        if until is None:
-            return
-        for row in self.window.model.workspaces():
-            if row.name == ws.name:
-                self.window.upsert_workspace(row.model_copy(update={"keep_alive_until": until}))
-        self.window.statusBar().showMessage(
-            f"{ws.name} stays alive until {until.astimezone():%H:%M}", 8000
-        )
-
-    def copy_ssh(self, ws: Workspace) -> None:
-        QGuiApplication.clipboard().setText(f"ssh bivy-{ws.name}")
-        self.window.statusBar().showMessage(f"Copied: ssh bivy-{ws.name}", 5000)
-
     def _show_window(self) -> None:
         self.window.showNormal()
         self.window.raise_()
@@ -651,10 +586,3 @@ class Shell(QObject):
 def window_state_path() -> Path:
     """Window layout, kept apart from the settings (``config_dir()/window.json``)."""
     return config_dir() / "window.json"
-
-
-def _clear_if(secret: str) -> None:
-    """Clear the clipboard if it still holds ``secret`` (never what the user copied since)."""
-    clipboard = QGuiApplication.clipboard()
-    if clipboard.text() == secret:
-        clipboard.clear()
