@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from app.errors import BackupError
-from app.services.backup import S3Client, S3Credentials, check_storage
+from app.services.backup import check_storage
+from app.services.s3 import S3Client, S3Credentials
 from app.settings import BackupSettings
 
 BUCKET = "bivy-auth"

@@ -13,7 +13,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from app.errors import BackupError, InvalidInput
-from app.services.backup import S3Client, S3Credentials
+from app.services.s3 import S3Client, S3Credentials
 
 KEYS = S3Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 NOW = datetime(2026, 11, 27, 3, 4, 5, tzinfo=UTC)
