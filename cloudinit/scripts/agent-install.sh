@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs as root inside the devcontainer (devcontainer-up pipes it to `docker exec -u root -i ID sh -s`):
+# Runs as root inside the devcontainer (devcontainer-up copies it in with `docker exec -i -u root`):
 # tmux for the agent's session (best effort: the launcher falls back to the host's), then Claude
 # Code from npm, with node and npm from the image's package manager when it has none. npm, not the
 # devcontainer feature: the feature comes from ghcr.io, which some networks cannot reach, and npm

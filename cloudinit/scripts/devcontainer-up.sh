@@ -164,8 +164,11 @@ agent_env_for_sh | docker exec -i -u root "$BIVY_CONTAINER_ID" sh -c \
     >>"$LOG" 2>&1 || fail "could not hand the agent's credentials to the devcontainer"
 
 started=$SECONDS
-docker exec -i -u root "$BIVY_CONTAINER_ID" sh -s <"$BIVY_LIB_DIR/agent-install" \
-    >"$LOG_DIR/agent-install.log" 2>&1 ||
+# Copied in and run from a file, so nothing it runs (apt, npm) can read the script's own stdin.
+# shellcheck disable=SC2016  # expanded inside the container
+docker exec -i -u root "$BIVY_CONTAINER_ID" sh -c \
+    'f=$(mktemp) && cat >"$f" && sh "$f" </dev/null; rc=$?; rm -f "$f"; exit $rc' \
+    <"$BIVY_LIB_DIR/agent-install" >"$LOG_DIR/agent-install.log" 2>&1 ||
     { cat "$LOG_DIR/agent-install.log" >>"$LOG"; fail "installing Claude Code in the devcontainer failed"; }
 bivy_status steps.agent_install="$(took "$started")"
 

@@ -64,9 +64,12 @@ def claude_image(docker_engine: DockerEngine, tmp_path_factory: pytest.TempPathF
     docker_engine.docker("rm", "-f", name, check=False)
     docker_engine.docker("run", "-d", "--name", name, docker_engine.base_image, "sleep", "900")
     try:
+        # As devcontainer-up runs it: copied in, then run from the file.
+        run = 'f=$(mktemp) && cat >"$f" && sh "$f" </dev/null; rc=$?; rm -f "$f"; exit $rc'
         result = docker_engine.docker(
-            "exec", "-i", "-u", "root", name, "sh", "-s", input=script, timeout=900, check=False
-        )
+            "exec", "-i", "-u", "root", name, "sh", "-c", run, input=script, timeout=900,
+            check=False,
+        )  # fmt: skip
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         version = docker_engine.docker("exec", "-u", "node", name, "claude", "--version")
         assert "Claude Code" in version.stdout, version.stdout
