@@ -375,3 +375,15 @@ def test_the_whole_bootstrap_reaches_ready(
         for pid in ttyd_pids.read_text().split() if ttyd_pids.exists() else []:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(pid), 15)
+
+
+def test_a_broken_devcontainer_fails_with_the_clis_words(vm_workspace: VmWorkspace) -> None:
+    vm = vm_workspace
+    vm.write(".devcontainer/devcontainer.json", '{"build": {"dockerfile": "Missing"}}')
+    vm.commit()
+    result = vm.up()
+    assert result.returncode == 1
+    status = vm.status()
+    assert status["phase"] == "failed"
+    assert status["error"] == "building the devcontainer failed"
+    assert "Missing" in str(status["log_tail"])  # the CLI's own message, for `bivy wait`
