@@ -76,6 +76,9 @@ COMMON_PACKAGES = (
     "ca-certificates",
     "procps",
     "less",
+    # Ubuntu's cloud images ship nftables (Bivy's metadata guard loads rules with it): without
+    # it the guard apt-installs it first, minutes under emulation
+    "nftables",
 )
 TOOLS_PACKAGES = ("docker.io", "docker-cli", "docker-compose", "git", "tmux", "jq", "nodejs", "npm")
 
