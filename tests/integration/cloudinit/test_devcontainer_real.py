@@ -75,6 +75,9 @@ def test_non_root_user_with_another_uid(
                 # Runs as coder in the workspace: it must be writable by uid 1001 by then.
                 "postCreateCommand": "touch created-by-$(id -un) && git status --short",
                 "postStartCommand": "date +%s%N >> /tmp/starts",
+                # Runs on the VM as root: at the first start only, never on a restart (the
+                # agent may have edited this file since).
+                "initializeCommand": "echo once >> .initialized",
             }
         ),
     )
@@ -123,6 +126,7 @@ def test_non_root_user_with_another_uid(
     assert len(vm.exec("coder", "cat", "/tmp/starts").stdout.split()) == 2, (
         vm.state / "log" / "devcontainer-start.log"
     ).read_text()
+    assert (vm.repo / ".initialized").read_text() == "once\n"
 
 
 def _terminal_says(vm: VmWorkspace, command: str, timeout: float = 60) -> str:
