@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.e2e.served_repo import test_ca_certificate
+from tests.e2e.served_repo import e2e_ca_certificate
 from tests.support.docker_engine import (
     BASE_IMAGE,
     CA_BUNDLE_HOST,
@@ -153,7 +153,7 @@ def _recipe_key(variant: str, base_tarball: Path) -> str:
         DISK_SIZE,
         base_tarball.name,
         hashlib.sha256(CA_BUNDLE_HOST.read_bytes()).hexdigest(),
-        hashlib.sha256(test_ca_certificate().read_bytes()).hexdigest(),
+        hashlib.sha256(e2e_ca_certificate().read_bytes()).hexdigest(),
     ]
     if variant == "tools":
         parts += [DEVCONTAINER_CLI, hashlib.sha256(_ttyd_source().read_bytes()).hexdigest()]
@@ -183,7 +183,7 @@ def _install_host_cas(rootfs: Path) -> int:
     for index, block in enumerate(extra):
         (target / f"bivy-test-host-{index}.crt").write_text(block)
     # the CA of the HTTPS git server the e2e serves a repository from (tests/e2e/served_repo.py)
-    shutil.copyfile(test_ca_certificate(), target / "bivy-e2e-test-ca.crt")
+    shutil.copyfile(e2e_ca_certificate(), target / "bivy-e2e-test-ca.crt")
     _run(["chroot", str(rootfs), "update-ca-certificates", "--fresh"])
     return len(extra)
 

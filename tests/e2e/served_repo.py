@@ -4,7 +4,7 @@ The product accepts ``https://`` and ``ssh://`` URLs only, so the test serves a 
 with git's "dumb HTTP" protocol (static files after ``git update-server-info``) over TLS, with a
 certificate for ``10.0.2.2`` (the host as seen from a QEMU user-networking guest) and
 ``127.0.0.1``, signed by a TEST CA that only the test guest image trusts (tests/e2e/image.py
-bakes ``test_ca_certificate()`` into it). The CA is made once and kept in the test cache.
+bakes ``e2e_ca_certificate()`` into it). The CA is made once and kept in the test cache.
 
     with serve_repository(bare_repo_dir) as server:
         url = server.url_for_guest   # https://10.0.2.2:PORT/<name>.git
@@ -34,7 +34,7 @@ def _ca_paths() -> tuple[Path, Path]:
     return folder / "ca.pem", folder / "ca.key"
 
 
-def test_ca_certificate() -> Path:
+def e2e_ca_certificate() -> Path:
     """The test CA's certificate (PEM), created on first use and kept in the cache."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -94,7 +94,7 @@ def _server_credentials(folder: Path) -> tuple[Path, Path]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    ca_cert_path = test_ca_certificate()
+    ca_cert_path = e2e_ca_certificate()
     _, ca_key_path = _ca_paths()
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
