@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
+from html import escape
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -36,6 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.agents import AGENTS
 from app.providers.base import Provider
 from app.settings import Account, SecretKeys, SecretStore, Settings
 from app.ui.backup_settings import BackupSettingsWidget
@@ -256,7 +258,27 @@ class SettingsDialog(QDialog):
         )
         form.addRow("Anthropic API key", self.api_key)
         form.addRow("Claude Code OAuth token", self.oauth_token)
+        # The least-privilege advice comes from the agent plug-ins (app/agents).
+        self.agent_advice = QLabel(self._agent_advice_html())
+        self.agent_advice.setWordWrap(True)
+        self.agent_advice.setTextFormat(Qt.TextFormat.RichText)
+        form.addRow(self.agent_advice)
         return page
+
+    @staticmethod
+    def _agent_advice_html() -> str:
+        claude = AGENTS["claude"]
+        others = "".join(
+            f"<li><b>{escape(a.display_name)}</b> ({escape(' or '.join(a.credential_envs))}): "
+            f"{escape(a.credential_advice)}</li>"
+            for a in AGENTS.values()
+            if a.name != "claude"
+        )
+        return (
+            f"<p><b>Least privilege.</b> {escape(claude.credential_advice)}</p>"
+            "<p>Other agents read their credential from the environment or the keychain "
+            f"(<code>bivy agents</code> shows which are set):</p><ul>{others}</ul>"
+        )
 
     def _ssh_tab(self) -> QWidget:
         page = QWidget()
