@@ -13,7 +13,9 @@ from app.domain import LABEL_MAX_HOURS, Server, ServerStatus, Workspace, utcnow
 from app.errors import BivyError, NotFound
 
 __all__ = [
+    "FINAL_BACKUP_LIMIT",
     "DeleteCallback",
+    "FinalBackupCallback",
     "Guardian",
     "GuardianDecision",
     "GuardianPolicy",
@@ -182,6 +184,12 @@ def decide(
 
 
 DeleteCallback = Callable[[GuardianTarget], Awaitable[None]]
+#: Asks the VM for its last backup (``app.services.final_backup.FinalBackup``): True when one
+#: ran, False when there was nothing to ask (backups off); raises ``BivyError`` when it failed.
+FinalBackupCallback = Callable[[GuardianTarget], Awaitable[bool]]
+
+#: How long the guardian waits for an overdue VM's final backup before deleting it anyway.
+FINAL_BACKUP_LIMIT = 300.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,9 @@ class GuardianReport:
         deleted: overdue targets deleted now (``NotFound`` counts: already gone).
         failed: overdue targets whose deletion failed, with the error; retried next run.
         skipped: overdue targets whose deletion was still in flight from another run.
+        backups: for each overdue target asked for a final backup, what came of it ("done",
+            "not needed" when backups are off, or why it failed); the deletion went ahead
+            either way.
     """
 
     decision: GuardianDecision
@@ -201,6 +212,7 @@ class GuardianReport:
     deleted: tuple[GuardianTarget, ...] = ()
     failed: tuple[tuple[GuardianTarget, BivyError], ...] = field(default=())
     skipped: tuple[GuardianTarget, ...] = ()
+    backups: tuple[tuple[GuardianTarget, str], ...] = ()
 
 
 class Guardian:
@@ -208,6 +220,8 @@ class Guardian:
 
     Attributes:
         delete: the coroutine that deletes one target (WorkspaceService or the provider).
+        final_backup: asks an overdue VM for its last backup before the delete (None: never);
+            bounded by ``backup_limit`` seconds, after which the hard lifetime wins.
         policy: the warning window and grace.
         concurrency: deletions running at once, at most.
         clock: the current UTC time.
@@ -220,10 +234,14 @@ class Guardian:
         policy: GuardianPolicy | None = None,
         concurrency: int = 3,
         clock: Callable[[], datetime] = utcnow,
+        final_backup: FinalBackupCallback | None = None,
+        backup_limit: float = FINAL_BACKUP_LIMIT,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.delete = delete
+        self.final_backup = final_backup
+        self.backup_limit = backup_limit
         self.policy = policy or GuardianPolicy()
         self.concurrency = concurrency
         self.clock = clock
@@ -250,9 +268,13 @@ class Guardian:
         self._in_flight.update(t.key for t in todo)
         semaphore = asyncio.Semaphore(self.concurrency)
 
+        backups: list[tuple[GuardianTarget, str]] = []
+
         async def one(target: GuardianTarget) -> BivyError | None:
             try:
                 async with semaphore:
+                    if self.final_backup is not None and target.accounted:
+                        backups.append((target, await self._final_backup(target)))
                     log.info(
                         "deleting %s (%s/%s): past its maximum lifetime",
                         target.name,
@@ -283,4 +305,24 @@ class Guardian:
             deleted=deleted,
             failed=failed,
             skipped=skipped,
+            backups=tuple(backups),
         )
+
+    async def _final_backup(self, target: GuardianTarget) -> str:
+        """Ask for the last backup, at most ``backup_limit`` s; what came of it, never raises
+        (a VM that cannot back up is deleted all the same: its lifetime is a hard limit)."""
+        assert self.final_backup is not None
+        try:
+            async with asyncio.timeout(self.backup_limit):
+                ran = await self.final_backup(target)
+        except TimeoutError:
+            log.warning(
+                "the final backup of %s did not finish in %g s; deleting it anyway",
+                target.name,
+                self.backup_limit,
+            )
+            return f"did not finish in {self.backup_limit:g} s"
+        except BivyError as exc:
+            log.warning("the final backup of %s failed: %s; deleting it anyway", target.name, exc)
+            return f"failed: {exc.one_line()}"
+        return "done" if ran else "not needed"

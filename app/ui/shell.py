@@ -129,7 +129,9 @@ class Shell(QObject):
             status.failed.connect(self.recovery.on_failure)
         self._set_service(workspace_service)
         self.guardian = (
-            Guardian(self._guardian_delete, clock=now) if workspace_service is not None else None
+            Guardian(self._guardian_delete, clock=now, final_backup=self._final_backup)
+            if workspace_service is not None
+            else None
         )
         self._connect()
         # Issue 6: "Back up now" and "Delete with backups…" (app/ui/backup_actions.py).
@@ -316,6 +318,15 @@ class Shell(QObject):
     async def _guardian_delete(self, target: GuardianTarget) -> None:
         assert self.workspaces is not None
         await self.workspaces.service.delete(target.name)
+
+    async def _final_backup(self, target: GuardianTarget) -> bool:
+        """Issue 13: an overdue VM backs up (bounded) before the guardian deletes it."""
+        from app.services.backup import BackupService
+        from app.services.final_backup import FinalBackup
+
+        assert self.workspaces is not None
+        backups = BackupService(self.settings, self.secrets)  # the settings of now
+        return await FinalBackup(self.workspaces.service.registry, self.secrets, backups)(target)
 
     async def _guard(self, workspaces: list[Workspace]) -> None:
         """The app's own lifetime enforcement: delete overdue VMs, show unaccounted ones."""
