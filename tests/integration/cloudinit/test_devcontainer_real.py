@@ -133,7 +133,12 @@ def _terminal_says(vm: VmWorkspace, command: str, timeout: float = 60) -> str:
     """Runs the web terminal's per-client script (ttyd-session) in a pty, types ``command``."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: what ttyd runs for each client
-        os.execve("/bin/bash", ["bash", str(vm.lib / "ttyd-session")], vm.env)
+        # ttyd gives its clients TERM=xterm-256color
+        os.execve(
+            "/bin/bash",
+            ["bash", str(vm.lib / "ttyd-session")],
+            {**vm.env, "TERM": "xterm-256color"},
+        )
     output = b""
     typed = False
     deadline = time.monotonic() + timeout
@@ -391,3 +396,44 @@ def test_a_broken_devcontainer_fails_with_the_clis_words(vm_workspace: VmWorkspa
     assert status["phase"] == "failed"
     assert status["error"] == "building the devcontainer failed"
     assert "Missing" in str(status["log_tail"])  # the CLI's own message, for `bivy wait`
+
+
+def test_without_tmux_in_the_container_the_hosts_tmux_holds_the_session(
+    vm_workspace: VmWorkspace, claude_image: str, tmp_path: Path
+) -> None:
+    # An image with no tmux and no package manager to get one: the terminal falls back to a
+    # tmux session on the VM around `devcontainer exec` (still remoteEnv, the key, the folder).
+    vm = vm_workspace
+    vm.write(
+        ".devcontainer/Dockerfile",
+        f"FROM {claude_image}\nRUN rm -f /usr/bin/tmux /usr/bin/apt-get /usr/bin/apt\n",
+    )
+    vm.write(
+        ".devcontainer/devcontainer.json",
+        json.dumps(
+            {
+                "build": {"dockerfile": "Dockerfile"},
+                "remoteUser": "node",
+                "remoteEnv": {"BIVY_TEST_REMOTE": "fallback"},
+            }
+        ),
+    )
+    vm.commit()
+    _assert_up(vm, vm.up())
+    assert "tmux is not available" in (vm.state / "log" / "agent-install.log").read_text()
+    tmux_dir = tmp_path / "tmux"
+    tmux_dir.mkdir()
+    vm.env["TMUX_TMPDIR"] = str(tmux_dir)  # this test's own tmux server on the host
+    try:
+        output = _terminal_says(vm, "echo MARK:$BIVY_TEST_REMOTE:$(id -un):$(pwd)")
+        assert "MARK:fallback:node:/workspaces/r" in output
+        sessions = subprocess.run(
+            ["tmux", "list-sessions", "-F", "#{session_name}"],
+            env={**os.environ, "TMUX_TMPDIR": str(tmux_dir)}, capture_output=True, text=True,
+        )  # fmt: skip
+        assert sessions.stdout.split() == ["agent"]
+    finally:
+        subprocess.run(
+            ["tmux", "kill-server"], env={**os.environ, "TMUX_TMPDIR": str(tmux_dir)},
+            capture_output=True, check=False,
+        )  # fmt: skip
