@@ -213,16 +213,6 @@ class Registry:
             records[record.name] = record
             self._write(records)
 
-    def add(self, record: WorkspaceRecord) -> bool:
-        """Add ``record`` unless a record of that name exists; returns whether it was added."""
-        with self._lock, file_lock(self.path):
-            records = self._read(for_write=True)
-            if record.name in records:
-                return False
-            records[record.name] = record
-            self._write(records)
-            return True
-
     def update(self, name: str, **changes: object) -> WorkspaceRecord | None:
         """Change fields of an existing record; returns it, or None when there is none."""
         with self._lock, file_lock(self.path):
@@ -252,9 +242,6 @@ class Registry:
 
     async def aput(self, record: WorkspaceRecord) -> None:
         await asyncio.to_thread(self.put, record)
-
-    async def aadd(self, record: WorkspaceRecord) -> bool:
-        return await asyncio.to_thread(self.add, record)
 
     async def aupdate(self, name: str, **changes: object) -> WorkspaceRecord | None:
         return await asyncio.to_thread(lambda: self.update(name, **changes))
