@@ -588,6 +588,8 @@ class MainWindow(QMainWindow):
     def _selection_changed(self, *_: object) -> None:
         ws = self.selected()
         running, ready = (is_running(ws), is_ready(ws)) if ws else (False, False)
+        if ws is not None and ws.unrecorded:  # no record, no pinned key: delete is all it allows
+            running = ready = False
         for action in (self.act_terminal, self.act_browser, self.act_backup):
             action.setEnabled(ready)
         self.act_copy_ssh.setEnabled(running)
