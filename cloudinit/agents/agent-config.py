@@ -9,8 +9,8 @@ rendered files). A target inside CONTAINER_DIR (the agent's persistent config di
 from HOST_DIR) is written on this side; any other target (Codex's /etc/codex/requirements.toml) is
 written inside the container as root with `docker exec`. merge: "replace" writes the file;
 "json" merges Bivy's "hooks" into the agent's JSON settings (the user's own hooks and keys stay,
-Bivy's earlier entries are replaced); "toml" puts Bivy's top-level keys first in the agent's
-TOML config, replacing the same keys, and leaves the rest of the file alone.
+Bivy's earlier entries are replaced; Bivy's other keys win); "toml" puts Bivy's top-level keys
+first in the agent's TOML config, replacing the same keys, and leaves the rest alone.
 """
 
 from __future__ import annotations
@@ -32,6 +32,13 @@ def _is_bivy(group: Any) -> bool:
     return BIVY_HOOK_MARK in json.dumps(group)
 
 
+def _deep_merge(theirs: Any, ours: Any) -> Any:
+    """Bivy's settings win; the user's other keys stay."""
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        return {**theirs, **{k: _deep_merge(theirs.get(k), v) for k, v in ours.items()}}
+    return ours
+
+
 def merge_json(existing: str, ours: str) -> str:
     try:
         current = json.loads(existing) if existing.strip() else {}
@@ -40,6 +47,9 @@ def merge_json(existing: str, ours: str) -> str:
     if not isinstance(current, dict):
         current = {}
     mine = json.loads(ours)
+    for key, value in mine.items():
+        if key != "hooks":
+            current[key] = _deep_merge(current.get(key), value)
     hooks = current.get("hooks") if isinstance(current.get("hooks"), dict) else {}
     for event, groups in mine.get("hooks", {}).items():
         kept = [g for g in hooks.get(event, []) if not _is_bivy(g)]

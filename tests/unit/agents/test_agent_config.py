@@ -46,12 +46,23 @@ def test_gemini_settings_keep_the_users_keys_and_hooks(tmp_path: Path) -> None:
     settings.parent.mkdir(parents=True)
     mine = {"type": "command", "command": "~/log.sh"}
     settings.write_text(
-        json.dumps({"theme": "Dracula", "hooks": {"BeforeTool": [{"hooks": [mine]}]}})
+        json.dumps(
+            {
+                "theme": "Dracula",
+                "security": {"auth": {"selectedType": "gemini-api-key"}},
+                "hooks": {"BeforeTool": [{"hooks": [mine]}]},
+            }
+        )
     )
     run(tmp_path, "gemini")
     run(tmp_path, "gemini")  # twice: Bivy's entries are replaced, not repeated
     data = json.loads(settings.read_text())
     assert data["theme"] == "Dracula"
+    # the VM is the one repository's: no folder-trust question stops the agent
+    assert data["security"] == {
+        "auth": {"selectedType": "gemini-api-key"},
+        "folderTrust": {"enabled": False},
+    }
     before_tool = data["hooks"]["BeforeTool"]
     assert before_tool[0] == {"hooks": [mine]}
     assert len(before_tool) == 2
