@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 
@@ -14,6 +15,7 @@ from app.domain import Server, ServerStatus, Workspace
 from app.settings import SecretStore
 from app.ui.models import status_text
 from tests.support.fixtures import ServedHetzner
+from tests.support.waits import WAIT_S
 
 LABELS = {"managed-by": "bivy", "bivy-workspace": "stray"}
 
@@ -40,6 +42,9 @@ def test_ls_shows_an_unrecorded_server_and_rm_deletes_it(
     assert "(unrecorded: delete only)" in rows[0]
     assert f"stray (server {sid} in account hetzner)" in err and "bivy rm stray" in err
 
+    deadline = time.monotonic() + WAIT_S  # running: ls --json then says why it reads no phase
+    while emulator.server_status(sid) != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
     code, out, err = run("ls", "--json")
     assert code == 0, err
     (item,) = json.loads(out)
