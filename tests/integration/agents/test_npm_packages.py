@@ -164,3 +164,92 @@ def test_real_gemini_cli_reports_a_turn_with_a_tool_call(
     assert events[-1] == ("SessionEnd", idle)
     final = AgentReport.model_validate_json((state / "agent.json").read_text())
     assert final.state is idle
+
+
+class _ResponsesApi(BaseHTTPRequestHandler):
+    """OpenAI's Responses API, scripted: one streamed assistant message."""
+
+    protocol_version = "HTTP/1.1"
+    calls = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        type(self).calls += 1
+        message = {
+            "type": "message",
+            "role": "assistant",
+            "id": "msg_1",
+            "content": [{"type": "output_text", "text": "Hello from the stand-in."}],
+        }
+        usage = {"input_tokens": 1, "input_tokens_details": None, "output_tokens": 1,
+                 "output_tokens_details": None, "total_tokens": 2}  # fmt: skip
+        events = [
+            ("response.created", {"type": "response.created", "response": {"id": "resp_1"}}),
+            ("response.output_item.done", {"type": "response.output_item.done", "item": message}),
+            (
+                "response.completed",
+                {"type": "response.completed", "response": {"id": "resp_1", "usage": usage}},
+            ),
+        ]
+        data = "".join(f"event: {e}\ndata: {json.dumps(d)}\n\n" for e, d in events).encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_real_codex_runs_the_hook_tables_and_notify(prefix: Path, tmp_path: Path) -> None:
+    """Bivy's hook tables (the same schema inline in config.toml as in requirements.toml) and
+    its notify line, with the real ``codex exec`` against a local Responses API stand-in.
+
+    Hooks outside requirements.toml wait for the user's trust, so this test alone passes
+    --dangerously-bypass-hook-trust; the VM installs them in /etc/codex/requirements.toml."""
+    agent = AGENTS["codex"]
+    _ResponsesApi.calls = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ResponsesApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state = tmp_path / "state"
+    state.mkdir()
+    trace = tmp_path / "trace.jsonl"
+    adapter = cloudinit_path("agents", "codex", "hook.js")
+    wrapper = tmp_path / "hook.sh"  # runs what Bivy's line runs, then keeps the report
+    wrapper.write_text(f'node "$@"\ncat {state}/agent.json >>{trace}\n')
+    requirements, notify = agent.hook_configs
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    provider = (
+        'model = "stand-in"\nmodel_provider = "standin"\n\n[model_providers.standin]\n'
+        f'name = "standin"\nbase_url = "http://127.0.0.1:{server.server_address[1]}/v1"\n'
+        'wire_api = "responses"\n\n'
+    )
+    (home / "config.toml").write_text(
+        notify.render("", hook_js=str(adapter)).replace('"node", ', f'"sh", "{wrapper}", ', 1)
+        + provider
+        + requirements.render(f"sh {wrapper} {adapter}")
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    env = _env(tmp_path / "home", prefix, BIVY_AGENT_STATE_DIR=str(state), CODEX_HOME=str(home))
+    try:
+        run = subprocess.run(
+            [str(prefix / "codex"), "exec", "--skip-git-repo-check",
+             "--dangerously-bypass-hook-trust", "say hi"],
+            cwd=work, env=env, capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Hello from the stand-in." in run.stdout and _ResponsesApi.calls == 1
+    reports = [AgentReport.model_validate_json(line) for line in trace.read_text().splitlines()]
+    assert [(r.event, r.state) for r in reports] == [
+        ("SessionStart", AgentState.IDLE),
+        ("UserPromptSubmit", AgentState.WORKING),
+        ("Stop", AgentState.IDLE),
+        ("agent-turn-complete", AgentState.IDLE),
+    ]
+    assert reports[2].message == reports[3].message == "Hello from the stand-in."
