@@ -215,6 +215,12 @@ receive_bundle() {
     fi
     mkdir -p "$(dirname "$BIVY_REPO_DIR")"
     git "${args[@]}" -- "$bundle" "$BIVY_REPO_DIR"
+    # The user's other branches arrive as origin/*: make them local before the remote goes.
+    local branch
+    while read -r branch; do
+        [ "$branch" = HEAD ] || git -C "$BIVY_REPO_DIR" show-ref --verify --quiet "refs/heads/$branch" ||
+            git -C "$BIVY_REPO_DIR" branch --quiet --no-track -- "$branch" "refs/remotes/origin/$branch"
+    done < <(git -C "$BIVY_REPO_DIR" for-each-ref --format='%(refname:strip=3)' refs/remotes/origin/)
     git -C "$BIVY_REPO_DIR" remote remove origin
     if git bundle list-heads "$bundle" refs/bivy/uncommitted | grep -q .; then
         # The user's uncommitted work stays uncommitted: the difference to HEAD, applied.

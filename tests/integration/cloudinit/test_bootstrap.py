@@ -361,6 +361,10 @@ def test_a_local_repository_arrives_as_a_bundle(tmp_path: Path) -> None:
     assert sorted(porcelain.stdout.splitlines()) == [" M a.txt", " M bin.dat", "?? new.txt"]
     refs = subprocess.run([*run, "for-each-ref"], capture_output=True, text=True).stdout
     assert "refs/bivy/" not in refs
+    # Every local branch the user had comes along as a local branch (no remote to hold them).
+    branches = subprocess.run([*run, "branch", "--format=%(refname:short)"],
+                              capture_output=True, text=True).stdout.split()  # fmt: skip
+    assert sorted(branches) == ["other", "trunk"]
     assert subprocess.run([*run, "remote"], capture_output=True, text=True).stdout == ""
     assert not list(incoming.iterdir())
 
