@@ -17,12 +17,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.services.registry import Registry
+from tests.emulators.base import EmuRequest, EmuResponse
 from tests.emulators.digitalocean import DigitalOceanEmulator
 from tests.support.fixtures import REPO_ROOT
 from tests.support.secret_service import SecretServiceSession, secret_service_session
@@ -33,9 +36,29 @@ pytestmark = pytest.mark.slow
 REPO = "https://github.com/example/project.git"
 ARGV = ["create", "demo", "--repo", REPO, "--provider", "digitalocean", "--region", "fra1"]
 ARGV += ["--size", "s-2vcpu-4gb"]
-#: How long each name check (the droplet list) is held: longer than the two processes' start-up
-#: skew on a loaded machine, so both are inside the check-then-create window at once.
-HOLD_S = 4.0
+
+
+def hold_name_checks(emulator: DigitalOceanEmulator, until: threading.Event) -> None:
+    """Hold the first two name checks (the droplet lists) until ``until`` is set; the second
+    one to arrive sets it (both processes are then inside the check-then-create window at
+    once, however slowly each started)."""
+    handle = emulator.handle
+    arrived = 0
+    lock = threading.Lock()
+
+    def held(request: EmuRequest) -> tuple[EmuResponse | None, float, str]:
+        nonlocal arrived
+        if request.method == "GET" and request.path == "/v2/droplets":
+            with lock:
+                arrived += 1
+                mine = arrived
+            if mine == 2:
+                until.set()
+            if mine <= 2:
+                until.wait(WAIT_S * 2)
+        return handle(request)
+
+    emulator.handle = held  # type: ignore[method-assign]
 
 
 def start(env: dict[str, str]) -> subprocess.Popen[str]:
@@ -91,10 +114,17 @@ def test_one_installation_two_processes_make_one_droplet(
     secret_service: SecretServiceSession,
 ) -> None:
     emulator = DigitalOceanEmulator(strict=False, boot_seconds=0.3)
-    emulator.inject_latency("GET", r"/v2/droplets", HOLD_S, times=2)
+    # The first name check is held until one process has ended: whichever took the name's
+    # lock is inside its check-then-create window while the other tries.
+    one_ended = threading.Event()
+    hold_name_checks(emulator, one_ended)
     with emulator.serve() as url:
         env = base_env(secret_service, url, emulator)
         first, second = start(env), start(env)
+        deadline = time.monotonic() + WAIT_S * 2
+        while first.poll() is None and second.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        one_ended.set()
         results = [finish(first), finish(second)]
     emulator.assert_no_violations()
     codes = sorted(code for code, _ in results)
@@ -114,7 +144,7 @@ def test_two_installations_on_one_account_keep_the_older_droplet(
     secret_service: SecretServiceSession, tmp_path: Path
 ) -> None:
     emulator = DigitalOceanEmulator(strict=False, boot_seconds=0.3)
-    emulator.inject_latency("GET", r"/v2/droplets", HOLD_S, times=2)
+    hold_name_checks(emulator, threading.Event())
     with emulator.serve() as url, secret_service_session() as other_keyring:
         env = base_env(secret_service, url, emulator)
         env_b = other_install(base_env(other_keyring, url, emulator), tmp_path / "b")
