@@ -472,14 +472,26 @@ class WorkspaceService(WorkspaceSteps):
                 )
             # Its own account first; others too, in case the record is stale.
             accounts.sort(key=lambda a: a.id != record.account)
-            if record.pending:
-                held = await hold_create_lock(self.registry, name)
-                if held is None:
-                    raise Conflict(
-                        f"workspace {name!r} is being created right now",
-                        hint="Cancel that create, or wait for it and delete it then",
-                    )
-                held.release()  # an interrupted create: its server (if any) goes below
+        # No create of this name starts while we delete by name (nor a listing adopts it).
+        held = await hold_create_lock(self.registry, name)
+        if held is None and record is not None and record.pending:
+            raise Conflict(
+                f"workspace {name!r} is being created right now",
+                hint="Cancel that create, or wait for it and delete it then",
+            )
+        try:
+            deleted = await self._delete_locked(name, record, accounts)
+        finally:
+            if held is not None:
+                held.release()
+        if wait:
+            for provider, server_id in deleted:
+                await self._wait_gone(provider, server_id, timeout)
+
+    async def _delete_locked(
+        self, name: str, record: WorkspaceRecord | None, accounts: list[Account]
+    ) -> list[tuple[Provider, str]]:
+        if record is not None:
             # Write-ahead: a crash after the delete call leaves a record the next listing
             # forgets once the server is gone.
             await self.registry.aupdate(name, state="deleting")
@@ -506,9 +518,7 @@ class WorkspaceService(WorkspaceSteps):
                 hint="See the names with `bivy ls`",
             )
         await self._forget(name)
-        if wait:
-            for provider, server_id in deleted:
-                await self._wait_gone(provider, server_id, timeout)
+        return deleted
 
 
 def _int_label(value: str | None) -> int | None:
