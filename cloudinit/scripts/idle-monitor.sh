@@ -262,7 +262,20 @@ case "$decision" in
             exit 0
         fi
         log "idle for $BIVY_IDLE_MINUTES minutes"
+        bivy_status "detail=idle for $BIVY_IDLE_MINUTES minutes: the final backup, then this VM is deleted"
         pre_delete || { log "the final backup failed; not deleting"; exit 0; }
+        # The backup may take minutes: a person who came back meanwhile (terminal, SSH, a file
+        # saved, a keep-alive from the app) or an agent that started working keeps the VM. The
+        # same checks again, on a fresh clock and state; activity restarts the idle clock.
+        now=$(bivy_now)
+        read -r phase state updated background <<<"$(read_state)"
+        decision=$(decide)
+        if [[ "$decision" == active* ]]; then
+            log "${decision#active } during the final backup; not deleting"
+            bivy_status idle_since= idle_deadline= \
+                "detail=in use again (${decision#active }); the idle clock restarted"
+            exit 0
+        fi
         delete_self "idle for $BIVY_IDLE_MINUTES minutes"
         exit $?
         ;;

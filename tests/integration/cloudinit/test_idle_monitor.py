@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -384,3 +385,104 @@ def test_the_container_cannot_stall_the_monitor_through_agent_json(vm: Vm, kind:
     assert vm.decide() == f"idle {WINDOW}"
     vm.now += WINDOW
     assert vm.decide() == "delete idle"
+
+
+# Issue 13 §3: the final backup takes minutes; whoever came back meanwhile keeps the VM.
+TERMINAL = "echo '0 0 127.0.0.1:7681 127.0.0.1:40000'"
+SSH_PTY = "printf '%s\\n' 'sshd: dev [priv]' 'sshd: dev@pts/0'"
+
+
+def _backup_hook(vm: Vm, body: str) -> Path:
+    """A pre-delete hook (the final backup) that runs ``body`` and leaves a trace."""
+    ran = vm.root / "backup-ran"
+    hook = vm.lib / "pre-delete"
+    hook.write_text(f"#!/bin/bash\nset -e\ntouch {ran}\n{body}\n")
+    hook.chmod(0o755)
+    return ran
+
+
+def _comes_back(vm: Vm, how: str) -> tuple[str, dict[str, str]]:
+    """What happens during the backup for ``how``, and the probes that can see it."""
+    marker = vm.root / "came-back"
+    probe = f"test -e {marker} && "
+    match how:
+        case "terminal":
+            return f"touch {marker}", {"BIVY_SS_CMD": probe + TERMINAL}
+        case "ssh":
+            return f"touch {marker}", {"BIVY_PS_CMD": probe + SSH_PTY}
+        case "lease":  # the app's Keep alive: the lease file over an exec channel
+            return f"echo {T0 + 3600} > {vm.state / 'lease'}", {}
+        case "file":  # saved after the check began (the fake clock stands still meanwhile)
+            path = vm.repo / "src" / "saved.py"
+            return f"echo x > {path}; touch -d @{vm.now + WINDOW + 1} {path}", {}
+        case "agent":
+            stamp = datetime.fromtimestamp(vm.now + WINDOW, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            record = json.dumps({"state": "working", "event": "x", "updated_at": stamp})
+            return f"echo '{record}' > {vm.state / 'agent' / 'agent.json'}", {}
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["terminal", "ssh", "lease", "file", "agent"])
+def test_activity_during_the_final_backup_keeps_the_vm(vm: Vm, how: str) -> None:
+    calls = _fake_delete(vm, 0)
+    body, probes = _comes_back(vm, how)
+    ran = _backup_hook(vm, body)
+    assert vm.run(**probes).returncode == 0  # takes the idle clock and the file stamp
+    vm.now += WINDOW
+    assert vm.decide(**probes) == "delete idle"  # nobody there when the check starts
+    result = vm.run(**probes)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ran.exists(), "the final backup ran"
+    assert not calls.exists(), "deleted although someone came back during the final backup"
+    assert "during the final backup; not deleting" in result.stdout
+    status = json.loads((vm.state / "status.json").read_text())
+    assert status["idle_since"] is None and status["idle_deadline"] is None
+    assert status["phase"] == "ready"
+    assert not (vm.state / "idle-since").exists()  # the idle clock restarts from now
+    assert not (vm.state / "deleted").exists()
+
+
+def test_no_activity_during_the_final_backup_deletes(vm: Vm) -> None:
+    calls = _fake_delete(vm, 0)
+    marker = vm.root / "came-back"
+    probes = {"BIVY_SS_CMD": f"test -e {marker} && {TERMINAL}"}
+    ran = _backup_hook(vm, "true")  # the same probes, but nobody comes
+    vm.run(**probes)
+    vm.now += WINDOW
+    result = vm.run(**probes)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ran.exists()
+    assert calls.read_text().strip() == str(vm.root / "etc" / "provider.env")
+    assert json.loads((vm.state / "status.json").read_text())["phase"] == "deleting"
+
+
+def test_a_real_terminal_connection_opened_during_the_final_backup_keeps_the_vm(vm: Vm) -> None:
+    # The real probe (ss) against a real listener on the terminal port: the backup hook opens
+    # a connection that outlives it, as a browser tab opened meanwhile would.
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2)")
+    calls = _fake_delete(vm, 0)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(20)
+    port = listener.getsockname()[1]
+    probes = {"BIVY_SS_CMD": "", "BIVY_TTYD_PORT": str(port)}
+    pid_file = vm.root / "client.pid"
+    _backup_hook(
+        vm,
+        f"(exec 3<>/dev/tcp/127.0.0.1/{port}; exec sleep 60) >/dev/null 2>&1 &\n"
+        f"echo $! > {pid_file}\n"
+        f"for _ in $(seq 100); do ss -Htn state established '( dport = :{port} )' | grep -q . "
+        "&& exit 0; sleep 0.1; done; exit 1",
+    )
+    try:
+        vm.run(**probes)
+        vm.now += WINDOW
+        result = vm.run(**probes)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "1 web terminal connection(s) during the final backup" in result.stdout
+        assert not calls.exists()
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), 9)
+        listener.close()
