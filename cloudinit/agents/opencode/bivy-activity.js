@@ -14,7 +14,7 @@ function text(value, limit) {
   return typeof value === "string" ? value.slice(0, limit) : "";
 }
 
-export function stateFor(event) {
+function stateFor(event) {
   const type = event && typeof event.type === "string" ? event.type : "";
   const props = event && event.properties && typeof event.properties === "object"
     ? event.properties : {};
@@ -37,7 +37,7 @@ export function stateFor(event) {
   return null;
 }
 
-export function record(event) {
+function record(event) {
   const result = stateFor(event);
   if (!result) return;
   const entry = {
