@@ -153,6 +153,7 @@ class DetailPane(QWidget):
         super().__init__(parent)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 0, 0, 0)
+        self.shown: Workspace | None = None
         self.header = QLabel("Select a workspace")
         font = QFont(self.header.font())
         font.setBold(True)
@@ -177,14 +178,17 @@ class DetailPane(QWidget):
         layout.addWidget(QLabel("Log tail"))
         layout.addWidget(self.log, 2)
 
-    def show_workspace(self, ws: Workspace | None, history: list[PhaseEntry]) -> None:
+    def show_workspace(
+        self, ws: Workspace | None, history: list[PhaseEntry], now: datetime | None = None
+    ) -> None:
+        self.shown = ws
         if ws is None:
             self.header.setText("Select a workspace")
             self.facts.clear()
             self.history.clear()
             self.log.clear()
             return
-        self.header.setText(f"{ws.name} — {status_text(ws)}")
+        self.show_header(now)
         facts = [ws.repo_url or "(repository unknown)"]
         if ws.server is not None and ws.server.ipv4:
             facts.append(f"IPv4 {ws.server.ipv4} · ssh bivy-{ws.name}")
@@ -208,6 +212,11 @@ class DetailPane(QWidget):
         if (tail or "") != self.log.toPlainText():
             self.log.setPlainText(tail or "")
             self.log.verticalScrollBar().setValue(self.log.verticalScrollBar().maximum())
+
+    def show_header(self, now: datetime | None = None) -> None:
+        """The workspace's name and status, countdowns included (repainted every tick)."""
+        if self.shown is not None:
+            self.header.setText(f"{self.shown.name} — {status_text(self.shown, now)}")
 
 
 class MainWindow(QMainWindow):
@@ -442,6 +451,7 @@ class MainWindow(QMainWindow):
     def tick(self) -> None:
         """Repaint the visible time-dependent cells (uptime, cost, countdowns)."""
         self.table.viewport().update()
+        self.detail.show_header(self._now())
 
     def _resort(self) -> None:
         # Sorted once per refresh, not on every cell change (see WorkspaceTableModel.sort).
@@ -596,7 +606,7 @@ class MainWindow(QMainWindow):
         self.act_keep_alive.setEnabled(running)
         self.act_delete.setEnabled(ws is not None and ws.server is not None)
         key = (ws.account, ws.name) if ws else None
-        self.detail.show_workspace(ws, self._history.get(key, []) if key else [])
+        self.detail.show_workspace(ws, self._history.get(key, []) if key else [], self._now())
 
     def _update_empty_state(self, *_: object) -> None:
         self.stack.setCurrentIndex(0 if self.model.rowCount() == 0 else 1)

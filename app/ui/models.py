@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -92,8 +93,9 @@ def phase_of(ws: Workspace) -> Phase | None:
     return ws.status.phase if ws.status is not None else None
 
 
-def status_text(ws: Workspace) -> str:
-    """``ready · agent waiting``, ``building (45%)``, ``starting``, ``creating``…"""
+def status_text(ws: Workspace, now: datetime | None = None) -> str:
+    """``ready · agent waiting``, ``building (45%)``, ``starting``, ``creating``…, and
+    ``· deleting in 4 minutes (idle)`` when the VM is about to delete itself for idleness."""
     if ws.server is None:
         return "creating"
     if ws.unrecorded:  # Bivy's labels, no record here: no pinned key, delete is all it allows
@@ -103,12 +105,11 @@ def status_text(ws: Workspace) -> str:
     if ws.status is None or ws.status.phase is Phase.UNKNOWN:
         return "running · booting"
     text = ws.status.phase.value
-    if ws.status.phase is Phase.FAILED:
-        return "failed"
     agent = ws.agent.state if ws.agent is not None else AgentState.UNKNOWN
     if ws.status.phase is Phase.READY and agent is not AgentState.UNKNOWN:
         text = f"{text} · {_AGENT_LABELS[agent]}"
-    return text
+    warning = idle_warning_text(ws, now or utcnow())
+    return text if warning is None else f"{text} · {warning}"
 
 
 _AGENT_LABELS = {
@@ -132,6 +133,49 @@ def progress_of(ws: Workspace) -> float | None:
 
 def idle_deadline(ws: Workspace) -> datetime | None:
     return ws.status.idle_deadline if ws.status is not None else None
+
+
+#: How close an idle delete must be for the window and the tray to warn about it.
+IDLE_WARNING = timedelta(minutes=5)
+#: After its idle deadline a VM runs its final backup (bounded to 30 min on the VM) and looks
+#: for activity once more before it deletes itself: a keep-alive still saves it meanwhile.
+FINAL_BACKUP_GRACE = timedelta(minutes=30)
+
+
+def idle_warning_left(ws: Workspace, now: datetime) -> timedelta | None:
+    """Time left before ``ws`` deletes itself for idleness when that is close enough to warn
+    about (at most ``IDLE_WARNING``; zero while its final backup runs), else None.
+
+    Nothing to warn about for a VM that is not running, already deleting, or kept alive by
+    this app since the VM last reported (its next report clears the deadline).
+    """
+    if ws.server is None or ws.unrecorded or ws.server.status is not ServerStatus.RUNNING:
+        return None
+    if ws.status is None or ws.status.phase is Phase.DELETING:
+        return None
+    deadline = ws.status.idle_deadline
+    if deadline is None or (ws.keep_alive_until is not None and ws.keep_alive_until > now):
+        return None
+    left = deadline - now
+    if left > IDLE_WARNING or left <= -FINAL_BACKUP_GRACE:
+        return None
+    return max(left, timedelta(0))
+
+
+def idle_minutes(left: timedelta) -> int:
+    """Whole minutes to announce, rounded up: "in 1 minute" until the very end."""
+    return max(1, math.ceil(left.total_seconds() / 60))
+
+
+def idle_warning_text(ws: Workspace, now: datetime) -> str | None:
+    """``deleting in 4 minutes (idle)``, ``deleting now (idle)``, or None (see above)."""
+    left = idle_warning_left(ws, now)
+    if left is None:
+        return None
+    if left <= timedelta(0):
+        return "deleting now (idle)"
+    minutes = idle_minutes(left)
+    return f"deleting in {minutes} minute{'' if minutes == 1 else 's'} (idle)"
 
 
 def lifetime_deadline(ws: Workspace) -> datetime | None:
@@ -198,7 +242,7 @@ class WorkspaceTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(ws, column)
         if role == Qt.ItemDataRole.ForegroundRole and column is Column.STATUS:
-            return _status_colour(ws)
+            return _status_colour(ws, self._now())
         if role == Qt.ItemDataRole.TextAlignmentRole and column in (
             Column.UPTIME,
             Column.COST,
@@ -322,7 +366,7 @@ class WorkspaceTableModel(QAbstractTableModel):
             case Column.SIZE:
                 return server.size if server else "–"
             case Column.STATUS:
-                return status_text(ws)
+                return status_text(ws, now)
             case Column.UPTIME:
                 return formatting.since(server.created_at if server else None, now)
             case Column.COST:
@@ -366,7 +410,7 @@ class WorkspaceTableModel(QAbstractTableModel):
         if column is Column.REPO:
             return ws.repo_url or None
         if column is Column.STATUS:
-            parts = [status_text(ws)]
+            parts = [status_text(ws, self._now())]
             if ws.status is not None:
                 if ws.status.detail:
                     parts.append(ws.status.detail)
@@ -384,11 +428,14 @@ class WorkspaceTableModel(QAbstractTableModel):
         return None
 
 
-def _status_colour(ws: Workspace) -> QColor | None:
-    """Red for failures, amber when the agent waits for the user; else the palette's."""
+def _status_colour(ws: Workspace, now: datetime) -> QColor | None:
+    """Red for failures, amber when the agent waits for the user or the VM is about to delete
+    itself for idleness; else the palette's."""
     if ws.status is not None and ws.status.phase is Phase.FAILED:
         return QColor("#b00020")
     if ws.agent is not None and ws.agent.state is AgentState.WAITING:
+        return QColor("#b35c00")
+    if idle_warning_left(ws, now) is not None:
         return QColor("#b35c00")
     return None
 

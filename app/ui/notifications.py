@@ -7,9 +7,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from app.domain import AgentState, Phase, Workspace
-from app.ui.models import idle_deadline, lifetime_deadline, workspace_key
+from app.ui.models import (
+    IDLE_WARNING,
+    idle_minutes,
+    idle_warning_left,
+    lifetime_deadline,
+    workspace_key,
+)
 
-IDLE_WARNING = timedelta(minutes=5)
+__all__ = ["IDLE_WARNING", "KEEP_ALIVE", "LIFETIME_WARNING", "Notice", "Notifier"]
+
+#: A notice whose click keeps its workspace alive (the window's Keep alive, one hour).
+KEEP_ALIVE = "keep-alive"
 LIFETIME_WARNING = timedelta(minutes=15)
 
 
@@ -21,6 +30,8 @@ class Notice:
         kind: "ready", "failed", "waiting", "idle", "lifetime".
         workspace: the workspace name; title and text: what the tray shows.
         urgent: shown with a warning icon.
+        account: the workspace's account (names are unique per account only).
+        action: what clicking the notification does: ``KEEP_ALIVE`` or nothing ("").
     """
 
     kind: str
@@ -28,6 +39,8 @@ class Notice:
     title: str
     text: str
     urgent: bool = False
+    account: str = ""
+    action: str = ""
 
 
 @dataclass
@@ -63,22 +76,24 @@ class Notifier:
             message = (new.agent.message if new.agent else "") or "The agent needs your input."
             out.append(Notice("waiting", new.name, f"{new.name}: agent waiting", message))
         key = workspace_key(new)
-        idle_at = idle_deadline(new)
-        if idle_at is not None and now < idle_at <= now + IDLE_WARNING:
-            if (*key, "idle") not in self._warned:
-                self._warned.add((*key, "idle"))
-                minutes = max(1, int((idle_at - now).total_seconds() // 60))
-                out.append(
-                    Notice(
-                        "idle",
-                        new.name,
-                        f"{new.name} deletes itself in {minutes} min",
-                        "Nobody used it. Keep it alive from the window if you still need it.",
-                        urgent=True,
-                    )
+        idle_left = idle_warning_left(new, now)
+        if idle_left is None:
+            self._warned.discard((*key, "idle"))  # active again or kept alive: warn next time
+        elif (*key, "idle") not in self._warned:
+            self._warned.add((*key, "idle"))
+            minutes = idle_minutes(idle_left)
+            when = f"in {minutes} minute{'' if minutes == 1 else 's'}" if idle_left else "now"
+            out.append(
+                Notice(
+                    "idle",
+                    new.name,
+                    f"{new.name} will be deleted {when}",
+                    "Nobody has used it for a while.",
+                    urgent=True,
+                    account=new.account,
+                    action=KEEP_ALIVE,
                 )
-        elif idle_at is None or idle_at > now + IDLE_WARNING:
-            self._warned.discard((*key, "idle"))  # activity resumed: warn again next time
+            )
         life_at = lifetime_deadline(new)
         if life_at is not None and now < life_at <= now + LIFETIME_WARNING:  # noqa: SIM102
             if (*key, "lifetime") not in self._warned:

@@ -207,6 +207,7 @@ class Shell(QObject):
         t = self.tray
         t.newRequested.connect(self.open_create_dialog)
         t.openRequested.connect(self.access.open_terminal)
+        t.keepAliveRequested.connect(self.access.keep_alive)
         t.showRequested.connect(self._show_window)
         t.quitRequested.connect(self.request_shutdown)
         t.deleteRequested.connect(self.confirm_delete)

@@ -11,8 +11,8 @@ from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 from app.domain import AgentState, Workspace
 from app.paths import resource_path
 from app.ui import formatting
-from app.ui.models import CostFigure, is_ready, status_text, workspace_key
-from app.ui.notifications import Notice
+from app.ui.models import CostFigure, is_ready, is_running, status_text, workspace_key
+from app.ui.notifications import KEEP_ALIVE, Notice
 
 #: Workspaces listed in the tray menu; the rest are one click away in the window.
 MAX_ENTRIES = 15
@@ -26,7 +26,8 @@ class Tray(QObject):
     """The tray icon and its menu.
 
     Signals:
-        openRequested(ws), deleteRequested(ws): actions on one workspace.
+        openRequested(ws), keepAliveRequested(ws), deleteRequested(ws): actions on one
+        workspace; keepAliveRequested also when the user clicks an idle-delete notification.
         deleteAllRequested, newRequested, showRequested, quitRequested: global actions.
     Attributes:
         icon: the QSystemTrayIcon (shown only where the platform has a tray).
@@ -34,6 +35,7 @@ class Tray(QObject):
     """
 
     openRequested = Signal(object)
+    keepAliveRequested = Signal(object)
     deleteRequested = Signal(object)
     deleteAllRequested = Signal()
     newRequested = Signal()
@@ -48,6 +50,8 @@ class Tray(QObject):
         self.menu = QMenu()
         self.icon.setContextMenu(self.menu)
         self.icon.activated.connect(self._activated)
+        self.icon.messageClicked.connect(self._message_clicked)
+        self.shown: Notice | None = None  # the notification on screen (a click refers to it)
         self.workspaces: list[Workspace] = []
         self._signature: tuple[object, ...] | None = None
         self.update([], {})
@@ -91,9 +95,13 @@ class Tray(QObject):
             open_action = QAction("Open terminal", sub)
             open_action.setEnabled(is_ready(ws))
             open_action.triggered.connect(lambda _=False, w=ws: self.openRequested.emit(w))
+            keep_action = QAction("Keep alive for an hour", sub)
+            keep_action.setEnabled(is_running(ws) and not ws.unrecorded)
+            keep_action.triggered.connect(lambda _=False, w=ws: self.keepAliveRequested.emit(w))
             delete_action = QAction("Delete…", sub)
             delete_action.triggered.connect(lambda _=False, w=ws: self.deleteRequested.emit(w))
             sub.addAction(open_action)
+            sub.addAction(keep_action)
             sub.addAction(delete_action)
         if len(self.workspaces) > len(shown):
             more = self.menu.addAction(f"… {len(self.workspaces) - len(shown)} more in the window")
@@ -129,8 +137,22 @@ class Tray(QObject):
             if notice.urgent
             else QSystemTrayIcon.MessageIcon.Information
         )
-        self.icon.showMessage(notice.title, notice.text, icon, 10000)
+        self.shown = notice
+        text = notice.text
+        if notice.action == KEEP_ALIVE:
+            text += " Click here to keep it alive for an hour."
+        self.icon.showMessage(notice.title, text, icon, 10000)
         return True
+
+    def _message_clicked(self) -> None:
+        """A click on the notification: an idle-delete warning keeps its workspace alive."""
+        notice, self.shown = self.shown, None
+        if notice is None or notice.action != KEEP_ALIVE:
+            return
+        for ws in self.workspaces:
+            if ws.name == notice.workspace and notice.account in ("", ws.account):
+                self.keepAliveRequested.emit(ws)
+                return
 
     def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason is QSystemTrayIcon.ActivationReason.Trigger:

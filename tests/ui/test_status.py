@@ -11,7 +11,7 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from app.domain import AgentReport, AgentState, Phase, StatusReport, Workspace
-from app.services.registry import Registry
+from app.services.registry import Registry, WorkspaceRecord
 from app.services.status import StatusEvent, StatusEventKind, StatusService, StatusSnapshot
 from app.services.tunnels import TunnelService
 from app.settings import SecretStore
@@ -35,7 +35,17 @@ def test_phases_advance_and_open_actions_follow(
     qtbot: QtBot, qloop: asyncio.AbstractEventLoop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emulator = HetznerEmulator(token=TOKEN, create_seconds=0, start_seconds=0)
-    emulator.add_server("bivy-api", {"managed-by": "bivy", "bivy-workspace": "api"})
+    server_id = emulator.add_server("bivy-api", {"managed-by": "bivy", "bivy-workspace": "api"})
+    # Recorded by this install (an unrecorded server offers Delete only: no pinned host key).
+    Registry().put(
+        WorkspaceRecord(
+            name="api",
+            account="hetzner",
+            provider="hetzner",
+            server_id=str(server_id),
+            host_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBivyTestHostKey",
+        )
+    )
     secrets = SecretStore()
     tunnels = TunnelService(secrets)
     controller = StatusController(tunnels, StatusService(tunnels), Registry(), secrets)
@@ -101,7 +111,17 @@ def test_expiring_workspace_warns(
     qtbot: QtBot, qloop: asyncio.AbstractEventLoop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emulator = HetznerEmulator(token=TOKEN, create_seconds=0, start_seconds=0)
-    emulator.add_server("bivy-old", {"managed-by": "bivy", "bivy-workspace": "old"})
+    server_id = emulator.add_server("bivy-old", {"managed-by": "bivy", "bivy-workspace": "old"})
+    # Recorded by this install (an unrecorded server has no pinned key: nothing to keep alive).
+    Registry().put(
+        WorkspaceRecord(
+            name="old",
+            account="hetzner",
+            provider="hetzner",
+            server_id=str(server_id),
+            host_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBivyTestHostKey",
+        )
+    )
     secrets = SecretStore()
     tunnels = TunnelService(secrets)
     controller = StatusController(tunnels, StatusService(tunnels), Registry(), secrets)
@@ -119,7 +139,8 @@ def test_expiring_workspace_warns(
         snap.status.idle_deadline = datetime.now(UTC) + timedelta(minutes=3)
         shell.notifier.update(shell.window.model.workspaces(), shell.now())  # ready seen once
         controller.changed.emit(StatusEvent(StatusEventKind.UPDATED, "old", snap))
-        assert "deletes itself in" in shell.window.statusBar().currentMessage()
+        # No tray on the test platform: the warning lands in the status bar.
+        assert "old will be deleted in 3 minutes" in shell.window.statusBar().currentMessage()
     finally:
         done = asyncio.ensure_future(shell.shutdown())
         qtbot.waitUntil(done.done, timeout=WAIT_MS)

@@ -29,8 +29,11 @@ def test_menu_lists_running_workspaces_with_cost(qtbot: QtBot) -> None:
     assert {"New workspace…", "Delete all…", "Show window", "Quit"} <= set(texts)
     alpha = next(a for a in tray.menu.actions() if a.text().startswith("alpha"))
     beta = next(a for a in tray.menu.actions() if a.text().startswith("beta"))
-    open_alpha, delete_alpha = alpha.menu().actions()
+    open_alpha, keep_alpha, delete_alpha = alpha.menu().actions()
     assert open_alpha.isEnabled()
+    with qtbot.waitSignal(tray.keepAliveRequested) as kept:
+        keep_alpha.trigger()
+    assert kept.args[0].name == "alpha"
     assert not beta.menu().actions()[0].isEnabled()  # not ready: no terminal yet
     with qtbot.waitSignal(tray.openRequested) as opened:
         open_alpha.trigger()
