@@ -2,7 +2,8 @@
 
 # Plain async, no Qt: the UI's controllers and the CLI drive the same code. The provider's labels
 # say which servers are Bivy's; the local registry adds what labels cannot hold; secrets stay in
-# the keychain.
+# the keychain. Creates and deletes are write-ahead (the record first, see app/services/
+# reconcile.py), so every listing can settle what a crashed process left.
 
 from __future__ import annotations
 
