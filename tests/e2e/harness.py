@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "bivy-test/base:latest"
+#: The local provider's size for e2e VMs (2 vCPUs: Docker and npm inside an emulated guest).
+SIZE = os.environ.get("BIVY_E2E_SIZE", "local-2cpu-4gb")
 
 
 def log(message: str) -> None:
@@ -172,7 +174,18 @@ class E2E:
 
     def create(self, name: str, repo: str, *extra: str) -> None:
         self.created_at[name] = time.time()
-        self.must("create", name, "--provider", "local", "--repo", repo, *extra, timeout=900)
+        self.must(
+            "create",
+            name,
+            "--provider",
+            "local",
+            "--size",
+            SIZE,
+            "--repo",
+            repo,
+            *extra,
+            timeout=900,
+        )
 
     def wait(self, name: str, timeout: float) -> WaitResult:
         """``bivy wait NAME``, printing each line as it comes with the seconds since create."""

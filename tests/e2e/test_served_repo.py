@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from tests.e2e.harness import make_bare_clone, make_repo
-from tests.e2e.served_repo import GUEST_HOST_ADDRESS, serve_repository, e2e_ca_certificate
+from tests.e2e.served_repo import GUEST_HOST_ADDRESS, e2e_ca_certificate, serve_repository
 
 
 def _clone(url: str, target: Path, ca: Path) -> subprocess.CompletedProcess[str]:
