@@ -263,7 +263,11 @@ case "$decision" in
         fi
         log "idle for $BIVY_IDLE_MINUTES minutes"
         bivy_status "detail=idle for $BIVY_IDLE_MINUTES minutes: the final backup, then this VM is deleted"
-        pre_delete || { log "the final backup failed; not deleting"; exit 0; }
+        if ! pre_delete; then
+            log "the final backup failed; not deleting"
+            bivy_status "detail=idle, but the final backup failed: this VM is kept and tries again in $((PREDELETE_RETRY_SECONDS / 60)) minutes"
+            exit 0
+        fi
         # The backup may take minutes: a person who came back meanwhile (terminal, SSH, a file
         # saved, a keep-alive from the app) or an agent that started working keeps the VM. The
         # same checks again, on a fresh clock and state; activity restarts the idle clock.

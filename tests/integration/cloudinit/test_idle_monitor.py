@@ -326,6 +326,7 @@ def test_failed_final_backup_blocks_the_idle_delete(vm: Vm) -> None:
     assert not calls.exists()
     status = json.loads((vm.state / "status.json").read_text())
     assert "bucket unreachable" in status["backup_error"]
+    assert status["detail"].startswith("idle, but the final backup failed: this VM is kept")
     vm.now = T0 + 12 * 3600  # the hard lifetime deletes anyway
     vm.run()
     assert calls.exists()
