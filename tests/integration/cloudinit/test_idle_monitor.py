@@ -487,3 +487,22 @@ def test_a_real_terminal_connection_opened_during_the_final_backup_keeps_the_vm(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), 9)
         listener.close()
+
+
+def test_the_app_reads_the_idle_deadline_the_monitor_publishes(vm: Vm) -> None:
+    # The real monitor writes status.json; the app's parser (what it reads over SSH) sees the
+    # idle deadline while idle and none once the VM is in use again.
+    from app.services.status import parse_files
+
+    vm.run()
+    vm.now += 600
+    vm.run()
+    report, _ = parse_files((vm.state / "status.json").read_text())
+    assert report is not None and report.idle_since is not None
+    assert report.idle_deadline is not None
+    assert int(report.idle_since.timestamp()) == T0
+    assert int(report.idle_deadline.timestamp()) == T0 + WINDOW
+    (vm.state / "lease").write_text(f"{vm.now + 3600}\n")  # the app's Keep alive
+    vm.run()
+    report, _ = parse_files((vm.state / "status.json").read_text())
+    assert report is not None and report.idle_since is None and report.idle_deadline is None
