@@ -20,6 +20,7 @@ import keyring
 import pytest
 
 from tests.emulators import base as emulator_base
+from tests.support.docker_engine import docker_engine as docker_engine  # one session engine
 from tests.support.memory_keyring import MemoryKeyring
 
 #: Shared fixtures (real Secret Service, served emulators, CLI runner): see that module.

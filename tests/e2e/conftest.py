@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import E2E
-from tests.support.docker_engine import docker_engine  # noqa: F401  (session fixture)
 from tests.support.secret_service import SecretServiceSession
 
 #: Host tools the e2e needs, with the Debian package that has each.

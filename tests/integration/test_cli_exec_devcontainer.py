@@ -22,10 +22,10 @@ from app import cli
 from app.cli import remote
 from app.cloudinit import DEVCONTAINER_CLI
 from tests.integration.test_cli_remote import sshd, vm
-from tests.support.docker_engine import DockerEngine, cache_dir, docker_engine, file_lock
+from tests.support.docker_engine import DockerEngine, cache_dir, file_lock
 from tests.support.fixtures import REPO_ROOT
 
-__all__ = ["docker_engine", "sshd", "vm"]
+__all__ = ["sshd", "vm"]
 
 REMOTE_USER = "coder"
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import pwd
@@ -266,8 +267,12 @@ def _docker_client() -> str:
     return "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 
 
+_bridges = itertools.count()
+
+
 def _bridge_name() -> str:
-    return f"bivyt{os.getpid() % 100000}"
+    # One per engine, also when one process starts several (at most 15 characters).
+    return f"bivyt{os.getpid() % 10000}x{next(_bridges)}"
 
 
 def _free_subnet() -> str:

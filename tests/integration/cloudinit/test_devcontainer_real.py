@@ -30,9 +30,9 @@ from tests.integration.cloudinit.devcontainer_env import (
     ensure_default_image,
     vm_workspace,
 )
-from tests.support.docker_engine import DockerEngine, docker_engine
+from tests.support.docker_engine import DockerEngine
 
-__all__ = ["claude_image", "devcontainer_cli", "docker_engine", "vm_workspace"]
+__all__ = ["claude_image", "devcontainer_cli", "vm_workspace"]
 
 
 def _assert_up(vm: VmWorkspace, result: subprocess.CompletedProcess[str]) -> None:
