@@ -30,5 +30,8 @@ AGENT = Agent(
     ),
     docs_url="https://developers.openai.com/codex/hooks",
     # Codex keeps its login in $CODEX_HOME/auth.json; an API key goes in through stdin.
-    env_login="printenv OPENAI_API_KEY | codex login --with-api-key",
+    env_login=(
+        'if [ -n "${OPENAI_API_KEY:-}" ]; then '
+        "printenv OPENAI_API_KEY | codex login --with-api-key; fi"
+    ),
 )

@@ -27,6 +27,9 @@ def _add_render_user_data_parser(sub: SubParsers) -> argparse.ArgumentParser:
     parser.add_argument("--repo", required=True, help="repository URL (https:// or SSH)")
     parser.add_argument("--name", required=True, help="workspace name")
     parser.add_argument("--branch", default=None, help="branch to check out")
+    parser.add_argument(
+        "--agent", default="claude", help="the coding agent (see `bivy agents`; default claude)"
+    )
     parser.add_argument("--idle-minutes", type=int, default=None, help="idle minutes (default 30)")
     parser.add_argument("--max-hours", type=int, default=None, help="hard lifetime in hours")
     parser.add_argument(
@@ -58,7 +61,14 @@ def _cmd_render_user_data(args: argparse.Namespace, ctx: CliContext) -> int:
         raise InvalidInput(
             f"Unknown provider {args.provider!r}", hint=f"One of: {', '.join(PROVIDERS)}"
         )
-    values: dict[str, Any] = {"name": args.name, "repo_url": args.repo, "provider": args.provider}
+    from app.agents import get_agent
+
+    values: dict[str, Any] = {
+        "name": args.name,
+        "repo_url": args.repo,
+        "provider": args.provider,
+        "agent": get_agent(args.agent).name,
+    }
     if args.branch:
         values["branch"] = args.branch
     if args.idle_minutes is not None:

@@ -188,6 +188,9 @@ def _add_create_parser(sub: SubParsers) -> argparse.ArgumentParser:
         "(they stay uncommitted on the VM)",
     )
     parser.add_argument("--provider", default="hetzner", help="provider kind (default hetzner)")
+    parser.add_argument(
+        "--agent", default="claude", help="the coding agent (see `bivy agents`; default claude)"
+    )
     parser.add_argument("--account", help="account id (default: the provider's default)")
     parser.add_argument("--size", help="server type (see `bivy sizes`)")
     parser.add_argument("--region", help="region/location")
@@ -200,6 +203,8 @@ def _add_create_parser(sub: SubParsers) -> argparse.ArgumentParser:
 
 def _spec_from_args(args: argparse.Namespace, settings: Settings) -> WorkspaceSpec:
     from pydantic import ValidationError
+
+    from app.agents import DEFAULT_AGENT, get_agent
 
     values: dict[str, Any] = {
         "name": args.name,
@@ -215,6 +220,7 @@ def _spec_from_args(args: argparse.Namespace, settings: Settings) -> WorkspaceSp
         "max_hours": args.max_hours if args.max_hours is not None else settings.defaults.max_hours,
         "agent_credential": settings.defaults.agent_credential,
         "include_uncommitted": args.include_uncommitted,
+        "agent": get_agent(getattr(args, "agent", None) or DEFAULT_AGENT).name,
     }
     try:
         return WorkspaceSpec.model_validate(values)

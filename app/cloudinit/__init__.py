@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, cast
 
 import jinja2
 
+from app.agents import Agent, get_agent
 from app.domain import WorkspaceSpec
 from app.domain.validation import (
     is_local_repo,
@@ -210,7 +211,7 @@ class UserDataInputs:
             ttyd_password=_PLACEHOLDER + "-" * 8,
             self_delete_script=script,
             self_delete_env=dict.fromkeys(env_keys, _PLACEHOLDER),
-            agent_env={"ANTHROPIC_API_KEY": _PLACEHOLDER},
+            agent_env={get_agent(spec.agent).credentials[0].env: _PLACEHOLDER},
         )
 
 
@@ -302,6 +303,7 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
     spec = inputs.spec
     repo_dir = f"/workspaces/{repo_dir_name(spec.repo_url)}"
     hook = f"{CONTAINER_HOOK_DIR}/agent-hook"
+    agent = get_agent(spec.agent)
     context: dict[str, object] = {
         "state_dir": STATE_DIR,
         "lib_dir": LIB_DIR,
@@ -323,6 +325,7 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         "hook": hook,
         "backup": inputs.backup is not None,
         "backup_interval_minutes": inputs.backup.interval_minutes if inputs.backup else 0,
+        **_agent_context(agent),
     }
 
     def render(name: str) -> str:
@@ -341,7 +344,7 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         "BIVY_MAX_HOURS": str(spec.max_hours),
         "BIVY_TTYD_PASSWORD": inputs.ttyd_password,
     }
-    agent_env = {"CLAUDE_CONFIG_DIR": CONTAINER_CLAUDE_DIR, **inputs.agent_env}
+    agent_env = {**agent.config_env, **inputs.agent_env}
     initial_status = json.dumps({"phase": "booting", "detail": "booting", "progress": 0.01})
     files: list[dict[str, str]] = [  # path, permissions, content (+ encoding when packed)
         {"path": f"{ETC_DIR}/workspace.env", "permissions": "0600",
@@ -396,6 +399,8 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         {"path": f"{LIB_DIR}/claude-hooks.json", "permissions": "0644",
          "content": render("claude-hooks.json")}
     )  # fmt: skip
+    if agent.name != "claude":
+        files.extend(_agent_files(agent, env, context))
     files.append(
         {"path": f"{LIB_DIR}/devcontainer.json", "permissions": "0644",
          "content": render("devcontainer.json")}
@@ -407,7 +412,7 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         units += ["bivy-backup.service", "bivy-backup.timer"]
         files.append(
             {"path": f"{ETC_DIR}/backup.env", "permissions": "0600",
-             "content": _env_file(_backup_env(inputs.backup), "backup")}
+             "content": _env_file(_backup_env(inputs.backup, agent), "backup")}
         )  # fmt: skip
         for script in sorted((directory / "backup").glob("*.sh")):
             files.append(
@@ -448,14 +453,73 @@ def _strip_comments(script: str) -> str:
     return "".join(kept)
 
 
-def _backup_env(backup: BackupInputs) -> dict[str, str]:
-    return {
+def _backup_env(backup: BackupInputs, agent: Agent) -> dict[str, str]:
+    env = {
         "RESTIC_REPOSITORY": backup.repository,
         "RESTIC_PASSWORD": backup.password,
         **backup.keys,
         "BIVY_BACKUP_INTERVAL_MINUTES": str(backup.interval_minutes),
         "BIVY_BACKUP_INCLUDE_UNCOMMITTED": "1" if backup.include_uncommitted else "0",
     }
+    if agent.name != "claude":  # the backups keep the agent's config dir (Claude's by default)
+        env["BIVY_AGENT_DIR"] = f"{STATE_DIR}/{agent.name}"
+    return env
+
+
+_SAFE_ENV_VALUE = re.compile(r"^[A-Za-z0-9/_.-]+$")
+
+
+def _agent_context(agent: Agent) -> dict[str, object]:
+    """What the scripts need to know about the workspace's agent (app/agents)."""
+    for key, value in agent.config_env.items():
+        if not (_ENV_KEY_RE.match(key) and _SAFE_ENV_VALUE.match(value)):
+            raise InvalidInput(f"The agent {agent.name} has an unusable variable {key}")
+    login = ""
+    if agent.env_login:
+        login = shlex.quote(
+            f"set -a; [ -r {CONTAINER_AGENT_ENV} ] && . {CONTAINER_AGENT_ENV}; set +a; "
+            + agent.env_login
+        )
+    return {
+        "agent_name": agent.name,
+        "agent_display": agent.display_name,
+        "agent_package": agent.npm_package,
+        "agent_binary": agent.binary,
+        "agent_config_dir": agent.config_dir,
+        "agent_profile_exports": " ".join(f"{k}={v}" for k, v in agent.config_env.items()),
+        "agent_env_login": login,
+    }
+
+
+def _agent_files(
+    agent: Agent, env: jinja2.Environment, context: Mapping[str, object]
+) -> list[dict[str, str]]:
+    """An agent other than Claude Code: its hook adapter (in the hook dir the container mounts
+    read-only), its hook files with a manifest, and agent-config that puts them in place."""
+    adapter = agent.hook_adapter.rsplit("/", 1)[-1]
+    in_container = f"{CONTAINER_HOOK_DIR}/agents/{agent.name}/{adapter}"
+    hook_context = {**context, "hook": f"node {in_container}", "hook_js": in_container}
+    files = [
+        {"path": f"{LIB_DIR}/hook/agents/agent-state.js", "permissions": "0644",
+         "content": env.get_template("agents/agent-state.js").render(context)},
+        {"path": f"{LIB_DIR}/hook/agents/{agent.name}/{adapter}", "permissions": "0644",
+         "content": env.get_template(agent.hook_adapter).render(context)},
+        {"path": f"{LIB_DIR}/agent-config", "permissions": "0755",
+         "content": _strip_comments(env.get_template("agents/agent-config.py").render(context))},
+    ]  # fmt: skip
+    manifest = []
+    for i, hook in enumerate(agent.hook_configs):
+        name = f"{i}-{hook.template.rsplit('/', 1)[-1]}"
+        files.append(
+            {"path": f"{LIB_DIR}/agents/{agent.name}/{name}", "permissions": "0644",
+             "content": env.get_template(hook.template).render(hook_context)}
+        )  # fmt: skip
+        manifest.append({"source": name, "target": hook.target, "merge": hook.merge})
+    files.append(
+        {"path": f"{LIB_DIR}/agents/{agent.name}/configs.json", "permissions": "0644",
+         "content": json.dumps(manifest, indent=1) + "\n"}
+    )  # fmt: skip
+    return files
 
 
 def render_user_data(inputs: UserDataInputs) -> RenderedUserData:

@@ -198,6 +198,8 @@ class WorkspaceSpec(BaseModel):
     idle_minutes: int = Field(default=DEFAULT_IDLE_MINUTES, ge=1, le=24 * 60)
     max_hours: int = Field(default=DEFAULT_MAX_HOURS, ge=1, le=24 * 7)
     agent_credential: AgentCredentialKind = "api_key"
+    #: The first session's coding agent (a name from app.agents: claude, codex, gemini…).
+    agent: str = Field(default="claude", pattern=r"^[a-z][a-z0-9-]{0,31}$")
     backup: bool = True
     #: With a local checkout: also send its uncommitted work (as ``refs/bivy/uncommitted``).
     include_uncommitted: bool = False

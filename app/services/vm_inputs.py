@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from app.agents import DEFAULT_AGENT, Agent, get_agent
 from app.cloudinit import BackupInputs, UserDataInputs, render_user_data
 from app.domain import WorkspaceSpec
 from app.domain.validation import is_local_repo
@@ -69,6 +70,8 @@ async def vm_user_data(
 
 async def agent_env(source: VmSecrets, spec: WorkspaceSpec) -> dict[str, str]:
     """The agent's credential: its environment variable here, else the keychain."""
+    if spec.agent != DEFAULT_AGENT:
+        return await _plugin_agent_env(source, get_agent(spec.agent))
     if spec.agent_credential == "none":
         return {}
     name, key = {
@@ -81,6 +84,20 @@ async def agent_env(source: VmSecrets, spec: WorkspaceSpec) -> dict[str, str]:
         log.warning("no %s is configured: log the agent in from its terminal", name)
         return {}
     return {name: value}
+
+
+async def _plugin_agent_env(source: VmSecrets, agent: Agent) -> dict[str, str]:
+    """Every credential of ``agent`` that is set (its variable here wins over the keychain)."""
+    environ = os.environ if source.environ is None else source.environ
+    found: dict[str, str] = {}
+    for cred in agent.credentials:
+        value = environ.get(cred.env, "").strip() or await source.secrets.aget(cred.key)
+        if value:
+            found[cred.env] = value
+    if not found:
+        names = " or ".join(agent.credential_envs)
+        log.warning("no %s is configured: log %s in from its terminal", names, agent.name)
+    return found
 
 
 async def _backup_inputs(source: VmSecrets, spec: WorkspaceSpec) -> BackupInputs | None:

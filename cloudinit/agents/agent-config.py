@@ -5,7 +5,7 @@ claude-config). Runs on the VM as root, after the devcontainer is up, before the
     agent-config MANIFEST HOST_DIR CONTAINER_DIR [CONTAINER_ID]
 
 MANIFEST is a JSON list of {"source", "target", "merge"} (the renderer writes it next to the
-rendered files). A target inside CONTAINER_DIR (the agent's persistent config dir, bind-mounted
+rendered files; a relative source is relative to the manifest). A target inside CONTAINER_DIR (the agent's persistent config dir, bind-mounted
 from HOST_DIR) is written on this side; any other target (Codex's /etc/codex/requirements.toml) is
 written inside the container as root with `docker exec`. merge: "replace" writes the file;
 "json" merges Bivy's "hooks" into the agent's JSON settings (the user's own hooks and keys stay,
@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
     manifest, host_dir, container_dir = Path(argv[1]), Path(argv[2]), argv[3].rstrip("/")
     container = argv[4] if len(argv) > 4 else ""
     for entry in json.loads(manifest.read_text(encoding="utf-8")):
-        ours = Path(entry["source"]).read_text(encoding="utf-8")
+        ours = (manifest.parent / entry["source"]).read_text(encoding="utf-8")
         target: str = entry["target"]
         merge: str = entry.get("merge", "replace")
         if target.startswith(container_dir + "/"):

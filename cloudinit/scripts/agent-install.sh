@@ -6,7 +6,7 @@
 # works wherever the npm registry does (the package installs the native binary through its
 # per-platform optional dependency and a postinstall link).
 set -eu
-package="{{ claude_package }}"
+package="{{ agent_package }}"
 
 pkg_install() {
     if command -v apt-get >/dev/null 2>&1; then
@@ -35,8 +35,8 @@ if ! command -v tmux >/dev/null 2>&1; then
     pkg_install tmux || echo "tmux is not available in the container; the host's is used"
 fi
 
-if command -v claude >/dev/null 2>&1; then
-    echo "Claude Code is already installed: $(claude --version)"
+if command -v {{ agent_binary }} >/dev/null 2>&1; then
+    echo "{{ agent_display }} is already installed: $({{ agent_binary }} --version)"
     exit 0
 fi
 if ! command -v npm >/dev/null 2>&1; then
@@ -44,7 +44,7 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 npm install -g --no-fund --no-audit --loglevel=warn "$package"
 # The global prefix's bin dir may not be on a login PATH (e.g. a custom npm prefix).
-if ! command -v claude >/dev/null 2>&1; then
-    ln -sf "$(npm prefix -g)/bin/claude" /usr/local/bin/claude
+if ! command -v {{ agent_binary }} >/dev/null 2>&1; then
+    ln -sf "$(npm prefix -g)/bin/{{ agent_binary }}" /usr/local/bin/{{ agent_binary }}
 fi
-claude --version
+{{ agent_binary }} --version

@@ -17,7 +17,7 @@ LOG_DIR="$BIVY_STATE_DIR/log"
 LOG="$LOG_DIR/devcontainer.log"
 mkdir -p "$LOG_DIR"
 DEVCONTAINER="${BIVY_DEVCONTAINER:-devcontainer}"
-CLAUDE_DIR="$BIVY_STATE_DIR/claude"
+CLAUDE_DIR="$BIVY_STATE_DIR/{{ agent_name }}"
 HOOK_DIR="$BIVY_LIB_DIR/hook"
 
 fail() {
@@ -123,7 +123,7 @@ started=$SECONDS
 # --skip-post-create: the lifecycle commands run below, once the container is checked and the
 # workspace belongs to its user.
 if ! "$DEVCONTAINER" up --workspace-folder "$BIVY_REPO_DIR" "${config_args[@]}" --skip-post-create \
-    --mount "type=bind,source=$CLAUDE_DIR,target={{ container_claude_dir }}" \
+    --mount "type=bind,source=$CLAUDE_DIR,target={{ agent_config_dir }}" \
     --mount "type=bind,source=$BIVY_STATE_DIR/agent,target={{ container_state_dir }}" \
     --mount "type=bind,source=$HOOK_DIR,target={{ container_hook_dir }}" \
     >"$BIVY_STATE_DIR/devcontainer-up.json" 2>>"$LOG"; then
@@ -151,14 +151,17 @@ chown -R "$uid:$gid" "$BIVY_REPO_DIR" "$CLAUDE_DIR"
 chmod 0700 "$CLAUDE_DIR" # credentials, and .claude.json names the API key's tail
 chmod 0777 "$BIVY_STATE_DIR/agent"
 # The workspace trust question would stop an agent started for nobody to see.
-python3 "$BIVY_LIB_DIR/claude-config" "$CLAUDE_DIR" "$BIVY_LIB_DIR/claude-hooks.json" \
+{% if agent_name == "claude" %}python3 "$BIVY_LIB_DIR/claude-config" "$CLAUDE_DIR" "$BIVY_LIB_DIR/claude-hooks.json" \
     "$BIVY_ETC_DIR/agent.env" "$BIVY_REMOTE_WORKSPACE" >>"$LOG" 2>&1
-chown -R "$uid:$gid" "$CLAUDE_DIR"
+{% else %}python3 "$BIVY_LIB_DIR/agent-config" "$BIVY_LIB_DIR/agents/{{ agent_name }}/configs.json" \
+    "$CLAUDE_DIR" "{{ agent_config_dir }}" "$BIVY_CONTAINER_ID" >>"$LOG" 2>&1 ||
+    fail "could not put {{ agent_display }}'s hooks in place"
+{% endif %}chown -R "$uid:$gid" "$CLAUDE_DIR"
 
 # Shells opened any way (the web terminal, devcontainer exec, an IDE) find the persistent config
 # dir; the terminal also reads the agent's credentials, readable by the container user only.
 docker exec -u root "$BIVY_CONTAINER_ID" sh -c \
-    'echo "export CLAUDE_CONFIG_DIR={{ container_claude_dir }}" >/etc/profile.d/bivy.sh' >>"$LOG" 2>&1
+    'echo "export {{ agent_profile_exports }}" >/etc/profile.d/bivy.sh' >>"$LOG" 2>&1
 agent_env_for_sh | docker exec -i -u root "$BIVY_CONTAINER_ID" sh -c \
     'umask 077 && cat >{{ container_agent_env }} && chown "$1:$2" {{ container_agent_env }}' sh "$uid" "$gid" \
     >>"$LOG" 2>&1 || fail "could not hand the agent's credentials to the devcontainer"
@@ -169,8 +172,10 @@ started=$SECONDS
 docker exec -i -u root "$BIVY_CONTAINER_ID" sh -c \
     'f=$(mktemp) && cat >"$f" && sh "$f" </dev/null; rc=$?; rm -f "$f"; exit $rc' \
     <"$BIVY_LIB_DIR/agent-install" >"$LOG_DIR/agent-install.log" 2>&1 ||
-    { cat "$LOG_DIR/agent-install.log" >>"$LOG"; fail "installing Claude Code in the devcontainer failed"; }
-bivy_status steps.agent_install="$(took "$started")"
+    { cat "$LOG_DIR/agent-install.log" >>"$LOG"; fail "installing {{ agent_display }} in the devcontainer failed"; }
+{% if agent_env_login %}docker exec -u "$BIVY_REMOTE_USER" "$BIVY_CONTAINER_ID" sh -c {{ agent_env_login }} >>"$LOG" 2>&1 ||
+    echo "logging {{ agent_display }} in with its credential failed; log in from its terminal" >>"$LOG"
+{% endif %}bivy_status steps.agent_install="$(took "$started")"
 
 bivy_status phase=starting "detail=running the devcontainer's setup commands" progress=0.8
 started=$SECONDS
