@@ -92,6 +92,8 @@ class Agent:
         docs_url: the agent's own documentation of that mechanism.
         env_login: a shell command that logs the agent in from its credential's environment
             variable, for agents that do not read the variable by themselves ("": not needed).
+        node_min: the oldest node major version the package runs on (its package.json
+            ``engines``), checked in the container before installing; 0: no check.
     """
 
     name: str
@@ -110,6 +112,7 @@ class Agent:
     hook_configs: tuple[HookConfig, ...] = ()
     docs_url: str = ""
     env_login: str = ""
+    node_min: int = 0
 
     def __post_init__(self) -> None:
         unknown = self.activity - ACTIVITY_STATES

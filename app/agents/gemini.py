@@ -26,4 +26,6 @@ AGENT = Agent(
         HookConfig("agents/gemini/settings.json", "/bivy/gemini/.gemini/settings.json", "json"),
     ),
     docs_url="https://geminicli.com/docs/hooks/reference",
+    # package.json engines: node >= 20; on node 18 the bundle fails to load (SyntaxError).
+    node_min=20,
 )

@@ -488,6 +488,7 @@ def _agent_context(agent: Agent) -> dict[str, object]:
         "agent_config_dir": agent.config_dir,
         "agent_profile_exports": " ".join(f"{k}={v}" for k, v in agent.config_env.items()),
         "agent_env_login": login,
+        "agent_node_min": agent.node_min,
     }
 
 

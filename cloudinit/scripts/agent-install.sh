@@ -42,7 +42,12 @@ fi
 if ! command -v npm >/dev/null 2>&1; then
     pkg_install nodejs npm ca-certificates
 fi
-npm install -g --no-fund --no-audit --loglevel=warn "$package"
+{% if agent_node_min %}node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt {{ agent_node_min }} ]; then
+    echo "{{ agent_display }} needs node {{ agent_node_min }} or later; this devcontainer has node $(node -v 2>/dev/null || echo none): use an image with a newer node"
+    exit 1
+fi
+{% endif %}npm install -g --no-fund --no-audit --loglevel=warn "$package"
 # The global prefix's bin dir may not be on a login PATH (e.g. a custom npm prefix).
 if ! command -v {{ agent_binary }} >/dev/null 2>&1; then
     ln -sf "$(npm prefix -g)/bin/{{ agent_binary }}" /usr/local/bin/{{ agent_binary }}

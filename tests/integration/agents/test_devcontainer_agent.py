@@ -84,3 +84,93 @@ def test_codex_in_a_real_devcontainer(
     for who in (user, "root"):
         attempt = vm.exec(who, "sh", "-c", "echo x >> /bivy/hook/agents/codex/hook.js", check=False)
         assert attempt.returncode != 0
+
+
+#: Per agent: the documented payloads for working, waiting and idle, as (event, payload).
+HOOK_EVENTS = {
+    "gemini": [
+        ("BeforeAgent", {"hook_event_name": "BeforeAgent", "prompt": "go"}),
+        ("Notification", {"hook_event_name": "Notification", "notification_type":
+                          "ToolPermission", "message": "Allow?", "details": {}}),
+        ("AfterAgent", {"hook_event_name": "AfterAgent", "prompt": "go", "prompt_response": "ok",
+                        "stop_hook_active": False}),
+    ],
+    "copilot": [
+        ("userPromptSubmitted", {"sessionId": "s", "timestamp": 1, "cwd": "/w", "prompt": "go"}),
+        ("notification", {"sessionId": "s", "timestamp": 1, "cwd": "/w", "hook_event_name":
+                          "Notification", "message": "Allow?", "notification_type":
+                          "permission_prompt"}),
+        ("agentStop", {"sessionId": "s", "timestamp": 1, "cwd": "/w", "transcriptPath": "/t",
+                       "stopReason": "end_turn", "stop_hook_active": False}),
+    ],
+    "opencode": [
+        ("session.status", {"type": "session.status",
+                            "properties": {"sessionID": "s", "status": {"type": "busy"}}}),
+        ("permission.asked", {"type": "permission.asked", "properties": {
+            "id": "p", "sessionID": "s", "permission": "bash", "patterns": [], "metadata": {},
+            "always": []}}),
+        ("session.idle", {"type": "session.idle", "properties": {"sessionID": "s"}}),
+    ],
+}  # fmt: skip
+
+#: OpenCode loads the plugin as an ES module and hands it each bus event.
+OPENCODE_DRIVER = (
+    "import(process.argv[1]).then(async (m) => { const h = await m.BivyActivity({});"
+    " await h.event({ event: JSON.parse(process.argv[2]) }); })"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+@pytest.mark.parametrize("name", list(HOOK_EVENTS))
+def test_other_agents_in_a_real_devcontainer(
+    name: str, vm_workspace: VmWorkspace, docker_engine: DockerEngine
+) -> None:
+    from app.agents import AGENTS
+
+    agent = AGENTS[name]
+    vm = vm_workspace
+    spec = WorkspaceSpec(name="w", repo_url="https://github.com/o/r.git", agent=name)
+    render_tree(spec, vm.root, agent_env={agent.credentials[0].env: KEY})
+    with (vm.root / "etc" / "workspace.env").open("a") as handle:
+        handle.write(f"BIVY_REPO_DIR={vm.repo}\n")
+    vm.write(".devcontainer/devcontainer.json", json.dumps({"image": docker_engine.base_image}))
+    vm.write("README.md", "hello\n")
+    vm.commit()
+    node = docker_engine.docker(
+        "run", "--rm", docker_engine.base_image, "node", "-p", "process.versions.node"
+    ).stdout.strip()
+    result = vm.up()
+    if int(node.split(".")[0]) < agent.node_min:
+        # The test image's node is too old for this agent: the install says so and stops.
+        assert result.returncode != 0
+        assert f"{agent.display_name} needs node {agent.node_min} or later" in vm.log()
+        assert "this devcontainer has node v" + node in vm.log()
+        assert vm.status()["phase"] == "failed"
+        return
+    assert result.returncode == 0, f"{result.stderr}\n--- log ---\n{vm.log()[-6000:]}"
+    user = vm.container()["BIVY_REMOTE_USER"]
+    version = vm.exec(user, "sh", "-lc", " ".join(agent.version_command))
+    assert any(ch.isdigit() for ch in version.stdout), version.stdout
+    profile = vm.exec(user, "cat", "/etc/profile.d/bivy.sh").stdout
+    for key, value in agent.config_env.items():
+        assert f"{key}={value}" in profile
+    # the hook files are in the persistent dir (bind-mounted from the VM's state dir)
+    for hook in agent.hook_configs:
+        relative = hook.target.removeprefix(agent.config_dir + "/")
+        assert (vm.state / name / relative).is_file(), relative
+        assert vm.exec(user, "test", "-r", hook.target).returncode == 0
+    states = []
+    for event, payload in HOOK_EVENTS[name]:
+        text = json.dumps(payload)
+        if name == "opencode":
+            # OpenCode runs it with Bun; node needs the .mjs name to load it as a module.
+            plugin = agent.hook_configs[0].target
+            vm.exec(user, "cp", plugin, "/tmp/bivy-activity.mjs")
+            vm.exec(user, "node", "-e", OPENCODE_DRIVER, "/tmp/bivy-activity.mjs", text)
+        else:
+            script = f"/bivy/hook/agents/{name}/hook.js"
+            vm.exec(user, "sh", "-c", f"echo '{text}' | node {script} {event}")
+        report = AgentReport.model_validate_json((vm.state / "agent" / "agent.json").read_text())
+        states.append(report.state)
+    assert states == [AgentState.WORKING, AgentState.WAITING, AgentState.IDLE]

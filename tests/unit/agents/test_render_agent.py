@@ -217,3 +217,35 @@ def test_codex_logs_in_from_its_variable_only_when_it_is_set(tmp_path: Path) -> 
     assert not log.exists()
     subprocess.run(["sh", "-c", command], env={**env, "OPENAI_API_KEY": "sk-x"}, check=True)
     assert log.read_text() == "login --with-api-key\nsk-x\n"
+
+
+@pytest.mark.parametrize("node", ["18.20.4", "20.1.0"])
+def test_gemini_install_checks_the_containers_node(node: str, tmp_path: Path) -> None:
+    """The rendered agent-install, run by sh with a stand-in node and npm on PATH."""
+    install = file_content(render_cloud_config(inputs_for(spec("gemini"))), f"{LIB}/agent-install")
+    assert "needs node" not in file_content(
+        render_cloud_config(inputs_for(spec("codex"))), f"{LIB}/agent-install"
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tools = {"tmux": "", "npm": f'echo "npm $*" >>{tmp_path}/npm.log', "gemini": "echo 0.61.0"}
+    tools["node"] = f'case "$1" in -p) echo {node.split(".")[0]};; *) echo v{node};; esac'
+    for tool, body in tools.items():
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / tool).chmod(0o755)
+    # "command -v gemini" must fail before the install: gemini appears only after npm ran
+    (bin_dir / "gemini").rename(tmp_path / "gemini")
+    (bin_dir / "npm").write_text(
+        f'#!/bin/sh\necho "npm $*" >>{tmp_path}/npm.log\nmv {tmp_path}/gemini {bin_dir}/gemini\n'
+    )
+    run = subprocess.run(
+        ["sh", "-c", install], env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if node == "20.1.0":
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "install -g" in (tmp_path / "npm.log").read_text()
+    else:
+        assert run.returncode == 1
+        assert "Gemini CLI needs node 20 or later" in run.stdout
+        assert not (tmp_path / "npm.log").exists()
