@@ -5,9 +5,10 @@ claude-config). Runs on the VM as root, after the devcontainer is up, before the
     agent-config MANIFEST HOST_DIR CONTAINER_DIR [CONTAINER_ID]
 
 MANIFEST is a JSON list of {"source", "target", "merge"} (the renderer writes it next to the
-rendered files; a relative source is relative to the manifest). A target inside CONTAINER_DIR (the agent's persistent config dir, bind-mounted
-from HOST_DIR) is written on this side; any other target (Codex's /etc/codex/requirements.toml) is
-written inside the container as root with `docker exec`. merge: "replace" writes the file;
+rendered files; a relative source is relative to the manifest). A target inside CONTAINER_DIR
+(the agent's persistent config dir, bind-mounted from HOST_DIR) is written on this side; any
+other target (Codex's /etc/codex/requirements.toml) is written inside the container as root with
+`docker exec`. merge: "replace" writes the file;
 "json" merges Bivy's "hooks" into the agent's JSON settings (the user's own hooks and keys stay,
 Bivy's earlier entries are replaced; Bivy's other keys win); "toml" puts Bivy's top-level keys
 first in the agent's TOML config, replacing the same keys, and leaves the rest alone.
