@@ -19,6 +19,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -298,3 +299,77 @@ async def type_into_terminal(name: str, keychain: object, timeout: float = 120) 
 
 def terminal_check(name: str, keychain: object) -> float:
     return asyncio.run(type_into_terminal(name, keychain))
+
+
+class OpenTerminal:
+    """The workspace's terminal kept open in a background thread, as a user with the terminal
+    tab open: tunnel (pinned host key) → ttyd (password from the keychain), a typed word shown.
+
+    While it is open the VM is not idle (a terminal websocket is activity), so commands run
+    with ``bivy exec`` meanwhile cannot race a short idle window.
+
+    Attributes:
+        shown_at: host time the typed word showed up in the terminal.
+    """
+
+    def __init__(self, name: str, keychain: object, timeout: float = 180) -> None:
+        self.name = name
+        self.keychain = keychain
+        self.timeout = timeout
+        self.shown_at = 0.0
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> OpenTerminal:
+        self._thread.start()
+        if not self._ready.wait(self.timeout + 60):
+            raise TimeoutError(f"the terminal of {self.name} did not answer")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+        if self._error is not None and exc_info[0] is None:
+            raise self._error
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        from app.services.registry import Registry
+        from app.services.tunnels import SSHTarget, TunnelService, open_terminal
+        from app.settings import SecretStore
+        from tests.e2e.ttyd_client import TtydClient
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        store = SecretStore(self.keychain)  # type: ignore[arg-type]
+        tunnels = TunnelService(store)
+        try:
+            record = await Registry().aget(self.name)
+            assert record is not None, f"no registry record for {self.name}"
+            endpoint = await open_terminal(tunnels, SSHTarget.from_record(record), store)
+            url = urlsplit(endpoint.url)
+            assert url.hostname == "127.0.0.1" and url.port
+            word = f"bivye2e{secrets.token_hex(4)}"
+            async with await TtydClient.connect(
+                url.hostname, url.port, endpoint.username, endpoint.password
+            ) as term:
+                await term.send_keys(word)  # no Enter: a shell or the agent's prompt echoes it
+                await term.wait_for(word, timeout=self.timeout)
+                self.shown_at = time.time()
+                log(f"terminal of {self.name}: the typed word showed up")
+                self._ready.set()
+                await term.pump(self._stop)
+                await term.send_keys("\x15")  # Ctrl-U: leave nothing typed behind
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._ready.set()
+            await tunnels.close_all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -28,5 +29,22 @@ async def test_a_wrong_password_is_refused(tmp_path: Path) -> None:
         with pytest.raises(TtydError):
             term = await TtydClient.connect("127.0.0.1", server.port, "bivy", "wrong")
             await term.wait_for("$", timeout=10)
+    finally:
+        server.stop()
+
+
+async def test_an_open_terminal_keeps_answering_while_pumped(tmp_path: Path) -> None:
+    server = start_ttyd(tmp_path, password="client-test-pass")
+    try:
+        async with await TtydClient.connect(
+            "127.0.0.1", server.port, "bivy", "client-test-pass"
+        ) as term:
+            stop = asyncio.Event()
+            pumping = asyncio.create_task(term.pump(stop))
+            await term.send_keys("echo pumped''-$((2 + 3))\r")
+            while "pumped-5" not in term.output:
+                await asyncio.sleep(0.05)  # the pump collects the output
+            stop.set()
+            await asyncio.wait_for(pumping, 5)
     finally:
         server.stop()

@@ -113,6 +113,16 @@ class TtydClient:
                 raise TtydError(f"the terminal connection ended ({exc})") from None
         return self.output
 
+    async def pump(self, stop: asyncio.Event) -> None:
+        """Keep reading (answering ttyd's pings, collecting output) until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(self._read_message(), 1.0)
+            except TimeoutError:
+                continue
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                raise TtydError(f"the terminal connection ended ({exc})") from None
+
     async def close(self) -> None:
         if self._closed:
             return
