@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +32,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 @pytest.fixture(scope="module")
 def prefix(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prefix with all five packages installed (one ``npm install``)."""
-    npm = shutil.which("npm")
+    # The venv's Node.js first (.ci/setup --test puts >= 20 there; Gemini CLI needs 20).
+    venv_npm = Path(sys.executable).parent / "npm"
+    npm = str(venv_npm) if venv_npm.exists() else shutil.which("npm")
     assert npm, "npm is needed (CI: apt-get install npm)"
     root = tmp_path_factory.mktemp("agents")
     env = {**os.environ, "npm_config_cache": str(root / "npm-cache")}
@@ -48,7 +51,8 @@ def prefix(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _env(home: Path, bin_dir: Path, **extra: str) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
-    return {"HOME": str(home), "PATH": f"{bin_dir}:{os.environ['PATH']}", **extra}
+    path = f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}"
+    return {"HOME": str(home), "PATH": path, **extra}
 
 
 def test_each_package_installs_and_reports_its_version(prefix: Path, tmp_path: Path) -> None:
