@@ -166,10 +166,12 @@ async def refresh_stall(shell: Shell, refreshes: int = 3) -> StallFigures:
     )
 
 
-def assert_responsive(meter: object, limit_ms: float = 50) -> None:
+def assert_responsive(meter: object, limit_ms: float = 200) -> None:
     """Between two heartbeats the Qt thread never worked ``limit_ms``, nor was it stalled that
     long by anything but waiting for a CPU (a blocking call counts, a busy machine does not).
-    Both checks always run, however loaded the machine; see test_responsiveness.py."""
+    Both checks always run, however loaded the machine; the limit sits below the latencies and
+    waits the flows inject, so a blocking call fails; smoothness figures are a benchmark's job
+    (see test_responsiveness.py)."""
     import os
 
     cpu = meter.longest_cpu_ms  # type: ignore[attr-defined]
