@@ -4,7 +4,7 @@
 # For tests only: BIVY_*_DIR (lib.sh), BIVY_TTYD_PORT, BIVY_TTYD_TARGET, BIVY_TTYD_WHEEL_URL and
 # BIVY_TTYD_WHEEL_SHA256, BIVY_INCOMING_DIR; BIVY_BUNDLE_WAIT_SECONDS (default 1800).
 # The install jobs are called through run_job, which shellcheck cannot follow.
-# shellcheck disable=SC2317
+# shellcheck disable=SC2317,SC2329
 set -Eeuo pipefail
 # shellcheck source=/dev/null
 . "${BIVY_LIB_DIR:-{{ lib_dir }}}/lib.sh"
@@ -122,6 +122,10 @@ install_packages() {
     # distribution's, from the provider's local mirror, is the fastest reliable source.
     if ! command -v docker >/dev/null; then
         packages+=(docker.io)
+        # Debian 13 splits the client out of docker.io (a Recommends, which we skip).
+        if available docker-cli; then
+            packages+=(docker-cli)
+        fi
         if available docker-buildx; then
             packages+=(docker-buildx)
         fi

@@ -30,6 +30,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "e2e: boots a real VM (QEMU) or engine; select with -m e2e, skip with -m 'not e2e'",
     )
+    config.addinivalue_line(
+        "markers",
+        "e2e_matrix: the other repository kinds (root, compose, none, url), one VM each; "
+        "not in .ci/test's default run (each takes 13-20 min under emulation): -m e2e_matrix",
+    )
 
 
 def missing_tools() -> list[str]:

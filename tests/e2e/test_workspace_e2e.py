@@ -134,6 +134,7 @@ SCENARIOS = {
 }
 
 
+@pytest.mark.e2e_matrix
 @pytest.mark.timeout(WAIT_SECONDS + 900)
 @pytest.mark.parametrize("kind", sorted(SCENARIOS))
 def test_other_repositories_come_up(
