@@ -10,7 +10,6 @@ script, as the bootstrap does. ``sudo`` resets the environment, so the only shim
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,9 +19,9 @@ import pytest
 
 from app import cli
 from app.cli import remote
-from app.cloudinit import DEVCONTAINER_CLI
+from tests.integration.cloudinit.devcontainer_env import install_devcontainer_cli
 from tests.integration.test_cli_remote import sshd, vm
-from tests.support.docker_engine import DockerEngine, cache_dir, file_lock
+from tests.support.docker_engine import DockerEngine
 from tests.support.fixtures import REPO_ROOT
 
 __all__ = ["sshd", "vm"]
@@ -32,21 +31,8 @@ REMOTE_USER = "coder"
 
 @pytest.fixture(scope="session")
 def devcontainer_bin() -> Path:
-    """The pinned devcontainer CLI (npm install into the test cache on first use)."""
-    version = DEVCONTAINER_CLI.rsplit("@", 1)[1]
-    prefix = cache_dir() / f"devcontainer-cli-{version}"
-    binary = prefix / "node_modules" / ".bin" / "devcontainer"
-    with file_lock(cache_dir() / "devcontainer-cli.lock"):
-        if not binary.exists():
-            npm = shutil.which("npm")
-            if npm is None:
-                pytest.fail("npm is needed to install the devcontainer CLI (apt: nodejs npm)")
-            subprocess.run(
-                [npm, "install", "--prefix", str(prefix), "--no-fund", "--no-audit",
-                 DEVCONTAINER_CLI],
-                check=True, capture_output=True, timeout=600,
-            )  # fmt: skip
-    return binary
+    """The pinned devcontainer CLI, installed the way the real-devcontainer tests do."""
+    return install_devcontainer_cli()
 
 
 @pytest.fixture

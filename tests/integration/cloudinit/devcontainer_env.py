@@ -31,9 +31,8 @@ DEFAULT_IMAGE = "mcr.microsoft.com/devcontainers/javascript-node:22-bookworm"
 API_KEY = "sk-ant-test-0123456789abcdefghij"  # what vmtree renders
 
 
-@pytest.fixture(scope="session")
-def devcontainer_cli() -> Path:
-    """The pinned devcontainer CLI's bin dir (npm install into the test cache on first use)."""
+def install_devcontainer_cli() -> Path:
+    """The pinned devcontainer CLI's executable (npm install into the test cache on first use)."""
     version = DEVCONTAINER_CLI.rsplit("@", 1)[1]
     prefix = cache_dir() / f"devcontainer-cli-{version}"
     binary = prefix / "node_modules" / ".bin" / "devcontainer"
@@ -49,7 +48,13 @@ def devcontainer_cli() -> Path:
             )  # fmt: skip
     result = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == version
-    return binary.parent
+    return binary
+
+
+@pytest.fixture(scope="session")
+def devcontainer_cli() -> Path:
+    """The pinned devcontainer CLI's bin dir."""
+    return install_devcontainer_cli().parent
 
 
 @pytest.fixture(scope="session")
