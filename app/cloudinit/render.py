@@ -1,0 +1,558 @@
+"""Renders the workspace VM's cloud-init user data from the jinja2 templates in cloudinit/.
+
+Quoting rules: every value lands in YAML through the ``tojson`` filter (a JSON string is a YAML
+double-quoted scalar; ours escapes what YAML treats specially), and values the VM's scripts
+need reach them only through root-only files of ``shlex.quote``d assignments that the scripts
+source. No value is ever spliced into script code.
+
+Backup hook points (issue 6): with ``UserDataInputs.backup`` set, ``/etc/bivy/backup.env`` holds
+``RESTIC_REPOSITORY``, ``RESTIC_PASSWORD``, the storage keys, ``BIVY_BACKUP_INTERVAL_MINUTES``
+and ``BIVY_BACKUP_INCLUDE_UNCOMMITTED``; every ``cloudinit/backup/<name>.sh`` template is
+installed as ``/usr/local/lib/bivy/<name>`` (``restore``, ``pre-delete``, ``backup``) and
+``bivy-backup.timer`` runs ``backup`` every interval.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import re
+import secrets
+import shlex
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import jinja2
+
+from app.agents import Agent, get_agent
+from app.domain import WorkspaceSpec
+from app.domain.validation import (
+    is_local_repo,
+    repo_dir_name,
+    validate_branch,
+    validate_repo_source,
+)
+from app.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from app.providers.base import Provider
+
+__all__ = [
+    "BackupInputs",
+    "RenderedUserData",
+    "UserDataInputs",
+    "render_user_data",
+    "template_dir",
+    "yaml_quote",
+]
+
+STATE_DIR = "/var/lib/bivy"
+LIB_DIR = "/usr/local/lib/bivy"
+ETC_DIR = "/etc/bivy"
+TTYD_PORT = 7681
+#: Claude Code, installed from npm inside the devcontainer (the devcontainer feature would need
+#: ghcr.io, which some networks cannot reach; npm works wherever its registry does).
+CLAUDE_PACKAGE = "@anthropic-ai/claude-code"
+DEVCONTAINER_CLI = "@devcontainers/cli@0.89.0"
+NODE_MAJOR = 22
+EXPIRY_WARNING_SECONDS = 15 * 60
+CONTAINER_CLAUDE_DIR = "/bivy/claude"
+CONTAINER_STATE_DIR = "/bivy/state"
+CONTAINER_HOOK_DIR = "/bivy/hook"
+#: The agent's credentials inside the container (sh assignments, readable by its user only).
+CONTAINER_AGENT_ENV = "/etc/bivy-agent.env"
+GIT_USERNAME = "x-access-token"
+#: The metadata services' addresses (Hetzner, DigitalOcean, OVH; Scaleway v4 and v6): they serve
+#: the user data, so only root on the host may reach them (metadata-guard.nft).
+METADATA_IPV4 = ("169.254.169.254", "169.254.42.42")
+METADATA_IPV6 = ("fd00:42::42",)
+#: Directory names the idle check does not descend into: changes there are not a person's work.
+PRUNE_NAMES = (
+    ".git",
+    "node_modules",
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".tox",
+    ".cache",
+    ".next",
+    ".nuxt",
+    ".turbo",
+    ".gradle",
+    "target",
+    "dist",
+    "build",
+    "coverage",
+)
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TTYD_PASSWORD_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+_PLACEHOLDER = "PLACEHOLDER"
+
+
+def template_dir() -> Path:
+    """cloudinit/ beside the ``app`` package (source tree, or a bundle that keeps that layout),
+    else in the PyInstaller bundle's data (``sys._MEIPASS``)."""
+    candidates = [Path(__file__).resolve().parents[2] / "cloudinit"]
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle:
+        candidates.append(Path(bundle) / "cloudinit")
+    for candidate in candidates:
+        if (candidate / "cloud-config.yaml.j2").is_file():
+            return candidate
+    raise InvalidInput(
+        "The cloud-init templates are missing from this installation",
+        hint=f"Looked in {', '.join(str(c) for c in candidates)}; reinstall Bivy.",
+    )
+
+
+def yaml_quote(value: object) -> str:
+    """``value`` as a YAML double-quoted scalar (valid JSON too) that no character can escape.
+
+    Python's JSON escapes quotes, backslashes and C0 controls; on top of that every character
+    YAML would treat as a line break or refuses unescaped (C1 controls, U+2028/9, surrogates,
+    BOM) is written as an escape, so the value parses back exactly and stays on one line.
+    """
+    if not isinstance(value, str):
+        return json.dumps(value)
+    out = []
+    for ch in json.dumps(value, ensure_ascii=False):
+        code = ord(ch)
+        if 0x7F <= code <= 0x9F or code in (0x2028, 0x2029, 0xFEFF) or 0xD800 <= code <= 0xDFFF:
+            if 0xD800 <= code <= 0xDFFF:
+                raise InvalidInput("A value contains an unpaired surrogate character")
+            out.append(f"\\u{code:04x}")
+        elif code > 0xFFFF:
+            out.append(f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class BackupInputs:
+    """What the VM needs to back up and restore the agent's history with restic (issue 6).
+
+    Attributes:
+        repository: the restic repository, e.g. ``s3:https://endpoint/bucket/bivy/<name>``.
+        keys: storage credentials as environment (``AWS_ACCESS_KEY_ID``…).
+        password: the workspace's restic password.
+        interval_minutes: minutes between periodic backups.
+        include_uncommitted: also back up the workspace's uncommitted and untracked files.
+    """
+
+    repository: str
+    keys: Mapping[str, str] = field(default_factory=dict, repr=False)
+    password: str = field(default="", repr=False)
+    interval_minutes: int = 30
+    include_uncommitted: bool = False
+
+
+@dataclass(frozen=True)
+class UserDataInputs:
+    """Everything rendered into one VM's user data. Secret fields are hidden from ``repr``.
+
+    Attributes:
+        spec: the workspace the user asked for (name, repo, branch, idle/lifetime limits).
+        provider: the provider kind ("hetzner").
+        user_data_limit: bytes the provider accepts.
+        gzip_base64_ok: the provider's datasource decodes base64(gzip(...)).
+        ssh_authorized_key: the app's public key for user ``dev``.
+        host_key_private / host_key_public: the VM's pre-generated ed25519 host key.
+        ttyd_password: the web terminal's basic-auth password (URL-safe characters).
+        self_delete_script: the provider's self-delete shell script.
+        self_delete_env: the secret environment that script needs.
+        agent_env: the agent's credentials (ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN).
+        git_token: a one-time token for cloning a private repository.
+        backup: restic settings, or None without backups.
+    """
+
+    spec: WorkspaceSpec
+    provider: str
+    ssh_authorized_key: str
+    host_key_private: str = field(repr=False)
+    host_key_public: str
+    ttyd_password: str = field(repr=False)
+    self_delete_script: str
+    self_delete_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    agent_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    git_token: str | None = field(default=None, repr=False)
+    backup: BackupInputs | None = None
+    user_data_limit: int = 32768
+    gzip_base64_ok: bool = True
+
+    @classmethod
+    def placeholder(cls, spec: WorkspaceSpec, provider_cls: type[Provider]) -> UserDataInputs:
+        """Inputs with every secret replaced by an obvious placeholder: safe to print."""
+        caps = provider_cls.capabilities
+        options = {o.key: o.default or _PLACEHOLDER for o in provider_cls.options}
+        # Every provider takes its options first (CONTRACTS.md); never used for a request here.
+        make = cast("Callable[[Mapping[str, str]], Provider]", provider_cls)
+        provider = make(options)
+        script = provider.self_delete_script()
+        env_keys = list(provider.self_delete_env())
+        return cls(
+            spec=spec,
+            provider=provider_cls.kind,
+            user_data_limit=caps.user_data_limit,
+            gzip_base64_ok=caps.user_data_gzip_base64,
+            ssh_authorized_key=f"ssh-ed25519 {_PLACEHOLDER} bivy",
+            host_key_private=(
+                "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+                f"{_PLACEHOLDER}\n-----END OPENSSH PRIVATE KEY-----\n"
+            ),
+            host_key_public=f"ssh-ed25519 {_PLACEHOLDER} bivy-host",
+            ttyd_password=_PLACEHOLDER + "-" * 8,
+            self_delete_script=script,
+            self_delete_env=dict.fromkeys(env_keys, _PLACEHOLDER),
+            agent_env={get_agent(spec.agent).credentials[0].env: _PLACEHOLDER},
+        )
+
+
+@dataclass(frozen=True)
+class RenderedUserData:
+    """The rendered user data.
+
+    Attributes:
+        user_data: what to send to the provider (the YAML, or base64(gzip(YAML)) when needed).
+        cloud_config: the plain ``#cloud-config`` YAML.
+        compressed: whether ``user_data`` is base64(gzip(...)).
+        size: bytes of ``user_data``.
+    """
+
+    user_data: str = field(repr=False)
+    cloud_config: str = field(repr=False)
+    compressed: bool
+    size: int
+
+
+def _env_file(values: Mapping[str, str], what: str) -> str:
+    """Shell assignments, one per line, each value ``shlex.quote``d (sourced by bash and sh)."""
+    lines = []
+    for key, value in values.items():
+        if not _ENV_KEY_RE.match(key):
+            raise InvalidInput(f"{key!r} is not a valid environment variable name ({what})")
+        if "\0" in value:
+            raise InvalidInput(f"The value of {key} contains a NUL character ({what})")
+        lines.append(f"{key}={shlex.quote(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _docker_env_file(values: Mapping[str, str]) -> str:
+    """``docker --env-file`` format: KEY=VALUE taken literally, so a value must be one line."""
+    lines = []
+    for key, value in values.items():
+        if not _ENV_KEY_RE.match(key):
+            raise InvalidInput(f"{key!r} is not a valid environment variable name (agent)")
+        if any(ch in value for ch in "\r\n\0"):
+            raise InvalidInput(
+                f"The agent credential {key} contains a line break",
+                hint="Paste the key or token again, without surrounding text.",
+            )
+        lines.append(f"{key}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def _environment(directory: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(directory)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - YAML and shell, not HTML: quoting is explicit
+        # Shell uses "{#" (${#array[@]}), so jinja comments get delimiters no script contains.
+        comment_start_string="<%#",
+        comment_end_string="#%>",
+    )
+    env.filters["tojson"] = yaml_quote
+    return env
+
+
+def _validate(inputs: UserDataInputs) -> None:
+    spec = inputs.spec
+    validate_repo_source(spec.repo_url)
+    if spec.branch:
+        validate_branch(spec.branch)
+    if not _TTYD_PASSWORD_RE.match(inputs.ttyd_password):
+        raise InvalidInput("The web terminal password must be 16-128 URL-safe characters")
+    for what, value in (
+        ("SSH public key", inputs.ssh_authorized_key),
+        ("host public key", inputs.host_key_public),
+    ):
+        if not value.startswith("ssh-") or any(ch in value for ch in "\r\n\0"):
+            raise InvalidInput(f"The {what} is not a one-line OpenSSH public key")
+    if "PRIVATE KEY-----" not in inputs.host_key_private:
+        raise InvalidInput("The host private key is not an OpenSSH private key")
+
+
+def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -> str:
+    """The plain ``#cloud-config`` YAML for ``inputs``.
+
+    ``pack_scripts`` stores the static files (scripts, units: no user values) as
+    ``encoding: gz+b64``, which cloud-init decodes itself: for providers whose datasource does
+    not decode a compressed whole.
+    """
+    _validate(inputs)
+    directory = template_dir()
+    env = _environment(directory)
+    spec = inputs.spec
+    repo_dir = f"/workspaces/{repo_dir_name(spec.repo_url)}"
+    hook = f"{CONTAINER_HOOK_DIR}/agent-hook"
+    agent = get_agent(spec.agent)
+    context: dict[str, object] = {
+        "state_dir": STATE_DIR,
+        "lib_dir": LIB_DIR,
+        "etc_dir": ETC_DIR,
+        "ttyd_port": TTYD_PORT,
+        "node_major": NODE_MAJOR,
+        "devcontainer_cli": DEVCONTAINER_CLI,
+        "claude_package": CLAUDE_PACKAGE,
+        "container_agent_env": CONTAINER_AGENT_ENV,
+        "container_claude_dir": CONTAINER_CLAUDE_DIR,
+        "container_state_dir": CONTAINER_STATE_DIR,
+        "container_hook_dir": CONTAINER_HOOK_DIR,
+        "git_username": GIT_USERNAME,
+        "metadata_ipv4": METADATA_IPV4,
+        "metadata_ipv6": METADATA_IPV6,
+        "expiry_warning_seconds": EXPIRY_WARNING_SECONDS,
+        "prune_names": PRUNE_NAMES,
+        "max_hours": spec.max_hours,
+        "hook": hook,
+        "backup": inputs.backup is not None,
+        "backup_interval_minutes": inputs.backup.interval_minutes if inputs.backup else 0,
+        **_agent_context(agent),
+    }
+
+    def render(name: str) -> str:
+        return env.get_template(name).render(context)
+
+    workspace_env = {
+        "BIVY_NAME": spec.name,
+        "BIVY_PROVIDER": inputs.provider,
+        "BIVY_REPO_URL": spec.repo_url,
+        # A path on the user's computer: the app uploads a git bundle over SSH (never cloned
+        # from BIVY_REPO_URL, which is then for display only).
+        "BIVY_REPO_SOURCE": "bundle" if is_local_repo(spec.repo_url) else "url",
+        "BIVY_BRANCH": spec.branch or "",
+        "BIVY_REPO_DIR": repo_dir,
+        "BIVY_IDLE_MINUTES": str(spec.idle_minutes),
+        "BIVY_MAX_HOURS": str(spec.max_hours),
+        "BIVY_TTYD_PASSWORD": inputs.ttyd_password,
+    }
+    agent_env = {**agent.config_env, **inputs.agent_env}
+    initial_status = json.dumps({"phase": "booting", "detail": "booting", "progress": 0.01})
+    files: list[dict[str, str]] = [  # path, permissions, content (+ encoding when packed)
+        {"path": f"{ETC_DIR}/workspace.env", "permissions": "0600",
+         "content": _env_file(workspace_env, "workspace")},
+        {"path": f"{ETC_DIR}/provider.env", "permissions": "0600",
+         "content": _env_file(dict(inputs.self_delete_env), "provider")},
+        {"path": f"{ETC_DIR}/agent.env", "permissions": "0600",
+         "content": _docker_env_file(agent_env)},
+        {"path": f"{STATE_DIR}/status.json", "permissions": "0644",
+         "content": initial_status + "\n"},
+        {"path": "/etc/ssh/sshd_config.d/10-bivy.conf", "permissions": "0644",
+         "content": render("sshd.conf")},
+    ]  # fmt: skip
+    if inputs.git_token:
+        if any(ch in inputs.git_token for ch in "\r\n\0"):
+            raise InvalidInput("The git token contains a line break")
+        files.append(
+            {"path": f"{ETC_DIR}/git-token", "permissions": "0600", "content": inputs.git_token}
+        )
+    scripts = {
+        "lib.sh": ("lib.sh", "0644"),
+        "metadata-guard.sh": ("metadata-guard", "0755"),
+        "bootstrap.sh": ("bootstrap", "0755"),
+        "bootstrap-stopped.sh": ("bootstrap-stopped", "0755"),
+        "devcontainer-up.sh": ("devcontainer-up", "0755"),
+        "devcontainer-check.py": ("devcontainer-check", "0755"),
+        "agent-install.sh": ("agent-install", "0644"),
+        "status.py": ("status", "0755"),
+        "idle-monitor.sh": ("idle-monitor", "0755"),
+        "git-askpass.sh": ("git-askpass", "0755"),
+        "claude-config.py": ("claude-config", "0755"),
+        "container-env.py": ("container-env", "0755"),
+        "ttyd-run.sh": ("ttyd-run", "0755"),
+        "ttyd-session.sh": ("ttyd-session", "0755"),
+        "agent-hook.sh": ("hook/agent-hook", "0755"),
+        "agent-hook.js": ("hook/agent-hook.js", "0644"),
+    }
+    for template, (target, mode) in scripts.items():
+        files.append(
+            {"path": f"{LIB_DIR}/{target}", "permissions": mode,
+             "content": _strip_comments(render(f"scripts/{template}"))}
+        )  # fmt: skip
+    files.append(
+        {"path": f"{LIB_DIR}/self-delete", "permissions": "0700",
+         "content": inputs.self_delete_script}
+    )  # fmt: skip
+    files.append(
+        {"path": f"{LIB_DIR}/metadata-guard.nft", "permissions": "0644",
+         "content": render("metadata-guard.nft")}
+    )  # fmt: skip
+    files.append(
+        {"path": f"{LIB_DIR}/claude-hooks.json", "permissions": "0644",
+         "content": render("claude-hooks.json")}
+    )  # fmt: skip
+    if agent.name != "claude":
+        files.extend(_agent_files(agent, env, context))
+    files.append(
+        {"path": f"{LIB_DIR}/devcontainer.json", "permissions": "0644",
+         "content": render("devcontainer.json")}
+    )  # fmt: skip
+    units = ["bivy-metadata-guard.service", "bivy-bootstrap.service", "bivy-idle.service",
+             "bivy-idle.timer", "bivy-lifetime.service", "bivy-lifetime.timer",
+             "bivy-ttyd.service"]  # fmt: skip
+    if inputs.backup is not None:
+        units += ["bivy-backup.service", "bivy-backup.timer"]
+        files.append(
+            {"path": f"{ETC_DIR}/backup.env", "permissions": "0600",
+             "content": _env_file(_backup_env(inputs.backup, agent), "backup")}
+        )  # fmt: skip
+        for script in sorted((directory / "backup").glob("*.sh")):
+            files.append(
+                {"path": f"{LIB_DIR}/{script.stem}", "permissions": "0755",
+                 "content": _strip_comments(render(f"backup/{script.name}"))}
+            )  # fmt: skip
+    for unit in units:
+        files.append(
+            {"path": f"/etc/systemd/system/{unit}", "permissions": "0644",
+             "content": render(f"systemd/{unit}")}
+        )  # fmt: skip
+    if pack_scripts:
+        for entry in files:
+            if entry["path"].startswith((f"{LIB_DIR}/", "/etc/systemd/")):
+                packed = gzip.compress(entry["content"].encode(), 9, mtime=0)
+                entry["content"] = base64.b64encode(packed).decode()
+                entry["encoding"] = "gz+b64"
+    return env.get_template("cloud-config.yaml.j2").render(
+        context,
+        files=files,
+        ssh_authorized_key=inputs.ssh_authorized_key,
+        host_key_private=inputs.host_key_private,
+        host_key_public=inputs.host_key_public,
+    )
+
+
+def _strip_comments(script: str) -> str:
+    """A shell or Python script without its comment-only lines (they stay in the source tree):
+    the user data must fit the providers' 32 KiB. Keeps the shebang and shellcheck directives;
+    the scripts' heredocs hold Python, whose ``#`` lines are comments too."""
+    lines = script.splitlines(keepends=True)
+    kept = lines[:1]
+    for line in lines[1:]:
+        text = line.lstrip()
+        if text.startswith("#") and not text.startswith("# shellcheck"):
+            continue
+        kept.append(line)
+    return "".join(kept)
+
+
+def _backup_env(backup: BackupInputs, agent: Agent) -> dict[str, str]:
+    env = {
+        "RESTIC_REPOSITORY": backup.repository,
+        "RESTIC_PASSWORD": backup.password,
+        **backup.keys,
+        "BIVY_BACKUP_INTERVAL_MINUTES": str(backup.interval_minutes),
+        "BIVY_BACKUP_INCLUDE_UNCOMMITTED": "1" if backup.include_uncommitted else "0",
+    }
+    if agent.name != "claude":  # the backups keep the agent's config dir (Claude's by default)
+        env["BIVY_AGENT_DIR"] = f"{STATE_DIR}/{agent.name}"
+    return env
+
+
+_SAFE_ENV_VALUE = re.compile(r"^[A-Za-z0-9/_.-]+$")
+
+
+def _agent_context(agent: Agent) -> dict[str, object]:
+    """What the scripts need to know about the workspace's agent (app/agents)."""
+    for key, value in agent.config_env.items():
+        if not (_ENV_KEY_RE.match(key) and _SAFE_ENV_VALUE.match(value)):
+            raise InvalidInput(f"The agent {agent.name} has an unusable variable {key}")
+    login = ""
+    if agent.env_login:
+        login = shlex.quote(
+            f"set -a; [ -r {CONTAINER_AGENT_ENV} ] && . {CONTAINER_AGENT_ENV}; set +a; "
+            + agent.env_login
+        )
+    return {
+        "agent_name": agent.name,
+        "agent_display": agent.display_name,
+        "agent_package": agent.npm_package,
+        "agent_binary": agent.binary,
+        "agent_config_dir": agent.config_dir,
+        "agent_profile_exports": " ".join(f"{k}={v}" for k, v in agent.config_env.items()),
+        "agent_env_login": login,
+        "agent_node_min": agent.node_min,
+    }
+
+
+def _agent_files(
+    agent: Agent, env: jinja2.Environment, context: Mapping[str, object]
+) -> list[dict[str, str]]:
+    """An agent other than Claude Code: its hook adapter (in the hook dir the container mounts
+    read-only), its hook files with a manifest, and agent-config that puts them in place."""
+    adapter = agent.hook_adapter.rsplit("/", 1)[-1]
+    in_container = f"{CONTAINER_HOOK_DIR}/agents/{agent.name}/{adapter}"
+    hook_context = {**context, "hook": f"node {in_container}", "hook_js": in_container}
+    files = [
+        {"path": f"{LIB_DIR}/hook/agents/agent-state.js", "permissions": "0644",
+         "content": env.get_template("agents/agent-state.js").render(context)},
+        {"path": f"{LIB_DIR}/hook/agents/{agent.name}/{adapter}", "permissions": "0644",
+         "content": env.get_template(agent.hook_adapter).render(context)},
+        {"path": f"{LIB_DIR}/agent-config", "permissions": "0755",
+         "content": _strip_comments(env.get_template("agents/agent-config.py").render(context))},
+    ]  # fmt: skip
+    manifest = []
+    for i, hook in enumerate(agent.hook_configs):
+        name = f"{i}-{hook.template.rsplit('/', 1)[-1]}"
+        files.append(
+            {"path": f"{LIB_DIR}/agents/{agent.name}/{name}", "permissions": "0644",
+             "content": env.get_template(hook.template).render(hook_context)}
+        )  # fmt: skip
+        manifest.append({"source": name, "target": hook.target, "merge": hook.merge})
+    files.append(
+        {"path": f"{LIB_DIR}/agents/{agent.name}/configs.json", "permissions": "0644",
+         "content": json.dumps(manifest, indent=1) + "\n"}
+    )  # fmt: skip
+    return files
+
+
+def render_user_data(inputs: UserDataInputs) -> RenderedUserData:
+    """Render, then fit the provider's limit: plain when it fits; else base64(gzip(all)) when
+    the provider's datasource decodes it; else with the scripts compressed file by file.
+
+    Raises ``InvalidInput`` when the result cannot fit.
+    """
+    cloud_config = render_cloud_config(inputs)
+    size = len(cloud_config.encode())
+    if size <= inputs.user_data_limit:
+        return RenderedUserData(cloud_config, cloud_config, compressed=False, size=size)
+    if inputs.gzip_base64_ok:
+        packed = base64.b64encode(gzip.compress(cloud_config.encode(), 9, mtime=0)).decode()
+        if len(packed) <= inputs.user_data_limit:
+            return RenderedUserData(packed, cloud_config, compressed=True, size=len(packed))
+        raise InvalidInput(
+            f"The user data is {len(packed)} bytes even compressed; "
+            f"{inputs.provider} accepts {inputs.user_data_limit}",
+            hint="Shorten the backup settings or the agent credentials.",
+        )
+    packed_config = render_cloud_config(inputs, pack_scripts=True)
+    packed_size = len(packed_config.encode())
+    if packed_size <= inputs.user_data_limit:
+        return RenderedUserData(packed_config, packed_config, compressed=False, size=packed_size)
+    raise InvalidInput(
+        f"The user data is {packed_size} bytes even with compressed scripts; "
+        f"{inputs.provider} accepts {inputs.user_data_limit}",
+        hint="Shorten the backup settings or the agent credentials.",
+    )
+
+
+def new_ttyd_password() -> str:
+    """A fresh web-terminal password (URL-safe, 32 characters)."""
+    return secrets.token_urlsafe(24)
