@@ -110,6 +110,12 @@ class ActionFailed(BivyError):
     pass
 
 
+class UnsupportedOperation(BivyError):
+    """The provider (or the VM) cannot do this at all, as opposed to failing at it."""
+
+    default_hint = "Choose another provider for this, or do it without Bivy"
+
+
 class Timeout(BivyError):
     default_hint = "Try again; if it keeps happening, check the provider's status page"
 

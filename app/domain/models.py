@@ -67,6 +67,9 @@ class Phase(StrEnum):
     BUILDING = "building"
     STARTING = "starting"
     READY = "ready"
+    #: Prebuild mode (issue 14): everything built, nothing secret on board; the app seals the VM
+    #: (cleans it, powers it off) and snapshots it.
+    PREBUILT = "prebuilt"
     EXPIRING = "expiring"
     DELETING = "deleting"
     FAILED = "failed"
@@ -172,6 +175,42 @@ class Server(BaseModel):
     @property
     def workspace_name(self) -> str | None:
         return self.labels.get(LABEL_WORKSPACE)
+
+    @property
+    def is_bivy(self) -> bool:
+        return self.labels.get(LABEL_MANAGED_BY) == LABEL_MANAGED_BY_VALUE
+
+
+class ImageStatus(StrEnum):
+    """A provider image's (snapshot's) state, in Bivy's words."""
+
+    CREATING = "creating"
+    AVAILABLE = "available"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class ProviderImage(BaseModel):
+    """A snapshot image at a provider (a prebuild, issue 14), mapped to Bivy's vocabulary.
+
+    Attributes:
+        id: the provider's image id (what ``CreateServerRequest.image`` takes).
+        size_gb: the billed size (GB) when the provider reports it, else None.
+        labels: as for servers (``managed-by=bivy``, ``bivy-prebuild``, ``bivy-config-hash``,
+            ``bivy-version``); tag-based providers map ``k=v`` tags here.
+        monthly_price: what keeping it costs per month (size × the provider's GB-month price),
+            when known.
+    """
+
+    provider: str
+    id: str
+    name: str
+    status: ImageStatus
+    region: str = ""
+    size_gb: float | None = None
+    created_at: datetime | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    monthly_price: Price | None = None
 
     @property
     def is_bivy(self) -> bool:
@@ -284,6 +323,29 @@ class AgentReport(BaseModel):
         return value if value in {s.value for s in AgentState} else AgentState.UNKNOWN
 
 
+class SessionReport(BaseModel):
+    """One agent session of a workspace (issue 15): its worktree, branch and agent state, as the
+    VM's ``bivy-session ls --json`` reports it (``/var/lib/bivy/sessions/<name>.json`` joined
+    with that session's agent.json)."""
+
+    name: str
+    agent: str = "claude"
+    branch: str = ""
+    base: str = ""
+    worktree: str = ""
+    state: AgentState = AgentState.UNKNOWN
+    event: str = ""
+    message: str = ""
+    updated_at: datetime | None = None
+    #: The session could not be set up or its agent failed to start (then ``message`` says why).
+    failed: bool = False
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _state(cls, value: object) -> object:
+        return value if value in {s.value for s in AgentState} else AgentState.UNKNOWN
+
+
 class Workspace(BaseModel):
     """A workspace: the server at the provider plus what Bivy knows of it locally and on the VM.
 
@@ -308,6 +370,7 @@ class Workspace(BaseModel):
     max_hours: int = DEFAULT_MAX_HOURS
     status: StatusReport | None = None
     agent: AgentReport | None = None
+    sessions: list[SessionReport] = Field(default_factory=list)
     keep_alive_until: datetime | None = None
 
     @property

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import builtins
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import httpx
 
-from app.domain import AccountInfo, CreateServerRequest, Region, Server, Size
+from app.domain import AccountInfo, CreateServerRequest, ProviderImage, Region, Server, Size
+from app.errors import UnsupportedOperation
 
 #: ``progress(detail, fraction)`` for ``Provider.prepare``: one sentence, and 0..1 or None.
 PrepareProgress = Callable[[str, float | None], None]
@@ -85,6 +87,8 @@ class Capabilities:
     billing: BillingRule = field(default_factory=BillingRule)
     metadata_url: str = ""
     listing_is_current: bool = False
+    #: The provider can snapshot a server into an image and create servers from it (prebuilds).
+    snapshots: bool = False
 
 
 class Provider(abc.ABC):
@@ -163,6 +167,33 @@ class Provider(abc.ABC):
     def self_delete_env(self) -> dict[str, str]:
         """Secret environment the self-delete script needs (written to the VM's root-only env)."""
         return {}
+
+    # Images (prebuilds, issue 14). Providers with ``capabilities.snapshots`` implement these;
+    # the defaults say plainly that this provider cannot.
+
+    async def power_off(self, server_id: str) -> None:
+        """Stop the server (hard power-off is fine: the guest already flushed and sealed itself)
+        and return once the provider accepted it; ``get`` then reports ``OFF``."""
+        raise UnsupportedOperation(f"{self.display_name} cannot power servers off from Bivy")
+
+    async def create_image(
+        self, server_id: str, *, name: str, labels: Mapping[str, str]
+    ) -> ProviderImage:
+        """Snapshot the (powered-off) server's disk into an image carrying ``labels``; returns
+        at once (status ``CREATING``) — poll ``get_image`` until ``AVAILABLE``."""
+        raise UnsupportedOperation(f"{self.display_name} has no snapshots in Bivy")
+
+    async def get_image(self, image_id: str) -> ProviderImage:
+        """One image; ``NotFound`` when it is gone."""
+        raise UnsupportedOperation(f"{self.display_name} has no snapshots in Bivy")
+
+    async def list_images(self) -> builtins.list[ProviderImage]:
+        """Every image Bivy made in this account (label/tag filtered), with size and cost."""
+        return []
+
+    async def delete_image(self, image_id: str) -> None:
+        """Delete the image; ``NotFound`` is not an error."""
+        raise UnsupportedOperation(f"{self.display_name} has no snapshots in Bivy")
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, default no-op
         """Close HTTP clients."""
