@@ -22,6 +22,8 @@ __all__ = [
     "month_bounds",
     "round_money",
     "running_cost",
+    "storage_amount",
+    "storage_rest_of_month",
 ]
 
 #: Amounts are kept to a millionth of the currency unit; the UI rounds for display.
@@ -140,6 +142,36 @@ def billed_amount(
             continue
         total += _month_segment(price, rule, created, until, month, off_periods)
     return round_money(total)
+
+
+def storage_amount(
+    monthly: Decimal, created: datetime, until: datetime, *, window: Period | None = None
+) -> Decimal:
+    """The bill for storage priced per month (a snapshot: GB × the price per GB-month) that
+    existed from ``created`` to ``until``.
+
+    Each UTC calendar month is billed pro rata: ``monthly`` × the share of that month's
+    seconds the storage existed in it (a 30-day month and a 31-day month both cost
+    ``monthly`` when it existed all month). With ``window`` only the months starting inside
+    [window start, window end) count, as for ``billed_amount``.
+    """
+    total = Decimal(0)
+    for month in _months(created, until):
+        if window is not None and not (window[0] <= month < window[1]):
+            continue
+        month_end = month_bounds(month)[1]
+        lo, hi = max(created, month), min(until, month_end)
+        if hi > lo:
+            total += monthly * Decimal(_micros(hi - lo)) / Decimal(_micros(month_end - month))
+    return round_money(total)
+
+
+def storage_rest_of_month(monthly: Decimal, created: datetime, now: datetime) -> Decimal:
+    """What storage that still exists at ``now`` adds until the UTC month ends."""
+    month_start, month_end = month_bounds(now)
+    window = (month_start, month_end)
+    later = storage_amount(monthly, created, month_end, window=window)
+    return max(Decimal(0), later - storage_amount(monthly, created, now, window=window))
 
 
 def running_cost(server: Server, rule: BillingRule, now: datetime | None = None) -> Decimal | None:

@@ -2,7 +2,10 @@
 
 ``CostService`` records every refresh in the ledger (``app.services.ledger``) and prices it
 with the billing arithmetic (``app.services.billing``); both modules' public names are
-importable from here too.
+importable from here too. Prebuild images (snapshots, issue 14) are billed per GB-month, pro
+rata over the time they existed: ``observe_images`` records a listing of them and
+``record_image_deleted`` a deletion, and their storage is in the month-to-date total and the
+budget check.
 """
 
 from __future__ import annotations
@@ -13,8 +16,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Protocol
 
-from app.domain import LABEL_MAX_HOURS, Server, ServerStatus, Size, Workspace, utcnow
+from app.domain import (
+    LABEL_MAX_HOURS,
+    Price,
+    ProviderImage,
+    Server,
+    ServerStatus,
+    Size,
+    Workspace,
+    utcnow,
+)
 from app.providers.base import BillingRule
 from app.services.billing import (
     billed_amount,
@@ -23,15 +36,27 @@ from app.services.billing import (
     month_bounds,
     round_money,
     running_cost,
+    storage_amount,
+    storage_rest_of_month,
 )
-from app.services.ledger import Ledger, LedgerEntry, LedgerError, SeenServer, ledger_path
+from app.services.ledger import (
+    ImageEntry,
+    Ledger,
+    LedgerEntry,
+    LedgerError,
+    SeenImage,
+    SeenServer,
+    ledger_path,
+)
 
 __all__ = [
     "BudgetStatus",
     "CostService",
     "CostSnapshot",
+    "ImageEntry",
     "LedgerEntry",
     "LedgerError",
+    "SeenImage",
     "WorkspaceCost",
     "billed_amount",
     "default_rule_for",
@@ -39,6 +64,9 @@ __all__ = [
     "ledger_path",
     "month_bounds",
     "running_cost",
+    "seen_image",
+    "seen_prebuild",
+    "storage_amount",
 ]
 
 Clock = Callable[[], datetime]
@@ -106,6 +134,8 @@ class CostSnapshot:
         month_to_date: currency → spend this UTC month, deleted workspaces included.
         budget: the budget check, or None when no budget is set.
         unpriced: (account, name) of live workspaces whose price is unknown.
+        storage_month_to_date: currency → the part of month_to_date that is prebuild storage.
+        storage_per_month: currency → what the prebuilds that exist now cost per month.
     """
 
     at: datetime
@@ -114,6 +144,58 @@ class CostSnapshot:
     month_to_date: Mapping[str, Decimal] = field(default_factory=dict)
     budget: BudgetStatus | None = None
     unpriced: tuple[tuple[str, str], ...] = ()
+    storage_month_to_date: Mapping[str, Decimal] = field(default_factory=dict)
+    storage_per_month: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+class PrebuildLike(Protocol):
+    """What ``seen_prebuild`` reads of a prebuild record (``PrebuildRecord``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def account(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def repo(self) -> str: ...
+    @property
+    def size_gb(self) -> float | None: ...
+    @property
+    def monthly_price(self) -> Price | None: ...
+    @property
+    def created_at(self) -> datetime | None: ...
+
+
+def _gb(size: float | Decimal | None) -> Decimal | None:
+    # Through str: Decimal(0.1) would carry the float's binary noise into the ledger.
+    return None if size is None else Decimal(str(size))
+
+
+def seen_image(account: str, image: ProviderImage, name: str = "") -> SeenImage:
+    """A provider's image as the ledger records it (``name`` defaults to the image's)."""
+    return SeenImage(
+        account=account,
+        provider=image.provider,
+        image_id=image.id,
+        name=name or image.name,
+        size_gb=_gb(image.size_gb),
+        price=image.monthly_price,
+        created_at=image.created_at,
+    )
+
+
+def seen_prebuild(record: PrebuildLike) -> SeenImage:
+    """A prebuild record (``PrebuildService.list``) as the ledger records it."""
+    return SeenImage(
+        account=record.account,
+        provider=record.provider,
+        image_id=record.id,
+        name=record.repo,
+        size_gb=_gb(record.size_gb),
+        price=record.monthly_price,
+        created_at=record.created_at,
+    )
 
 
 def _max_hours(server: Server, fallback: int | None) -> int | None:
@@ -193,6 +275,35 @@ class CostService:
             self._ledger.mark_deleted, account, provider, server_id, at or self.clock()
         )
 
+    async def observe_images(
+        self, images: Sequence[SeenImage], *, listed_accounts: Collection[str]
+    ) -> None:
+        """Record one listing of prebuild images (``seen_prebuild``/``seen_image`` make the
+        items). A ledger image of an account in ``listed_accounts`` that is not in ``images``
+        is finalised as deleted now; an account whose image listing failed must not be there.
+        Call it after a build too, with ``listed_accounts=()``, so the new image counts from
+        its creation even if nobody lists it again."""
+        await asyncio.to_thread(
+            self._ledger.record_images, list(images), tuple(listed_accounts), self.clock()
+        )
+
+    async def record_image_deleted(
+        self, account: str, provider: str, image_id: str, *, at: datetime | None = None
+    ) -> bool:
+        """Finalise a prebuild image Bivy deleted; False if the ledger did not know it as live.
+        Its cost up to ``at`` stays in the month-to-date total."""
+        return await asyncio.to_thread(
+            self._ledger.mark_image_deleted, account, provider, image_id, at or self.clock()
+        )
+
+    async def image_entries(self, *, month_of: datetime | None = None) -> list[ImageEntry]:
+        """Ledger images: all, or those that existed in the UTC month containing ``month_of``."""
+        if month_of is None:
+            return await asyncio.to_thread(self._ledger.image_entries, None)
+        start, end = month_bounds(month_of)
+        rows = await asyncio.to_thread(self._ledger.image_entries, start)
+        return [e for e in rows if e.created_at < end]
+
     async def entries(self, *, month_of: datetime | None = None) -> list[LedgerEntry]:
         """Ledger rows: all, or those that existed during the UTC month containing ``month_of``."""
         if month_of is None:
@@ -204,14 +315,16 @@ class CostService:
     async def month_to_date(self, now: datetime | None = None) -> dict[str, Decimal]:
         """Currency → spend in the UTC month containing ``now``, deleted workspaces included."""
         now = now or self.clock()
-        return _month_to_date(await self.entries(month_of=now), now)
+        images = await self.image_entries(month_of=now)
+        return _month_to_date(await self.entries(month_of=now), now, images)
 
     async def budget_status(
         self, budget: Decimal | None, currency: str, now: datetime | None = None
     ) -> BudgetStatus | None:
         """The budget check for the servers in the ledger (None when no budget is set)."""
         now = now or self.clock()
-        return _budget(await self.entries(month_of=now), budget, currency, now)
+        images = await self.image_entries(month_of=now)
+        return _budget(await self.entries(month_of=now), budget, currency, now, images=images)
 
     async def snapshot(
         self,
@@ -239,6 +352,7 @@ class CostService:
     ) -> CostSnapshot:
         start, end = month_bounds(now)
         entries = [e for e in self._ledger.entries(start) if e.created_at < end]
+        images = [e for e in self._ledger.image_entries(start) if e.created_at < end]
         costs: dict[tuple[str, str], WorkspaceCost] = {}
         per_hour: dict[str, Decimal] = {}
         unpriced: list[tuple[str, str]] = []
@@ -271,14 +385,22 @@ class CostService:
             if ws.server.status is not ServerStatus.DELETING:
                 currency = item.price.currency
                 per_hour[currency] = per_hour.get(currency, Decimal(0)) + rate
-        spent = _month_to_date(entries, now)
+        storage = _month_to_date((), now, images)
+        spent = _month_to_date(entries, now, images)
+        per_month: dict[str, Decimal] = {}
+        for image in images:
+            if image.deleted_at is None and image.price is not None:
+                currency = image.price.currency
+                per_month[currency] = per_month.get(currency, Decimal(0)) + image.price.monthly
         return CostSnapshot(
             at=now,
             workspaces=costs,
             per_hour=per_hour,
             month_to_date=spent,
-            budget=_budget(entries, budget, budget_currency, now, spent),
+            budget=_budget(entries, budget, budget_currency, now, spent, images=images),
             unpriced=tuple(unpriced),
+            storage_month_to_date=storage,
+            storage_per_month=per_month,
         )
 
     def _seen(
@@ -297,10 +419,14 @@ class CostService:
         )
 
 
-def _month_to_date(entries: Iterable[LedgerEntry], now: datetime) -> dict[str, Decimal]:
+def _month_to_date(
+    entries: Iterable[LedgerEntry], now: datetime, images: Iterable[ImageEntry] = ()
+) -> dict[str, Decimal]:
+    """Currency → this UTC month's bill of the servers and the prebuild images' storage."""
     window = month_bounds(now)
     totals: dict[str, Decimal] = {}
-    for entry in entries:
+    items: list[LedgerEntry | ImageEntry] = [*entries, *images]
+    for entry in items:
         cost = entry.cost(now, window=window)
         if cost is None or entry.price is None:
             continue
@@ -341,22 +467,40 @@ def _projection(entry: LedgerEntry, now: datetime) -> Decimal:
     return max(Decimal(0), later - sofar)
 
 
+def _live(images: Iterable[ImageEntry], currency: str) -> bool:
+    return any(
+        e.deleted_at is None and e.price is not None and e.price.currency == currency
+        for e in images
+    )
+
+
 def _budget(
     entries: Sequence[LedgerEntry],
     budget: Decimal | None,
     currency: str,
     now: datetime,
     spent: Mapping[str, Decimal] | None = None,
+    *,
+    images: Sequence[ImageEntry] = (),
 ) -> BudgetStatus | None:
     if budget is None:
         return None
     if spent is None:
-        spent = _month_to_date(entries, now)
+        spent = _month_to_date(entries, now, images)
     projected = sum(
         (
             _projection(e, now)
             for e in entries
             if e.price is not None and e.price.currency == currency
+        ),
+        Decimal(0),
+    )
+    # The prebuilds that exist now go on costing their storage until the month ends.
+    projected += sum(
+        (
+            storage_rest_of_month(e.price.monthly, e.created_at, now)
+            for e in images
+            if e.price is not None and e.price.currency == currency and e.deleted_at is None
         ),
         Decimal(0),
     )
@@ -369,7 +513,8 @@ def _budget(
         warning = (
             f"The monthly budget of {budget:.2f} {currency} will be exceeded: "
             f"{mtd:.2f} spent so far and {projected:.2f} more if the running workspaces "
-            "live to the end of the month or of their lifetime."
+            "live to the end of the month or of their lifetime"
+            + (" and the prebuilds are kept." if _live(images, currency) else ".")
         )
     if warning and others:
         warning += f" Spend in {', '.join(others)} is not included."

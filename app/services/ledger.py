@@ -1,7 +1,9 @@
-"""The cost ledger: every server Bivy has seen, in ``data_dir()/ledger.sqlite3``.
+"""The cost ledger: every server and prebuild image Bivy has seen, in ``data_dir()/ledger.sqlite3``.
 
 One row per server (its price, billing rule, creation, last sighting, deletion) plus the
-intervals it was seen powered off, so month-to-date spend survives deletions and restarts.
+intervals it was seen powered off, and one row per prebuild image (snapshot storage: its size,
+its price per month, creation, last sighting, deletion), so month-to-date spend survives
+deletions and restarts.
 The file is shared by the window and the CLI (WAL, ``BEGIN IMMEDIATE``); a file that is not
 a database is moved aside and a new ledger begins.
 """
@@ -21,18 +23,24 @@ from pathlib import Path
 from app.domain import Price, Server, ServerStatus
 from app.errors import BivyError
 from app.providers.base import BillingRule
+from app.services import ledger_images
 from app.services.billing import Period, billed_amount
+from app.services.ledger_images import ImageEntry, SeenImage
 from app.settings import file_lock, move_aside
 
 __all__ = [
     "BUSY_TIMEOUT",
+    "ImageEntry",
     "Ledger",
     "LedgerEntry",
     "LedgerError",
+    "SeenImage",
     "SeenServer",
     "ledger_path",
 ]
 
+#: Still 1 with the images table: it was only added (``CREATE TABLE IF NOT EXISTS``), and a
+#: Bivy that does not know it reads the servers as before.
 _SCHEMA_VERSION = 1
 #: How long a ledger writer waits for another process's write to finish (seconds).
 BUSY_TIMEOUT = 30.0
@@ -246,7 +254,7 @@ class Ledger:
     def _init(self, conn: sqlite3.Connection) -> None:
         # WAL is a property of the file: set once, every later connection (any process) uses it.
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(_SCHEMA)
+        conn.executescript(_SCHEMA + ledger_images.SCHEMA)
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
             # OR IGNORE: another process may create the ledger at the same moment.
@@ -424,6 +432,26 @@ class Ledger:
                 )
             )
         return result
+
+    # -- prebuild images (snapshot storage): the SQL is in app.services.ledger_images ------
+
+    def record_images(
+        self, seen: Sequence[SeenImage], listed: Collection[str], now: datetime
+    ) -> None:
+        """Upsert every image seen; finalise the vanished ones of the fully ``listed``
+        accounts (see ``ledger_images.record_images``)."""
+        with self._connect(write=True) as conn:
+            ledger_images.record_images(conn, seen, listed, _ts(now))
+
+    def mark_image_deleted(self, account: str, provider: str, image_id: str, at: datetime) -> bool:
+        """Finalise an image Bivy deleted; False if the ledger did not know it as live."""
+        with self._connect(write=True) as conn:
+            return ledger_images.mark_deleted(conn, (account, provider, image_id), _ts(at))
+
+    def image_entries(self, since: datetime | None) -> list[ImageEntry]:
+        """Every image not deleted before ``since`` (all of them when None)."""
+        with self._connect() as conn:
+            return ledger_images.entries(conn, None if since is None else _ts(since))
 
 
 def _vanished_at(last_seen: float, created: float, max_hours: int | None, now: float) -> float:
