@@ -289,6 +289,9 @@ class StatusReport(BaseModel):
     #: phase → when the VM entered it (epoch seconds); step → seconds a bootstrap step took.
     timings: dict[str, float] = Field(default_factory=dict)
     steps: dict[str, float] = Field(default_factory=dict)
+    #: A VM created from a prebuild had to rebuild its devcontainer (its config hash differs
+    #: from the prebuild's): the app marks that prebuild stale (issue 14).
+    prebuild_stale: bool = False
 
     @field_validator("phase", mode="before")
     @classmethod

@@ -58,6 +58,7 @@ class WorkspaceRecord(BaseModel):
             it so, and the next listing adopts the server or forgets the record), then
             ``ready``; ``deleting`` once a delete began (forgotten when the server is gone).
         ssh_key_fingerprint: the SHA256 fingerprint of the install's SSH key the VM trusts.
+        prebuild: the prebuild image id the VM was created from, if any.
     """
 
     name: str
@@ -76,6 +77,8 @@ class WorkspaceRecord(BaseModel):
     ssh_port: int = Field(default=22, ge=1, le=65535)
     state: RecordState = "ready"
     ssh_key_fingerprint: str = ""
+    #: The prebuild image the VM was created from ("" for none; issue 14).
+    prebuild: str = ""
 
     @property
     def pending(self) -> bool:

@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from app.agents import DEFAULT_AGENT, Agent, get_agent
 from app.cloudinit import BackupInputs, UserDataInputs, render_user_data
@@ -19,7 +20,11 @@ from app.providers.base import Provider
 from app.services.keys import KeyPair
 from app.settings import SecretKeys, SecretStore, Settings
 
-__all__ = ["VmSecrets", "agent_env", "vm_user_data"]
+__all__ = ["VmMode", "VmSecrets", "agent_env", "vm_user_data"]
+
+#: ``workspace``: a normal VM; ``prebuild``: a prebuild's builder (no agent credentials, no
+#: backups, no terminal; notes/CONTRACTS2.md).
+VmMode = Literal["workspace", "prebuild"]
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +46,13 @@ async def vm_user_data(
     ssh_public_key: str,
     host_key: KeyPair,
     ttyd_password: str,
+    *,
+    mode: VmMode = "workspace",
 ) -> str:
     """The user data (as sent) for ``spec``'s VM at ``provider``."""
     caps = provider.capabilities
+    builder = mode == "prebuild"
+    extra: dict[str, object] = {"mode": mode} if builder else {}
     inputs = UserDataInputs(
         spec=spec,
         provider=provider.kind,
@@ -55,14 +64,16 @@ async def vm_user_data(
         ttyd_password=ttyd_password,
         self_delete_script=provider.self_delete_script(),
         self_delete_env=provider.self_delete_env(),
-        agent_env=await agent_env(source, spec),
+        # A builder's image outlives it: nothing secret may be on board.
+        agent_env={} if builder else await agent_env(source, spec),
         # A local checkout arrives as a bundle: no git credential goes to the VM.
         git_token=(
             None
             if is_local_repo(spec.repo_url)
             else await source.secrets.aget(SecretKeys.GIT_TOKEN)
         ),
-        backup=await _backup_inputs(source, spec),
+        backup=None if builder else await _backup_inputs(source, spec),
+        **extra,
     )
     rendered = await asyncio.to_thread(render_user_data, inputs)
     return rendered.user_data

@@ -43,11 +43,12 @@ from app.services.accounts import (
     resolve_options,
 )
 from app.services.keys import KeyService, generate_host_key
+from app.services.prebuilds import PrebuildRegistry, match_prebuild
 from app.services.reconcile import hold_create_lock, reconcile
 from app.services.registry import Registry, WorkspaceRecord
 from app.services.repo_bundle import INCOMING_DIR, prepare_local_repo
 from app.services.tunnels import VM_USER
-from app.services.vm_inputs import VmSecrets, vm_user_data
+from app.services.vm_inputs import VmMode, VmSecrets, vm_user_data
 from app.services.workspace_steps import TTYD_PASSWORD, WorkspaceSteps
 from app.settings import Account, SecretKeys, SecretStore, Settings
 
@@ -128,6 +129,7 @@ class WorkspaceService(WorkspaceSteps):
         repository_timeout: float = 1200.0,
         vm_user: str = VM_USER,
         incoming_dir: str = INCOMING_DIR,
+        prebuilds: PrebuildRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.secrets = secrets
@@ -144,6 +146,7 @@ class WorkspaceService(WorkspaceSteps):
         self.repository_timeout = repository_timeout
         self.vm_user = vm_user
         self.incoming_dir = incoming_dir
+        self.prebuilds = prebuilds or PrebuildRegistry()
         self._providers: dict[str, tuple[str, Provider]] = {}
         self._providers_lock = asyncio.Lock()
 
@@ -273,9 +276,19 @@ class WorkspaceService(WorkspaceSteps):
     # -- create --------------------------------------------------------------------------------
 
     async def create(
-        self, spec: WorkspaceSpec, on_progress: Callable[[CreateProgress], None] | None = None
+        self,
+        spec: WorkspaceSpec,
+        on_progress: Callable[[CreateProgress], None] | None = None,
+        *,
+        use_prebuild: bool = True,
+        mode: VmMode = "workspace",
+        labels: Mapping[str, str] | None = None,
     ) -> Workspace:
         """Create the workspace's VM and wait until it runs.
+
+        It starts from the newest matching prebuild (``app.services.prebuilds``) unless
+        ``use_prebuild`` is False. ``mode="prebuild"`` makes a prebuild's builder VM (user data
+        in prebuild mode, extra ``labels``; used by ``PrebuildService.build``).
 
         Cancel-safe: when the task is cancelled (or any step fails) after the create request may
         have reached the provider, the server — found by id, or by its workspace label when the
@@ -310,7 +323,8 @@ class WorkspaceService(WorkspaceSteps):
                 hint="Wait for it, then see it with `bivy ls`",
             )
         try:
-            return await self._create_locked(spec, account, provider, progress)
+            options = _CreateOptions(use_prebuild and mode == "workspace", mode, dict(labels or {}))
+            return await self._create_locked(spec, account, provider, progress, options)
         finally:
             held.release()
 
@@ -320,10 +334,15 @@ class WorkspaceService(WorkspaceSteps):
         account: Account,
         provider: Provider,
         progress: Callable[[str, str, float], None],
+        options: _CreateOptions,
     ) -> Workspace:
         cls = type(provider)
         region, size = spec.region or "", spec.size or ""
         await self._check_name_free(spec.name, account, provider)
+        prebuild = None
+        if options.use_prebuild and provider.capabilities.snapshots:
+            records = await self.prebuilds.aall()
+            prebuild = await asyncio.to_thread(match_prebuild, records, spec, account.id, region)
         # A local checkout: checked now, bundled in a thread while the VM boots, sent over SSH.
         spec, bundle_job = await prepare_local_repo(spec)
 
@@ -351,6 +370,7 @@ class WorkspaceService(WorkspaceSteps):
                 host_public_key=host_key.public_openssh,
                 state="creating",
                 ssh_key_fingerprint=install_key.fingerprint,
+                prebuild=prebuild.id if prebuild is not None else "",
             )
             await self.registry.aput(record)
             await self.secrets.aset(SecretKeys.workspace(spec.name, TTYD_PASSWORD), ttyd_password)
@@ -363,8 +383,10 @@ class WorkspaceService(WorkspaceSteps):
                 install_key.public_openssh,
                 host_key,
                 ttyd_password,
+                mode=options.mode,
             )
             labels = {
+                **options.labels,
                 LABEL_MANAGED_BY: LABEL_MANAGED_BY_VALUE,
                 LABEL_WORKSPACE: spec.name,
                 LABEL_IDLE_MINUTES: str(spec.idle_minutes),
@@ -378,7 +400,12 @@ class WorkspaceService(WorkspaceSteps):
                 ssh_key_name="bivy",
                 labels=labels,
                 user_data=user_data,
+                image=prebuild.id if prebuild is not None else None,
             )
+            if prebuild is not None:
+                built = prebuild.created_at.strftime("%Y-%m-%d %H:%M")
+                progress("prebuild", f"Starting from the prebuild {prebuild.id} ({built} UTC)",
+                         0.22)  # fmt: skip
 
             def prepared(detail: str, fraction: float | None) -> None:
                 progress("prepare", detail, 0.25 + 0.05 * (fraction or 0.0))
@@ -520,6 +547,13 @@ class WorkspaceService(WorkspaceSteps):
             )
         await self._forget(name)
         return deleted
+
+
+@dataclass(frozen=True)
+class _CreateOptions:
+    use_prebuild: bool
+    mode: VmMode
+    labels: dict[str, str]
 
 
 def _int_label(value: str | None) -> int | None:
