@@ -43,6 +43,8 @@ Behaviour:
   ``X-Correlation-Id``.
 - Any error (``inject_error``), latency (``inject_latency``) and transport fault
   (``inject_fault``) from ``tests.emulators.base`` can be injected per method and path.
+- Power-off and snapshot images (``create_image``, ``/images``): see
+  ``tests.emulators.hetzner_images``.
 
 Metadata service (for the VM's self-delete script): ``GET /_metadata/<server id>/hetzner/v1/
 metadata/instance-id`` (also ``hostname``, ``public-ipv4``, ``region``, ``availability-zone``,
@@ -78,6 +80,7 @@ from tests.emulators.base import (
     json_response,
     route,
 )
+from tests.emulators.hetzner_images import HetznerImagesMixin
 
 __all__ = ["HetznerEmulator", "LabelSelector", "ManualClock", "main"]
 
@@ -327,6 +330,8 @@ class _Server:
     ipv6: str
     deleted_at: float | None = None
     failed: bool = False
+    #: when a power-off completes (None: powered on)
+    off_at: float | None = None
 
 
 @dataclass
@@ -337,7 +342,7 @@ class _Project:
     actions: dict[int, _Action] = field(default_factory=dict)
 
 
-class HetznerEmulator(Emulator):
+class HetznerEmulator(HetznerImagesMixin, Emulator):
     """The Hetzner Cloud API in-process (see the module docstring).
 
     Attributes:
@@ -388,6 +393,7 @@ class HetznerEmulator(Emulator):
         self._tokens = float(rate_limit)
         self._tokens_at = self.clock()
         self._failures: dict[str, list[tuple[str, str]]] = {}
+        self._init_images()
 
     # -- test helpers ------------------------------------------------------------------------
 
@@ -593,6 +599,8 @@ class HetznerEmulator(Emulator):
         age = self.clock() - server.created
         if server.failed:
             return "off"
+        if server.off_at is not None:
+            return "off" if self.clock() >= server.off_at else "stopping"
         if age < self.create_seconds:
             return "initializing"
         if age < self.create_seconds + self.start_seconds:
@@ -669,6 +677,7 @@ class HetznerEmulator(Emulator):
             None,
         )
         assert st is not None and loc is not None and img is not None
+        img = self._image_view(img)
         sid = next(self._ids)
         server = _Server(
             id=sid,
@@ -735,18 +744,6 @@ class HetznerEmulator(Emulator):
                 }
             },
         )  # fmt: skip
-
-    @route("GET", "/v1/images")
-    def list_images(self, req: EmuRequest) -> EmuResponse:
-        types = req.query.get("type") or []
-        items = [
-            i
-            for i in self.images
-            if (not types or i["type"] in types)
-            and req.arg("name") in (None, i["name"])
-            and req.arg("architecture") in (None, i["architecture"])
-        ]
-        return self._paginate(req, "images", items)
 
     # -- routes: ssh keys ----------------------------------------------------------------------
 
@@ -925,6 +922,8 @@ class HetznerEmulator(Emulator):
         image_ref = body["image"]
         if not any(str(i["id"]) == str(image_ref) or i["name"] == image_ref for i in self.images):
             errors["image"] = ["image not found"]
+        elif not self.image_usable(image_ref):
+            errors["image"] = ["image is not available (still being created)"]
         key_ids = []
         for ref in body.get("ssh_keys") or []:
             found = self._find(self.project.ssh_keys.values(), ref)

@@ -98,12 +98,43 @@ class HetznerClient:
         return m.Pricing.model_validate({"currency": body["pricing"]["currency"]}).currency
 
     async def images(
-        self, *, type: str | None = None, name: str | None = None, architecture: str | None = None
+        self,
+        *,
+        type: str | None = None,
+        name: str | None = None,
+        architecture: str | None = None,
+        label_selector: str | None = None,
     ) -> list[m.Image]:
-        params = {
-            k: v for k, v in (("type", type), ("name", name), ("architecture", architecture)) if v
-        }
+        pairs = (
+            ("type", type),
+            ("name", name),
+            ("architecture", architecture),
+            ("label_selector", label_selector),
+        )
+        params = {k: v for k, v in pairs if v}
         return [m.Image.model_validate(x) for x in await self._pages("images", "images", params)]
+
+    async def image(self, image_id: int) -> m.Image:
+        body = await self.api.get_json(f"images/{image_id}")
+        return m.Image.model_validate(body["image"])
+
+    async def delete_image(self, image_id: int) -> None:
+        await self.api.request("DELETE", f"images/{image_id}")
+
+    async def power_off(self, server_id: int) -> m.Action:
+        # Repeating a power-off is harmless, so a lost answer may be retried.
+        body = await self.api.send_json(
+            "POST", f"servers/{server_id}/actions/poweroff", idempotent=True
+        )
+        return m.Action.model_validate(body["action"])
+
+    async def create_image(
+        self, server_id: int, description: str, labels: dict[str, str]
+    ) -> m.CreateImageResponse:
+        # Never repeated after a 5xx/timeout: a second snapshot would be billed too.
+        body = {"type": "snapshot", "description": description, "labels": labels}
+        answer = await self.api.send_json("POST", f"servers/{server_id}/actions/create_image", body)
+        return m.CreateImageResponse.model_validate(answer)
 
     async def ssh_keys(
         self, *, fingerprint: str | None = None, name: str | None = None

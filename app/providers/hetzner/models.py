@@ -115,7 +115,14 @@ class Datacenter(Wire):
     location: Location | None = None
 
 
+class ImageCreatedFrom(Wire):
+    id: int
+    name: str = ""
+
+
 class Image(Wire):
+    """An image; for a snapshot ``image_size`` (GB, what is billed) is null while creating."""
+
     id: int
     type: str
     status: str = "available"
@@ -127,6 +134,14 @@ class Image(Wire):
     labels: dict[str, str] = Field(default_factory=dict)
     created: Timestamp | None = None
     deprecated: Timestamp | None = None
+    image_size: float | None = None
+    disk_size: float | None = None
+    created_from: ImageCreatedFrom | None = None
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 class IPv4(Wire):
@@ -213,6 +228,13 @@ class CreateServerResponse(Wire):
     root_password: str | None = Field(default=None, repr=False)
 
 
+class CreateImageResponse(Wire):
+    """``POST /servers/{id}/actions/create_image``: the new image (``creating``) and its action."""
+
+    image: Image
+    action: Action
+
+
 class SSHKey(Wire):
     id: int
     name: str
@@ -245,12 +267,19 @@ class PricingServerType(Wire):
     prices: list[ServerTypePrice] = Field(default_factory=list)
 
 
+class PricingImage(Wire):
+    """``pricing.image``: what a snapshot costs per GB (``image_size``) and month."""
+
+    price_per_gb_month: Money
+
+
 class Pricing(Wire):
     """``GET /pricing``: the project owner's currency and VAT rate, and every price."""
 
     currency: str
     vat_rate: Decimal | None = None
     server_types: list[PricingServerType] = Field(default_factory=list)
+    image: PricingImage | None = None
 
 
 class Pagination(Wire):

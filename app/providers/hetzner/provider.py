@@ -46,6 +46,7 @@ from app.providers.hetzner.client import (
     parse_error,
     rate_limit_delay,
 )
+from app.providers.hetzner.images import HetznerImagesMixin, server_id_of
 
 METADATA_URL = "http://169.254.169.254/hetzner/v1/metadata"
 DEFAULT_IMAGE = "ubuntu-24.04"
@@ -136,7 +137,7 @@ def map_status(status: str) -> ServerStatus:
     return STATUS_MAP.get(status, ServerStatus.UNKNOWN)
 
 
-class HetznerProvider(Provider):
+class HetznerProvider(HetznerImagesMixin, Provider):
     """Hetzner Cloud, over its REST API (https://docs.hetzner.cloud).
 
     Prices are shown **gross** (VAT included, ``Price.includes_vat=True``) in the project owner's
@@ -164,6 +165,7 @@ class HetznerProvider(Provider):
             granularity="hour", billed_when_off=True, monthly_cap=True, minimum_seconds=0
         ),
         metadata_url=METADATA_URL,
+        snapshots=True,
     )
     options: ClassVar[tuple[ProviderOption, ...]] = (
         ProviderOption(
@@ -351,25 +353,15 @@ class HetznerProvider(Provider):
             self._currency = await self.client.currency()
         return [self._to_domain(s) for s in servers]
 
-    @staticmethod
-    def _server_id(server_id: str) -> int:
-        try:
-            value = int(server_id)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise NotFound(f"Hetzner has no server {server_id!r}", provider=KIND)
-        return value
-
     async def get(self, server_id: str) -> Server:
         self._need_token()
-        return self._to_domain(await self.client.server(self._server_id(server_id)))
+        return self._to_domain(await self.client.server(server_id_of(server_id)))
 
     async def delete(self, server_id: str) -> None:
         """Ask for deletion; a server already gone is fine. The shared key and firewall stay."""
         self._need_token()
         try:
-            await self.client.delete_server(self._server_id(server_id))
+            await self.client.delete_server(server_id_of(server_id))
         except NotFound:
             return
 
