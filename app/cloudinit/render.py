@@ -5,6 +5,11 @@ double-quoted scalar; ours escapes what YAML treats specially), and values the V
 need reach them only through root-only files of ``shlex.quote``d assignments that the scripts
 source. No value is ever spliced into script code.
 
+Prebuild mode (issue 14): ``UserDataInputs.mode="prebuild"`` renders a builder VM's user data:
+``BIVY_MODE=prebuild`` in workspace.env, no agent credentials (``agent_env`` is dropped), no
+web-terminal password, no backups, and ``/usr/local/lib/bivy/prebuild-seal``, which the app runs
+once the bootstrap reports ``prebuilt`` (notes/CONTRACTS2.md).
+
 Backup hook points (issue 6): with ``UserDataInputs.backup`` set, ``/etc/bivy/backup.env`` holds
 ``RESTIC_REPOSITORY``, ``RESTIC_PASSWORD``, the storage keys, ``BIVY_BACKUP_INTERVAL_MINUTES``
 and ``BIVY_BACKUP_INCLUDE_UNCOMMITTED``; every ``cloudinit/backup/<name>.sh`` template is
@@ -24,10 +29,11 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import jinja2
 
+from app import __version__
 from app.agents import Agent, get_agent
 from app.domain import WorkspaceSpec
 from app.domain.validation import (
@@ -171,6 +177,8 @@ class UserDataInputs:
         agent_env: the agent's credentials (ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN).
         git_token: a one-time token for cloning a private repository.
         backup: restic settings, or None without backups.
+        mode: "workspace", or "prebuild" for a prebuild's builder VM (no agent credentials, no
+            terminal, no backups; ends in phase ``prebuilt``, sealed by ``prebuild-seal``).
     """
 
     spec: WorkspaceSpec
@@ -186,6 +194,7 @@ class UserDataInputs:
     backup: BackupInputs | None = None
     user_data_limit: int = 32768
     gzip_base64_ok: bool = True
+    mode: Literal["workspace", "prebuild"] = "workspace"
 
     @classmethod
     def placeholder(cls, spec: WorkspaceSpec, provider_cls: type[Provider]) -> UserDataInputs:
@@ -278,7 +287,9 @@ def _validate(inputs: UserDataInputs) -> None:
     validate_repo_source(spec.repo_url)
     if spec.branch:
         validate_branch(spec.branch)
-    if not _TTYD_PASSWORD_RE.match(inputs.ttyd_password):
+    if inputs.mode not in ("workspace", "prebuild"):
+        raise InvalidInput(f"Unknown user data mode {inputs.mode!r}")
+    if inputs.mode == "workspace" and not _TTYD_PASSWORD_RE.match(inputs.ttyd_password):
         raise InvalidInput("The web terminal password must be 16-128 URL-safe characters")
     for what, value in (
         ("SSH public key", inputs.ssh_authorized_key),
@@ -298,6 +309,9 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
     not decode a compressed whole.
     """
     _validate(inputs)
+    prebuild = inputs.mode == "prebuild"
+    # A builder VM's disk becomes an image: nothing of a user's secrets may be on it.
+    backup = None if prebuild else inputs.backup
     directory = template_dir()
     env = _environment(directory)
     spec = inputs.spec
@@ -323,8 +337,9 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         "prune_names": PRUNE_NAMES,
         "max_hours": spec.max_hours,
         "hook": hook,
-        "backup": inputs.backup is not None,
-        "backup_interval_minutes": inputs.backup.interval_minutes if inputs.backup else 0,
+        "backup": backup is not None,
+        "backup_interval_minutes": backup.interval_minutes if backup else 0,
+        "prebuild": prebuild,
         **_agent_context(agent),
     }
 
@@ -342,9 +357,12 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         "BIVY_REPO_DIR": repo_dir,
         "BIVY_IDLE_MINUTES": str(spec.idle_minutes),
         "BIVY_MAX_HOURS": str(spec.max_hours),
-        "BIVY_TTYD_PASSWORD": inputs.ttyd_password,
+        "BIVY_MODE": inputs.mode,
+        "BIVY_VERSION": __version__,
     }
-    agent_env = {**agent.config_env, **inputs.agent_env}
+    if not prebuild:
+        workspace_env["BIVY_TTYD_PASSWORD"] = inputs.ttyd_password
+    agent_env = {**agent.config_env, **({} if prebuild else inputs.agent_env)}
     initial_status = json.dumps({"phase": "booting", "detail": "booting", "progress": 0.01})
     files: list[dict[str, str]] = [  # path, permissions, content (+ encoding when packed)
         {"path": f"{ETC_DIR}/workspace.env", "permissions": "0600",
@@ -373,6 +391,7 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         "devcontainer-check.py": ("devcontainer-check", "0755"),
         "agent-install.sh": ("agent-install", "0644"),
         "status.py": ("status", "0755"),
+        "devcontainer-hash.py": ("devcontainer-hash", "0755"),
         "idle-monitor.sh": ("idle-monitor", "0755"),
         "git-askpass.sh": ("git-askpass", "0755"),
         "claude-config.py": ("claude-config", "0755"),
@@ -382,6 +401,8 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         "agent-hook.sh": ("hook/agent-hook", "0755"),
         "agent-hook.js": ("hook/agent-hook.js", "0644"),
     }
+    if prebuild:
+        scripts["prebuild-seal.sh"] = ("prebuild-seal", "0700")
     for template, (target, mode) in scripts.items():
         files.append(
             {"path": f"{LIB_DIR}/{target}", "permissions": mode,
@@ -408,11 +429,11 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
     units = ["bivy-metadata-guard.service", "bivy-bootstrap.service", "bivy-idle.service",
              "bivy-idle.timer", "bivy-lifetime.service", "bivy-lifetime.timer",
              "bivy-ttyd.service"]  # fmt: skip
-    if inputs.backup is not None:
+    if backup is not None:
         units += ["bivy-backup.service", "bivy-backup.timer"]
         files.append(
             {"path": f"{ETC_DIR}/backup.env", "permissions": "0600",
-             "content": _env_file(_backup_env(inputs.backup, agent), "backup")}
+             "content": _env_file(_backup_env(backup, agent), "backup")}
         )  # fmt: skip
         for script in sorted((directory / "backup").glob("*.sh")):
             files.append(

@@ -2,7 +2,8 @@
 """Bivy status writer: merges KEY=VALUE pairs into status.json and replaces it atomically.
 
 Values: "" clears a field (null); "@EPOCH" in a *_at/*_since/*_deadline field becomes ISO-8601
-UTC; "<PATH" reads the last lines of a file (for log_tail); progress is a number;
+UTC; "<PATH" reads the last lines of a file (for log_tail); progress is a number; the flags
+(prebuild_stale, from_prebuild) are true or false;
 "steps.NAME=SECONDS" records how long a bootstrap step took (in the "steps" object). A new phase
 also records when it began ("timings": {phase: epoch seconds}, first time only);
 "timings.PHASE=EPOCH" sets one explicitly (the boot, which began before any writer ran). updated_at is
@@ -19,6 +20,7 @@ from datetime import datetime, timezone
 
 TIME_SUFFIXES = ("_at", "_since", "_deadline")
 TAIL_LINES = 40
+FLAGS = ("prebuild_stale", "from_prebuild")
 
 
 def iso(epoch: float) -> str:
@@ -39,6 +41,8 @@ def tail(path: str) -> str:
 def convert(key: str, value: str) -> object:
     if value == "":
         return None
+    if key in FLAGS:
+        return value == "true"
     if key == "progress":
         return max(0.0, min(1.0, float(value)))
     if key.endswith(TIME_SUFFIXES) and value.startswith("@"):
