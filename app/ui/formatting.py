@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -57,3 +59,16 @@ def local_time(moment: datetime | None) -> str:
     if moment is None:
         return "never"
     return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def code_html(text: str) -> str:
+    """``text`` escaped for a rich-text label, with its `backticked` spans as <code>."""
+    return _CODE.sub(lambda m: f"<code>{m.group(1)}</code>", html.escape(text, quote=False))
+
+
+def code_plain(text: str) -> str:
+    """``text`` for a plain-text label: `backticked` spans in quotes, not backticks."""
+    return _CODE.sub(lambda m: f"“{m.group(1)}”", text)

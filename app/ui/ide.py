@@ -110,7 +110,8 @@ class IdeTab(QWidget):
     ``deleteLater()`` (what the tab widget's owner does on close); the agent keeps running.
 
     Attributes:
-        view: the QWebEngineView; workspace: whose terminal; qurl: the forwarded URL.
+        view: the QWebEngineView; workspace: whose terminal; session: which agent session's
+        (ttyd's ``?arg=<session>``; ``main`` without one); qurl: the forwarded URL.
         notice: the text shown above the terminal, "" when none.
 
     Signals:
@@ -132,6 +133,7 @@ class IdeTab(QWidget):
         password: str,
         *,
         workspace: str = "",
+        session: str = "main",
         parent: QWidget | None = None,
     ) -> None:
         qurl = QUrl(url)
@@ -139,6 +141,7 @@ class IdeTab(QWidget):
             raise ValueError("the terminal URL must not carry a credential")
         super().__init__(parent)
         self.workspace = workspace
+        self.session = session
         self.qurl = qurl
         self.__username = username
         self.__password = password
@@ -183,7 +186,8 @@ class IdeTab(QWidget):
         self.view.load(self.qurl)
 
     def __repr__(self) -> str:
-        return f"IdeTab(workspace={self.workspace!r}, url={self.qurl.toString()!r})"
+        where = f"workspace={self.workspace!r}, session={self.session!r}"
+        return f"IdeTab({where}, url={self.qurl.toString()!r})"
 
     @property
     def url(self) -> str:

@@ -1,26 +1,24 @@
-"""The main window: the workspace table, its actions, a detail pane and the cost status bar."""
+"""The main window: the workspace table with each workspace's sessions, its actions, a detail
+pane, the terminal tabs (one per session) and the cost status bar.
+
+The panes (first run, empty list, details, the "needs you" bar) are in ``app/ui/panes.py``."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QModelIndex, QPoint, QSize, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QFont, QIcon, QKeySequence
+from PySide6.QtCore import QByteArray, QEvent, QModelIndex, QPoint, QSize, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
-    QListWidget,
     QMainWindow,
     QMenu,
-    QPlainTextEdit,
-    QPushButton,
     QSplitter,
     QStackedWidget,
     QTabBar,
@@ -34,15 +32,19 @@ from PySide6.QtWidgets import (
 from app.domain import Phase, Workspace, utcnow
 from app.paths import resource_path
 from app.ui import formatting
-from app.ui.delegates import ProgressDelegate
+from app.ui.delegates import ProgressDelegate, SessionsDelegate
+from app.ui.icons import ICON_PROPERTY, refresh_icons
 from app.ui.models import (
     Column,
     WorkspaceRole,
     WorkspaceTableModel,
     is_ready,
     is_running,
-    status_text,
 )
+from app.ui.panes import DetailPane, EmptyState, NoticeBar, PhaseEntry
+from app.ui.theme import tone
+
+__all__ = ["COLUMN_WIDTHS", "DetailPane", "EmptyState", "MainWindow", "PhaseEntry"]
 
 #: Default column widths (px) chosen so a typical row reads without eliding.
 COLUMN_WIDTHS = {
@@ -57,166 +59,8 @@ COLUMN_WIDTHS = {
     Column.PRICE: 75,
     Column.IDLE_LEFT: 105,
     Column.LIFETIME_LEFT: 100,
+    Column.SESSIONS: 230,
 }
-
-
-@dataclass(frozen=True)
-class PhaseEntry:
-    """One line of a workspace's phase history."""
-
-    at: datetime
-    phase: str
-    detail: str
-
-
-class EmptyState(QWidget):
-    """What an empty list shows: the next step, as one big button.
-
-    Signals:
-        addAccount: the user wants to add a cloud account.
-        createWorkspace: the user wants to create a workspace.
-    """
-
-    addAccount = Signal()
-    createWorkspace = Signal()
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        layout = QVBoxLayout(self)
-        layout.addStretch(2)
-        self.title = QLabel()
-        font = QFont(self.title.font())
-        font.setPointSizeF(font.pointSizeF() * 1.6)
-        font.setBold(True)
-        self.title.setFont(font)
-        self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.text = QLabel()
-        self.text.setWordWrap(True)
-        self.text.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.text.setFixedWidth(460)
-        self.button = QPushButton()
-        self.button.setMinimumHeight(36)
-        self.button.setDefault(True)
-        self.button.clicked.connect(self._clicked)
-        # Without a cloud account, the local provider is the one-click way to try Bivy.
-        self.local_button = QPushButton("Try it on this computer…")
-        self.local_button.setMinimumHeight(36)
-        self.local_button.setToolTip(
-            "Create a workspace in a VM on this computer (QEMU): no account, no cost"
-        )
-        self.local_button.clicked.connect(self.createWorkspace)
-        layout.addWidget(self.title)
-        row = QHBoxLayout()
-        row.addStretch()
-        row.addWidget(self.text)
-        row.addStretch()
-        layout.addLayout(row)
-        buttons = QHBoxLayout()
-        buttons.addStretch()
-        buttons.addWidget(self.button)
-        buttons.addWidget(self.local_button)
-        buttons.addStretch()
-        layout.addSpacing(12)
-        layout.addLayout(buttons)
-        layout.addStretch(3)
-        self._has_accounts = False
-        self.set_has_accounts(False)
-
-    def set_has_accounts(self, has_accounts: bool) -> None:
-        self._has_accounts = has_accounts
-        if has_accounts:
-            self.title.setText("No workspaces yet")
-            self.text.setText(
-                "A workspace is a VM on your cloud account with your repository, its "
-                "devcontainer and Claude Code. It deletes itself when nobody uses it."
-            )
-            self.button.setText("Create your first workspace…")
-            self.local_button.hide()
-        else:
-            self.title.setText("Welcome to Bivy")
-            self.text.setText(
-                "Step 1 of 2: add a cloud account (a Hetzner Cloud API token is enough), or "
-                "skip it and run a workspace on this computer (QEMU, no account). "
-                "Step 2: create your first workspace from a git repository URL or a folder."
-            )
-            self.button.setText("Add an account…")
-            self.local_button.show()
-
-    def _clicked(self) -> None:
-        (self.createWorkspace if self._has_accounts else self.addAccount).emit()
-
-
-class DetailPane(QWidget):
-    """The selected workspace: phase history, log tail, backup and agent state."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(6, 0, 0, 0)
-        self.shown: Workspace | None = None
-        self.header = QLabel("Select a workspace")
-        font = QFont(self.header.font())
-        font.setBold(True)
-        self.header.setFont(font)
-        self.header.setWordWrap(True)
-        self.facts = QLabel()
-        self.facts.setWordWrap(True)
-        self.facts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.history = QListWidget()
-        self.history.setToolTip("Bootstrap phases the VM reported, oldest first")
-        self.log = QPlainTextEdit()
-        self.log.setReadOnly(True)
-        self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        mono = QFont("monospace")
-        mono.setStyleHint(QFont.StyleHint.Monospace)
-        self.log.setFont(mono)
-        self.log.setPlaceholderText("The VM's bootstrap log tail appears here.")
-        layout.addWidget(self.header)
-        layout.addWidget(self.facts)
-        layout.addWidget(QLabel("Phase history"))
-        layout.addWidget(self.history, 1)
-        layout.addWidget(QLabel("Log tail"))
-        layout.addWidget(self.log, 2)
-
-    def show_workspace(
-        self, ws: Workspace | None, history: list[PhaseEntry], now: datetime | None = None
-    ) -> None:
-        self.shown = ws
-        if ws is None:
-            self.header.setText("Select a workspace")
-            self.facts.clear()
-            self.history.clear()
-            self.log.clear()
-            return
-        self.show_header(now)
-        facts = [ws.repo_url or "(repository unknown)"]
-        if ws.server is not None and ws.server.ipv4:
-            facts.append(f"IPv4 {ws.server.ipv4} · ssh bivy-{ws.name}")
-        if ws.status is not None:
-            if ws.status.error:
-                facts.append(f"Error: {ws.status.error}")
-            backup = formatting.local_time(ws.status.last_backup_at)
-            facts.append(f"Last backup: {backup}")
-            if ws.status.backup_error:
-                facts.append(f"Backup failed: {ws.status.backup_error}")
-        if ws.agent is not None and ws.agent.message:
-            facts.append(f"Agent: {ws.agent.message}")
-        self.facts.setText("\n".join(facts))
-        self.history.clear()
-        for entry in history:
-            text = f"{formatting.local_time(entry.at)}  {entry.phase}"
-            if entry.detail:
-                text += f" — {entry.detail}"
-            self.history.addItem(text)
-        tail = ws.status.log_tail if ws.status is not None else None
-        if (tail or "") != self.log.toPlainText():
-            self.log.setPlainText(tail or "")
-            self.log.verticalScrollBar().setValue(self.log.verticalScrollBar().maximum())
-
-    def show_header(self, now: datetime | None = None) -> None:
-        """The workspace's name and status, countdowns included (repainted every tick)."""
-        if self.shown is not None:
-            self.header.setText(f"{self.shown.name} — {status_text(self.shown, now)}")
 
 
 class MainWindow(QMainWindow):
@@ -224,7 +68,10 @@ class MainWindow(QMainWindow):
 
     Signals:
         newRequested, settingsRequested, refreshRequested: toolbar actions without a target.
-        openTerminalRequested(ws), openBrowserRequested(ws), copySshRequested(ws),
+        openSessionRequested(ws, session): open that session's terminal tab (a row's double
+        click and Open terminal open the selected session, else ``main``).
+        newSessionRequested(ws): "New session…" on the selected workspace.
+        openBrowserRequested(ws), copySshRequested(ws),
         keepAliveRequested(ws), backupRequested(ws), deleteRequested(ws): actions on the selection
         (delete is emitted only after the user confirmed).
         closing: the user closed the window (the app runs its one shutdown path).
@@ -235,7 +82,8 @@ class MainWindow(QMainWindow):
     newRequested = Signal()
     settingsRequested = Signal()
     refreshRequested = Signal()
-    openTerminalRequested = Signal(object)
+    openSessionRequested = Signal(object, str)
+    newSessionRequested = Signal(object)
     openBrowserRequested = Signal(object)
     copySshRequested = Signal(object)
     keepAliveRequested = Signal(object)
@@ -269,6 +117,7 @@ class MainWindow(QMainWindow):
         self._has_accounts = False
         self._update_empty_state()
         self._selection_changed()
+        self.retint()
 
     # -- construction ---------------------------------------------------------------------
 
@@ -281,7 +130,7 @@ class MainWindow(QMainWindow):
     ) -> QAction:
         action = QAction(text, self)
         if icon:
-            action.setIcon(QIcon.fromTheme(icon))
+            action.setProperty(ICON_PROPERTY, icon)  # drawn in the palette's colours: retint()
         if shortcut is not None:
             action.setShortcut(QKeySequence(shortcut))
             tip = f"{tip} ({action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})"
@@ -291,39 +140,73 @@ class MainWindow(QMainWindow):
 
     def _build_actions(self) -> None:
         self.act_new = self._action(
-            "New…", "Create a workspace from a git repository", QKeySequence.StandardKey.New
+            "New workspace…",
+            "Create a workspace from a git repository",
+            QKeySequence.StandardKey.New,
+            "new-workspace",
+        )
+        self.act_new_session = self._action(
+            "New session…",
+            "Start another agent session on the selected workspace, on its own branch",
+            "Ctrl+Shift+N",
+            "new-session",
         )
         self.act_terminal = self._action(
-            "Open terminal", "Open the agent's terminal in a tab", "Ctrl+T"
+            "Open terminal", "Open the selected session's terminal in a tab", "Ctrl+T", "terminal"
         )
         self.act_browser = self._action(
-            "Open in browser", "Open the agent's terminal in the system browser", "Ctrl+B"
+            "Open in browser",
+            "Open the agent's terminal in the system browser",
+            "Ctrl+B",
+            "browser",
         )
         self.act_copy_ssh = self._action(
-            "Copy SSH command", "Copy `ssh bivy-<name>` to the clipboard", "Ctrl+Shift+C"
+            "Copy SSH command", "Copy “ssh bivy-<name>” to the clipboard", "Ctrl+Shift+C", "copy"
         )
         self.act_keep_alive = self._action(
-            "Keep alive 1 h", "Keep the VM from deleting itself for idleness for one hour", "Ctrl+K"
+            "Keep alive 1 h",
+            "Keep the VM from deleting itself for idleness for one hour",
+            "Ctrl+K",
+            "keep-alive",
         )
         self.act_backup = self._action(
-            "Back up now", "Back up the agent's history and uncommitted work now"
+            "Back up now", "Back up the agents' history and uncommitted work now", None, "backup"
         )
         self.act_delete = self._action(
-            "Delete…", "Delete the VM (its backups are kept)", QKeySequence.StandardKey.Delete
+            "Delete…",
+            "Delete the VM (its backups are kept)",
+            QKeySequence.StandardKey.Delete,
+            "delete",
         )
         self.act_refresh = self._action(
-            "Refresh", "Refresh the list from every account", QKeySequence.StandardKey.Refresh
+            "Refresh",
+            "Refresh the list from every account",
+            QKeySequence.StandardKey.Refresh,
+            "refresh",
         )
         self.act_settings = self._action(
-            "Settings…", "Accounts, credentials, SSH key, defaults and budget", "Ctrl+,"
+            "Settings…", "Accounts, credentials, SSH key, defaults and budget", "Ctrl+,", "settings"
         )
-        self.act_quit = self._action("Quit", "Quit Bivy (workspaces keep running)", "Ctrl+Q")
+        self.act_quit = self._action(
+            "Quit", "Quit Bivy (workspaces keep running)", "Ctrl+Q", "quit"
+        )
+        self.act_next_tab = self._action("Next tab", "Show the next tab", "Ctrl+PgDown", "next-tab")
+        self.act_next_tab.setShortcuts([QKeySequence("Ctrl+PgDown"), QKeySequence("Ctrl+Tab")])
+        self.act_previous_tab = self._action(
+            "Previous tab", "Show the previous tab", "Ctrl+PgUp", "previous-tab"
+        )
+        self.act_previous_tab.setShortcuts(
+            [QKeySequence("Ctrl+PgUp"), QKeySequence("Ctrl+Shift+Tab")]
+        )
+        self.act_next_tab.triggered.connect(lambda: self.step_tab(1))
+        self.act_previous_tab.triggered.connect(lambda: self.step_tab(-1))
         self.act_new.triggered.connect(self.newRequested)
+        self.act_new_session.triggered.connect(self._new_session)
         self.act_settings.triggered.connect(self.settingsRequested)
         self.act_refresh.triggered.connect(self.refreshRequested)
         self.act_quit.triggered.connect(self.close)
+        self.act_terminal.triggered.connect(lambda: self.open_session())
         for action, signal in (
-            (self.act_terminal, self.openTerminalRequested),
             (self.act_browser, self.openBrowserRequested),
             (self.act_copy_ssh, self.copySshRequested),
             (self.act_keep_alive, self.keepAliveRequested),
@@ -335,10 +218,11 @@ class MainWindow(QMainWindow):
         toolbar = QToolBar("Workspace actions", self)
         toolbar.setObjectName("actions")
         toolbar.setMovable(False)
-        toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         toolbar.setIconSize(QSize(18, 18))
         actions: tuple[QAction | None, ...] = (
             self.act_new,
+            self.act_new_session,
             None,
             self.act_terminal,
             self.act_browser,
@@ -354,7 +238,8 @@ class MainWindow(QMainWindow):
         _add_actions(toolbar, actions)
         self.addToolBar(toolbar)
         self.toolbar = toolbar
-        self.addAction(self.act_quit)
+        for action in (self.act_quit, self.act_next_tab, self.act_previous_tab):
+            self.addAction(action)
 
     def _build_central(self) -> None:
         self.table = QTableView()
@@ -368,11 +253,15 @@ class MainWindow(QMainWindow):
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setDefaultSectionSize(26)
         self.table.setItemDelegateForColumn(Column.STATUS, ProgressDelegate(self.table))
+        self.table.setItemDelegateForColumn(Column.SESSIONS, SessionsDelegate(self.table))
         header = self.table.horizontalHeader()
         header.setHighlightSections(False)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         for column, width in COLUMN_WIDTHS.items():
             header.resizeSection(column, width)
+        # The sessions at a glance, right after the VM's status (a column added last keeps
+        # the other columns' numbers).
+        header.moveSection(header.visualIndex(Column.SESSIONS), Column.STATUS + 1)
         header.setStretchLastSection(True)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._context_menu)
@@ -380,6 +269,8 @@ class MainWindow(QMainWindow):
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
 
         self.detail = DetailPane()
+        self.detail.openSessionRequested.connect(lambda name: self.open_session(name))
+        self.detail.newSessionRequested.connect(self._new_session)
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.table)
         splitter.addWidget(self.detail)
@@ -403,7 +294,15 @@ class MainWindow(QMainWindow):
         self.tabs.tabBar().setTabButton(0, QTabBar.ButtonPosition.RightSide, None)
         self.tabs.tabBar().setTabButton(0, QTabBar.ButtonPosition.LeftSide, None)
         self.tabs.tabCloseRequested.connect(self.close_tab)
-        self.setCentralWidget(self.tabs)
+        self.notice_bar = NoticeBar()
+        self.notice_bar.openRequested.connect(self._notice_open)
+        central = QWidget()
+        stacked = QVBoxLayout(central)
+        stacked.setContentsMargins(0, 0, 0, 0)
+        stacked.setSpacing(0)
+        stacked.addWidget(self.notice_bar)
+        stacked.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -412,10 +311,8 @@ class MainWindow(QMainWindow):
         self.month_label = QLabel("This month: –")
         self.month_label.setToolTip("Spend this month, deleted workspaces included (local ledger)")
         self.budget_label = QLabel()
-        self.budget_label.setStyleSheet("color: #b00020; font-weight: bold;")
         self.budget_label.hide()
         self.unaccounted_label = QLabel()
-        self.unaccounted_label.setStyleSheet("color: #b35c00;")
         self.unaccounted_label.hide()
         self.refresh_label = QLabel()
         self.refresh_label.setToolTip("When the list was last refreshed from the providers")
@@ -528,12 +425,64 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentIndex(index)
         return index
 
-    def tab_for(self, name: str) -> QWidget | None:
+    def tab_for(self, name: str, session: str = "main") -> QWidget | None:
+        """The open terminal tab of ``session`` of workspace ``name`` (None when not open)."""
         for i in range(1, self.tabs.count()):
             widget = self.tabs.widget(i)
-            if getattr(widget, "workspace", None) == name:
+            if (
+                getattr(widget, "workspace", None) == name
+                and (getattr(widget, "session", "main") or "main") == session
+            ):
                 return widget
         return None
+
+    def step_tab(self, step: int) -> None:
+        """Next (1) or previous (-1) tab, wrapping around."""
+        if self.tabs.count() > 1:
+            self.tabs.setCurrentIndex((self.tabs.currentIndex() + step) % self.tabs.count())
+
+    def show_session_notice(self, account: str, workspace: str, session: str, text: str) -> None:
+        """The "needs you" bar above the tabs; its button opens that session's tab."""
+        self.notice_bar.show_notice(account, workspace, session, text)
+
+    def open_session(self, session: str | None = None) -> None:
+        """Open a session's terminal of the selected workspace: ``session``, else the one
+        selected in the details, else ``main``."""
+        ws = self.selected()
+        if ws is None or not is_ready(ws) or ws.unrecorded:
+            return
+        self.openSessionRequested.emit(ws, session or self.detail.sessions.current() or "main")
+
+    def _new_session(self) -> None:
+        ws = self.selected()
+        if ws is not None and is_ready(ws) and not ws.unrecorded:
+            self.newSessionRequested.emit(ws)
+
+    def _notice_open(self, account: str, workspace: str, session: str) -> None:
+        for ws in self.model.workspaces():
+            if ws.name == workspace and account in ("", ws.account):
+                self.openSessionRequested.emit(ws, session)
+                return
+
+    def retint(self) -> None:
+        """Icons and status colours for the current palette (light or dark theme)."""
+        refresh_icons(self)
+        self.empty.retint()
+        self.detail.retint()
+        self.budget_label.setStyleSheet(
+            f"color: {tone('error', self.palette()).name()}; font-weight: bold;"
+        )
+        self.unaccounted_label.setStyleSheet(f"color: {tone('warning', self.palette()).name()};")
+        self._selection_changed()
+        self.table.viewport().update()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if hasattr(self, "notice_bar") and event.type() in (
+            QEvent.Type.PaletteChange,
+            QEvent.Type.ApplicationPaletteChange,
+        ):
+            self.retint()
 
     def close_tab(self, index: int) -> None:
         """Close a terminal tab: the browser side goes, the agent keeps running in tmux."""
@@ -602,6 +551,7 @@ class MainWindow(QMainWindow):
             running = ready = False
         for action in (self.act_terminal, self.act_browser, self.act_backup):
             action.setEnabled(ready)
+        self.act_new_session.setEnabled(ready)
         self.act_copy_ssh.setEnabled(running)
         self.act_keep_alive.setEnabled(running)
         self.act_delete.setEnabled(ws is not None and ws.server is not None)
@@ -618,6 +568,7 @@ class MainWindow(QMainWindow):
         menu = QMenu(self)
         entries: tuple[QAction | None, ...] = (
             self.act_terminal,
+            self.act_new_session,
             self.act_browser,
             self.act_copy_ssh,
             self.act_keep_alive,

@@ -13,12 +13,15 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor
 
-from app.domain import AgentState, Phase, ServerStatus, Workspace, utcnow
+from app.domain import AgentState, Phase, ServerStatus, SessionReport, Workspace, utcnow
 from app.ui import formatting
+from app.ui.theme import SessionState, session_state, tone
 
 ProgressRole = Qt.ItemDataRole.UserRole + 1
 WorkspaceRole = Qt.ItemDataRole.UserRole + 2
 SortRole = Qt.ItemDataRole.UserRole + 3
+#: The sessions column: a list of ``(name, SessionState, tooltip line)`` for the delegate.
+SessionsRole = Qt.ItemDataRole.UserRole + 4
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 
@@ -37,6 +40,7 @@ class Column(IntEnum):
     PRICE = 8
     IDLE_LEFT = 9
     LIFETIME_LEFT = 10
+    SESSIONS = 11  # shown right after the status column (the window moves it there)
 
 
 _COLUMNS = tuple(Column)
@@ -54,6 +58,10 @@ HEADERS: dict[Column, tuple[str, str]] = {
     Column.PRICE: ("Price/h", "The hourly price of the server type in its region"),
     Column.IDLE_LEFT: ("Idle delete in", "Time left before the VM deletes itself for idleness"),
     Column.LIFETIME_LEFT: ("Lifetime left", "Time left before the hard maximum lifetime"),
+    Column.SESSIONS: (
+        "Sessions",
+        "The agent sessions on the VM and their state: working, needs you, idle, failed",
+    ),
 }
 
 
@@ -117,6 +125,37 @@ _AGENT_LABELS = {
     AgentState.WAITING: "agent waiting for you",
     AgentState.IDLE: "agent idle",
 }
+
+
+def sessions_of(ws: Workspace) -> list[SessionReport]:
+    """The workspace's sessions as the VM lists them; a VM that lists none but reports its
+    agent (a workspace from before sessions) shows that agent as its one session, ``main``."""
+    if ws.sessions:
+        return list(ws.sessions)
+    if ws.agent is not None and is_ready(ws) and ws.agent.state is not AgentState.UNKNOWN:
+        return [
+            SessionReport(
+                name="main",
+                state=ws.agent.state,
+                event=ws.agent.event,
+                message=ws.agent.message,
+                updated_at=ws.agent.updated_at,
+            )
+        ]
+    return []
+
+
+def session_line(session: SessionReport) -> str:
+    """``review (codex, bivy/review): needs you — Allow Bash?`` for tooltips and text."""
+    facts = ", ".join(x for x in (session.agent, session.branch) if x)
+    line = f"{session.name} ({facts})" if facts else session.name
+    line += f": {session_state(session).value}"
+    return f"{line} — {session.message}" if session.message else line
+
+
+def sessions_text(ws: Workspace) -> str:
+    """``main: working · review: needs you`` (the sessions cell as text)."""
+    return " · ".join(f"{s.name}: {session_state(s).value}" for s in sessions_of(ws))
 
 
 def progress_of(ws: Workspace) -> float | None:
@@ -239,6 +278,8 @@ class WorkspaceTableModel(QAbstractTableModel):
             return ws
         if role == ProgressRole and column is Column.STATUS:
             return progress_of(ws)
+        if role == SessionsRole and column is Column.SESSIONS:
+            return [(x.name, session_state(x), session_line(x)) for x in sessions_of(ws)]
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(ws, column)
         if role == Qt.ItemDataRole.ForegroundRole and column is Column.STATUS:
@@ -383,6 +424,8 @@ class WorkspaceTableModel(QAbstractTableModel):
                 return formatting.until(idle_deadline(ws), now)
             case Column.LIFETIME_LEFT:
                 return formatting.until(lifetime_deadline(ws), now)
+            case Column.SESSIONS:
+                return sessions_text(ws) or ("–" if not is_ready(ws) else "no sessions yet")
         return ""  # pragma: no cover - every column is matched above
 
     def _sort_key(self, ws: Workspace, column: Column) -> Any:
@@ -421,6 +464,9 @@ class WorkspaceTableModel(QAbstractTableModel):
             if ws.agent is not None and ws.agent.message:
                 parts.append(f"Agent: {ws.agent.message}")
             return "\n".join(parts)
+        if column is Column.SESSIONS:
+            lines = [session_line(x) for x in sessions_of(ws)]
+            return "\n".join(lines) if lines else "No agent session reported yet"
         if column is Column.IDLE_LEFT:
             return f"Deletes itself after {ws.idle_minutes} min without agent or user activity"
         if column is Column.LIFETIME_LEFT:
@@ -429,14 +475,16 @@ class WorkspaceTableModel(QAbstractTableModel):
 
 
 def _status_colour(ws: Workspace, now: datetime) -> QColor | None:
-    """Red for failures, amber when the agent waits for the user or the VM is about to delete
-    itself for idleness; else the palette's."""
+    """Red for failures, amber when an agent waits for the user or the VM is about to delete
+    itself for idleness (each in its light- or dark-theme variant); else the palette's."""
     if ws.status is not None and ws.status.phase is Phase.FAILED:
-        return QColor("#b00020")
+        return tone("error")
     if ws.agent is not None and ws.agent.state is AgentState.WAITING:
-        return QColor("#b35c00")
+        return tone("warning")
+    if any(session_state(x) is SessionState.WAITING for x in ws.sessions):
+        return tone("warning")
     if idle_warning_left(ws, now) is not None:
-        return QColor("#b35c00")
+        return tone("warning")
     return None
 
 

@@ -1,4 +1,7 @@
-"""What deserves a notification, from one refresh of the workspaces to the next."""
+"""What deserves a notification, from one refresh of the workspaces to the next.
+
+A session whose agent turns to waiting is announced naming the session and its workspace;
+clicking that notice opens the session's terminal tab (``OPEN_SESSION``)."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from app.domain import AgentState, Phase, Workspace
+from app.domain import AgentState, Phase, SessionReport, Workspace
 from app.ui.models import (
     IDLE_WARNING,
     idle_minutes,
@@ -14,11 +17,21 @@ from app.ui.models import (
     lifetime_deadline,
     workspace_key,
 )
+from app.ui.theme import SessionState, session_state
 
-__all__ = ["IDLE_WARNING", "KEEP_ALIVE", "LIFETIME_WARNING", "Notice", "Notifier"]
+__all__ = [
+    "IDLE_WARNING",
+    "KEEP_ALIVE",
+    "LIFETIME_WARNING",
+    "OPEN_SESSION",
+    "Notice",
+    "Notifier",
+]
 
 #: A notice whose click keeps its workspace alive (the window's Keep alive, one hour).
 KEEP_ALIVE = "keep-alive"
+#: A notice whose click opens its session's terminal tab.
+OPEN_SESSION = "open-session"
 LIFETIME_WARNING = timedelta(minutes=15)
 
 
@@ -27,11 +40,13 @@ class Notice:
     """One notification.
 
     Attributes:
-        kind: "ready", "failed", "waiting", "idle", "lifetime".
+        kind: "ready", "failed", "waiting", "session-failed", "idle", "lifetime".
         workspace: the workspace name; title and text: what the tray shows.
         urgent: shown with a warning icon.
         account: the workspace's account (names are unique per account only).
-        action: what clicking the notification does: ``KEEP_ALIVE`` or nothing ("").
+        action: what clicking the notification does: ``KEEP_ALIVE``, ``OPEN_SESSION`` or
+            nothing ("").
+        session: the session a "waiting" notice is about ("" for the workspace).
     """
 
     kind: str
@@ -41,6 +56,7 @@ class Notice:
     urgent: bool = False
     account: str = ""
     action: str = ""
+    session: str = ""
 
 
 @dataclass
@@ -70,11 +86,14 @@ class Notifier:
         if phase is Phase.FAILED and old_phase is not Phase.FAILED:
             reason = (new.status.error if new.status else None) or "see the log tail"
             out.append(Notice("failed", new.name, f"{new.name} failed", reason, urgent=True))
-        old_agent = old.agent.state if old is not None and old.agent is not None else None
-        agent = new.agent.state if new.agent is not None else None
-        if agent is AgentState.WAITING and old_agent is not AgentState.WAITING:
-            message = (new.agent.message if new.agent else "") or "The agent needs your input."
-            out.append(Notice("waiting", new.name, f"{new.name}: agent waiting", message))
+        if new.sessions or (old is not None and old.sessions):
+            out.extend(_session_notices(old, new))  # main's agent is one of them
+        else:
+            old_agent = old.agent.state if old is not None and old.agent is not None else None
+            agent = new.agent.state if new.agent is not None else None
+            if agent is AgentState.WAITING and old_agent is not AgentState.WAITING:
+                message = (new.agent.message if new.agent else "") or "The agent needs your input."
+                out.append(Notice("waiting", new.name, f"{new.name}: agent waiting", message))
         key = workspace_key(new)
         idle_left = idle_warning_left(new, now)
         if idle_left is None:
@@ -109,3 +128,40 @@ class Notifier:
                     )
                 )
         return out
+
+
+def _session_notices(old: Workspace | None, new: Workspace) -> list[Notice]:
+    """A notice per session that turned to needing the user or failed since ``old``."""
+    before: dict[str, SessionReport] = {x.name: x for x in (old.sessions if old else [])}
+    out: list[Notice] = []
+    for session in new.sessions:
+        state = session_state(session)
+        previous = before.get(session.name)
+        was = session_state(previous) if previous is not None else None
+        if state is SessionState.WAITING and was is not SessionState.WAITING:
+            agent = f" ({session.agent})" if session.agent else ""
+            out.append(
+                Notice(
+                    "waiting",
+                    new.name,
+                    f"{session.name} in {new.name} needs you",
+                    f"{session.message or 'The agent waits for your input.'}{agent}",
+                    account=new.account,
+                    action=OPEN_SESSION,
+                    session=session.name,
+                )
+            )
+        elif state is SessionState.FAILED and was is not SessionState.FAILED:
+            out.append(
+                Notice(
+                    "session-failed",
+                    new.name,
+                    f"Session {session.name} in {new.name} failed",
+                    session.message or "See its terminal.",
+                    urgent=True,
+                    account=new.account,
+                    action=OPEN_SESSION,
+                    session=session.name,
+                )
+            )
+    return out

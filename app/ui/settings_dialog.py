@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 from app.agents import AGENTS
 from app.providers.base import Provider
 from app.settings import Account, SecretKeys, SecretStore, Settings
+from app.ui import formatting
 from app.ui.backup_settings import BackupSettingsWidget
 from app.ui.create_dialog import _CREDENTIALS
 from app.ui.secret_field import SecretField
@@ -254,7 +255,7 @@ class SettingsDialog(QDialog):
         self.api_key.setToolTip("An Anthropic API key (console.anthropic.com), billed per use")
         self.oauth_token = SecretField()
         self.oauth_token.setToolTip(
-            "A long-lived token from `claude setup-token`, for a Claude subscription"
+            "A long-lived token from “claude setup-token”, for a Claude subscription"
         )
         form.addRow("Anthropic API key", self.api_key)
         form.addRow("Claude Code OAuth token", self.oauth_token)
@@ -270,12 +271,12 @@ class SettingsDialog(QDialog):
         claude = AGENTS["claude"]
         others = "".join(
             f"<li><b>{escape(a.display_name)}</b> ({escape(' or '.join(a.credential_envs))}): "
-            f"{escape(a.credential_advice)}</li>"
+            f"{formatting.code_html(a.credential_advice)}</li>"
             for a in AGENTS.values()
             if a.name != "claude"
         )
         return (
-            f"<p><b>Least privilege.</b> {escape(claude.credential_advice)}</p>"
+            f"<p><b>Least privilege.</b> {formatting.code_html(claude.credential_advice)}</p>"
             "<p>Other agents read their credential from the environment or the keychain "
             f"(<code>bivy agents</code> shows which are set):</p><ul>{others}</ul>"
         )

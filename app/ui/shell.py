@@ -31,8 +31,6 @@ from app.settings import (
     Settings,
     config_dir,
     load_settings,
-    save_settings,
-    settings_path,
 )
 from app.ui.activity import ActivityFilter
 from app.ui.controllers import (
@@ -40,12 +38,12 @@ from app.ui.controllers import (
     StatusController,
     WorkspacesController,
 )
-from app.ui.create_dialog import CreateDialog
 from app.ui.main_window import MainWindow
 from app.ui.models import CostFigure
 from app.ui.notifications import Notice, Notifier
 from app.ui.recovery import Recovery
-from app.ui.settings_dialog import SettingsDialog, Validator
+from app.ui.settings_dialog import Validator
+from app.ui.shell_dialogs import ShellDialogs
 from app.ui.tray import Tray
 from app.ui.workspace_access import WorkspaceAccess
 
@@ -55,7 +53,7 @@ log = logging.getLogger(__name__)
 SIZES_TTL = 1800.0
 
 
-class Shell(QObject):
+class Shell(ShellDialogs, QObject):
     """The running app: settings, services, controllers, window and tray.
 
     Attributes:
@@ -138,6 +136,10 @@ class Shell(QObject):
         from app.ui.backup_actions import attach
 
         self.backup_actions = attach(self)
+        # Issue 15: a tab per session, "New session…", notices that open a session's tab.
+        from app.ui.session_actions import SessionActions
+
+        self.session_actions = SessionActions(self)
 
     @classmethod
     def from_environment(cls, window: MainWindow | None = None) -> Shell:
@@ -200,7 +202,6 @@ class Shell(QObject):
         w.refreshRequested.connect(self.request_refresh)
         w.deleteRequested.connect(self.delete)
         w.copySshRequested.connect(self.access.copy_ssh)
-        w.openTerminalRequested.connect(self.access.open_terminal)
         w.openBrowserRequested.connect(self.access.open_browser)
         w.keepAliveRequested.connect(self.access.keep_alive)
         w.closing.connect(self.request_shutdown)
@@ -313,8 +314,7 @@ class Shell(QObject):
             listed += sorted({ws.account for ws in workspaces} - set(errors) - set(listed))
             self.cost_controller.start("costs", self._observe_costs(workspaces, listed))
         for notice in self.notifier.update(workspaces, self.now()):
-            if not self.tray.notify(notice):
-                self.window.show_error(notice.title, notice.text)
+            self._announce(notice)
 
     async def _guardian_delete(self, target: GuardianTarget) -> None:
         assert self.workspaces is not None
@@ -353,6 +353,11 @@ class Shell(QObject):
         )  # fmt: skip
 
     def _announce(self, notice: Notice) -> None:
+        """The tray's (desktop) notification, else the status bar; a session that needs the
+        user also gets the window's bar whose button opens its tab."""
+        if notice.session:
+            text = f"{notice.title}: {notice.text}"
+            self.window.show_session_notice(notice.account, notice.workspace, notice.session, text)
         if not self.tray.notify(notice):
             self.window.show_error(notice.title, notice.text)
 
@@ -360,7 +365,11 @@ class Shell(QObject):
         snapshot = self.snapshots.get(ws.name)
         if snapshot is None:
             return ws
-        return ws.model_copy(update={"status": snapshot.status, "agent": snapshot.agent})
+        update: dict[str, object] = {"status": snapshot.status, "agent": snapshot.agent}
+        sessions = getattr(snapshot, "sessions", None)  # issue 15: the VM's session ls
+        if sessions is not None:
+            update["sessions"] = list(sessions)
+        return ws.model_copy(update=update)
 
     def _status_changed(self, event: StatusEvent) -> None:
         """A status read: the row shows the VM's phase, agent state and countdowns."""
@@ -372,8 +381,7 @@ class Shell(QObject):
                 updated = self._with_status(ws)
                 self.window.upsert_workspace(updated)
                 for notice in self.notifier.update(self.window.model.workspaces(), self.now()):
-                    if not self.tray.notify(notice):
-                        self.window.show_error(notice.title, notice.text)
+                    self._announce(notice)
 
     async def _observe_costs(self, workspaces: list[Workspace], listed: list[str]) -> None:
         assert self.cost_controller is not None
@@ -445,78 +453,6 @@ class Shell(QObject):
         self.window.statusBar().showMessage(f"{name}: {step} {detail}".strip(), 5000)
 
     # -- actions --------------------------------------------------------------------------
-
-    def account_choices(self) -> list[tuple[str, str]]:
-        out = []
-        for account in effective_accounts(self.settings):
-            provider = self.providers.get(account.provider)
-            kind = provider.display_name if provider else account.provider
-            out.append((account.id, f"{account.label or account.id} ({kind})"))
-        return out
-
-    def open_create_dialog(self) -> CreateDialog | None:
-        if self.workspaces is None or not self.account_choices():
-            self.open_settings_dialog()
-            return None
-        dialog = CreateDialog(
-            self.workspaces,
-            self.settings,
-            self.account_choices(),
-            self.window,
-            existing_names=[ws.name for ws in self.window.model.workspaces()],
-        )
-        self._keep(dialog)
-        dialog.open()
-        return dialog
-
-    def open_settings_dialog(self) -> SettingsDialog:
-        base = self._settings_from_disk()
-        dialog = SettingsDialog(
-            base,
-            self.secrets,
-            self.providers,
-            self.validator,
-            public_key=self.public_key,
-            # Refused (and shown in the dialog) if another process saved meanwhile.
-            persist=lambda settings: save_settings(settings, expected=base),
-            parent=self.window,
-        )
-        dialog.accepted.connect(lambda: self._settings_saved(dialog.settings))
-        self._keep(dialog)
-        dialog.open()
-        return dialog
-
-    def _settings_from_disk(self) -> Settings:
-        """The settings as saved now (``bivy login`` may have changed them since the window
-        read them); the window's copy when there is no file or it cannot be used."""
-        if not settings_path().exists():
-            return self.settings
-        try:
-            current = load_settings()
-        except BivyError as exc:
-            self.recovery.add("Your settings could not be read", exc.one_line())
-            self.recovery.show_pending()
-            return self.settings
-        if current != self.settings:
-            self._settings_saved(current)
-        return current
-
-    def _keep(self, dialog: QWidget) -> None:
-        self._activity.watch(dialog)
-        self.dialogs.append(dialog)
-        dialog.destroyed.connect(lambda *_: self.dialogs.remove(dialog))
-        dialog.finished.connect(dialog.deleteLater)  # type: ignore[attr-defined]
-
-    def _settings_saved(self, settings: Settings) -> None:
-        # Already written by the dialog (in a thread, errors shown there) before it accepted.
-        self.settings = settings
-        if self.workspaces is not None:
-            # The service reads its settings on every call: new accounts count from now on.
-            self.workspaces.service.settings = settings
-        self.scheduler.policy = RefreshPolicy(base_seconds=float(settings.refresh_seconds))
-
-        self.window.set_has_accounts(bool(user_accounts(settings)))
-        self.request_refresh()
 
     def confirm_delete(self, ws: Workspace) -> None:
         """Delete after the user confirmed (the tray's Delete; the window asks on its own)."""

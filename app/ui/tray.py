@@ -1,4 +1,5 @@
-"""The system tray: running workspaces with status and cost, quick actions, notifications."""
+"""The system tray: running workspaces with their sessions, status and cost, quick actions,
+notifications (a session that needs the user: clicking the notification opens its tab)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,18 @@ from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 from app.domain import AgentState, Workspace
 from app.paths import resource_path
 from app.ui import formatting
-from app.ui.models import CostFigure, is_ready, is_running, status_text, workspace_key
-from app.ui.notifications import KEEP_ALIVE, Notice
+from app.ui.icons import icon as action_icon
+from app.ui.models import (
+    CostFigure,
+    is_ready,
+    is_running,
+    sessions_of,
+    status_text,
+    workspace_key,
+)
+from app.ui.notifications import KEEP_ALIVE, OPEN_SESSION, Notice
+from app.ui.panes import state_icon
+from app.ui.theme import SessionState, session_state
 
 #: Workspaces listed in the tray menu; the rest are one click away in the window.
 MAX_ENTRIES = 15
@@ -28,6 +39,8 @@ class Tray(QObject):
     Signals:
         openRequested(ws), keepAliveRequested(ws), deleteRequested(ws): actions on one
         workspace; keepAliveRequested also when the user clicks an idle-delete notification.
+        openSessionRequested(ws, session): a session's terminal tab, from the menu or a click
+        on the notification that the session needs the user.
         deleteAllRequested, newRequested, showRequested, quitRequested: global actions.
     Attributes:
         icon: the QSystemTrayIcon (shown only where the platform has a tray).
@@ -35,6 +48,7 @@ class Tray(QObject):
     """
 
     openRequested = Signal(object)
+    openSessionRequested = Signal(object, str)
     keepAliveRequested = Signal(object)
     deleteRequested = Signal(object)
     deleteAllRequested = Signal()
@@ -74,7 +88,14 @@ class Tray(QObject):
         self.workspaces = [ws for ws in workspaces if ws.server is not None]
         shown = self.workspaces[:MAX_ENTRIES]
         entries = [
-            (ws.name, status_text(ws), is_ready(ws), costs.get(workspace_key(ws))) for ws in shown
+            (
+                ws.name,
+                status_text(ws),
+                is_ready(ws),
+                costs.get(workspace_key(ws)),
+                tuple((x.name, session_state(x)) for x in sessions_of(ws)),
+            )
+            for ws in shown
         ]
         signature = (*entries, len(self.workspaces))
         self._update_icon()
@@ -92,8 +113,11 @@ class Tray(QObject):
             if cost is not None:
                 label += f" — {formatting.money(cost.so_far, cost.currency)}"
             sub = self.menu.addMenu(label)
+            if any(session_state(x) is SessionState.WAITING for x in sessions_of(ws)):
+                sub.setIcon(state_icon(SessionState.WAITING))
             open_action = QAction("Open terminal", sub)
             open_action.setEnabled(is_ready(ws))
+            open_action.setIcon(action_icon("terminal"))
             open_action.triggered.connect(lambda _=False, w=ws: self.openRequested.emit(w))
             keep_action = QAction("Keep alive for an hour", sub)
             keep_action.setEnabled(is_running(ws) and not ws.unrecorded)
@@ -101,6 +125,21 @@ class Tray(QObject):
             delete_action = QAction("Delete…", sub)
             delete_action.triggered.connect(lambda _=False, w=ws: self.deleteRequested.emit(w))
             sub.addAction(open_action)
+            sessions = sessions_of(ws)
+            if sessions:
+                sub.addSection("Sessions")
+            for session in sessions:
+                state = session_state(session)
+                entry = QAction(f"{session.name} — {state.value}", sub)
+                entry.setIcon(state_icon(state))
+                entry.setToolTip(session.message)
+                entry.setEnabled(is_ready(ws))
+                entry.triggered.connect(
+                    lambda _=False, w=ws, n=session.name: self.openSessionRequested.emit(w, n)
+                )
+                sub.addAction(entry)
+            if sessions:
+                sub.addSeparator()
             sub.addAction(keep_action)
             sub.addAction(delete_action)
         if len(self.workspaces) > len(shown):
@@ -117,16 +156,30 @@ class Tray(QObject):
 
     def _update_icon(self) -> None:
         states = {ws.agent.state for ws in self.workspaces if ws.agent is not None}
-        if AgentState.WAITING in states:
+        waiting = [
+            f"{x.name} in {ws.name}"
+            for ws in self.workspaces
+            for x in sessions_of(ws)
+            if session_state(x) is SessionState.WAITING
+        ]
+        working = any(
+            session_state(x) is SessionState.WORKING
+            for ws in self.workspaces
+            for x in sessions_of(ws)
+        )
+        if waiting or AgentState.WAITING in states:
             name = "tray-attention.svg"
-        elif AgentState.WORKING in states:
+        elif working or AgentState.WORKING in states:
             name = "tray-working.svg"
         else:
             name = "tray-idle.svg"
         if name != self.icon_name:
             self.icon_name = name
             self.icon.setIcon(_icon(name))
-        self.icon.setToolTip(f"Bivy — {len(self.workspaces)} workspace(s)")
+        tip = f"Bivy — {len(self.workspaces)} workspace(s)"
+        if waiting:
+            tip += "\nNeeds you: " + ", ".join(waiting)
+        self.icon.setToolTip(tip)
 
     def notify(self, notice: Notice) -> bool:
         """Show a notification; False when the platform has no tray to show it in."""
@@ -141,17 +194,24 @@ class Tray(QObject):
         text = notice.text
         if notice.action == KEEP_ALIVE:
             text += " Click here to keep it alive for an hour."
+        elif notice.action == OPEN_SESSION:
+            text += " Click here to open its terminal."
         self.icon.showMessage(notice.title, text, icon, 10000)
         return True
 
     def _message_clicked(self) -> None:
-        """A click on the notification: an idle-delete warning keeps its workspace alive."""
+        """A click on the notification: an idle-delete warning keeps its workspace alive, a
+        session that needs the user opens that session's terminal tab."""
         notice, self.shown = self.shown, None
-        if notice is None or notice.action != KEEP_ALIVE:
+        if notice is None or notice.action not in (KEEP_ALIVE, OPEN_SESSION):
             return
         for ws in self.workspaces:
             if ws.name == notice.workspace and notice.account in ("", ws.account):
-                self.keepAliveRequested.emit(ws)
+                if notice.action == KEEP_ALIVE:
+                    self.keepAliveRequested.emit(ws)
+                else:
+                    self.showRequested.emit()
+                    self.openSessionRequested.emit(ws, notice.session)
                 return
 
     def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:

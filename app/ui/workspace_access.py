@@ -1,12 +1,14 @@
 """The ways into a running workspace that the window and the tray offer.
 
-The agent's terminal in a tab, the same terminal in the user's browser (password on the
-clipboard for 45 s), "keep alive for an hour" and copying the ``ssh`` command.
+A session's terminal in a tab (one tab per session: ttyd's ``?arg=<session>`` through the
+workspace's tunnel), the same terminal in the user's browser (password on the clipboard for
+45 s), "keep alive for an hour" and copying the ``ssh`` command.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
 from PySide6.QtCore import QTimer, QUrl
 from PySide6.QtGui import QDesktopServices, QGuiApplication
@@ -15,7 +17,19 @@ from app.domain import Workspace
 from app.ui.controllers import TTYD_USER, StatusController
 from app.ui.main_window import MainWindow
 
-__all__ = ["WorkspaceAccess"]
+__all__ = ["WorkspaceAccess", "session_url"]
+
+#: The session the bootstrap starts; ttyd opens it without a URL argument.
+MAIN_SESSION = "main"
+
+
+def session_url(url: str, session: str) -> str:
+    """The terminal URL of ``session``: ttyd (run with ``-a``) hands ``?arg=`` to the script
+    that attaches to the session's tmux session; ``main`` needs no argument."""
+    if not session or session == MAIN_SESSION:
+        return url
+    base = url if url.endswith("/") else f"{url}/"
+    return f"{base}?arg={quote(session, safe='')}"
 
 
 class WorkspaceAccess:
@@ -38,30 +52,39 @@ class WorkspaceAccess:
         self.status = status
         self.closing = closing
 
-    def open_terminal(self, ws: Workspace) -> None:
-        """The agent's terminal in a tab (ttyd through the tunnel, logged in by the app)."""
-        existing = self.window.tab_for(ws.name)
+    def open_terminal(self, ws: Workspace, session: str = MAIN_SESSION) -> None:
+        """A session's terminal in a tab (ttyd through the tunnel, logged in by the app); an
+        open tab of that session is brought to the front instead."""
+        session = session or MAIN_SESSION
+        existing = self.window.tab_for(ws.name, session)
         if existing is not None:
             self.window.tabs.setCurrentWidget(existing)
             return
         if self.status is not None:
-            self.status.start(f"terminal:{ws.name}", self._open_terminal(ws.name))
+            self.status.start(
+                f"terminal:{ws.name}:{session}", self._open_terminal(ws.name, session)
+            )
 
-    async def _open_terminal(self, name: str) -> None:
+    async def _open_terminal(self, name: str, session: str) -> None:
         assert self.status is not None
         found = await self.status.terminal(name)
         if found is None or self.closing():
             return
+        existing = self.window.tab_for(name, session)  # opened meanwhile (a second click)
+        if existing is not None:
+            self.window.tabs.setCurrentWidget(existing)
+            return
         from app.ui.ide import IdeTab  # QtWebEngine loads on first use, not at start-up
 
         url, password = found
-        tab = IdeTab(url, TTYD_USER, password, workspace=name)
+        tab = IdeTab(
+            session_url(url, session), TTYD_USER, password, workspace=name, session=session
+        )
         # Without it a dropped connection went unannounced and a failed load never came back.
         tab.follow(self.status.tunnels)
-        tab.titleChanged.connect(
-            lambda title: self.window.tabs.setTabText(self.window.tabs.indexOf(tab), title)
-        )
-        self.window.add_tab(tab, name)
+        self.window.add_tab(tab, tab_title(name, session))
+        index = self.window.tabs.indexOf(tab)
+        self.window.tabs.setTabToolTip(index, f"Session {session} of workspace {name}")
 
     def open_browser(self, ws: Workspace) -> None:
         if self.status is not None:
@@ -103,6 +126,11 @@ class WorkspaceAccess:
     def copy_ssh(self, ws: Workspace) -> None:
         QGuiApplication.clipboard().setText(f"ssh bivy-{ws.name}")
         self.window.statusBar().showMessage(f"Copied: ssh bivy-{ws.name}", 5000)
+
+
+def tab_title(workspace: str, session: str) -> str:
+    """``api · review`` (the session tells tabs of one workspace apart)."""
+    return f"{workspace} · {session}"
 
 
 def _clear_if(secret: str) -> None:

@@ -55,9 +55,9 @@ def test_actions_follow_the_selection(qtbot: QtBot) -> None:
     assert window.act_terminal.isEnabled()
     assert window.act_browser.isEnabled()
     assert window.detail.log.toPlainText() == "log of ready\nline 2"
-    with qtbot.waitSignal(window.openTerminalRequested) as opened:
+    with qtbot.waitSignal(window.openSessionRequested) as opened:
         window.act_terminal.trigger()
-    assert opened.args[0].name == "ready"
+    assert opened.args[0].name == "ready" and opened.args[1] == "main"
     with qtbot.waitSignal(window.deleteRequested) as deleted:
         window.act_delete.trigger()
     assert deleted.args[0].name == "ready"
