@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from decimal import Decimal
@@ -52,6 +53,8 @@ from app.providers.local.host import (
     host_arch,
     host_resources,
 )
+from app.providers.local.image_ops import LocalImages
+from app.providers.local.images import ImageStore
 from app.providers.local.models import (
     DEFAULT_SIZE,
     KIND,
@@ -71,6 +74,10 @@ ZERO_PRICE = Price(currency=CURRENCY, hourly=Decimal(0), monthly=Decimal(0))
 CREATE_GRACE = timedelta(minutes=10)
 #: Beside a size when QEMU has to emulate the CPU (the long reason is in the settings' check).
 SLOW_NOTICE = "Slow: no hardware virtualisation, QEMU emulates the CPU"
+#: A prebuild builder that powered itself off stays (off) this long to be imaged.
+BUILDER_KEEP = timedelta(minutes=30)
+#: The builder's label (app.services.prebuild_hash.LABEL_PREBUILD: services sit above us).
+LABEL_PREBUILD = "bivy-prebuild"
 #: Memory left to the host, whatever the size.
 HOST_RESERVE_BYTES = 1 << 30
 START_ATTEMPTS = 3
@@ -104,7 +111,7 @@ def fitting_presets(host: HostResources) -> list[SizePreset]:
     ]
 
 
-class LocalProvider(Provider):
+class LocalProvider(LocalImages, Provider):
     """Workspace VMs on this computer (QEMU), behind the same interface as the clouds."""
 
     kind: ClassVar[str] = KIND
@@ -125,6 +132,8 @@ class LocalProvider(Provider):
         metadata_url="",
         # The VM folders are the truth: a VM not listed was reaped or deleted.
         listing_is_current=True,
+        # Prebuilds: the powered-off VM's disk flattened into a qcow2 (local/images.py).
+        snapshots=True,
     )
     options: ClassVar[tuple[ProviderOption, ...]] = (
         ProviderOption(
@@ -166,6 +175,7 @@ class LocalProvider(Provider):
     )
     default_region: ClassVar[str] = REGION_ID
     default_size: ClassVar[str] = DEFAULT_SIZE
+    image_price = ZERO_PRICE
 
     def __init__(
         self,
@@ -184,6 +194,7 @@ class LocalProvider(Provider):
         self._sleep = sleep
         self.root = root or data_dir() / "local"
         self.store = VmStore(self.root / "vms")
+        self.images = ImageStore(self.root / "images")
         self._image_transport = image_transport
         self._lock = asyncio.Lock()
 
@@ -353,6 +364,12 @@ class LocalProvider(Provider):
             return self._server(state, ServerStatus.OFF, "its creation was interrupted; delete it")
         console = await asyncio.to_thread(self.store.tail, files.console)
         reason = await asyncio.to_thread(qemu.shutdown_reason, files, console)
+        if reason == "poweroff" and LABEL_PREBUILD in state.labels:
+            # A sealed prebuild builder powers itself off to be imaged: kept (off) for a while,
+            # then reaped like any self-delete (an app that died mid-build leaves nothing).
+            stopped = await asyncio.to_thread(_mtime, files.qemu_log)
+            if stopped is None or time.time() - stopped < BUILDER_KEEP.total_seconds():
+                return self._server(state, ServerStatus.OFF, "powered off (a prebuild's builder)")
         if reason == "poweroff":
             await self._destroy(state, files)  # the self-delete: reap folder and disk
             return None
@@ -445,7 +462,7 @@ class LocalProvider(Provider):
         qemu_bin = self._qemu()
         find_qemu_img(qemu_bin)
         preset = self._preset(request.size, self._host())
-        boot = self._image(None)
+        boot = self.images.boot_image(request.image) if request.image else self._image(None)
         verdict = self._accel(qemu_bin)
         vm_id = f"{request.name.removeprefix('bivy-')[:40]}-{secrets.token_hex(4)}"
         files = self.store.make(vm_id)
@@ -493,6 +510,13 @@ class LocalProvider(Provider):
 
     def self_delete_script(self) -> str:
         return SELF_DELETE_SCRIPT
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 __all__ = ["LocalProvider", "fitting_presets"]
