@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from app import __version__
-from app.cli import agents, backup, catalog, login, remote, render, workspaces
+from app.cli import agents, backup, catalog, login, prebuild, remote, render, workspaces
 from app.cli.base import (
     EXIT_ERROR,
     EXIT_INTERNAL,
@@ -65,6 +65,7 @@ COMMANDS: list[Command] = [
     *backup.COMMANDS,
     *render.COMMANDS,
     *agents.COMMANDS,
+    *prebuild.COMMANDS,
 ]
 
 

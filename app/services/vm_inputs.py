@@ -52,7 +52,6 @@ async def vm_user_data(
     """The user data (as sent) for ``spec``'s VM at ``provider``."""
     caps = provider.capabilities
     builder = mode == "prebuild"
-    extra: dict[str, object] = {"mode": mode} if builder else {}
     inputs = UserDataInputs(
         spec=spec,
         provider=provider.kind,
@@ -73,7 +72,7 @@ async def vm_user_data(
             else await source.secrets.aget(SecretKeys.GIT_TOKEN)
         ),
         backup=None if builder else await _backup_inputs(source, spec),
-        **extra,
+        mode=mode,
     )
     rendered = await asyncio.to_thread(render_user_data, inputs)
     return rendered.user_data
