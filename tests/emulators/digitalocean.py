@@ -3,7 +3,8 @@
 Every request is checked against ``tests/specs/digitalocean-droplets.bundled.yaml``. Droplets
 go ``new`` → ``active`` (with a public IPv4) ``boot_seconds`` after creation by the emulator's
 clock; ``droplet_limit`` refuses creates with DigitalOcean's 422; a size missing from a region
-is refused like the real API; every answer carries ``ratelimit-*`` headers.
+is refused like the real API; every answer carries ``ratelimit-*`` headers. Droplet actions
+(power off, snapshot), snapshot images and tags: see ``tests.emulators.digitalocean_images``.
 
 ``MetadataEmulator`` serves the droplet's ``/metadata/v1/id`` for self-delete tests.
 
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.emulators.base import Emulator, EmuRequest, EmuResponse, json_response, route
+from tests.emulators.digitalocean_images import DigitalOceanImagesMixin
 
 REGIONS = [
     ("fra1", "Frankfurt 1"),
@@ -45,7 +47,7 @@ def md5_fingerprint(public_key: str) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, 32, 2))
 
 
-class DigitalOceanEmulator(Emulator):
+class DigitalOceanEmulator(DigitalOceanImagesMixin, Emulator):
     """In-memory DigitalOcean.
 
     Attributes:
@@ -85,6 +87,7 @@ class DigitalOceanEmulator(Emulator):
         self._key_ids = itertools.count(512189)
         self._action_ids = itertools.count(7515)
         self._used = 0
+        self._init_images()
 
     # -- base hooks --------------------------------------------------------------------------
 
@@ -128,7 +131,8 @@ class DigitalOceanEmulator(Emulator):
                 needed.add("ssh_key:read")
             if body.get("image"):
                 needed.add("image:read")
-        if request.method == "GET" and op.template == "/v2/droplets" and request.arg("tag_name"):
+        tagged = op.template in ("/v2/droplets", "/v2/images")
+        if request.method == "GET" and tagged and request.arg("tag_name"):
             needed.add("tag:read")
         return needed
 
@@ -307,6 +311,9 @@ class DigitalOceanEmulator(Emulator):
         for ref in body.get("ssh_keys") or []:
             if not any(ref in (k["id"], k["fingerprint"]) for k in self.ssh_keys.values()):
                 return self.error(422, "unprocessable_entity", f"SSH key {ref} not found")
+        snapshot = self.image_for_droplet(body["image"], size["disk"])
+        if isinstance(snapshot, EmuResponse):
+            return snapshot
         droplet_id = next(self._ids)
         now = self.clock()
         droplet = {
@@ -322,7 +329,8 @@ class DigitalOceanEmulator(Emulator):
             "backup_ids": [],
             "next_backup_window": None,
             "snapshot_ids": [],
-            "image": {
+            "image": snapshot
+            or {
                 "id": 63663980,
                 "name": "24.04 (LTS) x64",
                 "distribution": "Ubuntu",

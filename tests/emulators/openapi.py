@@ -135,6 +135,28 @@ def _segments(path: str) -> list[str]:
 _PARAM = re.compile(r"^\{([^{}]+)\}$")
 
 
+def drop_dangling_discriminators(node: Any) -> int:
+    """Remove every ``discriminator`` whose ``mapping`` names another file (returns how many).
+
+    DigitalOcean's bundled spec keeps file references in discriminator mappings
+    (``models/droplet_actions.yml#/droplet_action``) that bundling did not inline; a validator
+    following them fails on any droplet action. A discriminator only picks which ``anyOf``/
+    ``oneOf`` branch to report, so without it the same branches still validate the body.
+    """
+    dropped = 0
+    if isinstance(node, dict):
+        mapping = (node.get("discriminator") or {}).get("mapping") or {}
+        if any(not str(ref).startswith("#") for ref in mapping.values()):
+            del node["discriminator"]
+            dropped += 1
+        for value in node.values():
+            dropped += drop_dangling_discriminators(value)
+    elif isinstance(node, list):
+        for value in node:
+            dropped += drop_dangling_discriminators(value)
+    return dropped
+
+
 class OpenAPISpec:
     """A parsed OpenAPI 3.0 document that validates requests and responses.
 
@@ -180,6 +202,7 @@ class OpenAPISpec:
                 else:
                     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
                     document = yaml.load(text, Loader=loader)
+                drop_dangling_discriminators(document)
                 spec = cls(document, key)
                 cls._cache[key] = spec
             return spec

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from app.errors import BivyError, NotFound, ProviderUnavailable, QuotaExceeded
+from app.errors import BivyError, Conflict, NotFound, ProviderUnavailable, QuotaExceeded
 from app.providers._http import ApiClient, ErrorInfo, map_error, request_id_of
 from app.providers.digitalocean import models as m
 
@@ -38,6 +38,12 @@ def parse_error(response: httpx.Response) -> BivyError:
     message = body.message.rstrip(".")
     if status == 422 and "limit" in text and ("droplet" in text or "exceed" in text):
         return QuotaExceeded(f"DigitalOcean refused: {message}", **kw)
+    if status == 422 and "pending event" in text:
+        return Conflict(
+            f"DigitalOcean refused: {message} (another action on the droplet still runs)",
+            hint="Wait for the droplet's current action to finish, then try again",
+            **kw,
+        )
     if status == 422 and ("not available" in text or "unavailable" in text):
         return ProviderUnavailable(
             f"DigitalOcean cannot provide this right now: {message}",
@@ -110,3 +116,36 @@ class DigitalOceanClient:
             "POST", "v2/account/keys", {"name": name, "public_key": public_key}
         )
         return m.SshKey.model_validate(body["ssh_key"])
+
+    # -- images (prebuild snapshots) -----------------------------------------------------------
+
+    async def droplet_action(self, droplet_id: int, body: Mapping[str, Any]) -> m.Action:
+        # Not repeated after a 5xx or timeout: a second snapshot would be billed too.
+        answer = await self.api.send_json("POST", f"v2/droplets/{droplet_id}/actions", dict(body))
+        return m.ActionEnvelope.model_validate(answer).action
+
+    async def action(self, action_id: int) -> m.Action:
+        body = await self.api.get_json(f"v2/actions/{action_id}")
+        return m.ActionEnvelope.model_validate(body).action
+
+    async def droplet_snapshots(self, droplet_id: int) -> list[m.Snapshot]:
+        raw = await self._pages(f"v2/droplets/{droplet_id}/snapshots", "snapshots", {})
+        return [m.Snapshot.model_validate(s) for s in raw]
+
+    async def images(self, tag: str) -> list[m.Image]:
+        raw = await self._pages("v2/images", "images", {"private": "true", "tag_name": tag})
+        return [m.Image.model_validate(i) for i in raw]
+
+    async def image(self, image_id: int) -> m.Image:
+        body = await self.api.get_json(f"v2/images/{image_id}")
+        return m.Image.model_validate(body["image"])
+
+    async def delete_image(self, image_id: int) -> None:
+        await self.api.request("DELETE", f"v2/images/{image_id}")
+
+    async def create_tag(self, name: str) -> None:
+        await self.api.send_json("POST", "v2/tags", {"name": name}, idempotent=True)
+
+    async def tag_resource(self, tag: str, resource_id: str, resource_type: str) -> None:
+        body = {"resources": [{"resource_id": resource_id, "resource_type": resource_type}]}
+        await self.api.send_json("POST", f"v2/tags/{tag}/resources", body, idempotent=True)

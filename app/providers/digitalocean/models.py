@@ -137,3 +137,49 @@ class ErrorBody(_Wire):
     id: str = ""
     message: str = ""
     request_id: str | None = None
+
+
+class Action(_Wire):
+    """A droplet action (``power_off``, ``snapshot``): in-progress, completed or errored."""
+
+    id: int
+    status: str
+    type: str = ""
+    resource_id: int | None = None
+    resource_type: str = ""
+
+
+class ActionEnvelope(_Wire):
+    action: Action
+
+
+class Snapshot(_Wire):
+    """``GET /v2/droplets/{id}/snapshots`` entry; ``size_gigabytes`` is what is billed."""
+
+    id: int
+    name: str
+    type: str = "snapshot"
+    created_at: str | None = None
+    regions: list[str] = Field(default_factory=list)
+    min_disk_size: int | None = None
+    size_gigabytes: float | None = None
+
+
+class SnapshotList(_Wire):
+    snapshots: list[Snapshot] = Field(default_factory=list)
+    links: Links = Field(default_factory=Links)
+
+
+class Image(_Wire):
+    """A private image (a droplet snapshot is ``type: snapshot``), with its tags."""
+
+    id: int
+    name: str = ""
+    type: str = ""
+    status: str = "available"
+    regions: list[str] = Field(default_factory=list)
+    created_at: str | None = None
+    min_disk_size: int | None = None
+    size_gigabytes: float | None = None
+    tags: list[str] | None = None
+    error_message: str = ""

@@ -7,7 +7,6 @@ import base64
 import binascii
 import hashlib
 import os
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -16,8 +15,6 @@ from typing import Any, ClassVar
 import httpx
 
 from app.domain import (
-    LABEL_MANAGED_BY,
-    LABEL_MANAGED_BY_VALUE,
     AccountInfo,
     CreateServerRequest,
     Price,
@@ -36,12 +33,13 @@ from app.providers.digitalocean.client import (
     DigitalOceanClient,
     parse_error,
 )
+from app.providers.digitalocean.images import DigitalOceanImagesMixin
+from app.providers.digitalocean.tags import MANAGED_TAG, labels_to_tags, tags_to_labels
+
+__all__ = ["MANAGED_TAG", "DigitalOceanProvider", "labels_to_tags", "tags_to_labels"]
 
 #: DigitalOcean's documented cap: "plain text and may not exceed 64 KiB".
 USER_DATA_LIMIT = 64 * 1024
-#: The tag every Bivy droplet carries; ``GET /v2/droplets?tag_name=bivy`` lists them.
-MANAGED_TAG = "bivy"
-MAX_TAG_LENGTH = 255
 DEFAULT_IMAGE = "ubuntu-24-04-x64"
 
 #: Region slug prefix → ISO country, for the region picker.
@@ -56,67 +54,6 @@ STATUS_MAP = {
     "off": ServerStatus.OFF,
     "archive": ServerStatus.DELETING,
 }
-
-# Tags allow letters, digits, ':', '-' and '_'. Labels become ``key:value``; a value character
-# outside [A-Za-z0-9-] is written ``_xx`` (hex), so ``_`` itself is escaped and decoding is exact.
-_TAG_SAFE = re.compile(r"[A-Za-z0-9-]")
-_TAG_ESCAPE_SPLIT = re.compile(r"(_[0-9a-f]{2})")
-
-
-def _escape(text: str) -> str:
-    out = []
-    for ch in text:
-        if _TAG_SAFE.fullmatch(ch):
-            out.append(ch)
-        else:
-            out.extend(f"_{b:02x}" for b in ch.encode("utf-8"))
-    return "".join(out)
-
-
-def _unescape(text: str) -> str:
-    out = bytearray()
-    for part in _TAG_ESCAPE_SPLIT.split(text):
-        if _TAG_ESCAPE_SPLIT.fullmatch(part):
-            out.append(int(part[1:], 16))
-        else:
-            out += part.encode("utf-8")
-    return out.decode("utf-8")
-
-
-def labels_to_tags(labels: Mapping[str, str]) -> list[str]:
-    """Bivy labels as DigitalOcean tags: ``bivy`` for managed-by, ``key:value`` for the rest.
-
-    Raises ``InvalidInput`` when an encoded tag would exceed DigitalOcean's 255 characters.
-    """
-    tags = []
-    for key, value in labels.items():
-        if key == LABEL_MANAGED_BY and value == LABEL_MANAGED_BY_VALUE:
-            tags.append(MANAGED_TAG)
-        else:
-            tag = f"{_escape(key)}:{_escape(value)}"
-            if len(tag) > MAX_TAG_LENGTH:
-                raise InvalidInput(
-                    f"The label {key!r} is too long for a DigitalOcean tag "
-                    f"({len(tag)} > {MAX_TAG_LENGTH} characters once encoded)",
-                    provider=KIND,
-                )
-            tags.append(tag)
-    return tags
-
-
-def tags_to_labels(tags: list[str]) -> dict[str, str]:
-    """The inverse of ``labels_to_tags``; tags Bivy did not write are ignored."""
-    labels: dict[str, str] = {}
-    for tag in tags:
-        if tag == MANAGED_TAG:
-            labels[LABEL_MANAGED_BY] = LABEL_MANAGED_BY_VALUE
-        elif ":" in tag:
-            key, _, value = tag.partition(":")
-            try:
-                labels[_unescape(key)] = _unescape(value)
-            except UnicodeError:
-                continue
-    return labels
 
 
 def ssh_md5_fingerprint(public_key: str) -> str:
@@ -197,6 +134,10 @@ def _droplet_id(server_id: str) -> int:
     return value
 
 
+def _image_ref(image: str) -> int | str:
+    return int(image) if image.isdigit() else image
+
+
 SELF_DELETE_SCRIPT = r"""#!/bin/sh
 # Delete this droplet through the DigitalOcean API. The token comes from the root-only env
 # file and reaches curl on stdin (-K -), never on the command line.
@@ -218,7 +159,7 @@ esac
 """
 
 
-class DigitalOceanProvider(Provider):
+class DigitalOceanProvider(DigitalOceanImagesMixin, Provider):
     """DigitalOcean droplets.
 
     Attributes:
@@ -240,6 +181,7 @@ class DigitalOceanProvider(Provider):
             granularity="second", billed_when_off=True, monthly_cap=True, minimum_seconds=60
         ),
         metadata_url="http://169.254.169.254/metadata/v1",
+        snapshots=True,
     )
     options: ClassVar[tuple[ProviderOption, ...]] = (
         ProviderOption(
@@ -284,8 +226,9 @@ class DigitalOceanProvider(Provider):
     token_guidance: ClassVar[str] = (
         "In the DigitalOcean control panel open API → Tokens → Generate New Token and choose "
         "Custom Scopes: droplet (create, read, delete), ssh_key (create, read), tag (create, "
-        "read), sizes (read), regions (read), account (read) and image (read). Give it an "
-        "expiry. For the VM's self-delete, create a second token with only droplet:delete; "
+        "read), sizes (read), regions (read), account (read) and image (read); for prebuilds "
+        "also droplet (update), actions (read) and image (delete). Give it an expiry. For "
+        "the VM's self-delete, create a second token with only droplet:delete; "
         "note that it can still delete any droplet of the team, so use a team that holds "
         "nothing else."
     )
@@ -299,6 +242,7 @@ class DigitalOceanProvider(Provider):
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self._sleep = sleep
         self._token = options.get("token", "")
         self._delete_token = options.get("delete_token", "") or self._token
         base_url = os.environ.get("BIVY_DIGITALOCEAN_API_URL") or DEFAULT_API_URL
@@ -381,7 +325,8 @@ class DigitalOceanProvider(Provider):
         body: dict[str, Any] = {
             "name": request.name,
             "size": request.size,
-            "image": request.image or DEFAULT_IMAGE,
+            # A prebuild's snapshot is named by its integer id, a public image by its slug.
+            "image": _image_ref(request.image or DEFAULT_IMAGE),
             "ssh_keys": [fingerprint],
             "tags": tags,
             "user_data": request.user_data,
