@@ -3,6 +3,13 @@
 All three reach the VM with the pinned host key Bivy generated for it, at the address and SSH
 port in the registry record (``ssh``/``exec`` through OpenSSH and Bivy's generated ssh config,
 ``wait`` through asyncssh like the window's status reads).
+
+A command run with ``bivy exec`` or ``bivy ssh NAME -- CMD`` is use of the workspace, but the
+VM's idle monitor sees no terminal in it (no pty, no ttyd connection). So the remote command
+line starts a small keeper first, on the VM: while the command's shell lives, it keeps the
+keep-alive lease (the file the window's "Keep alive" writes) at least ``COMMAND_LEASE_SECONDS``
+ahead of the VM's clock, every ``COMMAND_LEASE_REFRESH`` seconds; it never shortens a longer
+lease, and once the command has ended the lease runs out within ``COMMAND_LEASE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,13 @@ VM_CONTAINER_ENV = f"{STATE_DIR}/container.env"
 #: The devcontainer CLI on the VM (the agent's credentials inside the container, in
 #: ``CONTAINER_AGENT_ENV``, are loaded as the web terminal does).
 DEVCONTAINER = "devcontainer"
+#: The keep-alive lease on the VM (epoch seconds; dev may write it; the idle monitor counts a
+#: future one as activity; app.services.status.LEASE_PATH is the same file).
+VM_LEASE = f"{STATE_DIR}/lease"
+#: While an exec/ssh command runs, the lease is kept this many seconds ahead of the VM's clock…
+COMMAND_LEASE_SECONDS = 120
+#: …and renewed this often (well inside COMMAND_LEASE_SECONDS).
+COMMAND_LEASE_REFRESH = 30
 
 # -- shared ---------------------------------------------------------------------------------------
 
@@ -90,6 +104,28 @@ def _command_words(words: list[str]) -> list[str]:
     return words[1:] if words[:1] == ["--"] else words
 
 
+def lease_keeper() -> str:
+    """Shell text put before a remote command: keeps the VM's keep-alive lease ahead while the
+    command's shell lives (see the module docstring).
+
+    A background subshell (POSIX sh, runs as dev) with its stdio on /dev/null, so it neither
+    reads the command's input nor holds SSH's channel open after the command ends; it watches
+    ``/proc/$$`` (the command's shell, which may become a root ``sudo``: no signal permission
+    needed) and ends by itself at most ``COMMAND_LEASE_REFRESH`` s after it. A lease it cannot
+    write (not created yet while the VM bootstraps, which counts as activity anyway) is skipped
+    silently. Ends with ``&``, so a command may follow after a space."""
+    lease = shlex.quote(VM_LEASE)
+    return (
+        "( while [ -d /proc/$$ ]; do "
+        f"t=$(( $(date +%s) + {int(COMMAND_LEASE_SECONDS)} )); "
+        f"c=$(cat {lease} 2>/dev/null); "
+        'case "$c" in ""|*[!0-9]*) c=0;; esac; '
+        f'[ "$c" -ge "$t" ] || echo "$t" >{lease}; '
+        f"sleep {int(COMMAND_LEASE_REFRESH)}; "
+        "done ) </dev/null >/dev/null 2>&1 &"
+    )
+
+
 async def _call(argv: list[str]) -> int:
     import subprocess
 
@@ -106,8 +142,8 @@ def _add_ssh_parser(sub: SubParsers) -> argparse.ArgumentParser:
         help="open a shell on a workspace's VM, or run one command there (OpenSSH, pinned key)",
         description="Log in to the workspace's VM as 'dev' with OpenSSH, or run COMMAND there "
         "(its words are joined and run by the VM's shell, as with plain ssh; the exit status is "
-        "passed through). Also makes `ssh bivy-NAME` work from any terminal and from VS Code "
-        "Remote-SSH.",
+        "passed through; while it runs, the VM does not count as idle). Also makes `ssh bivy-NAME` "
+        "work from any terminal and from VS Code Remote-SSH.",
     )
     parser.add_argument("name", help="workspace name")
     parser.add_argument(
@@ -117,7 +153,11 @@ def _add_ssh_parser(sub: SubParsers) -> argparse.ArgumentParser:
 
 
 async def _cmd_ssh(args: argparse.Namespace, ctx: CliContext) -> int:
-    return await _call(await _openssh(ctx, args.name, _command_words(list(args.remote))))
+    words = _command_words(list(args.remote))
+    # A login shell has a pty (activity already); a command gets the lease keeper in front
+    # (ssh joins the words with spaces, so the VM's shell runs "KEEPER & WORDS...").
+    remote = [lease_keeper(), *words] if words else []
+    return await _call(await _openssh(ctx, args.name, remote))
 
 
 # -- exec -----------------------------------------------------------------------------------------
@@ -130,8 +170,9 @@ def _add_exec_parser(sub: SubParsers) -> argparse.ArgumentParser:
         description="Run COMMAND inside the workspace's devcontainer through `devcontainer "
         "exec`, as the container's remote user (the agent's), in the repository folder, with "
         "the devcontainer's remoteEnv. Each word is passed as one argument (no shell: use "
-        "`-- sh -c '...'` for one). The command's exit status is bivy's; 125 means the "
-        "devcontainer is not up yet, 255 that SSH failed.",
+        "`-- sh -c '...'` for one). While it runs, the VM does not count as idle. The "
+        "command's exit status is bivy's; 125 means the devcontainer is not up yet, 255 that "
+        "SSH failed.",
     )
     parser.add_argument("name", help="workspace name")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
@@ -172,7 +213,8 @@ async def _cmd_exec(args: argparse.Namespace, ctx: CliContext) -> int:
     if not words:
         raise InvalidInput("give the command to run: `bivy exec NAME -- COMMAND [ARG...]`")
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    argv = await _openssh(ctx, args.name, [container_exec_command(words)], tty=interactive)
+    remote = f"{lease_keeper()} {container_exec_command(words)}"
+    argv = await _openssh(ctx, args.name, [remote], tty=interactive)
     return await _call(argv)
 
 

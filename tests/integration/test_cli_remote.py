@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import threading
 import time
@@ -370,3 +371,133 @@ def test_ls_json_shows_each_workspace_phase(
     )
     assert rows["gone"]["phase"] is None
     assert "cannot reach workspace 'gone'" in rows["gone"]["detail"]
+
+
+# -- exec/ssh commands are use of the workspace: the keep-alive lease while they run --------------
+
+
+class IdleMonitor:
+    """The real rendered idle monitor (``--decide``, the VM's own clock) on a VM tree under a
+    temp dir, whose lease file is the one ``bivy exec``/``bivy ssh`` keep on the test "VM"."""
+
+    def __init__(self, root: Path, repo_dir: Path) -> None:
+        from app.domain import WorkspaceSpec
+        from app.providers.local.provider import SELF_DELETE_SCRIPT
+        from tests.unit.cloudinit.vmtree import render_tree
+
+        spec = WorkspaceSpec(name="demo", repo_url="https://github.com/o/r.git", idle_minutes=1)
+        self.env = render_tree(
+            spec,
+            root,
+            provider="local",
+            self_delete_script=SELF_DELETE_SCRIPT,
+            self_delete_env={},
+            user_data_limit=1 << 20,
+        )
+        self.env.update(BIVY_SS_CMD="true", BIVY_PS_CMD="true")  # no terminal, no pty session
+        with (root / "etc" / "workspace.env").open("a") as env_file:
+            env_file.write(f"BIVY_REPO_DIR={repo_dir}\n")
+        self.state = root / "state"
+        (self.state / "status.json").write_text(json.dumps({"phase": "ready"}))
+        self.lease = self.state / "lease"
+        self.lease.write_text("0\n")  # as the bootstrap leaves it (dev may write it)
+        self.lib = root / "lib"
+
+    def decide(self) -> str:
+        import subprocess
+
+        result = subprocess.run(
+            ["bash", str(self.lib / "idle-monitor"), "--decide"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+
+@pytest.fixture
+def monitor(container: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> IdleMonitor:
+    vm_monitor = IdleMonitor(tmp_path / "vmtree", tmp_path / "vm" / "workspaces" / "project")
+    monkeypatch.setattr(remote, "VM_LEASE", str(vm_monitor.lease))
+    monkeypatch.setattr(remote, "COMMAND_LEASE_REFRESH", 1)
+    return vm_monitor
+
+
+def _lease_value(path: Path) -> int:
+    text = path.read_text().strip()
+    return int(text) if text.isdigit() else 0
+
+
+@pytest.mark.parametrize("verb", ["exec", "ssh"])
+def test_a_running_command_keeps_the_vm_from_idling(
+    verb: str, monitor: IdleMonitor, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """While ``bivy exec``/``bivy ssh -- CMD`` runs, the VM's own idle monitor sees activity
+    (the lease, kept ahead and renewed); once it has ended, nothing renews it any more."""
+    assert monitor.decide().startswith("idle ")  # nothing going on before
+    decisions: list[str] = []
+    values: set[int] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        # wait for the command's marker and the keeper's first write (they start together),
+        # then ask the monitor while the command still runs
+        deadline = time.monotonic() + 60
+        while not (monitor.state / "running").exists() or not _lease_value(monitor.lease):
+            if time.monotonic() > deadline or done.is_set():
+                return  # the test fails on no decisions
+            time.sleep(0.05)
+        while not done.is_set():
+            values.add(_lease_value(monitor.lease))
+            decisions.append(monitor.decide())
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started = time.time()
+    marker = monitor.state / "running"
+    script = f"touch '{marker}'; sleep 4; rm '{marker}'; echo out; exit 3"
+    code = cli.main(
+        [verb, "demo", "--", "sh", "-c", shlex.quote(script) if verb == "ssh" else script]
+    )
+    ended = time.time()
+    done.set()
+    watcher.join(30)
+    assert code == 3  # the exit status still passes through
+    assert capfd.readouterr().out.strip() == "out"  # the keeper prints nothing
+    assert decisions and all(d == "active keep-alive lease" for d in decisions), decisions
+    written = sorted(v for v in values if v)
+    assert len(written) >= 2, written  # renewed while the command ran (every 1 s here)
+    assert started + remote.COMMAND_LEASE_SECONDS - 2 <= written[0]
+    assert written[-1] <= ended + remote.COMMAND_LEASE_SECONDS + 2
+    # the keeper ends with the command: the lease is no longer renewed
+    time.sleep(2.5)
+    last = _lease_value(monitor.lease)
+    time.sleep(2.5)
+    assert _lease_value(monitor.lease) == last
+
+
+def test_the_keeper_never_shortens_a_longer_lease(
+    monitor: IdleMonitor, capfd: pytest.CaptureFixture[str]
+) -> None:
+    longer = int(time.time()) + 3600  # the window's "Keep alive for an hour"
+    monitor.lease.write_text(f"{longer}\n")
+    assert cli.main(["exec", "demo", "--", "sleep", "2"]) == 0
+    assert _lease_value(monitor.lease) == longer
+
+
+def test_a_command_returns_at_once_whatever_the_keeper_does(
+    monitor: IdleMonitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keeper sleeps between renewals with its stdio on /dev/null: SSH's channel closes
+    when the command ends, not when the keeper's sleep does."""
+    monkeypatch.setattr(remote, "COMMAND_LEASE_REFRESH", 60)
+    for verb in ("ssh", "exec"):
+        monitor.lease.write_text("0\n")
+        started = time.monotonic()
+        assert cli.main([verb, "demo", "--", "sleep", "1"]) == 0
+        assert time.monotonic() - started < 30
+        assert _lease_value(monitor.lease) > time.time() + 60  # it did run meanwhile
