@@ -87,7 +87,7 @@ def devcontainer_files(root: Path) -> list[str]:
                 path = base / name
                 if _is_regular(path):
                     found.append(path.relative_to(root).as_posix())
-    return sorted(found, key=lambda p: p.encode())
+    return sorted(found, key=os.fsencode)
 
 
 def _is_regular(path: Path) -> bool:
@@ -109,7 +109,7 @@ def devcontainer_config_hash(root: Path, *, agent: str = "claude") -> str:
     for relative in files:
         content = (root / relative).read_bytes()
         digest.update(
-            relative.encode() + b"\0" + hashlib.sha256(content).hexdigest().encode() + b"\n"
+            os.fsencode(relative) + b"\0" + hashlib.sha256(content).hexdigest().encode() + b"\n"
         )
     if not files:
         default = hashlib.sha256(default_devcontainer_bytes(agent)).hexdigest().encode()

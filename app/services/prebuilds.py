@@ -188,6 +188,7 @@ class PrebuildService:
         off_timeout: seconds to wait for the sealed VM to power itself off before asking the
             provider to; image_timeout: seconds the provider may take to make the image.
         poll_interval: seconds between status reads and image polls.
+        status_path / prebuild_json / seal_command: the VM's files and seal (tests use others).
         errors: account id → the error its last ``list`` raised.
     """
 
@@ -201,6 +202,8 @@ class PrebuildService:
         image_timeout: float = 3600.0,
         poll_interval: float = 3.0,
         status_path: str = "",
+        prebuild_json: str = PREBUILD_JSON,
+        seal_command: str = SEAL_COMMAND,
     ) -> None:
         self.workspaces = workspaces
         self.registry = registry or PrebuildRegistry()
@@ -209,6 +212,8 @@ class PrebuildService:
         self.image_timeout = image_timeout
         self.poll_interval = poll_interval
         self.status_path = status_path
+        self.prebuild_json = prebuild_json
+        self.seal_command = seal_command
         self.errors: dict[str, BivyError] = {}
 
     # -- match ---------------------------------------------------------------------------------
@@ -499,7 +504,7 @@ class PrebuildService:
             assert tunnel is not None
             info = await self._read_prebuild_json(tunnel)
             report("seal", "Sealing the builder (cleaning it; it powers off)", 0.62)
-            sealed = await tunnel.run(SEAL_COMMAND, limit=600.0)
+            sealed = await tunnel.run(self.seal_command, limit=600.0)
             if sealed.exit_status != 0 or "sealed" not in sealed.stdout:
                 detail = (sealed.stderr.strip() or sealed.stdout.strip()).splitlines()[-3:]
                 raise ActionFailed(
@@ -511,7 +516,7 @@ class PrebuildService:
             await tunnels.close_all()
 
     async def _read_prebuild_json(self, tunnel: Tunnel) -> dict[str, object]:
-        path = shlex.quote(PREBUILD_JSON)
+        path = shlex.quote(self.prebuild_json)
         result = await tunnel.run(f"cat {path} 2>/dev/null || sudo -n cat {path}", limit=30.0)
         try:
             data = json.loads(result.stdout)
@@ -519,7 +524,7 @@ class PrebuildService:
             data = None
         if result.exit_status != 0 or not isinstance(data, dict):
             raise ActionFailed(
-                f"the builder reported prebuilt but {PREBUILD_JSON} is missing or unreadable"
+                f"the builder reported prebuilt but {self.prebuild_json} is missing or unreadable"
             )
         return data
 
