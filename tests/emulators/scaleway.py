@@ -5,6 +5,8 @@ created ``stopped``; ``poweron`` makes them ``starting`` and then ``running`` (p
 ``boot_seconds`` later; ``terminate`` stops them and removes server and volumes
 ``stop_seconds`` later; ``DELETE`` is refused unless the server is stopped. ``max_servers``
 refuses creates with a 403 ``quotas_exceeded``; types in ``out_of_stock`` are refused.
+``poweroff`` makes a server ``stopping``, then ``stopped`` ``stop_seconds`` later. Snapshots and
+images: see ``tests.emulators.scaleway_images``.
 
 ``MetadataServer`` is the instance-local metadata service at 169.254.42.42 stand-in: it answers
 ``/conf?format=json`` only to source ports below 1024, like Scaleway's.
@@ -27,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tests.emulators.base import Emulator, EmuRequest, EmuResponse, json_response, route
+from tests.emulators.scaleway_images import ScalewayImagesMixin
 
 SECRET_KEY = "11111111-2222-4333-8444-555555555555"
 PROJECT_ID = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
@@ -42,7 +45,7 @@ PRODUCTS: dict[str, tuple[int, int, int, float, float, str]] = {
 GIB = 2**30
 
 
-class ScalewayEmulator(Emulator):
+class ScalewayEmulator(ScalewayImagesMixin, Emulator):
     """In-memory Scaleway Instance API.
 
     Attributes:
@@ -82,6 +85,7 @@ class ScalewayEmulator(Emulator):
         self.security_groups: dict[tuple[str, str], dict[str, Any]] = {}
         self.security_group_rules: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._ips = itertools.count(10)
+        self._init_images()
 
     # -- base hooks --------------------------------------------------------------------------
 
@@ -115,6 +119,12 @@ class ScalewayEmulator(Emulator):
                     "address": f"127.0.115.{next(self._ips) % 250 + 2}",  # loopback
                     "dynamic": True,
                 }
+            if (
+                server["state"] == "stopping"
+                and not server.get("_terminating")
+                and now - server["_since"] >= self.stop_seconds
+            ):
+                server["state"] = "stopped"
             if server.get("_terminating") and now - server["_since"] >= self.stop_seconds:
                 del self.servers[key]
                 for volume in server["volumes"].values():
@@ -198,6 +208,9 @@ class ScalewayEmulator(Emulator):
         group_id = body.get("security_group")
         if group_id and (zone, group_id) not in self.security_groups:
             return self.error(404, "not_found", f"security group {group_id} not found")
+        boot = self.boot_image(zone, body.get("image", ""))
+        if isinstance(boot, EmuResponse):
+            return boot
         server_id = str(uuid.uuid4())
         volume_id = str(uuid.uuid4())
         now = self.clock()
@@ -223,7 +236,7 @@ class ScalewayEmulator(Emulator):
             "dynamic_ip_required": bool(body.get("dynamic_ip_required", True)),
             "enable_ipv6": bool(body.get("enable_ipv6", False)),
             "hostname": body["name"],
-            "image": {"id": str(uuid.uuid4()), "name": body.get("image", "")},
+            "image": boot or {"id": str(uuid.uuid4()), "name": body.get("image", "")},
             "protected": False,
             "state": "stopped",
             "state_detail": "",
@@ -301,7 +314,9 @@ class ScalewayEmulator(Emulator):
                 return self.error(400, "invalid_request_error", "server should be running")
             found.update(state="stopping", _since=now, _terminating=True)
         elif action == "poweroff":
-            found.update(state="stopped", _since=now)
+            if found["state"] not in ("running", "starting"):
+                return self.error(400, "invalid_request_error", "server should be running")
+            found.update(state="stopping", _since=now)
         else:
             return self.error(400, "invalid_request_error", f"action {action} not emulated")
         task = {

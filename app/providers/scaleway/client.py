@@ -45,6 +45,8 @@ def parse_error(response: httpx.Response) -> BivyError:
         return QuotaExceeded(f"Scaleway refused: {message or 'quota exceeded'}", **kw)
     if kind == "transient_state":
         return Conflict(f"Scaleway refused: the server is busy ({message})", **kw)
+    if kind == "precondition_failed":
+        return Conflict(f"Scaleway refused: {message or 'a precondition failed'}", **kw)
     if kind in ("not_found", "unknown_resource"):
         return NotFound(f"Scaleway: not found ({message})", **kw)
     if kind == "invalid_arguments" and body.details:
@@ -156,3 +158,46 @@ class ScalewayClient:
         return {
             k: v.availability for k, v in m.AvailabilityList.model_validate(body).servers.items()
         }
+
+    # -- images (prebuild snapshots) -----------------------------------------------------------
+
+    async def create_snapshot(self, zone: str, body: Mapping[str, Any]) -> m.Snapshot:
+        # Not repeated after a 5xx or timeout: a second snapshot would be billed too.
+        answer = await self.api.send_json("POST", f"{self._base(zone)}/snapshots", dict(body))
+        return m.SnapshotEnvelope.model_validate(answer).snapshot
+
+    async def snapshot(self, zone: str, snapshot_id: str) -> m.Snapshot:
+        body = await self.api.get_json(f"{self._base(zone)}/snapshots/{snapshot_id}")
+        return m.SnapshotEnvelope.model_validate(body).snapshot
+
+    async def delete_snapshot(self, zone: str, snapshot_id: str) -> None:
+        await self.api.request("DELETE", f"{self._base(zone)}/snapshots/{snapshot_id}")
+
+    async def create_image(self, zone: str, body: Mapping[str, Any]) -> m.Image:
+        answer = await self.api.send_json("POST", f"{self._base(zone)}/images", dict(body))
+        return m.ImageEnvelope.model_validate(answer).image
+
+    async def image(self, zone: str, image_id: str) -> m.Image:
+        body = await self.api.get_json(f"{self._base(zone)}/images/{image_id}")
+        return m.ImageEnvelope.model_validate(body).image
+
+    async def images(self, zone: str, tags: str, project: str) -> list[m.Image]:
+        found: list[m.Image] = []
+        for page in range(1, MAX_PAGES + 1):
+            params = {
+                "tags": tags,
+                "project": project,
+                "public": "false",
+                "page": page,
+                "per_page": PER_PAGE,
+            }
+            response = await self.api.request("GET", f"{self._base(zone)}/images", params=params)
+            chunk = m.ImageList.model_validate(response.json()).images
+            found.extend(chunk)
+            total = int(response.headers.get("X-Total-Count") or len(found))
+            if not chunk or len(found) >= total:
+                break
+        return found
+
+    async def delete_image(self, zone: str, image_id: str) -> None:
+        await self.api.request("DELETE", f"{self._base(zone)}/images/{image_id}")

@@ -42,6 +42,7 @@ class Server(_Wire):
     zone: str = ""
     state_detail: str = ""
     project: str = ""
+    arch: str = "x86_64"
 
 
 class ServerEnvelope(_Wire):
@@ -116,3 +117,61 @@ class ErrorBody(_Wire):
     fields: dict[str, list[str]] | None = None
     resource: str = ""
     help_message: str = ""
+
+
+class Snapshot(_Wire):
+    """A volume snapshot: ``size`` in bytes (what is billed), ``state`` snapshotting → available."""
+
+    id: str
+    name: str = ""
+    state: str = ""
+    size: int = 0
+    volume_type: str = ""
+    tags: list[str] = Field(default_factory=list)
+    zone: str = ""
+    creation_date: str | None = None
+
+
+class SnapshotEnvelope(_Wire):
+    snapshot: Snapshot
+
+
+class VolumeSummary(_Wire):
+    id: str
+    name: str = ""
+    size: int = 0
+    volume_type: str = ""
+
+
+class Image(_Wire):
+    """An image: its volumes are snapshots (``root_volume`` + ``extra_volumes``)."""
+
+    id: str
+    name: str = ""
+    state: str = ""
+    arch: str = "x86_64"
+    root_volume: VolumeSummary | None = None
+    extra_volumes: dict[str, VolumeSummary] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    project: str = ""
+    public: bool = False
+    zone: str = ""
+    creation_date: str | None = None
+
+    @property
+    def snapshot_ids(self) -> list[str]:
+        volumes = [self.root_volume, *self.extra_volumes.values()]
+        return [v.id for v in volumes if v is not None]
+
+    @property
+    def size_bytes(self) -> int:
+        volumes = [self.root_volume, *self.extra_volumes.values()]
+        return sum(v.size for v in volumes if v is not None)
+
+
+class ImageEnvelope(_Wire):
+    image: Image
+
+
+class ImageList(_Wire):
+    images: list[Image] = Field(default_factory=list)

@@ -6,15 +6,12 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, ClassVar
 
 import httpx
 
 from app.domain import (
-    LABEL_MANAGED_BY,
-    LABEL_MANAGED_BY_VALUE,
     AccountInfo,
     CreateServerRequest,
     Price,
@@ -28,19 +25,20 @@ from app.providers._http import ApiClient, RateLimitState
 from app.providers.base import BillingRule, Capabilities, Provider, ProviderOption
 from app.providers.scaleway import models as m
 from app.providers.scaleway.client import DEFAULT_API_URL, KIND, ScalewayClient, parse_error
+from app.providers.scaleway.common import (
+    MANAGED_TAG,
+    ZONES,
+    labels_to_tags,
+    make_id,
+    parse_time,
+    tags_to_labels,
+)
+from app.providers.scaleway.images import ScalewayImagesMixin
 
-#: Zones the Instance API spec (2022) accepts in its path, with their cities.
-ZONES: dict[str, tuple[str, str]] = {
-    "fr-par-1": ("Paris 1", "FR"),
-    "fr-par-2": ("Paris 2", "FR"),
-    "fr-par-3": ("Paris 3", "FR"),
-    "nl-ams-1": ("Amsterdam 1", "NL"),
-    "nl-ams-2": ("Amsterdam 2", "NL"),
-    "pl-waw-1": ("Warsaw 1", "PL"),
-}
+__all__ = ["ZONES", "ScalewayProvider", "labels_to_tags", "make_id", "tags_to_labels"]
+
 #: Scaleway publishes no user-data size limit; Bivy keeps to 64 KiB like DigitalOcean.
 USER_DATA_LIMIT = 64 * 1024
-MANAGED_TAG = "bivy"
 DEFAULT_IMAGE = "ubuntu_noble"
 USER_DATA_KEY = "cloud-init"
 SECURITY_GROUP = "bivy-ssh-only"
@@ -56,42 +54,6 @@ STATUS_MAP = {
 }
 
 
-def labels_to_tags(labels: Mapping[str, str]) -> list[str]:
-    """Bivy labels as Scaleway tags: ``bivy`` for managed-by, ``key=value`` for the rest."""
-    return [
-        MANAGED_TAG
-        if (key, value) == (LABEL_MANAGED_BY, LABEL_MANAGED_BY_VALUE)
-        else f"{key}={value}"
-        for key, value in labels.items()
-    ]
-
-
-def tags_to_labels(tags: list[str]) -> dict[str, str]:
-    """The inverse of ``labels_to_tags``; other tags are ignored."""
-    labels: dict[str, str] = {}
-    for tag in tags:
-        if tag == MANAGED_TAG:
-            labels[LABEL_MANAGED_BY] = LABEL_MANAGED_BY_VALUE
-        elif "=" in tag:
-            key, _, value = tag.partition("=")
-            labels[key] = value
-    return labels
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def make_id(zone: str, server_id: str) -> str:
-    """Bivy's server id: the zone and Scaleway's UUID, since every call needs both."""
-    return f"{zone}/{server_id}"
-
-
 def server_to_domain(server: m.Server, zone: str) -> Server:
     zone = server.zone or zone
     return Server(
@@ -103,7 +65,7 @@ def server_to_domain(server: m.Server, zone: str) -> Server:
         size=server.commercial_type,
         ipv4=(server.public_ip.address or None) if server.public_ip else None,
         ipv6=(server.ipv6.address or None) if server.ipv6 else None,
-        created_at=_parse_time(server.creation_date),
+        created_at=parse_time(server.creation_date),
         labels=tags_to_labels(server.tags),
     )
 
@@ -166,7 +128,7 @@ esac
 """
 
 
-class ScalewayProvider(Provider):
+class ScalewayProvider(ScalewayImagesMixin, Provider):
     """Scaleway Instances in one project, any zone.
 
     Attributes:
@@ -187,6 +149,7 @@ class ScalewayProvider(Provider):
         rate_limit_per_hour=0,
         billing=BillingRule(granularity="hour", billed_when_off=True, monthly_cap=True),
         metadata_url="http://169.254.42.42",
+        snapshots=True,
     )
     options: ClassVar[tuple[ProviderOption, ...]] = (
         ProviderOption(
@@ -235,6 +198,7 @@ class ScalewayProvider(Provider):
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self._sleep = sleep
         self._secret = options.get("secret_key", "")
         self.project_id = options.get("project_id", "")
         self.zone = options.get("zone") or self.default_region
@@ -334,7 +298,7 @@ class ScalewayProvider(Provider):
         body: dict[str, Any] = {
             "name": request.name,
             "commercial_type": request.size,
-            "image": request.image or DEFAULT_IMAGE,
+            "image": self._image_in(zone, request.image) if request.image else DEFAULT_IMAGE,
             "project": self.project_id,
             "tags": labels_to_tags(request.labels),
             "dynamic_ip_required": True,
@@ -357,6 +321,19 @@ class ScalewayProvider(Provider):
             return server_to_domain(await self.client.server(zone, server.id), zone)
         except BivyError:
             return server_to_domain(server, zone)
+
+    def _image_in(self, zone: str, image: str) -> str:
+        """The image for a server in ``zone``: a label, or a prebuild's ``<zone>/<uuid>``."""
+        if "/" not in image:
+            return image
+        image_zone, uuid = self.split_image_id(image)
+        if image_zone != zone:
+            raise InvalidInput(
+                f"The prebuild image is in {image_zone}, the server would be in {zone}",
+                hint=f"Create the workspace in {image_zone}, or build a prebuild in {zone}",
+                provider=KIND,
+            )
+        return uuid
 
     async def _ssh_only_group(self, zone: str) -> str:
         """The zone's ``bivy-ssh-only`` security group (found by name, created once)."""
