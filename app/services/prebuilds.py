@@ -491,9 +491,11 @@ class PrebuildService:
                         break
                     if phase in (Phase.FAILED, Phase.DELETING, Phase.EXPIRING):
                         tail = (current.log_tail or "").strip().splitlines()[-15:]
+                        why = current.detail or phase.value
+                        if current.error and current.error not in why:
+                            why += f" ({current.error})"
                         raise ActionFailed(
-                            f"the builder {record.name} failed: "
-                            f"{current.error or current.detail or phase.value}",
+                            f"the builder {record.name} failed: {why}",
                             hint="\n".join(tail) if tail else "",
                         )
                 if time.monotonic() > deadline:
