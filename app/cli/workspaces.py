@@ -81,6 +81,7 @@ async def _read_phases(
     """
     from app.domain import ServerStatus
     from app.errors import BivyError
+    from app.services.prebuilds import mark_stale_from_status
     from app.services.registry import Registry
     from app.services.status import StatusService
     from app.services.tunnels import SSHTarget, TunnelService
@@ -98,6 +99,8 @@ async def _read_phases(
         try:
             tunnel = await asyncio.wait_for(tunnels.open(SSHTarget.from_record(record)), limit)
             ws.status = (await status.read(tunnel)).status
+            # A VM from a prebuild that had to rebuild its devcontainer: that prebuild is stale.
+            await mark_stale_from_status(record, ws.status)
         except (BivyError, TimeoutError) as exc:
             why[ws.name] = exc.one_line() if isinstance(exc, BivyError) else "no answer"
 
@@ -198,6 +201,11 @@ def _add_create_parser(sub: SubParsers) -> argparse.ArgumentParser:
     parser.add_argument("--idle-minutes", type=int, help="delete after this long idle")
     parser.add_argument("--max-hours", type=int, help="delete after this long, whatever happens")
     parser.add_argument("--json", action="store_true", help="print the workspace as JSON")
+    parser.add_argument(
+        "--no-prebuild",
+        action="store_true",
+        help="start from the plain base image even when a prebuild of the repository matches",
+    )
     return parser
 
 
@@ -263,7 +271,9 @@ async def _cmd_create(args: argparse.Namespace, ctx: CliContext) -> int:
             last[:] = [progress.detail, progress.fraction]
             ctx.note(f"[{round(progress.fraction * 100):3d}%] {progress.detail}")
 
-    workspace: Workspace = await ctx.service.create(spec, on_progress=on_progress)
+    workspace: Workspace = await ctx.service.create(
+        spec, on_progress=on_progress, use_prebuild=not args.no_prebuild
+    )
     if args.json:
         ctx.emit_json(_workspace_json(workspace))
     else:
