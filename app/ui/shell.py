@@ -382,6 +382,7 @@ class Shell(ShellDialogs, QObject):
                 self.window.upsert_workspace(updated)
                 for notice in self.notifier.update(self.window.model.workspaces(), self.now()):
                     self._announce(notice)
+                self.tray.update(self.window.model.workspaces(), self.costs)
 
     async def _observe_costs(self, workspaces: list[Workspace], listed: list[str]) -> None:
         assert self.cost_controller is not None

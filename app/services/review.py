@@ -1,0 +1,660 @@
+"""Review before merge (issue 15): what a session changed, and getting its branch out of the VM.
+
+Over the workspace's SSH connection (pinned host key) the app runs the VM's
+``sudo -n /usr/local/lib/bivy/session-review`` (``cloudinit/scripts/session-review.sh``):
+
+- ``diff``: the session's changes against its base — committed (``base...HEAD``) and, apart,
+  the uncommitted ones (untracked files included) — as raw ``git diff --numstat -z`` /
+  ``--name-status -z`` data that :func:`parse_stat` turns into :class:`DiffStat`.
+- ``push`` (a repository cloned by URL): the VM pushes the session's branch to the repository
+  with the user's git token from the keychain, sent on the command's stdin and used once by the
+  VM (RAM file, deleted at once, askpass reads it through an inherited fd): never on its disk,
+  in a command line or a log. Only https remotes.
+- bring home (a repository that came from this computer as a git bundle): the VM bundles the
+  branch, the app downloads it over SFTP, deletes it on the VM, and fetches it into the user's
+  checkout as ``bivy/<session>`` — the checked-out branch, the index and the work tree are never
+  touched.
+
+Uncommitted work: ``push`` refuses it (:class:`UncommittedWork`) unless a commit message is
+given; then the VM commits all of it first (in the devcontainer, as its user, with the user's
+git identity from this computer when there is one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from app.cloudinit import LIB_DIR
+from app.domain.validation import is_local_repo
+from app.errors import ActionFailed, InvalidInput, NotFound, SSHError
+from app.services.registry import Registry, WorkspaceRecord
+from app.services.repo_bundle import inspect_local_repo
+from app.services.tunnels import SSHTarget, Tunnel, TunnelService
+from app.settings import SecretKeys, SecretStore
+
+__all__ = [
+    "REVIEW_COMMAND",
+    "SESSION_NAME_RE",
+    "Commit",
+    "DiffStat",
+    "FileChange",
+    "GitIdentity",
+    "PushResult",
+    "PushTarget",
+    "ReviewService",
+    "SessionDiff",
+    "UncommittedWork",
+    "local_git_identity",
+    "parse_diff",
+    "parse_stat",
+]
+
+log = logging.getLogger(__name__)
+
+#: The VM's review command (run with ``sudo -n`` as dev).
+REVIEW_COMMAND = f"{LIB_DIR}/session-review"
+#: A session's name (notes/CONTRACTS2.md).
+SESSION_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,29}$")
+#: The script's exit statuses with a meaning of their own.
+EXIT_UNCOMMITTED = 3
+EXIT_NO_REMOTE = 4
+#: Branches brought home land under this prefix in the user's checkout.
+HOME_BRANCH_PREFIX = "bivy/"
+
+ProgressCallback = Callable[[str, float | None], None]
+
+
+class UncommittedWork(ActionFailed):
+    """The session has uncommitted changes and no commit message was given."""
+
+    default_hint = "Give a commit message to commit them first, or commit from its terminal"
+
+
+# -- the diff ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file of a diff stat.
+
+    Attributes:
+        path: the path now (for a deletion: the path that was); old_path: before a rename/copy.
+        status: git's letter (A added, M modified, D deleted, R renamed, C copied, T type).
+        insertions / deletions: line counts; None for a binary file.
+        untracked: a new file not added to git yet (uncommitted side only).
+    """
+
+    path: str
+    status: str
+    insertions: int | None
+    deletions: int | None
+    old_path: str | None = None
+    untracked: bool = False
+
+    @property
+    def binary(self) -> bool:
+        return self.insertions is None
+
+
+@dataclass(frozen=True)
+class DiffStat:
+    """The files of one side of a session's diff, in git's order."""
+
+    files: tuple[FileChange, ...] = ()
+
+    @property
+    def insertions(self) -> int:
+        return sum(f.insertions or 0 for f in self.files)
+
+    @property
+    def deletions(self) -> int:
+        return sum(f.deletions or 0 for f in self.files)
+
+    def summary(self) -> str:
+        """``3 files changed, 10 insertions(+), 2 deletions(-)`` (git's wording)."""
+        count = len(self.files)
+        if not count:
+            return "no changes"
+        parts = [f"{count} file{'s' if count != 1 else ''} changed"]
+        parts.append(f"{self.insertions} insertion{'s' if self.insertions != 1 else ''}(+)")
+        parts.append(f"{self.deletions} deletion{'s' if self.deletions != 1 else ''}(-)")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A commit of the session since its base: abbreviated id and subject."""
+
+    id: str
+    subject: str
+
+
+@dataclass(frozen=True)
+class SessionDiff:
+    """What a session changed against its base.
+
+    Attributes:
+        workspace, session: whose; branch: the session's branch on the VM.
+        base: what it is compared with (a commit id, an upstream ref, or a description);
+        base_commit: the merge base actually used; head: the session's HEAD.
+        worktree: its folder in the devcontainer.
+        commits: newest first (at most 200); committed / uncommitted: the two diff stats.
+    """
+
+    workspace: str
+    session: str
+    branch: str
+    base: str
+    base_commit: str
+    head: str
+    worktree: str
+    commits: tuple[Commit, ...]
+    committed: DiffStat
+    uncommitted: DiffStat
+
+    @property
+    def has_uncommitted(self) -> bool:
+        return bool(self.uncommitted.files)
+
+    def text(self) -> str:
+        """A readable stat for the CLI: the commits, then the two lists with +/- counts."""
+        lines = [
+            f"Session {self.session} of {self.workspace}: branch {self.branch}, "
+            f"{len(self.commits)} commit(s) since {_short(self.base)} "
+            f"({self.base_commit[:12]})"
+        ]
+        lines += [f"  {c.id} {c.subject}" for c in self.commits]
+        for title, stat in (("Committed", self.committed), ("Uncommitted", self.uncommitted)):
+            if title == "Uncommitted" and not stat.files:
+                continue
+            lines.append("")
+            lines.append(f"{title}: {stat.summary()}")
+            lines += [f"  {_file_line(f)}" for f in stat.files]
+        return "\n".join(lines)
+
+
+def _short(base: str) -> str:
+    return base[:12] if re.fullmatch(r"[0-9a-f]{40,64}", base) else base
+
+
+def _file_line(change: FileChange) -> str:
+    counts = "binary" if change.binary else f"+{change.insertions} -{change.deletions}"
+    label = {"A": "new", "D": "deleted", "R": "renamed", "C": "copied", "T": "type changed"}
+    what = label.get(change.status, "")
+    if change.untracked:
+        what = "new, untracked"
+    name = f"{change.old_path} → {change.path}" if change.old_path else change.path
+    return f"{counts:>14}  {name}" + (f"  ({what})" if what else "")
+
+
+def _decode_path(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape").encode("utf-8", "replace").decode("utf-8")
+
+
+def parse_stat(numstat: bytes, name_status: bytes, untracked: bytes = b"") -> DiffStat:
+    """A :class:`DiffStat` from ``git diff -z -M --numstat`` and ``--name-status`` (same
+    options, so the same files in the same order) and ``ls-files -z --others`` (untracked)."""
+    tokens = numstat.split(b"\0")
+    entries: list[tuple[str, str, str, str | None]] = []  # ins, del, path, old
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        if not token:
+            continue
+        parts = token.split(b"\t", 2)
+        if len(parts) < 3:
+            raise ActionFailed("the VM's diff stat could not be read")
+        added, deleted, path = parts[0].decode(), parts[1].decode(), parts[2]
+        if path:
+            entries.append((added, deleted, _decode_path(path), None))
+        else:  # a rename or copy: the old and the new path follow
+            if index + 1 >= len(tokens):
+                raise ActionFailed("the VM's diff stat could not be read")
+            old, new = tokens[index], tokens[index + 1]
+            index += 2
+            entries.append((added, deleted, _decode_path(new), _decode_path(old)))
+    statuses: list[str] = []
+    status_tokens = name_status.split(b"\0")
+    index = 0
+    while index < len(status_tokens):
+        token = status_tokens[index]
+        index += 1
+        if not token:
+            continue
+        letter = token[:1].decode()
+        statuses.append(letter)
+        index += 2 if letter in ("R", "C") else 1
+    new_files = {_decode_path(p) for p in untracked.split(b"\0") if p}
+
+    def count(value: str) -> int | None:
+        return None if value == "-" else int(value)
+
+    files = tuple(
+        FileChange(
+            path=path,
+            old_path=old,
+            status=statuses[i] if i < len(statuses) else "M",
+            insertions=count(added),
+            deletions=count(deleted),
+            untracked=path in new_files,
+        )
+        for i, (added, deleted, path, old) in enumerate(entries)
+    )
+    return DiffStat(files)
+
+
+def _b64(data: Mapping[str, Any], key: str) -> bytes:
+    value = data.get(key) or ""
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except ValueError:
+        raise ActionFailed("the VM's diff could not be read") from None
+
+
+def parse_diff(workspace: str, output: str) -> SessionDiff:
+    """The JSON ``session-review diff SESSION --json`` prints, as a :class:`SessionDiff`."""
+    try:
+        data = json.loads(output)
+        committed, uncommitted = data["committed"], data["uncommitted"]
+        commits = tuple(
+            Commit(id=parts[0], subject=parts[1] if len(parts) > 1 else "")
+            for raw in _b64(data, "log").split(b"\0")
+            if raw
+            for parts in [raw.decode("utf-8", "replace").split("\x1f", 1)]
+        )
+        return SessionDiff(
+            workspace=workspace,
+            session=str(data["session"]),
+            branch=str(data["branch"]),
+            base=str(data["base"]),
+            base_commit=str(data["base_commit"]),
+            head=str(data["head"]),
+            worktree=str(data.get("worktree") or ""),
+            commits=commits,
+            committed=parse_stat(_b64(committed, "numstat"), _b64(committed, "name_status")),
+            uncommitted=parse_stat(
+                _b64(uncommitted, "numstat"),
+                _b64(uncommitted, "name_status"),
+                _b64(uncommitted, "untracked"),
+            ),
+        )
+    except (ValueError, KeyError, TypeError):
+        raise ActionFailed("the VM's answer to the diff could not be read") from None
+
+
+# -- push / bring home -------------------------------------------------------------------------
+
+
+class PushTarget(StrEnum):
+    """Where a session's branch went."""
+
+    REMOTE = "remote"  # pushed to the repository's https remote
+    HOME = "home"  # fetched into the user's checkout on this computer
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push did.
+
+    Attributes:
+        branch: the session's branch on the VM; commit: what was pushed; committed: the
+            uncommitted work was committed first.
+        target: where it went; remote: the remote URL (no credentials) for REMOTE;
+        outcome: git's word for a push (``[new branch]``, ``[up to date]``, ``a..b``).
+        local_repo / local_branch: the checkout and branch it was fetched into, for HOME.
+    """
+
+    workspace: str
+    session: str
+    branch: str
+    commit: str
+    committed: bool
+    target: PushTarget
+    remote: str | None = None
+    outcome: str = ""
+    local_repo: str | None = None
+    local_branch: str | None = None
+
+    def summary(self) -> str:
+        """One sentence for the user."""
+        first = "Committed the uncommitted changes, then " if self.committed else ""
+        if self.target == PushTarget.HOME:
+            text = (
+                f"fetched {self.branch} ({self.commit[:10]}) into {self.local_repo} as branch "
+                f"{self.local_branch}; your checked-out branch and files were not touched"
+            )
+        elif "up to date" in self.outcome:
+            text = f"{self.branch} was already up to date at {self.remote}"
+        else:
+            text = f"pushed {self.branch} ({self.commit[:10]}) to {self.remote}"
+            if self.outcome:
+                text += f" {self.outcome}"
+        text = first + text
+        return text[0].upper() + text[1:] + "."
+
+
+@dataclass(frozen=True)
+class GitIdentity:
+    """Who a commit made on the user's behalf is by."""
+
+    name: str
+    email: str
+
+
+def local_git_identity(repo: str | None = None) -> GitIdentity | None:
+    """The user's git identity on this computer (the checkout's config, else the global one);
+    None when git or either value is missing. Blocking: call in a thread."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    cwd = repo if repo and os.path.isdir(repo) else None
+    values = []
+    for key in ("user.name", "user.email"):
+        done = subprocess.run(
+            [git, "config", "--get", key],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        values.append(done.stdout.strip())
+    name, email = values
+    return GitIdentity(name, email) if name and email else None
+
+
+def _redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def _last_lines(text: str, count: int = 4) -> str:
+    lines = [ln.removeprefix("session-review: ") for ln in text.strip().splitlines() if ln]
+    return "; ".join(lines[-count:])[:600]
+
+
+@dataclass
+class _Home:
+    """A bring-home in progress: the temporary folder on this computer."""
+
+    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bivy-home-")))
+
+    def close(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class ReviewService:
+    """Diff and push of a workspace's sessions (see the module docstring).
+
+    ``tunnels``: the app's tunnel service (its connections are reused); without one the service
+    makes its own and ``aclose`` closes it. ``sudo``: the prefix that makes the command root
+    (tests of a VM tree run as root may pass ``()``).
+    """
+
+    def __init__(
+        self,
+        secrets: SecretStore,
+        tunnels: TunnelService | None = None,
+        *,
+        registry: Registry | None = None,
+        command: str = REVIEW_COMMAND,
+        sudo: tuple[str, ...] = ("sudo", "-n"),
+        timeout: float = 900.0,
+    ) -> None:
+        self._secrets = secrets
+        self._own_tunnels = tunnels is None
+        self._tunnels = tunnels or TunnelService(secrets, connect_timeout=15.0)
+        self._registry = registry or Registry()
+        self._command = command
+        self._sudo = sudo
+        self._timeout = timeout
+
+    async def aclose(self) -> None:
+        if self._own_tunnels:
+            await self._tunnels.close_all()
+
+    async def _record(self, workspace: str) -> WorkspaceRecord:
+        record = await self._registry.aget(workspace)
+        if record is None:
+            raise NotFound(
+                f"no workspace named {workspace!r} was created by this installation of Bivy",
+                hint="`bivy ls` lists the workspaces",
+            )
+        return record
+
+    async def _tunnel(self, record: WorkspaceRecord) -> Tunnel:
+        return await self._tunnels.open(SSHTarget.from_record(record))
+
+    def _line(self, verb: str, session: str, *args: str) -> str:
+        return shlex.join([*self._sudo, self._command, verb, session, *args])
+
+    @staticmethod
+    def _check_session(session: str) -> None:
+        if not SESSION_NAME_RE.match(session):
+            raise InvalidInput(
+                f"{session!r} is not a session name",
+                hint="Session names are lower-case letters, digits and dashes (up to 30)",
+            )
+
+    async def _run(
+        self,
+        record: WorkspaceRecord,
+        verb: str,
+        session: str,
+        *args: str,
+        secret: str | None = None,
+    ) -> str:
+        tunnel = await self._tunnel(record)
+        stdin = f"{secret}\n" if secret else ""
+        result = await tunnel.run(
+            self._line(verb, session, *args), input=stdin, limit=self._timeout
+        )
+        if result.exit_status == 0:
+            return result.stdout
+        reason = _redact(_last_lines(result.stderr), secret) or f"exit status {result.exit_status}"
+        if result.exit_status == EXIT_UNCOMMITTED:
+            raise UncommittedWork(reason)
+        if result.exit_status == EXIT_NO_REMOTE:
+            raise InvalidInput(reason, hint="Bivy pushes to the repository's https URL")
+        if "session-review" in result.stderr and "No such file" in result.stderr:
+            raise ActionFailed(
+                f"workspace {record.name!r} has no review command",
+                hint="It was created by an older Bivy: recreate it to review sessions",
+            )
+        raise ActionFailed(f"{verb} of session {session} failed: {reason}")
+
+    async def diff(self, workspace: str, session: str) -> SessionDiff:
+        """The session's changes against its base (committed and uncommitted apart)."""
+        self._check_session(session)
+        record = await self._record(workspace)
+        return parse_diff(workspace, await self._run(record, "diff", session, "--json"))
+
+    async def push(
+        self,
+        workspace: str,
+        session: str,
+        *,
+        commit_message: str | None = None,
+        author: GitIdentity | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> PushResult:
+        """Get the session's branch out of the VM: pushed to the repository's URL, or — for a
+        repository from this computer — brought home into the checkout as ``bivy/<session>``.
+
+        ``commit_message``: commit uncommitted work first (else :class:`UncommittedWork`).
+        ``author``: the commit's author (default: the user's git identity here, if any).
+        ``progress(detail, fraction or None)`` follows the steps.
+        """
+        self._check_session(session)
+        if commit_message is not None and not commit_message.strip():
+            raise InvalidInput("the commit message is empty")
+        record = await self._record(workspace)
+
+        def report(detail: str, fraction: float | None = None) -> None:
+            if progress is not None:
+                progress(detail, fraction)
+
+        home = is_local_repo(record.repo_url)
+        if author is None and commit_message is not None:
+            author = await asyncio.to_thread(local_git_identity, record.repo_url if home else None)
+        extra: list[str] = []
+        if commit_message is not None:
+            extra += ["--commit-message", commit_message]
+            if author is not None:
+                extra += ["--author-name", author.name, "--author-email", author.email]
+        if home:
+            return await self._bring_home(record, session, extra, report)
+        token = await self._secrets.aget(SecretKeys.GIT_TOKEN)
+        if not token:
+            raise InvalidInput(
+                "no git token is set, so Bivy cannot push for you",
+                hint="Add a token with write access to the repository in Settings (git token)",
+            )
+        report(f"Pushing session {session} to {record.repo_url}")
+        output = await self._run(
+            record, "push", session, "--remote-url", record.repo_url, *extra, secret=token
+        )
+        data = self._json(output)
+        report("Pushed", 1.0)
+        return PushResult(
+            workspace=record.name,
+            session=session,
+            branch=str(data["branch"]),
+            commit=str(data["commit"]),
+            committed=bool(data.get("committed")),
+            target=PushTarget.REMOTE,
+            remote=str(data.get("remote") or ""),
+            outcome=str(data.get("outcome") or ""),
+        )
+
+    @staticmethod
+    def _json(output: str) -> dict[str, Any]:
+        try:
+            data = json.loads(output)
+        except ValueError:
+            raise ActionFailed("the VM's answer could not be read") from None
+        if not isinstance(data, dict) or "branch" not in data or "commit" not in data:
+            raise ActionFailed("the VM's answer could not be read")
+        return data
+
+    async def _bring_home(
+        self,
+        record: WorkspaceRecord,
+        session: str,
+        extra: list[str],
+        report: ProgressCallback,
+    ) -> PushResult:
+        repo = await asyncio.to_thread(inspect_local_repo, record.repo_url)
+        local_branch = f"{HOME_BRANCH_PREFIX}{session}"
+        if repo.branch == local_branch:
+            raise InvalidInput(
+                f"{repo.path} has {local_branch} checked out, so Bivy will not update it",
+                hint="Switch to another branch there first",
+            )
+        report(f"Bundling session {session} on the VM", None)
+        data = self._json(await self._run(record, "bundle", session, *extra))
+        remote_path = str(data.get("path") or "")
+        if not remote_path.startswith("/"):
+            raise ActionFailed("the VM did not say where the bundle is")
+        size = int(data.get("size") or 0)
+        home = _Home()
+        try:
+            local = home.directory / f"{session}.bundle"
+            await self._download(record, remote_path, local, size, report)
+            report(f"Fetching into {repo.path} as {local_branch}", None)
+            await asyncio.to_thread(
+                _fetch_bundle, repo.path, local, str(data["branch"]), local_branch
+            )
+        finally:
+            await asyncio.to_thread(home.close)
+        report("Brought home", 1.0)
+        return PushResult(
+            workspace=record.name,
+            session=session,
+            branch=str(data["branch"]),
+            commit=str(data["commit"]),
+            committed=bool(data.get("committed")),
+            target=PushTarget.HOME,
+            local_repo=str(repo.path),
+            local_branch=local_branch,
+        )
+
+    async def _download(
+        self,
+        record: WorkspaceRecord,
+        remote_path: str,
+        local: Path,
+        size: int,
+        report: ProgressCallback,
+    ) -> None:
+        tunnel = await self._tunnel(record)
+        detail = f"Downloading the branch ({size / 1e6:.1f} MB)"
+        report(detail, 0.0)
+
+        def progress(_src: bytes, _dst: bytes, done: int, total: int) -> None:
+            report(detail, done / total if total else 1.0)
+
+        try:
+            conn = await tunnel.connection()
+            async with conn.start_sftp_client() as sftp:
+                try:
+                    await sftp.get(remote_path, str(local), progress_handler=progress)
+                finally:
+                    with contextlib.suppress(asyncssh.Error, OSError):
+                        await sftp.remove(remote_path)
+        except (asyncssh.Error, OSError) as exc:
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None)
+            raise SSHError(
+                f"downloading the session's branch failed: {reason or type(exc).__name__}"
+            ) from None
+
+
+def _fetch_bundle(repo: Path, bundle: Path, branch: str, local_branch: str) -> None:
+    """``git fetch`` the bundle's ``branch`` into ``repo`` as ``local_branch`` (fast-forward
+    only; the checked-out branch, index and work tree are never touched)."""
+    git = shutil.which("git")
+    if git is None:
+        raise InvalidInput("git is not installed on this computer")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
+    done = subprocess.run(
+        [
+            git, "fetch", "--quiet", "--no-tags", "--no-recurse-submodules", str(bundle),
+            f"refs/heads/{branch}:refs/heads/{local_branch}",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    if done.returncode == 0:
+        return
+    reason = _last_lines(done.stderr, 2) or f"exit status {done.returncode}"
+    if "non-fast-forward" in done.stderr or "rejected" in done.stderr:
+        raise ActionFailed(
+            f"{local_branch} in {repo} has commits the session's branch does not have",
+            hint=f"Rename or delete your branch {local_branch} there, then bring it home again",
+        )
+    if "checked out" in done.stderr:
+        raise InvalidInput(
+            f"{local_branch} is checked out in a worktree of {repo}, so Bivy will not update it",
+            hint="Switch that worktree to another branch first",
+        )
+    raise ActionFailed(f"fetching the session's branch into {repo} failed: {reason}")
