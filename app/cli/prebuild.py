@@ -87,6 +87,8 @@ def record_json(record: PrebuildRecord) -> dict[str, Any]:
         "stale": record.stale,
         "status": record.status.value,
         "recorded": not record.unrecorded,
+        "build_timings": record.build_timings,
+        "build_steps": record.build_steps,
     }
 
 

@@ -48,6 +48,9 @@ class PrebuildRecord(BaseModel):
             hash differs now; status: the image's state at the provider.
         unrecorded: listed by the provider (Bivy's labels) but not in this registry (another
             installation made it, or the registry was lost): repo and branch are unknown.
+        build_timings / build_steps: the builder's status.json ``timings`` (phase → epoch
+            seconds it began) and ``steps`` (bootstrap step → seconds): what a cold start of
+            this repository costs, for comparison with a start from the prebuild.
     """
 
     id: str
@@ -69,6 +72,8 @@ class PrebuildRecord(BaseModel):
     stale: bool = False
     status: ImageStatus = ImageStatus.AVAILABLE
     unrecorded: bool = False
+    build_timings: dict[str, float] = Field(default_factory=dict)
+    build_steps: dict[str, float] = Field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:

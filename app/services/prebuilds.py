@@ -26,7 +26,6 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.domain import (
@@ -41,7 +40,6 @@ from app.domain import (
     WorkspaceSpec,
     utcnow,
 )
-from app.domain.validation import is_local_repo
 from app.errors import (
     ActionFailed,
     BivyError,
@@ -59,10 +57,14 @@ from app.services.prebuild_hash import (
     LABEL_CONFIG_HASH,
     LABEL_PREBUILD,
     LABEL_VERSION,
-    devcontainer_config_hash,
     label_value,
     repo_key,
     version_label,
+)
+from app.services.prebuild_match import (
+    mark_stale_from_status,
+    match_prebuild,
+    with_local_staleness,
 )
 from app.services.prebuild_registry import PrebuildRecord, PrebuildRegistry
 from app.services.registry import WorkspaceRecord
@@ -118,66 +120,6 @@ def builder_name(key: str) -> str:
     return f"pb-{key[:8]}-{secrets.token_hex(3)}"
 
 
-def match_prebuild(
-    records: builtins.list[PrebuildRecord],
-    spec: WorkspaceSpec,
-    account: str,
-    region: str | None,
-    *,
-    config_hash: Callable[[Path, str], str] | None = None,
-) -> PrebuildRecord | None:
-    """The newest usable prebuild for ``spec`` in ``account``/``region``, or None.
-
-    Usable: available, same repository key (repository + branch) and agent, made for this
-    region (or for every region); a local checkout also needs the config hash its work tree has
-    now (a URL repository cannot be hashed before a VM has it: the VM tells, and a stale one is
-    marked). A record marked stale is passed over.
-    """
-    key = repo_key(spec.repo_url, spec.branch)
-    candidates = [
-        r
-        for r in records
-        if r.account == account
-        and r.repo_key == key
-        and r.agent == spec.agent
-        and r.status == ImageStatus.AVAILABLE
-        and not r.stale
-        and not r.unrecorded
-        and r.region in ("", region or "")
-    ]
-    if not candidates:
-        return None
-    if is_local_repo(spec.repo_url):
-        hasher = config_hash or (lambda root, agent: devcontainer_config_hash(root, agent=agent))
-        try:
-            current = hasher(Path(spec.repo_url), spec.agent)
-        except OSError:
-            return None
-        candidates = [r for r in candidates if r.config_hash == current]
-    candidates.sort(key=lambda r: r.created_at, reverse=True)
-    return candidates[0] if candidates else None
-
-
-async def mark_stale_from_status(
-    record: WorkspaceRecord | None,
-    report: StatusReport | None,
-    registry: PrebuildRegistry | None = None,
-) -> bool:
-    """When a workspace made from a prebuild reports ``prebuild_stale`` (it had to rebuild its
-    devcontainer), mark that prebuild stale; returns whether a record changed."""
-    if record is None or report is None or not record.prebuild:
-        return False
-    if not getattr(report, "prebuild_stale", False):
-        return False
-    registry = registry or PrebuildRegistry()
-    current = await asyncio.to_thread(registry.get, record.account, record.prebuild)
-    if current is None or current.stale:
-        return False
-    log.info("prebuild %s is stale (workspace %s rebuilt its devcontainer)", current.id,
-             record.name)  # fmt: skip
-    return await registry.aupdate(record.account, record.prebuild, stale=True) is not None
-
-
 class PrebuildService:
     """Prebuilds across the accounts of ``workspaces`` (whose providers, keys and create path
     it uses).
@@ -215,6 +157,8 @@ class PrebuildService:
         self.prebuild_json = prebuild_json
         self.seal_command = seal_command
         self.errors: dict[str, BivyError] = {}
+        #: The builder's last status report of the latest ``build`` (its timings and steps).
+        self.last_report: StatusReport | None = None
 
     # -- match ---------------------------------------------------------------------------------
 
@@ -242,7 +186,7 @@ class PrebuildService:
         records = await self.registry.aall()
         if refresh:
             records = await self._join(records)
-        return await asyncio.to_thread(_with_local_staleness, records)
+        return await asyncio.to_thread(with_local_staleness, records)
 
     async def _join(self, records: builtins.list[PrebuildRecord]) -> builtins.list[PrebuildRecord]:
         accounts = self._snapshot_accounts()
@@ -418,6 +362,8 @@ class PrebuildService:
                 monthly_price=image.monthly_price,
                 created_at=image.created_at or utcnow(),
                 status=image.status,
+                build_timings=dict(self.last_report.timings) if self.last_report else {},
+                build_steps=dict(self.last_report.steps) if self.last_report else {},
             )
             await self.registry.aput(result)
             created_image = None  # recorded: it stays
@@ -488,6 +434,7 @@ class PrebuildService:
                         report("build", f"{phase.value}: {current.detail}".rstrip(": "),
                                0.15 + 0.45 * min(1.0, current.progress or 0.0))  # fmt: skip
                     if phase == Phase.PREBUILT:
+                        self.last_report = current
                         break
                     if phase in (Phase.FAILED, Phase.DELETING, Phase.EXPIRING):
                         tail = (current.log_tail or "").strip().splitlines()[-15:]
@@ -594,23 +541,3 @@ def _unrecorded(account: str, image: ProviderImage) -> PrebuildRecord:
         status=image.status,
         unrecorded=True,
     )
-
-
-def _with_local_staleness(records: builtins.list[PrebuildRecord]) -> builtins.list[PrebuildRecord]:
-    """Mark a local checkout's prebuild stale when its work tree's config hash changed."""
-    hashes: dict[tuple[str, str], str | None] = {}
-    out = []
-    for record in records:
-        if record.stale or not record.config_hash or not is_local_repo(record.repo):
-            out.append(record)
-            continue
-        cache_key = (record.repo, record.agent)
-        if cache_key not in hashes:
-            try:
-                hashes[cache_key] = devcontainer_config_hash(Path(record.repo), agent=record.agent)
-            except OSError:
-                hashes[cache_key] = None
-        current = hashes[cache_key]
-        stale = current is not None and current != record.config_hash
-        out.append(record.model_copy(update={"stale": True}) if stale else record)
-    return out
