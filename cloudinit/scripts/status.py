@@ -1,14 +1,14 @@
 #!/usr/bin/python3
-"""Bivy status writer: merges KEY=VALUE pairs into status.json and replaces it atomically.
-
-Values: "" clears a field (null); "@EPOCH" in a *_at/*_since/*_deadline field becomes ISO-8601
-UTC; "<PATH" reads the last lines of a file (for log_tail); progress is a number; the flags
-(prebuild_stale, from_prebuild) are true or false;
-"steps.NAME=SECONDS" records how long a bootstrap step took (in the "steps" object). A new phase
-also records when it began ("timings": {phase: epoch seconds}, first time only);
-"timings.PHASE=EPOCH" sets one explicitly (the boot, which began before any writer ran). updated_at is
-always set. BIVY_NOW fakes the clock; BIVY_STATE_DIR moves the file (both for tests only).
-"""
+# Bivy status writer: merges KEY=VALUE pairs into status.json and replaces it atomically.
+#
+# Values: "" clears a field (null); "@EPOCH" in a *_at/*_since/*_deadline field becomes ISO-8601
+# UTC; "<PATH" reads the last lines of a file (for log_tail); progress is a number; the flags
+# (prebuild_stale, from_prebuild) are true or false;
+# "steps.NAME=SECONDS" records how long a bootstrap step took (in the "steps" object). A new phase
+# also records when it began ("timings": {phase: epoch seconds}, first time only);
+# "timings.PHASE=EPOCH" sets one explicitly (the boot, which began before any writer ran). updated_at is
+# always set. BIVY_NOW fakes the clock; BIVY_STATE_DIR moves the file (both for tests only).
+"""Bivy status writer (see the comment above)."""
 
 import fcntl
 import json

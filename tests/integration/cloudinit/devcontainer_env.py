@@ -100,6 +100,8 @@ class VmWorkspace:
         self.env = engine.env(self.env)
         self.env["PATH"] = f"{cli_bin}:{self.env['PATH']}"
         self.env.pop("BIVY_DEVCONTAINER", None)
+        # devcontainer-up starts the web terminal's service early: not this machine's systemd.
+        self.env["BIVY_SYSTEMCTL"] = "true"
 
     def write(self, relative: str, text: str) -> None:
         path = self.repo / relative

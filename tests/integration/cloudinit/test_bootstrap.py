@@ -127,13 +127,14 @@ def test_bootstrap_reaches_ready(tmp_path: Path) -> None:
     assert calls.index("systemctl start bivy-metadata-guard.service") < calls.index(
         "devcontainer-up"
     )
-    assert "systemctl enable --now bivy-ttyd.service" in calls
+    assert "systemctl enable --now --no-reload bivy-ttyd.service" in calls
     # Every tool was present (as on a baked image): nothing installed on the host.
     assert not [line for line in calls.splitlines() if line.startswith("apt-get ")]
     assert (state / "agent.json").is_symlink()
     # When each phase began and what each step took, for `bivy wait` and the benchmark.
     timings = status["timings"]
-    assert set(timings) == {"booting", "installing", "cloning", "starting", "ready"}
+    # (building and starting are devcontainer-up's, a stand-in here)
+    assert set(timings) == {"booting", "installing", "cloning", "ready"}
     assert timings["booting"] <= timings["installing"] <= timings["cloning"] <= timings["ready"]
     assert {"packages", "node", "clone", "ttyd"} <= set(status["steps"])
 
@@ -171,7 +172,7 @@ def test_a_failed_devcontainer_step_ends_the_bootstrap(tmp_path: Path) -> None:
     assert result.returncode == 1
     status = json.loads((tmp_path / "vm" / "state" / "status.json").read_text())
     assert status["phase"] == "failed"
-    assert "enable --now bivy-ttyd" not in log.read_text()
+    assert "bivy-ttyd" not in log.read_text()
 
 
 def test_a_failed_clone_forgets_the_token(tmp_path: Path) -> None:

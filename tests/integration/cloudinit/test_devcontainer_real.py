@@ -345,10 +345,12 @@ def test_the_whole_bootstrap_reaches_ready(
     ttyd_pids = tmp_path / "ttyd.pids"
     (stubs / "systemctl").write_text(
         "#!/bin/bash\n"
-        'if [ "$*" = "enable --now bivy-ttyd.service" ]; then\n'
+        # devcontainer-up starts the service early, the bootstrap makes sure: one ttyd.
+        'case "$*" in "start --no-block bivy-ttyd.service"|"enable --now --no-reload bivy-ttyd.service")\n'
+        f'  [ -s "{ttyd_pids}" ] && exit 0\n'
         f'  setsid bash "$BIVY_LIB_DIR/ttyd-run" >"{tmp_path}/ttyd.log" 2>&1 &\n'
-        f'  echo $! >> "{ttyd_pids}"\n'
-        "fi\n"
+        f'  echo $! >> "{ttyd_pids}" ;;\n'
+        "esac\n"
     )
     (stubs / "chown").write_text(
         '#!/bin/bash\ncase " $* " in *" dev:dev "*) exit 0 ;; esac\nexec /bin/chown "$@"\n'
@@ -358,6 +360,7 @@ def test_the_whole_bootstrap_reaches_ready(
     ttyd = ttyd_binary()
     port = free_port()
     vm.env["PATH"] = f"{stubs}:{ttyd.parent}:{vm.env['PATH']}"
+    vm.env.pop("BIVY_SYSTEMCTL")  # the stub above, for devcontainer-up's early start too
     vm.env["BIVY_TTYD_PORT"] = str(port)
     try:
         result = subprocess.run(

@@ -69,7 +69,7 @@ def test_metadata_guard_is_ordered_before_docker_and_the_bootstrap() -> None:
         assert "bivy-metadata-guard.service" in wants.split()
     # First boot: enabled and started before the bootstrap (which installs Docker) starts.
     runcmd = [" ".join(map(str, cmd)) for cmd in yaml.safe_load(config)["runcmd"]]
-    guard_at = runcmd.index("systemctl enable --now bivy-metadata-guard.service")
+    guard_at = runcmd.index("systemctl enable --now --no-reload bivy-metadata-guard.service")
     assert guard_at < runcmd.index("systemctl start --no-block bivy-bootstrap.service")
     # The bootstrap itself refuses to go on without it, before any Docker or agent step.
     bootstrap = file_content(config, "/usr/local/lib/bivy/bootstrap").splitlines()
@@ -77,7 +77,7 @@ def test_metadata_guard_is_ordered_before_docker_and_the_bootstrap() -> None:
     runs = [
         i
         for i, line in enumerate(bootstrap)
-        if re.match(r"\s*(run_job|docker|devcontainer|systemctl enable --now docker)\b", line)
+        if re.match(r"\s*(run_job|docker|devcontainer|systemctl is-active --quiet docker)\b", line)
     ]
     assert len(runs) >= 4 and start < min(runs)
     assert "fail " in bootstrap[start + 1]
