@@ -80,6 +80,8 @@ def paint_state_marker(painter: QPainter, rect: QRect, state: SessionState, colo
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.drawEllipse(box.adjusted(-2.5, -2.5, 2.5, 2.5))
     else:
+        pen.setWidthF(2.0)  # wide enough to show its colour in full, not only blended
+        box = QRectF(rect).adjusted(1, 1, -1, -1)
         if state is SessionState.UNKNOWN:
             pen.setStyle(Qt.PenStyle.DotLine)
         painter.setPen(pen)

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from shiboken6 import isValid
 
 from app.agents.base import Agent
 from app.agents.credentials import acredential_states
@@ -160,6 +161,8 @@ class NewSessionDialog(QDialog):
     async def _credential_note(self, agent: Agent, note: str) -> None:
         assert self.secrets is not None
         states = await acredential_states(agent, self.secrets)
+        if not isValid(self.agent) or not isValid(self.agent_note):
+            return  # the dialog closed meanwhile
         if agent is not self.chosen_agent() or not states or any(s.is_set for s in states):
             return
         hint = code_plain(agent.login_hint)

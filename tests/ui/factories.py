@@ -13,6 +13,7 @@ from app.domain import (
     Phase,
     Price,
     Server,
+    SessionReport,
     ServerStatus,
     StatusReport,
     Workspace,
@@ -70,3 +71,37 @@ def workspace(
         status=report,
         agent=AgentReport(state=agent, message="Allow Bash?") if agent else None,
     )
+
+
+def session(
+    name: str,
+    state: AgentState = AgentState.IDLE,
+    *,
+    agent: str = "claude",
+    failed: bool = False,
+    message: str = "",
+) -> SessionReport:
+    """One agent session as the VM's ``session ls --json`` reports it."""
+    return SessionReport(
+        name=name,
+        agent=agent,
+        branch="" if name == "main" else f"bivy/{name}",
+        base="main",
+        worktree="" if name == "main" else f"/workspaces/repo/.bivy/worktrees/{name}",
+        state=state,
+        message=message,
+        failed=failed,
+    )
+
+
+def with_sessions(ws: Workspace, *sessions: SessionReport) -> Workspace:
+    return ws.model_copy(update={"sessions": list(sessions)})
+
+
+#: One session in each state the window tells apart.
+EVERY_STATE = (
+    session("main", AgentState.WORKING),
+    session("review", AgentState.WAITING, agent="codex", message="Allow `git push`?"),
+    session("docs", AgentState.IDLE, agent="gemini"),
+    session("tests", failed=True, agent="opencode", message="npm install failed"),
+)
