@@ -12,6 +12,8 @@ instance then goes ``BUILD`` → ``ACTIVE`` ``boot_seconds`` later. ``max_instan
 create with OVH's 400 quota message; a flavor named in ``unavailable`` is refused as unavailable.
 A consumer key may carry ``access_rules`` (method + path glob), enforced with NOT_GRANTED_CALL.
 
+Stop and snapshots: see ``tests.emulators.ovh_images``.
+
 ``MetadataEmulator`` serves ``/openstack/latest/meta_data.json`` for self-delete tests.
 
 Manual run: ``python -m tests.emulators.ovh --port 8084``.
@@ -38,6 +40,7 @@ from tests.emulators.base import (
     json_response,
     route,
 )
+from tests.emulators.ovh_images import IMAGE_SCHEMA, OvhImagesMixin
 
 APPLICATION_KEY = "bivyAppKey0123456"
 APPLICATION_SECRET = "bivyAppSecret0123456789abcdefABCD"
@@ -134,6 +137,8 @@ def _template_regex(template: str) -> re.Pattern[str]:
     return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
 
 
+SCHEMA.update(IMAGE_SCHEMA)
+
 _COMPILED = [(method, _template_regex(t), t, spec) for (method, t), spec in SCHEMA.items()]
 
 
@@ -187,7 +192,7 @@ def sign(secret: str, consumer: str, method: str, url: str, body: bytes, ts: int
     return "$1$" + hashlib.sha1(raw.encode()).hexdigest()
 
 
-class OvhEmulator(Emulator):
+class OvhEmulator(OvhImagesMixin, Emulator):
     """In-memory OVHcloud Public Cloud project.
 
     Attributes:
@@ -231,6 +236,7 @@ class OvhEmulator(Emulator):
         self.user_data: dict[str, str] = {}
         self.ssh_keys: dict[str, dict[str, Any]] = {}
         self.signed_requests = 0
+        self._init_images()
         self._ips = itertools.count(10)
         self.flavors = [
             {
@@ -341,6 +347,7 @@ class OvhEmulator(Emulator):
         return not instance["_hidden"] or self.clock() >= instance["_visible_at"]
 
     def _view(self, instance: dict[str, Any]) -> dict[str, Any]:
+        self.instance_status(instance)
         if instance["status"] == "BUILD" and self.clock() - instance["_since"] >= self.boot_seconds:
             instance["status"] = "ACTIVE"
             instance["ipAddresses"] = [
@@ -435,6 +442,8 @@ class OvhEmulator(Emulator):
             k["name"] == body["sshKey"]["name"] for k in self.ssh_keys.values()
         ):
             return self.error(400, "", f"SSH key {body['sshKey']['name']} does not exist")
+        if error := self.boot_image_error(region, body["bootFrom"].get("imageId")):
+            return error
         instance_id = str(uuid.uuid4())
         now = self.clock()
         self.instances[instance_id] = {
@@ -573,6 +582,7 @@ class OvhEmulator(Emulator):
                         ],
                     }
                 )
+        addons.append(self.catalog_snapshot_addon())
         subsidiary = request.arg("ovhSubsidiary", "FR")
         currency = {"CA": "CAD", "US": "USD"}.get(subsidiary or "FR", "EUR")
         return json_response(

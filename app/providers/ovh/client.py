@@ -211,3 +211,30 @@ class OvhClient:
     async def catalog(self, subsidiary: str) -> m.Catalog:
         body = await self.api.get_json("order/catalog/public/cloud", {"ovhSubsidiary": subsidiary})
         return m.Catalog.model_validate(body)
+
+    # -- images (prebuild snapshots) -----------------------------------------------------------
+
+    def _instance_path(self, instance_id: str) -> str:
+        return f"{self._base}/instance/{quote(instance_id, safe='')}"
+
+    async def stop_instance(self, instance_id: str) -> None:
+        # Stopping a stopped instance changes nothing, so a lost answer may be retried.
+        await self.api.request("POST", f"{self._instance_path(instance_id)}/stop", idempotent=True)
+
+    async def snapshot_instance(self, instance_id: str, name: str) -> None:
+        # Not repeated after a 5xx or timeout: a second snapshot would be billed too.
+        await self.api.send_json(
+            "POST", f"{self._instance_path(instance_id)}/snapshot", {"snapshotName": name}
+        )
+
+    async def snapshots(self, region: str | None = None) -> list[m.Snapshot]:
+        params = {"region": region} if region else None
+        body = await self.api.get_json(f"{self._base}/snapshot", params)
+        return [m.Snapshot.model_validate(s) for s in body or []]
+
+    async def snapshot(self, snapshot_id: str) -> m.Snapshot:
+        path = f"{self._base}/snapshot/{quote(snapshot_id, safe='')}"
+        return m.Snapshot.model_validate(await self.api.get_json(path))
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        await self.api.request("DELETE", f"{self._base}/snapshot/{quote(snapshot_id, safe='')}")

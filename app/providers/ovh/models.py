@@ -113,3 +113,18 @@ class ErrorBody(_Wire):
     message: str = ""
     errorCode: str = ""
     class_: str = Field(default="", alias="class")
+
+
+class Snapshot(_Wire):
+    """``/cloud/project/{sn}/snapshot`` entry (an OpenStack image made from an instance):
+    ``status`` queued → saving → active; ``size`` in GB once written (0 or absent before)."""
+
+    id: str
+    name: str
+    region: str = ""
+    status: str = ""
+    size: float | None = None
+    minDisk: int | None = None
+    creationDate: str | None = None
+    planCode: str | None = None
+    visibility: str = "private"

@@ -38,6 +38,7 @@ from app.providers.ovh.client import (
     SigningTransport,
     parse_error,
 )
+from app.providers.ovh.images import OvhImagesMixin, is_uuid
 
 #: Instances have no labels or tags: Bivy's are named ``bivy-<workspace>``.
 NAME_PREFIX = "bivy-"
@@ -182,7 +183,7 @@ esac
 """
 
 
-class OvhProvider(Provider):
+class OvhProvider(OvhImagesMixin, Provider):
     """OVHcloud Public Cloud instances of one project.
 
     Attributes:
@@ -202,6 +203,7 @@ class OvhProvider(Provider):
         rate_limit_per_hour=0,
         billing=BillingRule(granularity="hour", billed_when_off=True, monthly_cap=False),
         metadata_url="http://169.254.169.254/openstack/latest",
+        snapshots=True,
     )
     options: ClassVar[tuple[ProviderOption, ...]] = (
         ProviderOption(
@@ -266,7 +268,10 @@ class OvhProvider(Provider):
         "Create an application at https://eu.api.ovh.com/createApp, then request a consumer "
         "key (POST /auth/credential) with access rules limited to the project: "
         "GET /cloud/project/<project>/*, POST /cloud/project/<project>/region/*/instance, "
-        "POST /cloud/project/<project>/sshkey, DELETE /cloud/project/<project>/instance/*; "
+        "POST /cloud/project/<project>/sshkey, DELETE /cloud/project/<project>/instance/*, "
+        "and for prebuilds POST /cloud/project/<project>/instance/*/stop, "
+        "POST /cloud/project/<project>/instance/*/snapshot and "
+        "DELETE /cloud/project/<project>/snapshot/*; "
         "validate it at the returned validationUrl and give it an expiry. For the VM's "
         "self-delete, request a second consumer key with only "
         "DELETE /cloud/project/<project>/instance/*. Prices come from the public catalogue, "
@@ -326,8 +331,9 @@ class OvhProvider(Provider):
     def access_rules(project_id: str, *, self_delete: bool = False) -> list[dict[str, str]]:
         """The ``accessRules`` to request a consumer key with (``POST /auth/credential``).
 
-        Bivy's own key may read the project, create instances and SSH keys and delete
-        instances; the VM's self-delete key may only delete instances of the project.
+        Bivy's own key may read the project, create instances and SSH keys, delete instances,
+        and for prebuilds stop and snapshot instances and delete snapshots; the VM's
+        self-delete key may only delete instances of the project.
         """
         project = f"/cloud/project/{project_id}"
         delete = {"method": "DELETE", "path": f"{project}/instance/*"}
@@ -339,6 +345,9 @@ class OvhProvider(Provider):
             {"method": "POST", "path": f"{project}/region/*/instance"},
             {"method": "POST", "path": f"{project}/sshkey"},
             delete,
+            {"method": "POST", "path": f"{project}/instance/*/stop"},
+            {"method": "POST", "path": f"{project}/instance/*/snapshot"},
+            {"method": "DELETE", "path": f"{project}/snapshot/*"},
         ]
 
     @property
@@ -443,15 +452,12 @@ class OvhProvider(Provider):
                 hint="Pick another flavor or region",
                 provider=KIND,
             )
-        image_name = request.image or DEFAULT_IMAGE_NAME
-        image = next((i for i in await self.client.images(region) if i.name == image_name), None)
-        if image is None:
-            raise InvalidInput(f"OVHcloud has no image {image_name!r} in {region}", provider=KIND)
+        image_id = await self._image_id(request.image or DEFAULT_IMAGE_NAME, region)
         key_name = await self._ssh_key_name(request.ssh_public_key)
         body: dict[str, Any] = {
             "name": instance_name(request),
             "flavor": {"id": flavor.id},
-            "bootFrom": {"imageId": image.id},
+            "bootFrom": {"imageId": image_id},
             "sshKey": {"name": key_name},
             "userData": request.user_data,
             "network": {"public": True},
@@ -473,6 +479,28 @@ class OvhProvider(Provider):
             raise ActionFailed("OVHcloud finished the create without an instance id", provider=KIND)
         self._flavor_names[flavor.id] = flavor.name
         return instance_to_server(await self.client.instance(instance_id), self._flavor_names)
+
+    async def _image_id(self, image: str, region: str) -> str:
+        """The id to boot from: a prebuild snapshot's id as given (it must be in ``region``),
+        else the public image of that name in ``region``."""
+        if is_uuid(image):
+            snapshot = await self.client.snapshot(image)
+            if snapshot.region and snapshot.region != region:
+                raise InvalidInput(
+                    f"The prebuild snapshot is in {snapshot.region}, the instance would be in "
+                    f"{region}",
+                    hint=f"Create the workspace in {snapshot.region}, or prebuild in {region}",
+                    provider=KIND,
+                )
+            return snapshot.id
+        found = next((i for i in await self.client.images(region) if i.name == image), None)
+        if found is None:
+            raise InvalidInput(f"OVHcloud has no image {image!r} in {region}", provider=KIND)
+        return found.id
+
+    async def _catalog_prices(self) -> tuple[str, dict[str, tuple[str, Decimal]]]:
+        catalog = await self.client.catalog(SUBSIDIARIES[self.endpoint])
+        return catalog.locale.currencyCode, catalog_prices(catalog)
 
     async def delete(self, server_id: str) -> None:
         self._check()
