@@ -25,6 +25,7 @@ __all__ = [
     "LABEL_VERSION",
     "default_devcontainer_bytes",
     "devcontainer_config_hash",
+    "devcontainer_config_hash_at",
     "devcontainer_files",
     "label_value",
     "repo_key",
@@ -115,6 +116,49 @@ def devcontainer_config_hash(root: Path, *, agent: str = "claude") -> str:
         default = hashlib.sha256(default_devcontainer_bytes(agent)).hexdigest().encode()
         digest.update(DEFAULT_MARKER + default + b"\n")
     return digest.hexdigest()[:HASH_CHARS]
+
+
+def devcontainer_config_hash_at(root: Path, rev: str = "HEAD", *, agent: str = "claude") -> str:
+    """The config hash of the commit ``rev`` of the checkout at ``root``: what a VM that clones
+    that commit computes (regular files only: blobs of mode 100644/100755; links and
+    submodules are not counted). ``OSError`` when git cannot tell."""
+    listing = _git(root, "ls-tree", "-r", "-z", "--full-tree", rev, "--",
+                   DEVCONTAINER_DIR, DEVCONTAINER_FILE)  # fmt: skip
+    blobs: dict[bytes, str] = {}
+    for entry in listing.split(b"\0"):
+        if not entry:
+            continue
+        meta, _, path = entry.partition(b"\t")
+        mode, kind, sha = meta.split(b" ")
+        top_file = path == DEVCONTAINER_FILE.encode()
+        if (
+            kind == b"blob"
+            and mode in (b"100644", b"100755")
+            and (top_file or path.startswith(DEVCONTAINER_DIR.encode() + b"/"))
+        ):
+            blobs[path] = sha.decode()
+    digest = hashlib.sha256()
+    for path in sorted(blobs):
+        content = _git(root, "cat-file", "blob", blobs[path])
+        digest.update(path + b"\0" + hashlib.sha256(content).hexdigest().encode() + b"\n")
+    if not blobs:
+        default = hashlib.sha256(default_devcontainer_bytes(agent)).hexdigest().encode()
+        digest.update(DEFAULT_MARKER + default + b"\n")
+    return digest.hexdigest()[:HASH_CHARS]
+
+
+def _git(root: Path, *args: str) -> bytes:
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise OSError(f"git {args[0]} failed: {type(exc).__name__}") from None
+    if done.returncode != 0:
+        raise OSError(f"git {args[0]} failed: {done.stderr.decode(errors='replace')[:200]}")
+    return done.stdout
 
 
 @functools.lru_cache(maxsize=8)

@@ -9,17 +9,22 @@ has it: that VM tells, through status.json ``prebuild_stale``, and the prebuild 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from app.domain import ImageStatus, StatusReport, WorkspaceSpec
 from app.domain.validation import is_local_repo
-from app.services.prebuild_hash import devcontainer_config_hash, repo_key
+from app.services.prebuild_hash import (
+    devcontainer_config_hash,
+    devcontainer_config_hash_at,
+    repo_key,
+)
 from app.services.prebuild_registry import PrebuildRecord, PrebuildRegistry
 from app.services.registry import WorkspaceRecord
 
-__all__ = ["mark_stale_from_status", "match_prebuild", "with_local_staleness"]
+__all__ = ["local_config_hash", "mark_stale_from_status", "match_prebuild", "with_local_staleness"]
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +35,14 @@ def match_prebuild(
     account: str,
     region: str | None,
     *,
-    config_hash: Callable[[Path, str], str] | None = None,
+    config_hash: Callable[[WorkspaceSpec], str] | None = None,
 ) -> PrebuildRecord | None:
     """The newest usable prebuild for ``spec`` in ``account``/``region``, or None.
 
     Usable: available, same repository key (repository + branch) and agent, made for this
-    region (or for every region); a local checkout also needs the config hash its work tree has
-    now (a URL repository cannot be hashed before a VM has it: the VM tells, and a stale one is
-    marked). A record marked stale is passed over.
+    region (or for every region); a local checkout also needs the config hash of what its VM
+    would get (``local_config_hash``; a URL repository cannot be hashed before a VM has it: the
+    VM tells, and a stale one is marked). A record marked stale is passed over.
     """
     key = repo_key(spec.repo_url, spec.branch)
     candidates = [
@@ -54,14 +59,22 @@ def match_prebuild(
     if not candidates:
         return None
     if is_local_repo(spec.repo_url):
-        hasher = config_hash or (lambda root, agent: devcontainer_config_hash(root, agent=agent))
         try:
-            current = hasher(Path(spec.repo_url), spec.agent)
+            current = (config_hash or local_config_hash)(spec)
         except OSError:
             return None
         candidates = [r for r in candidates if r.config_hash == current]
     candidates.sort(key=lambda r: r.created_at, reverse=True)
     return candidates[0] if candidates else None
+
+
+def local_config_hash(spec: WorkspaceSpec) -> str:
+    """The config hash a VM of ``spec`` (a local checkout) will find: of the commit it gets
+    (``spec.branch`` or HEAD), or of the work tree when uncommitted changes go along."""
+    root = Path(spec.repo_url)
+    if spec.include_uncommitted:
+        return devcontainer_config_hash(root, agent=spec.agent)
+    return devcontainer_config_hash_at(root, spec.branch or "HEAD", agent=spec.agent)
 
 
 async def mark_stale_from_status(
@@ -85,20 +98,24 @@ async def mark_stale_from_status(
 
 
 def with_local_staleness(records: list[PrebuildRecord]) -> list[PrebuildRecord]:
-    """Mark a local checkout's prebuild stale when its work tree's config hash changed."""
-    hashes: dict[tuple[str, str], str | None] = {}
+    """Mark a local checkout's prebuild stale when no workspace of that checkout would match it
+    any more: neither its branch's commit nor its work tree has the prebuild's config hash."""
+    hashes: dict[tuple[str, str, str], set[str]] = {}
     out = []
     for record in records:
         if record.stale or not record.config_hash or not is_local_repo(record.repo):
             out.append(record)
             continue
-        cache_key = (record.repo, record.agent)
+        cache_key = (record.repo, record.branch or "HEAD", record.agent)
         if cache_key not in hashes:
-            try:
-                hashes[cache_key] = devcontainer_config_hash(Path(record.repo), agent=record.agent)
-            except OSError:
-                hashes[cache_key] = None
+            found: set[str] = set()
+            root = Path(record.repo)
+            with contextlib.suppress(OSError):
+                found.add(devcontainer_config_hash(root, agent=record.agent))
+            with contextlib.suppress(OSError):
+                found.add(devcontainer_config_hash_at(root, cache_key[1], agent=record.agent))
+            hashes[cache_key] = found
         current = hashes[cache_key]
-        stale = current is not None and current != record.config_hash
+        stale = bool(current) and record.config_hash not in current
         out.append(record.model_copy(update={"stale": True}) if stale else record)
     return out

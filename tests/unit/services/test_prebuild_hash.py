@@ -20,6 +20,7 @@ from app.paths import cloudinit_path
 from app.services.prebuild_hash import (
     default_devcontainer_bytes,
     devcontainer_config_hash,
+    devcontainer_config_hash_at,
     devcontainer_files,
     label_value,
     repo_key,
@@ -112,6 +113,27 @@ def test_app_and_vm_agree(tmp_path: Path, kind: str) -> None:
     app = devcontainer_config_hash(root)
     assert re.fullmatch(r"[0-9a-f]{16}", app)
     assert vm_hash(root, default) == app
+
+
+@pytest.mark.parametrize("kind", sorted(TREES))
+def test_the_hash_of_a_commit_is_what_its_clone_hashes_to(tmp_path: Path, kind: str) -> None:
+    """What the app computes from a commit (no checkout) is what the VM computes on a clone."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    TREES[kind](root)
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x", "PATH": os.environ["PATH"],
+           "HOME": str(tmp_path)}  # fmt: skip
+    commit = ["commit", "-q", "--allow-empty", "-m", "x"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], commit):
+        subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, env=env)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True, env=env)
+    default = tmp_path / "default-devcontainer.json"
+    default.write_bytes(default_devcontainer_bytes())
+    assert devcontainer_config_hash_at(root) == vm_hash(clone, default)
+    (root / "README.md").write_text("uncommitted\n")
+    assert devcontainer_config_hash_at(root) == vm_hash(clone, default)
 
 
 def test_no_devcontainer_is_the_default_ones_hash(tmp_path: Path) -> None:

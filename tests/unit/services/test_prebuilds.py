@@ -6,6 +6,8 @@ VM's report, and the CLI's parsing of ``bivy prebuild``."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from app.cli import build_parser
 from app.domain import ImageStatus, Phase, StatusReport, WorkspaceSpec, utcnow
 from app.services.prebuild_hash import devcontainer_config_hash, repo_key
+from app.services.prebuild_match import with_local_staleness
 from app.services.prebuild_registry import PrebuildRecord, PrebuildRegistry, prebuilds_path
 from app.services.prebuilds import builder_name, mark_stale_from_status, match_prebuild
 from app.services.registry import WorkspaceRecord
@@ -73,14 +76,36 @@ def test_branches_are_keys() -> None:
     assert match_prebuild([dev], spec(), "hetzner", None) is None
 
 
-def test_a_local_checkout_also_matches_by_its_config_hash_now(tmp_path: Path) -> None:
+def _git(repo: Path, *args: str) -> None:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x", "PATH": os.environ["PATH"], "HOME": str(repo)}  # fmt: skip
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
+
+
+def test_a_local_checkout_also_matches_by_the_config_hash_its_vm_gets(tmp_path: Path) -> None:
     repo = tmp_path / "project"
     (repo / ".devcontainer").mkdir(parents=True)
-    (repo / ".devcontainer" / "devcontainer.json").write_text('{"image": "a"}\n')
+    config = repo / ".devcontainer" / "devcontainer.json"
+    config.write_text('{"image": "a"}\n')
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "one")
     built = record("1", repo=str(repo), config_hash=devcontainer_config_hash(repo))
     assert match_prebuild([built], spec(str(repo)), "hetzner", None) == built
-    (repo / ".devcontainer" / "devcontainer.json").write_text('{"image": "b"}\n')
+    # An uncommitted change does not go to the VM (unless sent along): still a match.
+    config.write_text('{"image": "b"}\n')
+    assert match_prebuild([built], spec(str(repo)), "hetzner", None) == built
+    with_changes = spec(str(repo), include_uncommitted=True)
+    assert match_prebuild([built], with_changes, "hetzner", None) is None
+    assert [r.stale for r in with_local_staleness([built])] == [False]
+    # Committed: the VM would rebuild, so no match, and the prebuild shows stale.
+    _git(repo, "commit", "-q", "-am", "two")
     assert match_prebuild([built], spec(str(repo)), "hetzner", None) is None
+    assert [r.stale for r in with_local_staleness([built])] == [True]
+    # A branch that still has the old config matches it.
+    _git(repo, "branch", "old", "HEAD~1")
+    old = record("2", repo=str(repo), branch="old", config_hash=built.config_hash)
+    assert match_prebuild([old], spec(str(repo), branch="old"), "hetzner", None) == old
 
 
 def test_registry_round_trip_update_remove_and_a_broken_file_kept(tmp_path: Path) -> None:
