@@ -94,6 +94,8 @@ class Agent:
             variable, for agents that do not read the variable by themselves ("": not needed).
         node_min: the oldest node major version the package runs on (its package.json
             ``engines``), checked in the container before installing; 0: no check.
+        prompt_args: how a session starts the agent's interactive UI with a first prompt: the
+            arguments after ``binary``, ``{prompt}`` standing for the prompt (one argument).
     """
 
     name: str
@@ -113,6 +115,7 @@ class Agent:
     docs_url: str = ""
     env_login: str = ""
     node_min: int = 0
+    prompt_args: tuple[str, ...] = ("{prompt}",)
 
     def __post_init__(self) -> None:
         unknown = self.activity - ACTIVITY_STATES
@@ -133,6 +136,13 @@ class Agent:
     @property
     def install_command(self) -> tuple[str, ...]:
         return ("npm", "install", "-g", self.npm_package)
+
+    def start_command(self, prompt: str | None = None) -> tuple[str, ...]:
+        """The command a session runs to start the agent, with ``prompt`` as its first prompt
+        (interactive either way: the agent keeps running in the session's terminal)."""
+        if not prompt:
+            return (self.binary,)
+        return (self.binary, *(prompt if a == "{prompt}" else a for a in self.prompt_args))
 
     @property
     def credential_envs(self) -> tuple[str, ...]:

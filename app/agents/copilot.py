@@ -22,4 +22,6 @@ AGENT = Agent(
     hook_adapter="agents/copilot/hook.js",
     hook_configs=(HookConfig("agents/copilot/hooks.json", "/bivy/copilot/hooks/bivy.json"),),
     docs_url="https://docs.github.com/en/copilot/reference/hooks-reference",
+    # `copilot -i PROMPT`: start interactive mode and run the prompt (`copilot --help`, 1.0.102).
+    prompt_args=("-i", "{prompt}"),
 )

@@ -28,4 +28,6 @@ AGENT = Agent(
     docs_url="https://geminicli.com/docs/hooks/reference",
     # package.json engines: node >= 20; on node 18 the bundle fails to load (SyntaxError).
     node_min=20,
+    # `gemini -i PROMPT`: execute the prompt and continue interactively (CLI reference).
+    prompt_args=("-i", "{prompt}"),
 )

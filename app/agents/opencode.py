@@ -36,4 +36,6 @@ AGENT = Agent(
         ),
     ),
     docs_url="https://opencode.ai/docs/plugins",
+    # `opencode --prompt PROMPT`: the TUI starts with the prompt (`opencode --help`, 1.18.33).
+    prompt_args=("--prompt", "{prompt}"),
 )

@@ -400,6 +400,10 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         "ttyd-session.sh": ("ttyd-session", "0755"),
         "agent-hook.sh": ("hook/agent-hook", "0755"),
         "agent-hook.js": ("hook/agent-hook.js", "0644"),
+        # Sessions (issue 15, H5): the VM command, its JSON helper, the in-container launcher.
+        "session.sh": ("session", "0755"),
+        "session-data.py": ("session-data", "0755"),
+        "session-agent.sh": ("hook/session-agent", "0755"),
     }
     if prebuild:
         scripts["prebuild-seal.sh"] = ("prebuild-seal", "0700")
@@ -577,3 +581,40 @@ def render_user_data(inputs: UserDataInputs) -> RenderedUserData:
 def new_ttyd_password() -> str:
     """A fresh web-terminal password (URL-safe, 32 characters)."""
     return secrets.token_urlsafe(24)
+
+
+def render_session_agent(agent: Agent) -> dict[str, object]:
+    """What the VM's ``session new`` needs to run ``agent`` in a session of a workspace created
+    with another agent (issue 15; H5): its files at their VM paths (the hook adapter, the hook
+    files with their manifest, ``agent-config``, its own ``agent-install``), the variables that
+    point it at its config dir, its login command and its start command (``{prompt}`` stands
+    for the first prompt). No secret is part of it."""
+    env = _environment(template_dir())
+    context: dict[str, object] = {
+        "state_dir": STATE_DIR,
+        "lib_dir": LIB_DIR,
+        "etc_dir": ETC_DIR,
+        "container_agent_env": CONTAINER_AGENT_ENV,
+        "container_state_dir": CONTAINER_STATE_DIR,
+        "container_hook_dir": CONTAINER_HOOK_DIR,
+        "hook": f"{CONTAINER_HOOK_DIR}/agent-hook",
+        **_agent_context(agent),
+    }
+    files: list[dict[str, str]] = []
+    if agent.name != "claude":  # Claude's hook, settings and claude-config are on every VM
+        files = _agent_files(agent, env, context)
+    for template, target in (("agent-install.sh", "agent-install"), ("session-setup.sh", "setup")):
+        files.append(
+            {"path": f"{LIB_DIR}/agents/{agent.name}/{target}", "permissions": "0644",
+             "content": _strip_comments(env.get_template(f"scripts/{template}").render(context))}
+        )  # fmt: skip
+    return {
+        "name": agent.name,
+        "display": agent.display_name,
+        "binary": agent.binary,
+        "config_dir": agent.config_dir,
+        "config_env": dict(agent.config_env),
+        "env_login": agent.env_login,
+        "command": list(agent.start_command("{prompt}")),
+        "files": files,
+    }

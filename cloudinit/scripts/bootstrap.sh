@@ -422,6 +422,7 @@ bivy_status phase=prebuilt "detail=prebuilt: ready to be sealed" progress=1
 trap - ERR
 exit 0
 {% endif %}
+"$BIVY_LIB_DIR/session" new main --agent "{{ agent_name }}" </dev/null >>"$LOG_DIR/session.log" 2>&1 || echo "the main session was not recorded (session.log)"
 
 # devcontainer-up started the terminal's service as soon as the container was ready (so it
 # starts while the agent installs); enabling it again is a no-op. Polled every 0.2 s.

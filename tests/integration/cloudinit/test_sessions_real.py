@@ -1,0 +1,286 @@
+"""The VM's session command (cloudinit/scripts/session.sh, issue 15) against a real git repository
+in a real devcontainer: the pinned @devcontainers/cli and a private Docker engine, no stand-in
+for git, docker, tmux or the devcontainer CLI.
+
+Two sessions next to main: each gets its worktree inside the repository folder (made inside the
+container as the remote user, so the paths are the container's), its branch, its tmux session
+started with the agent and the first prompt (one argument, whatever it holds), its own agent
+state dir; the worktree is usable as the remote user; the web terminal opens a session by name;
+`ls --json` joins each session with its agent's state; `rm` refuses unsaved work without --force.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import select
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.cloudinit.render import render_cloud_config
+from app.domain import SessionReport, WorkspaceSpec
+from tests.integration.cloudinit import devcontainer_env
+from tests.integration.cloudinit.devcontainer_env import API_KEY, VmWorkspace, devcontainer_cli
+from tests.support.docker_engine import DockerEngine
+from tests.unit.cloudinit.vmtree import inputs_for, materialize
+
+__all__ = ["devcontainer_cli"]
+
+PROMPT = "Fix the 'README' \"now\": $HOME `id` ; echo no && true\nsecond line"
+
+
+class SessionVm(VmWorkspace):
+    """VmWorkspace, with the VM's files from the plain cloud-config (no size limit applied)."""
+
+    def __init__(self, root: Path, engine: DockerEngine, cli_bin: Path) -> None:
+        spec = WorkspaceSpec(name="w", repo_url="https://github.com/o/r.git")
+        cloud_config = render_cloud_config(inputs_for(spec))
+        self.root = root
+        self.engine = engine
+        self.state = root / "state"
+        self.lib = root / "lib"
+        self.repo = root / "workspaces" / "r"
+        self.repo.mkdir(parents=True)
+        env = materialize(cloud_config, root)
+        with (root / "etc" / "workspace.env").open("a") as handle:
+            handle.write(f"BIVY_REPO_DIR={self.repo}\n")
+        self.env = engine.env(env)
+        self.env["PATH"] = f"{cli_bin}:{self.env['PATH']}"
+        self.env.pop("BIVY_DEVCONTAINER", None)
+
+    def session(
+        self, *args: str, stdin: str | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(self.lib / "session"), *args],
+            env=self.env, input=stdin if stdin is not None else "", capture_output=True,
+            text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def sessions(self) -> dict[str, SessionReport]:
+        result = self.session("ls", "--json")
+        assert result.returncode == 0, result.stderr
+        return {r["name"]: SessionReport.model_validate(r) for r in json.loads(result.stdout)}
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        subprocess.run(["chattr", "-R", "-i", str(self.lib / "hook")], check=False)
+
+
+@pytest.fixture(scope="module")
+def claude_image(docker_engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """devcontainer_env's image (Claude Code installed by agent-install), rendered without the
+    provider's size limit (the sessions' scripts are what this module tests, not the fit)."""
+    original = devcontainer_env.render_tree
+
+    def render(spec: WorkspaceSpec, root: Path, **overrides: object) -> dict[str, str]:
+        return materialize(render_cloud_config(inputs_for(spec, **overrides)), root)
+
+    devcontainer_env.render_tree = render  # type: ignore[assignment]
+    try:
+        return devcontainer_env.claude_image.__wrapped__(docker_engine, tmp_path_factory)  # type: ignore[attr-defined, no-any-return]
+    finally:
+        devcontainer_env.render_tree = original
+
+
+@pytest.fixture
+def session_vm(
+    tmp_path: Path, docker_engine: DockerEngine, devcontainer_cli: Path, claude_image: str
+) -> Iterator[SessionVm]:
+    vm = SessionVm(tmp_path / "vm", docker_engine, devcontainer_cli)
+    try:
+        vm.write(
+            ".devcontainer.json",
+            json.dumps({"image": claude_image, "remoteUser": "node", "containerEnv": {"X": "1"}}),
+        )
+        vm.write("README.md", "hello\n")
+        vm.commit()
+        result = vm.up()
+        assert result.returncode == 0, f"{result.stderr}\n--- log ---\n{vm.log()[-6000:]}"
+        yield vm
+    finally:
+        vm.cleanup()
+
+
+def _payload(prompt: str | None) -> str:
+    """What the app sends for a session of the workspace's own agent; the start command is a
+    stand-in that records what it got (the real agents need a model to talk to)."""
+    record = (
+        'printf "%s" "$1" > /tmp/prompt-$BIVY_SESSION; '
+        'echo "$BIVY_AGENT_STATE_DIR|$(pwd)|$(id -un)|${ANTHROPIC_API_KEY:-}" '
+        "> /tmp/env-$BIVY_SESSION; "
+        "exec sleep 600"
+    )
+    agent = {
+        "name": "claude",
+        "binary": "sh",
+        "command": ["sh", "-c", record, "sh", "{prompt}"],
+        "config_dir": "/bivy/claude",
+        "config_env": {"CLAUDE_CONFIG_DIR": "/bivy/claude"},
+        "env_login": "",
+        "files": [],
+    }
+    return json.dumps({"prompt": prompt, "agent": agent})
+
+
+def _wait_for(vm: SessionVm, user: str, path: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = vm.exec(user, "cat", path, check=False)
+        if result.returncode == 0 and result.stdout:
+            return result.stdout
+        time.sleep(0.5)
+    raise AssertionError(f"{path} never appeared; session log:\n{_log(vm)}")
+
+
+def _log(vm: SessionVm) -> str:
+    path = vm.state / "log" / "session.log"
+    return path.read_text(errors="replace")[-4000:] if path.exists() else "(no session log)"
+
+
+@pytest.mark.timeout(1500)
+def test_two_sessions_with_their_worktrees_branches_terminals_and_states(
+    session_vm: SessionVm,
+) -> None:
+    vm = session_vm
+    workspace = vm.container()["BIVY_REMOTE_WORKSPACE"]
+
+    # main: what the bootstrap makes (nothing on stdin): the repository folder on its branch.
+    result = vm.session("new", "main", "--agent", "claude")
+    assert result.returncode == 0, result.stderr + _log(vm)
+    assert vm.session("new", "main", "--agent", "claude").returncode == 0  # idempotent
+    main = vm.sessions()["main"]
+    assert (main.agent, main.branch, main.worktree) == ("claude", "main", workspace)
+
+    # Two more: one on bivy/<name> with a first prompt, one on a branch the user named.
+    result = vm.session("new", "feature", "--agent", "claude", stdin=_payload(PROMPT))
+    assert result.returncode == 0, result.stderr + _log(vm)
+    result = vm.session(
+        "new", "fix", "--agent", "claude", "--branch", "fix/readme", stdin=_payload(None)
+    )
+    assert result.returncode == 0, result.stderr + _log(vm)
+    again = vm.session("new", "fix", "--agent", "claude", stdin=_payload(None))
+    assert again.returncode != 0 and "already" in again.stderr
+
+    sessions = vm.sessions()
+    assert list(sessions) == ["main", "feature", "fix"]
+    feature, fix = sessions["feature"], sessions["fix"]
+    assert feature.branch == "bivy/feature" and fix.branch == "fix/readme"
+    head = vm.exec("node", "git", "rev-parse", "HEAD").stdout.strip()
+    assert feature.base == head and fix.base == head
+    assert feature.worktree == f"{workspace}/.bivy/worktrees/feature"
+    assert fix.worktree == f"{workspace}/.bivy/worktrees/fix"
+
+    # The worktrees: container paths, the remote user's, on their branches, out of git's sight.
+    listing = vm.exec("node", "git", "worktree", "list", "--porcelain").stdout
+    assert f"worktree {feature.worktree}\nHEAD {head}\nbranch refs/heads/bivy/feature" in listing
+    assert f"worktree {fix.worktree}\nHEAD {head}\nbranch refs/heads/fix/readme" in listing
+    assert (vm.repo / ".bivy" / "worktrees" / "feature" / "README.md").read_text() == "hello\n"
+    assert (vm.repo / ".bivy" / "worktrees" / "feature").stat().st_uid == 1000
+    assert vm.exec("node", "git", "status", "--porcelain").stdout == ""  # .bivy/ excluded
+    usable = vm.exec(
+        "node", "sh", "-c",
+        f"cd {feature.worktree} && echo change >> README.md && git add README.md && "
+        "git -c user.name=a -c user.email=a@example.org commit -qm agent && git log --oneline -1",
+    )  # fmt: skip
+    assert "agent" in usable.stdout
+    assert vm.exec("node", "git", "log", "--oneline", "-1", "bivy/feature").stdout == usable.stdout
+    assert (vm.repo / "README.md").read_text() == "hello\n"  # main's folder untouched
+
+    # The agent started in its own tmux session, in the worktree, as the remote user, with the
+    # workspace agent's credentials, its own state dir, and the prompt as one argument.
+    assert _wait_for(vm, "node", "/tmp/prompt-feature") == PROMPT
+    state_dir, cwd, user, key = _wait_for(vm, "node", "/tmp/env-feature").strip().split("|")
+    assert (state_dir, cwd, user, key) == ("/bivy/state/feature", feature.worktree, "node", API_KEY)
+    assert _wait_for(vm, "node", "/tmp/env-fix").startswith("/bivy/state/fix|")
+    assert vm.exec("node", "cat", "/tmp/prompt-fix").stdout == ""  # no prompt: the agent alone
+    tmux = vm.exec("node", "tmux", "list-sessions", "-F", "#S").stdout.split()
+    assert {"bivy-feature", "bivy-fix"} <= set(tmux)
+    assert not (vm.state / "agent" / "feature" / "prompt").exists()  # read once, then gone
+
+    # Each session's agent reports into its own agent.json (the Claude hook, run in the
+    # container with the session's state dir), which `ls` joins.
+    hook = "BIVY_AGENT_STATE_DIR=/bivy/state/feature /bivy/hook/agent-hook UserPromptSubmit"
+    vm.exec("node", "sh", "-c", f"echo '{{}}' | {hook}")
+    sessions = vm.sessions()
+    assert sessions["feature"].state.value == "working"
+    assert sessions["fix"].state.value == "idle"
+    report = json.loads((vm.state / "agent" / "feature" / "agent.json").read_text())
+    assert report["event"] == "UserPromptSubmit"
+    assert not (vm.state / "agent" / "agent.json").exists() or (
+        json.loads((vm.state / "agent" / "agent.json").read_text())["event"] != "UserPromptSubmit"
+    )
+
+    # The web terminal: ?arg=fix opens that session; its tmux session, once gone, comes back
+    # as a shell in the worktree with the session's environment.
+    vm.exec("node", "tmux", "kill-session", "-t", "bivy-fix")
+    output = _terminal(vm, ["fix"], "echo MARK:$BIVY_SESSION:$BIVY_AGENT_STATE_DIR:$(pwd):$X")
+    assert f"MARK:fix:/bivy/state/fix:{fix.worktree}:1" in output, output[-2000:]
+    assert "no session called nope" in _terminal(vm, ["nope"], "")
+    assert "no session called x;y" in _terminal(vm, ["x;y"], "")
+
+    # rm: refuses uncommitted work, then unpushed commits; --force removes it all.
+    vm.exec("node", "sh", "-c", f"echo wip > {feature.worktree}/wip.txt")
+    refused = vm.session("rm", "feature")
+    assert refused.returncode != 0 and "uncommitted" in refused.stderr
+    vm.exec("node", "rm", f"{feature.worktree}/wip.txt")
+    refused = vm.session("rm", "feature")
+    assert refused.returncode != 0 and "not pushed" in refused.stderr
+    removed = vm.session("rm", "feature", "--force")
+    assert removed.returncode == 0, removed.stderr
+    assert list(vm.sessions()) == ["main", "fix"]
+    assert not (vm.repo / ".bivy" / "worktrees" / "feature").exists()
+    assert vm.exec("node", "git", "branch", "--list", "bivy/feature").stdout == ""
+    assert "bivy-feature" not in vm.exec("node", "tmux", "list-sessions", "-F", "#S").stdout
+    assert not (vm.state / "agent" / "feature").exists()
+    # A session with nothing new goes without --force; a branch the user named stays.
+    assert vm.session("rm", "fix").returncode == 0
+    assert "fix/readme" in vm.exec("node", "git", "branch", "--list", "fix/readme").stdout
+    assert vm.session("rm", "main").returncode != 0
+
+
+def _terminal(vm: SessionVm, args: list[str], command: str, timeout: float = 30) -> str:
+    """ttyd-session with ttyd's URL arguments, in a pty, as ttyd runs it for a client."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(
+            "/bin/bash",
+            ["bash", str(vm.lib / "ttyd-session"), *args],
+            {**vm.env, "TERM": "xterm-256color"},
+        )
+    output = b""
+    typed = not command
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if not typed and b"$" in output:
+                os.write(fd, command.encode() + b"\r")
+                typed = True
+            if command and typed and b"MARK:" in output.split(command.encode())[-1]:
+                time.sleep(0.5)
+                if select.select([fd], [], [], 0.5)[0]:
+                    output += os.read(fd, 65536)
+                break
+    finally:
+        os.write(fd, b"\x02d")  # detach from tmux (prefix C-b, d)
+        time.sleep(0.5)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(fd)
+    return output.decode(errors="replace")
