@@ -635,7 +635,7 @@ def _fetch_bundle(repo: Path, bundle: Path, branch: str, local_branch: str) -> N
     env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
     done = subprocess.run(
         [
-            git, "fetch", "--quiet", "--no-tags", "--no-recurse-submodules", str(bundle),
+            git, "fetch", "--no-tags", "--no-recurse-submodules", str(bundle),
             f"refs/heads/{branch}:refs/heads/{local_branch}",
         ],
         cwd=repo,

@@ -33,6 +33,8 @@
 # Exit status: 0 done; 1 failed; 2 usage; 3 uncommitted work (push/bundle without a message);
 # 4 nothing to push to (no remote, or not https).
 set -euo pipefail
+unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_COMMON_DIR GIT_OBJECT_DIRECTORY \
+    GIT_ALTERNATE_OBJECT_DIRECTORIES GIT_CONFIG_PARAMETERS GIT_CONFIG_COUNT index
 # shellcheck source=/dev/null
 . "${BIVY_LIB_DIR:-{{ lib_dir }}}/lib.sh"
 
@@ -141,7 +143,7 @@ scratch="$tmp/repo.git"
 
 # git in the throwaway repository: empty config (not even the system's), no hooks, fresh index.
 tgit() {
-    GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null HOME="$tmp" GIT_INDEX_FILE="$tmp/index" \
+    GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null HOME="$tmp" GIT_INDEX_FILE="${index:-$tmp/index}" \
         git --git-dir="$scratch" "$@"
 }
 tgit init -q --bare --template= "$scratch"
@@ -167,10 +169,16 @@ collect() {
     tgit log -z --format='%h%x1f%s' --max-count=200 "$merge_base..$head" >"$tmp/c.log"
     rm -f "$tmp/index"
     wgit read-tree "$head"
-    wgit ls-files -z --others --exclude-standard >"$tmp/u.untracked"
-    if [ -s "$tmp/u.untracked" ]; then
-        wgit add -N --pathspec-from-file="$tmp/u.untracked" --pathspec-file-nul >/dev/null 2>&1 ||
+    wgit ls-files -z --others --exclude-standard >"$tmp/u.new"
+    if [ -s "$tmp/u.new" ]; then
+        wgit add -N --pathspec-from-file="$tmp/u.new" --pathspec-file-nul >/dev/null 2>&1 ||
             echo "session-review: some untracked files could not be listed" >&2
+    fi
+    # Untracked proper (not even staged): against a copy of the session's own index, read only.
+    cp "$tmp/u.new" "$tmp/u.untracked"
+    if [ -s "$tmp/u.new" ] && cp "$gitdir/index" "$tmp/own-index" 2>/dev/null; then
+        index="$tmp/own-index" wgit ls-files -z --others --exclude-standard \
+            >"$tmp/u.untracked" 2>/dev/null || cp "$tmp/u.new" "$tmp/u.untracked"
     fi
     wgit diff "${opts[@]}" --numstat "$head" >"$tmp/u.numstat"
     wgit diff "${opts[@]}" --name-status "$head" >"$tmp/u.status"

@@ -83,9 +83,12 @@ def _free_uid() -> int:
 
 
 @contextlib.contextmanager
-def vm_sshd(layout: Mapping[str, Path], user: VmUser) -> Iterator[SshServer]:
+def vm_sshd(
+    layout: Mapping[str, Path], user: VmUser, *, extra_config: str = ""
+) -> Iterator[SshServer]:
     """sshd on 127.0.0.1 in a mount namespace where each ``layout`` VM path shows its source dir
-    and ``user`` exists with its sudo rule; sshd's login user is ``user.name``."""
+    and ``user`` exists with its sudo rule; sshd's login user is ``user.name``.
+    ``extra_config``: more sshd_config lines (e.g. ``Subsystem sftp internal-sftp``)."""
     assert os.geteuid() == 0, "the VM's paths and user need root (CI runs the suite as root)"
     unshare = shutil.which("unshare")
     assert unshare is not None, "unshare is needed (apt: util-linux)"
@@ -102,7 +105,9 @@ def vm_sshd(layout: Mapping[str, Path], user: VmUser) -> Iterator[SshServer]:
         str(scratch), user.name, str(_free_uid()), user.shell, user.sudo,
         str(scratch / "home" / user.name), mounts,
     ]  # fmt: skip
-    server = start_sshd(base / "sshd", user=user.name, launcher=launcher)
+    server = start_sshd(
+        base / "sshd", user=user.name, launcher=launcher, extra_config=extra_config
+    )
     try:
         yield server
     finally:

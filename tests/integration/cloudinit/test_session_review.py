@@ -20,149 +20,28 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from app.cloudinit.render import render_cloud_config
-from app.domain import WorkspaceSpec
+from app.services.review import DiffStat, parse_stat
 from tests.support.git_http import GitHttpServer, serve_git_http
-from tests.support.local_repo import GIT_ENV, git
-from tests.unit.cloudinit.vmtree import inputs_for, materialize
+from tests.support.local_repo import git
+from tests.support.review_vm import (
+    OWNER,
+    Vm,
+    files_containing,
+    make_vm,
+    owner_git,
+    refs_of,
+    root_owned,
+    snapshot,
+    write_file,
+)
 
 pytestmark = pytest.mark.needs_root
 
 TOKEN = "ghp_ReviewPushToken0123456789abcdefXYZ"
-OWNER = 61234  # the devcontainer user's uid on the VM host (not root, not anyone here)
-
-
-def install_review_script(lib: Path) -> Path:
-    """``session-review`` as the cloud-config installs it (rendered, comment lines stripped),
-    also where the cloud-config does not carry it (yet)."""
-    from app.cloudinit.render import LIB_DIR, _environment, _strip_comments, template_dir
-
-    target = lib / "session-review"
-    if not target.exists():
-        template = _environment(template_dir()).get_template("scripts/session-review.sh")
-        target.write_text(_strip_comments(template.render(lib_dir=LIB_DIR)))
-        target.chmod(0o755)
-    return target
-
-
-@dataclass
-class Vm:
-    root: Path
-    env: dict[str, str]
-    repo: Path
-    worktree: Path
-    base: str
-
-    @property
-    def lib(self) -> Path:
-        return self.root / "lib"
-
-    def run(
-        self, *args: str, stdin: str = "", env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", str(self.lib / "session-review"), *args],
-            input=stdin,
-            env={**self.env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    def diff(self, session: str = "s1") -> dict[str, object]:
-        done = self.run("diff", session, "--json")
-        assert done.returncode == 0, done.stderr
-        data: dict[str, object] = json.loads(done.stdout)
-        return data
-
-
-def _write(path: Path, text: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text)
-
-
-def make_vm(root: Path, *, owner: int = OWNER) -> Vm:
-    """A rendered VM tree, its repository (main) and session s1's worktree with work in it."""
-    spec = WorkspaceSpec(name="w", repo_url="https://example.invalid/o/project.git")
-    env = materialize(render_cloud_config(inputs_for(spec)), root)
-    install_review_script(root / "lib")
-    repo = root / "workspaces" / "project"
-    repo.mkdir(parents=True)
-    git(repo, "init", "-q", "-b", "main")
-    _write(repo / "README.md", "hello\n")
-    _write(repo / "src" / "app.py", "print('v1')\n")
-    _write(repo / "old_name.txt", "one\ntwo\nthree\nfour\nfive\n")
-    _write(repo / "gone.txt", "bye\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "first")
-    base = git(repo, "rev-parse", "HEAD").strip()
-    with (repo / ".git" / "info" / "exclude").open("a") as exclude:
-        exclude.write(".bivy/\n")
-    worktree = repo / ".bivy" / "worktrees" / "s1"
-    git(repo, "worktree", "add", "-q", "-b", "bivy/s1", str(worktree), base)
-    # committed on the session's branch: a change, a new file, a rename, a deletion, binary
-    _write(worktree / "src" / "app.py", "print('v2')\nprint('more')\n")
-    _write(worktree / "src" / "new.py", "A = 1\nB = 2\nC = 3\n")
-    git(worktree, "mv", "old_name.txt", "new_name.txt")
-    git(worktree, "rm", "-q", "gone.txt")
-    _write(worktree / "logo.bin", bytes(range(256)) * 8)
-    git(worktree, "add", "-A")
-    git(worktree, "commit", "-q", "-m", "agent: feature")
-    _write(worktree / "README.md", "hello\nworld\n")
-    git(worktree, "add", "-A")
-    git(worktree, "commit", "-q", "-m", "agent: readme")
-    # uncommitted: staged, unstaged, untracked (and an ignored file that must not show)
-    _write(worktree / ".gitignore", "*.log\n")
-    git(worktree, "add", ".gitignore")
-    _write(worktree / "src" / "app.py", "print('v3')\nprint('more')\n")
-    _write(worktree / "notes" / "todo.md", "- one\n- two\n")
-    _write(worktree / "debug.log", "ignored\n")
-    # main meanwhile moves on (the diff is against the merge base)
-    _write(repo / "README.md", "hello from main\n")
-    git(repo, "commit", "-q", "-am", "main moves on")
-    sessions = root / "state" / "sessions"
-    sessions.mkdir(parents=True)
-    (sessions / "s1.json").write_text(
-        json.dumps(
-            {
-                "name": "s1",
-                "agent": "claude",
-                "branch": "bivy/s1",
-                "base": base,
-                "worktree": "/workspaces/project/.bivy/worktrees/s1",
-                "created_at": "2026-12-02T01:00:00Z",
-            }
-        )
-    )
-    with (root / "etc" / "workspace.env").open("a") as env_file:
-        env_file.write(f"BIVY_REPO_DIR={repo}\n")
-    subprocess.run(["chown", "-R", f"{owner}:{owner}", str(repo)], check=True)
-    return Vm(root=root, env=env, repo=repo, worktree=worktree, base=base)
-
-
-def owner_git(cwd: Path, *args: str) -> str:
-    """git as the files' owner (as the agent in the container would run it)."""
-    return git(cwd, *args) if os.geteuid() != 0 else _as_owner(cwd, "git", *args)
-
-
-def _as_owner(cwd: Path, *argv: str) -> str:
-    done = subprocess.run(
-        ["setpriv", f"--reuid={OWNER}", f"--regid={OWNER}", "--clear-groups", *argv],
-        cwd=cwd,
-        env={**os.environ, **GIT_ENV, "HOME": "/nonexistent"},
-        capture_output=True,
-        check=True,
-    )
-    return done.stdout.decode()
 
 
 @pytest.fixture(autouse=True)
@@ -194,16 +73,18 @@ def remote(tmp_path: Path) -> Iterator[tuple[GitHttpServer, Path]]:
         yield server, bare
 
 
-def files_of(part: dict[str, str]) -> dict[str, tuple[str, int | None, int | None]]:
-    """path → (status, insertions, deletions) from the script's raw JSON (parsed the app's way)."""
-    from app.services.review import parse_stat
-
-    stat = parse_stat(
+def parse_stat_of(part: dict[str, str]) -> DiffStat:
+    """One side of the script's raw JSON, parsed the app's way."""
+    return parse_stat(
         base64.b64decode(part["numstat"]),
         base64.b64decode(part["name_status"]),
         base64.b64decode(part.get("untracked", "")),
     )
-    return {f.path: (f.status, f.insertions, f.deletions) for f in stat.files}
+
+
+def files_of(part: dict[str, str]) -> dict[str, tuple[str, int | None, int | None]]:
+    """path → (status, insertions, deletions) from the script's raw JSON."""
+    return {f.path: (f.status, f.insertions, f.deletions) for f in parse_stat_of(part).files}
 
 
 def test_diff_separates_committed_from_uncommitted(vm: Vm) -> None:
@@ -226,6 +107,12 @@ def test_diff_separates_committed_from_uncommitted(vm: Vm) -> None:
         "src/app.py": ("M", 1, 1),
         "notes/todo.md": ("A", 2, 0),
     }
+    untracked = {  # staged is not untracked, even if new
+        f.path
+        for f in parse_stat_of(data["uncommitted"]).files
+        if f.untracked  # type: ignore[arg-type]
+    }
+    assert untracked == {"notes/todo.md"}
     log = base64.b64decode(str(data["log"])).decode()
     assert "agent: feature" in log and "agent: readme" in log and "main moves on" not in log
 
@@ -245,7 +132,7 @@ def test_diff_leaves_no_trace(vm: Vm) -> None:
     vm.diff()
     vm.run("diff", "s1")
     assert snapshot(vm.repo) == before
-    assert not _root_owned(vm.repo)
+    assert not root_owned(vm.repo)
     assert not list(Path("/dev/shm").glob("bivy-review.*"))
 
 
@@ -277,7 +164,7 @@ def test_push_refuses_uncommitted_work_without_a_message(
     assert done.returncode == 3, done.stderr
     assert "uncommitted changes in 3 file(s)" in done.stderr
     assert server.authorized == [] and server.refused == []  # nothing was sent
-    assert _refs(bare) == ""
+    assert refs_of(bare) == ""
 
 
 def test_push_commits_then_pushes_with_the_token_and_forgets_it(
@@ -300,7 +187,7 @@ def test_push_commits_then_pushes_with_the_token_and_forgets_it(
     hooks.mkdir()
     hooks.chmod(0o755)
     for hook in ("pre-push", "pre-commit", "reference-transaction", "post-commit"):
-        _write(hooks / hook, f"#!/bin/sh\ntouch {marker}.{hook}\n")
+        write_file(hooks / hook, f"#!/bin/sh\ntouch {marker}.{hook}\n")
         (hooks / hook).chmod(0o755)
 
     done = vm.run(
@@ -327,14 +214,14 @@ def test_push_commits_then_pushes_with_the_token_and_forgets_it(
     # the token worked: the server saw it, and the branch arrived where it was sent
     assert server.refused and server.authorized
     assert any("git-receive-pack" in line for line in server.authorized)
-    assert _refs(bare) == f"{head} refs/heads/bivy/s1\n"
-    assert _refs(hostile) == ""
+    assert refs_of(bare) == f"{head} refs/heads/bivy/s1\n"
+    assert refs_of(hostile) == ""
     # the commit was made as the files' owner, nothing in the repository belongs to root
-    assert not _root_owned(vm.repo)
+    assert not root_owned(vm.repo)
     # `session rm` sees the branch as pushed
     assert git(vm.repo, "rev-parse", "refs/remotes/bivy-pushed/bivy/s1").strip() == head
     # the token is nowhere on disk or in RAM files afterwards
-    assert _files_containing(TOKEN.encode(), vm.root, Path("/dev/shm"), Path("/run")) == []
+    assert files_containing(TOKEN.encode(), vm.root, Path("/dev/shm"), Path("/run")) == []
     assert TOKEN not in done.stdout + done.stderr
 
 
@@ -350,8 +237,8 @@ def test_wrong_token_fails_without_showing_it(vm: Vm, remote: tuple[GitHttpServe
     assert done.returncode == 1
     assert "pushing bivy/s1 to https://127.0.0.1:" in done.stderr
     assert wrong not in done.stderr + done.stdout
-    assert _refs(bare) == ""
-    assert _files_containing(wrong.encode(), vm.root, Path("/dev/shm")) == []
+    assert refs_of(bare) == ""
+    assert files_containing(wrong.encode(), vm.root, Path("/dev/shm")) == []
 
 
 def test_push_needs_an_https_remote_and_a_token(vm: Vm) -> None:
@@ -433,41 +320,6 @@ def test_script_passes_shellcheck(vm: Vm) -> None:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _refs(bare: Path) -> str:
-    return git(bare, "for-each-ref", "--format=%(objectname) %(refname)")
-
-
-def _root_owned(tree: Path) -> list[Path]:
-    return [p for p in [tree, *tree.rglob("*")] if p.lstat().st_uid == 0]
-
-
-def _files_containing(needle: bytes, *roots: Path) -> list[Path]:
-    found = []
-    for root in roots:
-        for folder, _dirs, names in os.walk(root, onerror=lambda _exc: None):
-            for name in names:
-                path = Path(folder) / name
-                try:
-                    if path.is_file() and not path.is_symlink() and needle in path.read_bytes():
-                        found.append(path)
-                except OSError:
-                    continue
-    return found
-
-
-def snapshot(repo: Path) -> dict[str, object]:
-    """Refs, index bytes and loose objects of the repository and its worktrees."""
-    git_dir = repo / ".git"
-    return {
-        "files": sorted(
-            (str(p.relative_to(git_dir)), p.stat().st_mtime_ns, p.stat().st_size)
-            for p in git_dir.rglob("*")
-            if p.is_file()
-        ),
-        "status": git(repo / ".bivy" / "worktrees" / "s1", "status", "--porcelain"),
-    }
 
 
 def test_environment_has_what_the_vm_has() -> None:
