@@ -1,9 +1,13 @@
-"""Live VM status over SSH: status.json and agent.json on an interval, changes as events; leases.
+"""Live VM status over SSH: status.json, agent.json and the sessions on an interval, changes as
+events; leases.
 
 The files are read with one exec channel without a pty (``cat``), which the VM's idle monitor
 does not count as activity (it counts pty sessions and connections to ttyd only; see
-notes/CONTRACTS.md). Events tell the window and the tray what changed: the bootstrap phase, the
-agent's state (``waiting`` → a notification), deadlines coming close.
+notes/CONTRACTS.md). The third record is the VM's ``session ls --json`` (issue 15: every agent
+session with its worktree, branch and agent state; empty before the bootstrap has made ``main``
+or on a VM without sessions). Events tell the window and the tray what changed: the bootstrap
+phase, the agent's state (``waiting`` → a notification), each session's state (``SESSION_*``,
+see ``StatusEventKind``), deadlines coming close.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from app.domain import AgentReport, AgentState, Phase, StatusReport, utcnow
+from app.domain import AgentReport, AgentState, Phase, SessionReport, StatusReport, utcnow
 from app.errors import BivyError, SSHError
 from app.services.tunnels import Tunnel, TunnelService
 
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 STATUS_PATH = "/var/lib/bivy/status.json"
 AGENT_PATH = "/var/lib/bivy/agent.json"
 LEASE_PATH = "/var/lib/bivy/lease"
+#: The VM's session command (cloudinit/scripts/session.sh); ``ls --json`` needs no root.
+SESSION_COMMAND = "/usr/local/lib/bivy/session"
 
 # ASCII record separator: JSON text can never contain it unescaped, so it splits the two files.
 _SEPARATOR = "\x1e"
@@ -42,12 +48,17 @@ class StatusSnapshot:
     Attributes:
         workspace: whose VM; read_at: when it was read (UTC).
         status / agent: the parsed files, None when missing or unreadable.
+        sessions: the VM's sessions, ``main`` first (empty when it reports none).
     """
 
     workspace: str
     status: StatusReport | None
     agent: AgentReport | None
     read_at: datetime
+    sessions: tuple[SessionReport, ...] = ()
+
+    def session(self, name: str) -> SessionReport | None:
+        return next((s for s in self.sessions if s.name == name), None)
 
     @property
     def phase(self) -> Phase:
@@ -78,6 +89,11 @@ class StatusEventKind(StrEnum):
     AGENT_CHANGED = "agent-changed"
     AGENT_WAITING = "agent-waiting"  # the agent turned to waiting: notify the user
     EXPIRY_WARNING = "expiry-warning"  # an idle or lifetime deadline is near (once per deadline)
+    # Per session (issue 15); ``session`` names it, ``previous_agent`` is its state before.
+    SESSION_ADDED = "session-added"  # a session appeared (also each one at the first read)
+    SESSION_REMOVED = "session-removed"  # a session is gone (``session`` is its last report)
+    SESSION_CHANGED = "session-changed"  # its agent state (or failed flag) changed
+    SESSION_WAITING = "session-waiting"  # its agent turned to waiting: notify the user
     UNREACHABLE = "unreachable"  # a read failed; the previous snapshot stays valid
 
 
@@ -91,6 +107,7 @@ class StatusEvent:
         previous_phase / previous_agent: the values before a change.
         error: why the read failed (UNREACHABLE).
         deadline: the deadline an EXPIRY_WARNING is about; reason: "idle" or "lifetime".
+        session: the session a SESSION_* event is about (its latest report).
     """
 
     kind: StatusEventKind
@@ -101,6 +118,7 @@ class StatusEvent:
     error: BivyError | None = None
     deadline: datetime | None = None
     reason: str = ""
+    session: SessionReport | None = None
 
 
 _M = TypeVar("_M", StatusReport, AgentReport)
@@ -114,6 +132,27 @@ def parse_files(output: str) -> tuple[StatusReport | None, AgentReport | None]:
     status_text = parts[0] if parts else ""
     agent_text = parts[1] if len(parts) > 1 else ""
     return _parse(StatusReport, status_text), _parse(AgentReport, agent_text)
+
+
+def parse_sessions(output: str) -> tuple[SessionReport, ...]:
+    """The third record of the read (``session ls --json``): the sessions that parse, in the
+    VM's order; none when the record is missing or not a JSON list."""
+    parts = output.split(_SEPARATOR)
+    text = parts[2] if len(parts) > 2 else ""
+    if not text.strip():
+        return ()
+    try:
+        rows = json.loads(text)
+    except ValueError:
+        log.warning("ignoring an unreadable session list")
+        return ()
+    sessions = []
+    for row in rows if isinstance(rows, list) else ():
+        try:
+            sessions.append(SessionReport.model_validate(row))
+        except ValidationError:
+            log.warning("ignoring an unreadable session entry")
+    return tuple(sessions)
 
 
 def _parse(model: type[_M], text: str) -> _M | None:
@@ -135,6 +174,7 @@ class StatusService:
         fast_interval: seconds between reads while it boots (phases move quickly then).
         warn_before: how long before an idle or lifetime deadline EXPIRY_WARNING fires.
         status_path / agent_path / lease_path: the files on the VM (tests point them elsewhere).
+        session_command: the VM's session command (tests point it elsewhere).
     """
 
     def __init__(
@@ -147,6 +187,7 @@ class StatusService:
         status_path: str = STATUS_PATH,
         agent_path: str = AGENT_PATH,
         lease_path: str = LEASE_PATH,
+        session_command: str = SESSION_COMMAND,
         clock: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -157,6 +198,7 @@ class StatusService:
         self.status_path = status_path
         self.agent_path = agent_path
         self.lease_path = lease_path
+        self.session_command = session_command
         self._clock = clock
         self._sleep = sleep
         self._latest: dict[str, StatusSnapshot] = {}
@@ -188,23 +230,29 @@ class StatusService:
         return tunnel
 
     def read_command(self) -> str:
-        """The shell command that prints both files, separated (missing files print nothing).
+        """The shell command that prints both files and the session list, separated (missing
+        files print nothing; a VM without the session command lists nothing).
 
         The agent file is writable from inside the container: only a regular file is read, and
-        at most 64 KiB of it, so a FIFO or a device planted there cannot hang or flood the read.
+        at most 64 KiB of it, so a FIFO or a device planted there cannot hang or flood the read
+        (the session command reads the sessions' agent files the same way).
         """
         paths = " ".join(shlex.quote(p) for p in (self.status_path, self.agent_path))
+        session = shlex.quote(self.session_command)
         return (
             f"for f in {paths}; do "
-            f'if [ -f "$f" ]; then head -c 65536 -- "$f" 2>/dev/null; fi; printf \'\\036\'; done'
+            f'if [ -f "$f" ]; then head -c 65536 -- "$f" 2>/dev/null; fi; printf \'\\036\'; done; '
+            f"if [ -x {session} ]; then {session} ls --json 2>/dev/null | head -c 1048576; fi; "
+            "printf '\\036'"
         )
 
     async def read(self, workspace: Tunnel | str) -> StatusSnapshot:
-        """Read both files once (no events)."""
+        """Read the files and the sessions once (no events)."""
         tunnel = self._tunnel(workspace)
         result = await tunnel.run(self.read_command(), limit=20.0)
         status, agent = parse_files(result.stdout)
-        return StatusSnapshot(tunnel.target.workspace, status, agent, self._clock())
+        sessions = parse_sessions(result.stdout)
+        return StatusSnapshot(tunnel.target.workspace, status, agent, self._clock(), sessions)
 
     async def poll_once(self, workspace: Tunnel | str) -> StatusSnapshot | None:
         """Read, compare with the previous read and emit the events; errors become UNREACHABLE."""
@@ -238,7 +286,47 @@ class StatusService:
                         StatusEventKind.AGENT_WAITING, name, snapshot, previous_agent=old_agent
                     )
                 )
+        self._emit_session_changes(previous, snapshot)
         self._warn_deadlines(snapshot)
+
+    def _emit_session_changes(
+        self, previous: StatusSnapshot | None, snapshot: StatusSnapshot
+    ) -> None:
+        """SESSION_ADDED / REMOVED / CHANGED / WAITING, one per session that changed. A read
+        that returned no sessions while the VM had some is not taken as "all removed" unless
+        the VM answered (status present): a half-written read must not flap every session."""
+        name = snapshot.workspace
+        before = {s.name: s for s in previous.sessions} if previous is not None else {}
+        if not snapshot.sessions and before and snapshot.status is None:
+            return
+        now = {s.name: s for s in snapshot.sessions}
+        for session in snapshot.sessions:
+            old = before.get(session.name)
+            if old is None:
+                self._emit(
+                    StatusEvent(StatusEventKind.SESSION_ADDED, name, snapshot, session=session)
+                )
+            elif old.state != session.state or old.failed != session.failed:
+                self._emit(
+                    StatusEvent(
+                        StatusEventKind.SESSION_CHANGED, name, snapshot,
+                        previous_agent=old.state, session=session,
+                    )
+                )  # fmt: skip
+            else:
+                continue
+            if session.state == AgentState.WAITING and (old is None or old.state != session.state):
+                self._emit(
+                    StatusEvent(
+                        StatusEventKind.SESSION_WAITING, name, snapshot,
+                        previous_agent=old.state if old is not None else None, session=session,
+                    )
+                )  # fmt: skip
+        for gone, last in before.items():
+            if gone not in now:
+                self._emit(
+                    StatusEvent(StatusEventKind.SESSION_REMOVED, name, snapshot, session=last)
+                )
 
     def _warn_deadlines(self, snapshot: StatusSnapshot) -> None:
         if snapshot.status is None:
