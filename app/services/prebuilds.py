@@ -413,6 +413,7 @@ class PrebuildService:
         )
         deadline = time.monotonic() + self.phase_timeout
         seen: set[str] = set()
+        fraction = 0.15
         try:
             tunnel: Tunnel | None = None
             while True:
@@ -429,10 +430,11 @@ class PrebuildService:
                 current = snapshot.status if snapshot is not None else None
                 if current is not None:
                     phase = current.phase
-                    if phase.value not in seen:
-                        seen.add(phase.value)
-                        report("build", f"{phase.value}: {current.detail}".rstrip(": "),
-                               0.15 + 0.45 * min(1.0, current.progress or 0.0))  # fmt: skip
+                    said = f"{phase.value}: {current.detail}".rstrip(": ")
+                    if said not in seen:
+                        seen.add(said)
+                        fraction = max(fraction, 0.15 + 0.45 * min(1.0, current.progress or 0.0))
+                        report("build", said, fraction)
                     if phase == Phase.PREBUILT:
                         self.last_report = current
                         break
