@@ -1,8 +1,9 @@
 """The ``bivy`` command line: headless commands over the same services as the window.
 
 One module per group of verbs (``catalog``, ``workspaces``, ``login``, ``remote``, ``backup``,
-``render``, ``agents``); ``base`` holds what they share. This package hands on the names callers
-and tests use (``main``, ``build_parser``, ``COMMANDS``, ``Command``, ``CliContext``…).
+``render``, ``agents``, ``prebuild``, ``sessions``); ``base`` holds what they share. This package
+hands on the names callers and tests use (``main``, ``build_parser``, ``COMMANDS``, ``Command``,
+``CliContext``…).
 """
 
 # Adding a command (other engineers: keep it additive):
@@ -26,7 +27,17 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from app import __version__
-from app.cli import agents, backup, catalog, login, prebuild, remote, render, workspaces
+from app.cli import (
+    agents,
+    backup,
+    catalog,
+    login,
+    prebuild,
+    remote,
+    render,
+    sessions,
+    workspaces,
+)
 from app.cli.base import (
     EXIT_ERROR,
     EXIT_INTERNAL,
@@ -66,6 +77,7 @@ COMMANDS: list[Command] = [
     *render.COMMANDS,
     *agents.COMMANDS,
     *prebuild.COMMANDS,
+    *sessions.COMMANDS,
 ]
 
 
