@@ -255,15 +255,17 @@ receive_bundle() {
 }
 
 # The prebuild's clone, updated from the app's new bundle: its branches replace the local ones
-# (the one checked out too), then BIVY_BRANCH, else the (first) branch the bundle's HEAD is on,
-# is checked out at its new commit; the prebuild's untracked and ignored
+# (the one checked out too), then BIVY_BRANCH, else the branch the bundle's HEAD is on (the
+# current one when it is), is checked out at its new commit; the prebuild's untracked and ignored
 # files (dependencies, build output) stay.
 update_from_bundle() {
     local bundle="$1" git=(git -C "$BIVY_REPO_DIR") head branch="${BIVY_BRANCH:-}"
     "${git[@]}" fetch --quiet --force --update-head-ok "$bundle" '+refs/heads/*:refs/heads/*'
     head=$(git bundle list-heads "$bundle" HEAD | cut -d' ' -f1)
     if [ -z "$branch" ]; then
-        branch=$(git bundle list-heads "$bundle" | awk -v h="$head" '$1 == h && $2 ~ /^refs\/heads\// {sub("refs/heads/", "", $2); print $2; exit}')
+        branch=$("${git[@]}" branch --show-current)
+        git bundle list-heads "$bundle" | grep -Fqx "$head refs/heads/$branch" ||
+            branch=$(git bundle list-heads "$bundle" | awk -v h="$head" '$1 == h && $2 ~ /^refs\/heads\// {sub("refs/heads/", "", $2); print $2; exit}')
     fi
     if [ -n "$branch" ]; then
         "${git[@]}" checkout --quiet --force -B "$branch" "refs/heads/$branch"
@@ -422,7 +424,6 @@ bivy_status phase=prebuilt "detail=prebuilt: ready to be sealed" progress=1
 trap - ERR
 exit 0
 {% endif %}
-"$BIVY_LIB_DIR/session" new main --agent "{{ agent_name }}" </dev/null >>"$LOG_DIR/session.log" 2>&1 || echo "the main session was not recorded (session.log)"
 
 # devcontainer-up started the terminal's service as soon as the container was ready (so it
 # starts while the agent installs); enabling it again is a no-op. Polled every 0.2 s.

@@ -92,6 +92,14 @@ def test_bootstrap_keeps_alive(vm: Vm) -> None:
     assert vm.decide() == "active bootstrapping (building)"
 
 
+def test_a_finished_prebuild_is_idle(vm: Vm) -> None:
+    # A builder the app forgot (never sealed) deletes itself like any idle VM (issue 14).
+    vm.status({"phase": "prebuilt"})
+    assert vm.decide() == f"idle {WINDOW}"
+    vm.now += WINDOW
+    assert vm.decide() == "delete idle"
+
+
 def test_working_agent_keeps_alive_waiting_agent_does_not(vm: Vm) -> None:
     vm.agent("working", T0 - 60)
     assert vm.decide() == "active agent working"
