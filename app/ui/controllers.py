@@ -141,6 +141,8 @@ class WorkspacesController(Controller):
         super().__init__(parent)
         self.service = service
         self.lister = lister or service.list_workspaces
+        #: The prebuilds (app/ui/prebuild_actions.py) once attached: the create dialog asks it.
+        self.prebuilds: QObject | None = None
 
     @reports_errors
     async def refresh(self) -> None:

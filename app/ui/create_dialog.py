@@ -116,6 +116,10 @@ class CreateDialog(QDialog):
         # Prices are compared between cloud accounts; a free one on this computer is no offer.
         self._compared = [a for a, _ in accounts if not self._free(a)]
         self._build(accounts)
+        # Issue 14: a line under the repository says whether a prebuild matches.
+        from app.ui.prebuild_actions import install_create_hint
+
+        self.prebuild_hint = install_create_hint(self)
         self._validate()
         QTimer.singleShot(0, self._account_changed)
         if len(self._compared) > 1:

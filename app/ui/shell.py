@@ -136,10 +136,18 @@ class Shell(ShellDialogs, QObject):
         from app.ui.backup_actions import attach
 
         self.backup_actions = attach(self)
+        # Issue 14: "Prebuild repository…", the Prebuilds dialog (app/ui/prebuild_actions.py).
+        from app.ui.prebuild_actions import attach as attach_prebuilds
+
+        self.prebuild_actions = attach_prebuilds(self)
         # Issue 15: a tab per session, "New session…", notices that open a session's tab.
         from app.ui.session_actions import SessionActions
 
         self.session_actions = SessionActions(self)
+        # Issue 15: "Review & push…" for the selected session (app/ui/review_dialog.py).
+        from app.ui.review_dialog import ReviewActions
+
+        self.review_actions = ReviewActions(self)
 
     @classmethod
     def from_environment(cls, window: MainWindow | None = None) -> Shell:
@@ -513,6 +521,8 @@ class Shell(ShellDialogs, QObject):
         for index in range(self.window.tabs.count() - 1, 0, -1):
             self.window.close_tab(index)
         self._activity.unwatch_all()
+        if self.prebuild_actions is not None:  # first: a build's cleanup deletes its builder
+            await self.prebuild_actions.cancel_all()
         if self.workspaces is not None:
             await self.workspaces.cancel_all()
             await self.workspaces.service.aclose()
