@@ -57,19 +57,13 @@ part of the API spec and are not validated against it.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
-import ipaddress
 import itertools
 import math
-import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from tests.emulators.base import (
@@ -80,203 +74,34 @@ from tests.emulators.base import (
     json_response,
     route,
 )
+from tests.emulators.hetzner_data import (
+    _LABEL_KEY_RE,
+    _LABEL_VALUE_RE,
+    IMAGES,
+    LOCATIONS,
+    SERVER_TYPES,
+    VAT_RATE,
+    LabelSelector,
+    _money,
+    _server_type,
+    fingerprint,
+    iso,
+)
 from tests.emulators.hetzner_images import HetznerImagesMixin
+from tests.emulators.hetzner_project import HetznerProjectMixin
+from tests.emulators.hetzner_servers import HetznerServersMixin
 
-__all__ = ["HetznerEmulator", "LabelSelector", "ManualClock", "main"]
-
-MAX_USER_DATA = 32768
-_NAME_RE = re.compile(r"^(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
-_LABEL_NAME = r"[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?"
-_LABEL_KEY_RE = re.compile(rf"^([a-z0-9]([a-z0-9.-]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
-_LABEL_VALUE_RE = re.compile(rf"^({_LABEL_NAME})?$")
-
-
-def iso(ts: float) -> str:
-    """An epoch second as the API writes timestamps ("2016-01-30T23:55:00Z")."""
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def fingerprint(public_key: str) -> str:
-    """Hetzner's SSH key fingerprint: MD5 of the key blob, colon-separated hex."""
-    parts = public_key.split()
-    blob = base64.b64decode(parts[1]) if len(parts) > 1 else public_key.encode()
-    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
-    return ":".join(digest[i : i + 2] for i in range(0, 32, 2))
-
-
-# -- label selectors ---------------------------------------------------------------------------
-
-
-class LabelSelector:
-    """Hetzner's label-selector language: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``,
-    ``k in (a,b)``, ``k notin (a,b)``; expressions joined by commas are ANDed."""
-
-    _EXPR = re.compile(
-        r"\s*(?:(?P<neg>!)\s*(?P<nkey>[^\s,=!()]+)"
-        r"|(?P<key>[^\s,=!()]+)\s*(?:(?P<op>==|=|!=)\s*(?P<value>[^\s,()]*)"
-        r"|\s+(?P<setop>in|notin)\s*\((?P<set>[^()]*)\))?)\s*(?:,|$)"
-    )
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.terms: list[Callable[[dict[str, str]], bool]] = []
-        pos = 0
-        text = text.strip()
-        while pos < len(text):
-            m = self._EXPR.match(text, pos)
-            if not m or m.end() == pos:
-                raise ValueError(f"invalid label selector {self.text!r}")
-            pos = m.end()
-            self.terms.append(self._term(m))
-
-    @staticmethod
-    def _term(m: re.Match[str]) -> Callable[[dict[str, str]], bool]:
-        if m.group("neg"):
-            key = m.group("nkey")
-            return lambda labels: key not in labels
-        key = m.group("key")
-        op, value = m.group("op"), m.group("value")
-        if op in ("=", "=="):
-            return lambda labels: labels.get(key) == value
-        if op == "!=":
-            return lambda labels: labels.get(key) != value
-        if m.group("setop"):
-            values = {v.strip() for v in m.group("set").split(",") if v.strip()}
-            if m.group("setop") == "in":
-                return lambda labels: labels.get(key) in values
-            return lambda labels: labels.get(key) not in values
-        return lambda labels: key in labels
-
-    def matches(self, labels: dict[str, str]) -> bool:
-        return all(term(labels) for term in self.terms)
-
-
-# -- catalogue (the emulator's "cloud"; prices are emulator data in the API's format) -----------
-
-LOCATIONS: list[dict[str, Any]] = [
-    {"id": 1, "name": "fsn1", "description": "Falkenstein DC Park 1", "country": "DE",
-     "city": "Falkenstein", "latitude": 50.47612, "longitude": 12.370071,
-     "network_zone": "eu-central"},
-    {"id": 2, "name": "nbg1", "description": "Nuremberg DC Park 1", "country": "DE",
-     "city": "Nuremberg", "latitude": 49.452102, "longitude": 11.076665,
-     "network_zone": "eu-central"},
-    {"id": 3, "name": "hel1", "description": "Helsinki DC Park 1", "country": "FI",
-     "city": "Helsinki", "latitude": 60.169855, "longitude": 24.938379,
-     "network_zone": "eu-central"},
-    {"id": 4, "name": "ash", "description": "Ashburn, VA", "country": "US",
-     "city": "Ashburn, VA", "latitude": 39.043757, "longitude": -77.487442,
-     "network_zone": "us-east"},
-]  # fmt: skip
-
-# name, id, cores, memory GB, disk GB, cpu_type, arch, category, net hourly EUR, net monthly EUR,
-# locations where orderable, deprecated
-SERVER_TYPES: list[tuple[Any, ...]] = [
-    ("cx23", 101, 2, 4.0, 40, "shared", "x86", "Cost-Optimized", "0.0056", "3.49",
-     ("fsn1", "nbg1", "hel1"), False),
-    ("cx33", 102, 4, 8.0, 80, "shared", "x86", "Cost-Optimized", "0.0088", "5.49",
-     ("fsn1", "nbg1", "hel1"), False),
-    ("cax11", 103, 2, 4.0, 40, "shared", "arm", "Cost-Optimized", "0.0064", "3.99",
-     ("fsn1", "nbg1", "hel1"), False),
-    ("cpx22", 104, 2, 4.0, 80, "shared", "x86", "Regular Purpose", "0.0112", "6.99",
-     ("fsn1", "nbg1", "hel1", "ash"), False),
-    ("ccx13", 105, 2, 8.0, 80, "dedicated", "x86", "General Purpose", "0.0224", "13.99",
-     ("fsn1", "nbg1", "hel1", "ash"), False),
-    ("cx11", 1, 1, 2.0, 20, "shared", "x86", "Shared vCPU", "0.0052", "3.29",
-     (), True),
-]  # fmt: skip
-
-VAT_RATE = Decimal("19.00")
-
-
-def _money(net: str) -> dict[str, str]:
-    gross = (Decimal(net) * (1 + VAT_RATE / 100)).quantize(Decimal("0.0000000001"))
-    return {"net": f"{Decimal(net):.10f}", "gross": f"{gross:.10f}"}
-
-
-def _type_prices(hourly: str, monthly: str, where: Iterable[str]) -> list[dict[str, Any]]:
-    # Prices differ a little outside Germany, as at the real provider, so tests can tell them apart.
-    out = []
-    for loc in where:
-        factor = Decimal("1.0") if loc in ("fsn1", "nbg1") else Decimal("1.1")
-        h = (Decimal(hourly) * factor).quantize(Decimal("0.0001"))
-        mo = (Decimal(monthly) * factor).quantize(Decimal("0.01"))
-        out.append(
-            {
-                "location": loc,
-                "price_hourly": _money(str(h)),
-                "price_monthly": _money(str(mo)),
-                "included_traffic": 21990232555520 if loc != "ash" else 1099511627776,
-                "price_per_tb_traffic": _money("1.00"),
-            }
-        )
-    return out
-
-
-def _server_type(row: tuple[Any, ...]) -> dict[str, Any]:
-    name, tid, cores, mem, disk, cpu, arch, category, hourly, monthly, where, dep = row
-    deprecation = (
-        {"announced": "2023-06-01T00:00:00Z", "unavailable_after": "2023-09-01T00:00:00Z"}
-        if dep
-        else None
-    )
-    return {
-        "id": tid,
-        "name": name,
-        "description": name.upper(),
-        "cores": cores,
-        "memory": mem,
-        "disk": disk,
-        "deprecated": dep,
-        "prices": _type_prices(hourly, monthly, where),
-        "storage_type": "local",
-        "cpu_type": cpu,
-        "category": category,
-        "architecture": arch,
-        "deprecation": deprecation,
-        "locations": [
-            {
-                "id": loc["id"],
-                "name": loc["name"],
-                "deprecation": None,
-                "available": loc["name"] in where,
-                "recommended": loc["name"] in where and cpu == "shared",
-            }
-            for loc in LOCATIONS
-        ],
-    }
-
-
-def _image(
-    iid: int, name: str | None, kind: str, desc: str, arch: str, flavor: str
-) -> dict[str, Any]:
-    return {
-        "id": iid,
-        "type": kind,
-        "status": "available",
-        "name": name,
-        "description": desc,
-        "image_size": None,
-        "disk_size": 5,
-        "created": "2024-04-25T10:00:00Z",
-        "created_from": None,
-        "bound_to": None,
-        "os_flavor": flavor,
-        "os_version": "24.04",
-        "rapid_deploy": True,
-        "protection": {"delete": False},
-        "deprecated": None,
-        "deleted": None,
-        "labels": {},
-        "architecture": arch,
-    }
-
-
-IMAGES: list[dict[str, Any]] = [
-    _image(161547269, "ubuntu-24.04", "system", "Ubuntu 24.04", "x86", "ubuntu"),
-    _image(161547270, "ubuntu-24.04", "system", "Ubuntu 24.04", "arm", "ubuntu"),
-    _image(179498042, "debian-12", "system", "Debian 12", "x86", "debian"),
-    _image(180053452, "docker-ce", "app", "Docker CE", "x86", "ubuntu"),
-    _image(180053453, "docker-ce", "app", "Docker CE", "arm", "ubuntu"),
+__all__ = [
+    "IMAGES",
+    "LOCATIONS",
+    "SERVER_TYPES",
+    "VAT_RATE",
+    "HetznerEmulator",
+    "LabelSelector",
+    "ManualClock",
+    "fingerprint",
+    "iso",
+    "main",
 ]
 
 
@@ -342,7 +167,7 @@ class _Project:
     actions: dict[int, _Action] = field(default_factory=dict)
 
 
-class HetznerEmulator(HetznerImagesMixin, Emulator):
+class HetznerEmulator(HetznerImagesMixin, HetznerServersMixin, HetznerProjectMixin, Emulator):
     """The Hetzner Cloud API in-process (see the module docstring).
 
     Attributes:
@@ -744,307 +569,6 @@ class HetznerEmulator(HetznerImagesMixin, Emulator):
                 }
             },
         )  # fmt: skip
-
-    # -- routes: ssh keys ----------------------------------------------------------------------
-
-    @route("GET", "/v1/ssh_keys")
-    def list_ssh_keys(self, req: EmuRequest) -> EmuResponse:
-        try:
-            selector = self._selector(req)
-        except ValueError as exc:
-            return self._invalid({"label_selector": [str(exc)]})
-        items = [
-            k
-            for k in self.project.ssh_keys.values()
-            if req.arg("name") in (None, k["name"])
-            and req.arg("fingerprint") in (None, k["fingerprint"])
-            and (selector is None or selector.matches(k["labels"]))
-        ]
-        return self._paginate(req, "ssh_keys", items)
-
-    @route("POST", "/v1/ssh_keys")
-    def create_ssh_key(self, req: EmuRequest) -> EmuResponse:
-        body = req.json()
-        key = body["public_key"].strip()
-        if not re.match(r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?$", key):
-            return self._invalid({"public_key": ["invalid public key"]})
-        try:
-            fp = fingerprint(key)
-        except ValueError:
-            return self._invalid({"public_key": ["invalid public key"]})
-        for existing in self.project.ssh_keys.values():
-            if existing["name"] == body["name"]:
-                return self._unique(body["name"], "name")
-            if existing["fingerprint"] == fp:
-                return self.error(
-                    409,
-                    "uniqueness_error",
-                    "SSH key with the same fingerprint already exists",
-                    {"fields": [{"name": "public_key"}]},
-                )
-        if errors := self._label_errors(body.get("labels")):
-            return self._invalid({"labels": errors})
-        sid = next(self._ids)
-        record = {
-            "id": sid,
-            "name": body["name"],
-            "fingerprint": fp,
-            "public_key": key,
-            "labels": dict(body.get("labels") or {}),
-            "created": iso(self.clock()),
-        }
-        self.project.ssh_keys[sid] = record
-        return json_response(201, {"ssh_key": record})
-
-    @route("DELETE", "/v1/ssh_keys/{id}")
-    def delete_ssh_key(self, req: EmuRequest) -> EmuResponse:
-        if self.project.ssh_keys.pop(int(req.params["id"]), None) is None:
-            return self.error(404, "not_found", "ssh key not found")
-        return EmuResponse(204)
-
-    # -- routes: firewalls ---------------------------------------------------------------------
-
-    @route("GET", "/v1/firewalls")
-    def list_firewalls(self, req: EmuRequest) -> EmuResponse:
-        try:
-            selector = self._selector(req)
-        except ValueError as exc:
-            return self._invalid({"label_selector": [str(exc)]})
-        items = [
-            self._firewall_json(f)
-            for f in self.project.firewalls.values()
-            if req.arg("name") in (None, f["name"])
-            and (selector is None or selector.matches(f["labels"]))
-        ]
-        return self._paginate(req, "firewalls", items)
-
-    def _firewall_json(self, fw: dict[str, Any]) -> dict[str, Any]:
-        applied = [
-            {"type": "server", "server": {"id": s.id}}
-            for s in self.project.servers.values()
-            if fw["id"] in s.firewalls and s.deleted_at is None
-        ]
-        return {**fw, "applied_to": applied}
-
-    @route("POST", "/v1/firewalls")
-    def create_firewall(self, req: EmuRequest) -> EmuResponse:
-        body = req.json()
-        if any(f["name"] == body["name"] for f in self.project.firewalls.values()):
-            return self._unique(body["name"])
-        if errors := self._label_errors(body.get("labels")):
-            return self._invalid({"labels": errors})
-        rules = []
-        for rule in body.get("rules") or []:
-            ips = rule.get("source_ips" if rule["direction"] == "in" else "destination_ips") or []
-            try:
-                for ip in ips:
-                    ipaddress.ip_network(ip, strict=False)
-            except ValueError:
-                return self._invalid({"rules": [f"invalid CIDR in {ips!r}"]})
-            if rule["protocol"] in ("tcp", "udp") and not rule.get("port"):
-                return self._invalid({"rules": ["port is required for tcp and udp"]})
-            rules.append(
-                {
-                    "description": rule.get("description"),
-                    "direction": rule["direction"],
-                    "source_ips": rule.get("source_ips") or [],
-                    "destination_ips": rule.get("destination_ips") or [],
-                    "protocol": rule["protocol"],
-                    "port": rule.get("port"),
-                }
-            )
-        fid = next(self._ids)
-        record = {
-            "id": fid,
-            "name": body["name"],
-            "labels": dict(body.get("labels") or {}),
-            "created": iso(self.clock()),
-            "rules": rules,
-        }
-        self.project.firewalls[fid] = record
-        action = self._action("set_firewall_rules", [{"id": fid, "type": "firewall"}], 1.0)
-        return json_response(
-            201,
-            {"firewall": self._firewall_json(record), "actions": [action.json(self.clock())]},
-        )
-
-    # -- routes: servers -----------------------------------------------------------------------
-
-    @route("GET", "/v1/servers")
-    def list_servers(self, req: EmuRequest) -> EmuResponse:
-        try:
-            selector = self._selector(req)
-        except ValueError as exc:
-            return self._invalid({"label_selector": [str(exc)]})
-        statuses = req.query.get("status") or []
-        items = []
-        for sid in sorted(self.project.servers):
-            server = self._live(sid)
-            if server is None:
-                continue
-            if req.arg("name") not in (None, server.name):
-                continue
-            if selector is not None and not selector.matches(server.labels):
-                continue
-            if statuses and self._status(server) not in statuses:
-                continue
-            items.append(self._server_json(server))
-        return self._paginate(req, "servers", items)
-
-    @route("GET", "/v1/servers/{id}")
-    def get_server(self, req: EmuRequest) -> EmuResponse:
-        server = self._live(int(req.params["id"]))
-        if server is None:
-            return self.error(404, "not_found", "server not found")
-        return json_response(200, {"server": self._server_json(server)})
-
-    @route("POST", "/v1/servers")
-    def create_server(self, req: EmuRequest) -> EmuResponse:
-        body = req.json()
-        name = body["name"]
-        errors: dict[str, list[str]] = {}
-        if not _NAME_RE.match(name):
-            errors["name"] = ["must be a valid hostname"]
-        user_data = body.get("user_data")
-        if user_data is not None and len(user_data.encode()) > MAX_USER_DATA:
-            errors["user_data"] = [f"Length must be between 0 and {MAX_USER_DATA}."]
-        if label_errors := self._label_errors(body.get("labels")):
-            errors["labels"] = label_errors
-        st = self._find(self.server_types, body["server_type"])
-        if st is None:
-            errors["server_type"] = ["server type not found"]
-        location = body.get("location") or "fsn1"
-        if body.get("location") and body.get("datacenter"):
-            errors["location"] = ["must not be used together with datacenter"]
-        loc = self._find(LOCATIONS, location)
-        if loc is None:
-            errors["location"] = ["location not found"]
-        image_ref = body["image"]
-        if not any(str(i["id"]) == str(image_ref) or i["name"] == image_ref for i in self.images):
-            errors["image"] = ["image not found"]
-        elif not self.image_usable(image_ref):
-            errors["image"] = ["image is not available (still being created)"]
-        key_ids = []
-        for ref in body.get("ssh_keys") or []:
-            found = self._find(self.project.ssh_keys.values(), ref)
-            if found is None:
-                errors["ssh_keys"] = [f"ssh key {ref} not found"]
-            else:
-                key_ids.append(found["id"])
-        fw_ids = []
-        for item in body.get("firewalls") or []:
-            if item["firewall"] not in self.project.firewalls:
-                errors["firewalls"] = [f"firewall {item['firewall']} not found"]
-            else:
-                fw_ids.append(item["firewall"])
-        if errors:
-            return self._invalid(errors)
-        assert st is not None and loc is not None
-        if any(s.name == name for s in self.project.servers.values() if s.deleted_at is None):
-            return self._unique(name)
-        if (
-            sum(1 for s in self.project.servers.values() if s.deleted_at is None)
-            >= self.server_limit
-        ):
-            return self.error(
-                403,
-                "resource_limit_exceeded",
-                "server limit exceeded",
-                {"limits": [{"name": "server_limit"}]},
-            )
-        if not any(
-            loc_entry["name"] == loc["name"] and loc_entry["available"]
-            for loc_entry in st["locations"]
-        ):
-            return self.error(
-                412,
-                "resource_unavailable",
-                f"server type {st['name']} is unavailable in {loc['name']}: error during placement",
-            )
-        if not any(
-            (str(i["id"]) == str(image_ref) or i["name"] == image_ref)
-            and i["architecture"] == st["architecture"]
-            for i in self.images
-        ):
-            return self._invalid({"image": ["image architecture does not match server type"]})
-        server, create, start = self._new_server(
-            name=name,
-            server_type=st["name"],
-            location=loc["name"],
-            image=image_ref,
-            labels=body.get("labels") or {},
-            user_data=user_data,
-            ssh_keys=key_ids,
-            firewalls=fw_ids,
-        )
-        now = self.clock()
-        return json_response(
-            201,
-            {
-                "server": self._server_json(server),
-                "action": create.json(now),
-                "next_actions": [start.json(now)] if body.get("start_after_create", True) else [],
-                "root_password": None if key_ids else "emulated-root-password",
-            },
-        )
-
-    @route("DELETE", "/v1/servers/{id}")
-    def delete_server(self, req: EmuRequest) -> EmuResponse:
-        server = self._live(int(req.params["id"]))
-        if server is None:
-            return self.error(404, "not_found", "server not found")
-        if server.deleted_at is None:
-            server.deleted_at = self.clock()
-        action = self._action(
-            "delete_server", [{"id": server.id, "type": "server"}], self.delete_seconds
-        )
-        return json_response(200, {"action": action.json(self.clock())})
-
-    # -- routes: actions -----------------------------------------------------------------------
-
-    @route("GET", "/v1/actions/{id}")
-    def get_action(self, req: EmuRequest) -> EmuResponse:
-        action = self.project.actions.get(int(req.params["id"]))
-        if action is None:
-            return self.error(404, "not_found", "action not found")
-        return json_response(200, {"action": action.json(self.clock())})
-
-    @route("GET", "/v1/servers/{id}/actions/{action_id}")
-    def get_server_action(self, req: EmuRequest) -> EmuResponse:
-        action = self.project.actions.get(int(req.params["action_id"]))
-        sid = int(req.params["id"])
-        if action is None or not any(r["id"] == sid for r in action.resources):
-            return self.error(404, "not_found", "action not found")
-        return json_response(200, {"action": action.json(self.clock())})
-
-    # -- metadata service (not part of the API) ------------------------------------------------
-
-    @route("GET", "/_metadata/{server_id}/hetzner/v1/metadata")
-    def metadata_summary(self, req: EmuRequest) -> EmuResponse:
-        server = self._live(int(req.params["server_id"]))
-        if server is None:
-            return EmuResponse(404, "not found\n")
-        return EmuResponse(
-            200,
-            f"availability-zone: {server.location['name']}-dc14\nhostname: {server.name}\n"
-            f"instance-id: {server.id}\npublic-ipv4: {server.ipv4}\n"
-            f"region: {server.location['network_zone']}\n",
-        )
-
-    @route("GET", "/_metadata/{server_id}/hetzner/v1/metadata/{key}")
-    def metadata_key(self, req: EmuRequest) -> EmuResponse:
-        server = self._live(int(req.params["server_id"]))
-        if server is None:
-            return EmuResponse(404, "not found\n")
-        values = {
-            "instance-id": str(server.id),
-            "hostname": server.name,
-            "public-ipv4": server.ipv4,
-            "availability-zone": f"{server.location['name']}-dc14",
-            "region": server.location["network_zone"],
-        }
-        value = values.get(req.params["key"])
-        return EmuResponse(404, "not found\n") if value is None else EmuResponse(200, value)
 
 
 def main(argv: list[str] | None = None) -> int:
