@@ -144,6 +144,10 @@ class Shell(ShellDialogs, QObject):
         from app.ui.session_actions import SessionActions
 
         self.session_actions = SessionActions(self)
+        # Issue 15: "Review & push…" for the selected session (app/ui/review_dialog.py).
+        from app.ui.review_dialog import ReviewActions
+
+        self.review_actions = ReviewActions(self)
 
     @classmethod
     def from_environment(cls, window: MainWindow | None = None) -> Shell:
