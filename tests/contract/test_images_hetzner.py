@@ -4,7 +4,9 @@ GB-month from ``/pricing``, a server from the snapshot, delete."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +90,24 @@ async def test_unknown_ids() -> None:
         await env.provider.delete_image("161547269999")
         with pytest.raises(NotFound):
             await env.provider.power_off("424242")
+
+
+def test_real_create_image_answer_parses(data_dir: Path) -> None:
+    # hcloud-python's fixture of a create_image answer (a snapshot still creating, minute-only
+    # timestamps) and of a finished image.
+    from app.providers.hetzner import models as m
+    from app.providers.hetzner.images import image_to_domain
+
+    folder = data_dir / "fixtures/hcloud-python"
+    created = m.CreateImageResponse.model_validate(
+        json.loads((folder / "servers__response_server_create_image.json").read_text())
+    )
+    image = image_to_domain(created.image, ("EUR", Decimal("0.0131")))
+    assert (image.id, image.status, image.name) == ("4711", ImageStatus.CREATING, "my image")
+    assert image.created_at is not None and image.created_at.tzinfo is not None
+    assert image.size_gb == 2.3 and image.monthly_price is not None
+    assert image.monthly_price.monthly == Decimal("0.0301")
+    done = m.Image.model_validate(
+        json.loads((folder / "images__image_response.json").read_text())["image"]
+    )
+    assert image_to_domain(done, None).status == ImageStatus.AVAILABLE

@@ -22,9 +22,12 @@ def test_the_name_carries_the_labels() -> None:
     assert snapshot_name(PREBUILD_LABELS) == NAME
     assert labels_from_snapshot_name(NAME) == PREBUILD_LABELS
     assert labels_from_snapshot_name("my own snapshot") == {}
-    assert labels_from_snapshot_name("bivy-prebuild-x") == {}
+    assert labels_from_snapshot_name("bivy-prebuild-") == {}
+    assert labels_from_snapshot_name("bivy-prebuild-abc-") == {}
+    no_hash = {"managed-by": "bivy", "bivy-prebuild": "0123456789abcdef", "bivy-agent": "codex"}
+    assert labels_from_snapshot_name(snapshot_name(no_hash)) == no_hash
     with pytest.raises(InvalidInput):
-        snapshot_name({"bivy-agent": "claude"})  # no repo key / config hash
+        snapshot_name({"bivy-agent": "claude"})  # no repo key
     with pytest.raises(InvalidInput):
         snapshot_name({**PREBUILD_LABELS, "bivy-agent": "two words"})
 

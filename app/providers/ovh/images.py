@@ -1,9 +1,10 @@
 """OVHcloud Public Cloud instance snapshots (prebuilds): stop, snapshot, list/get/delete.
 
 OVH snapshots carry no labels or tags, so the name holds them:
-``bivy-prebuild-<repo key>-<config hash>`` followed by `` key=value`` for each other label
-(``bivy-agent=claude bivy-version=0-4-0``), parsed back into labels when listed. Label values
-never hold spaces (they pass the strictest provider's label rules), so the split is exact.
+``bivy-prebuild-<repo key>-<config hash>`` (``-<config hash>`` only when known) followed by
+`` key=value`` for each other label (``bivy-agent=claude bivy-version=0-4-0``), parsed back
+into labels when listed. Label values never hold spaces (they pass the strictest provider's
+label rules), so the split is exact.
 
 ``POST /instance/{id}/snapshot`` answers nothing, so ``create_image`` finds the new snapshot by
 its (unique) name in ``GET /snapshot?region=`` and returns it ``creating`` (queued/saving).
@@ -67,13 +68,12 @@ def is_uuid(value: str) -> bool:
 def snapshot_name(labels: Mapping[str, str]) -> str:
     """The name that carries a prebuild's labels (see the module docstring)."""
     repo, digest = labels.get(LABEL_PREBUILD, ""), labels.get(LABEL_CONFIG_HASH, "")
-    if not (repo and digest):
+    if not repo:
         raise InvalidInput(
-            "An OVHcloud prebuild snapshot needs the bivy-prebuild and bivy-config-hash labels "
-            "(its name carries them)",
+            "An OVHcloud prebuild snapshot needs the bivy-prebuild label (its name carries it)",
             provider=KIND,
         )
-    parts = [f"{PREBUILD_PREFIX}{repo}-{digest}"]
+    parts = [f"{PREBUILD_PREFIX}{repo}-{digest}" if digest else f"{PREBUILD_PREFIX}{repo}"]
     skip = {LABEL_MANAGED_BY, LABEL_PREBUILD, LABEL_CONFIG_HASH}
     for key, value in sorted(labels.items()):
         if key in skip:
@@ -84,7 +84,7 @@ def snapshot_name(labels: Mapping[str, str]) -> str:
                 provider=KIND,
             )
         parts.append(f"{key}={value}")
-    for token in (repo, digest):
+    for token in (repo, digest) if digest else (repo,):
         if not re.fullmatch(r"[A-Za-z0-9]+", token):
             raise InvalidInput(f"{token!r} cannot be part of a snapshot name", provider=KIND)
     name = " ".join(parts)
@@ -98,11 +98,12 @@ def labels_from_snapshot_name(name: str) -> dict[str, str]:
     head, *rest = name.split(" ")
     if not head.startswith(PREBUILD_PREFIX):
         return {}
-    repo, sep, digest = head[len(PREBUILD_PREFIX) :].rpartition("-")
-    if not (sep and repo and digest):
+    repo, sep, digest = head[len(PREBUILD_PREFIX) :].partition("-")
+    if not repo or (sep and not digest):
         return {}
     labels = {LABEL_MANAGED_BY: LABEL_MANAGED_BY_VALUE, LABEL_PREBUILD: repo}
-    labels[LABEL_CONFIG_HASH] = digest
+    if digest:
+        labels[LABEL_CONFIG_HASH] = digest
     for token in rest:
         key, eq, value = token.partition("=")
         if eq and key:
