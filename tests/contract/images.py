@@ -101,6 +101,9 @@ async def round_trip(env: ImageEnv) -> tuple[Server, ProviderImage, Server]:
 
     await provider.power_off(builder.id)
     await env.wait_status(builder.id, ServerStatus.OFF)
+    posts = len(env.emulator.calls("POST", ".*"))
+    await provider.power_off(builder.id)  # off already: nothing to ask
+    assert len(env.emulator.calls("POST", ".*")) == posts
 
     image = await provider.create_image(builder.id, name=PREBUILD_NAME, labels=PREBUILD_LABELS)
     assert image.provider == env.harness.kind

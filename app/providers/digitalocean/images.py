@@ -21,7 +21,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
-from app.domain import LABEL_MANAGED_BY, LABEL_MANAGED_BY_VALUE, ImageStatus, ProviderImage, Server
+from app.domain import (
+    LABEL_MANAGED_BY,
+    LABEL_MANAGED_BY_VALUE,
+    ImageStatus,
+    ProviderImage,
+    Server,
+    ServerStatus,
+)
 from app.errors import ActionFailed, Conflict, InvalidInput, NotFound
 from app.providers._polling import Backoff, poll_until
 from app.providers._snapshots import require_off, snapshot_price
@@ -123,9 +130,12 @@ class DigitalOceanImagesMixin:
         )
 
     async def power_off(self, server_id: str) -> None:
-        """The ``power_off`` droplet action, waited for (the droplet then reads ``off``)."""
+        """The ``power_off`` droplet action, waited for (the droplet then reads ``off``);
+        nothing to do for a droplet that is off already."""
         self._check_token()
         droplet = numeric_id(server_id, "droplet")
+        if (await self.get(server_id)).status == ServerStatus.OFF:
+            return
         await self._run_action(droplet, {"type": "power_off"}, POWER_OFF_TIMEOUT)
 
     async def create_image(

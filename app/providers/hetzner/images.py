@@ -18,6 +18,7 @@ from app.domain import (
     ImageStatus,
     ProviderImage,
     Server,
+    ServerStatus,
 )
 from app.errors import NotFound
 from app.providers._snapshots import require_off, snapshot_price
@@ -84,9 +85,12 @@ class HetznerImagesMixin:
         return pricing.currency, pricing.image.price_per_gb_month.gross
 
     async def power_off(self, server_id: str) -> None:
-        """``POST /servers/{id}/actions/poweroff`` and wait for its action (a few seconds)."""
+        """``POST /servers/{id}/actions/poweroff`` and wait for its action (a few seconds);
+        nothing to do for a server that is off already."""
         self._need_token()
         server = server_id_of(server_id)
+        if (await self.get(server_id)).status == ServerStatus.OFF:
+            return
         await self.wait_for_action(await self.client.power_off(server))
 
     async def create_image(

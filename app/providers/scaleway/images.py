@@ -110,7 +110,7 @@ class ScalewayImagesMixin:
         """The ``poweroff`` action, then wait until the server reads ``stopped``."""
         self._check()
         zone, uuid = self._split(server_id)
-        if (await self.get(server_id)).status != ServerStatus.OFF:
+        if (await self.get(server_id)).status not in (ServerStatus.OFF, ServerStatus.STOPPING):
             await self.client.action(zone, uuid, "poweroff")
         await poll_until(
             lambda: self.get(server_id),
