@@ -8,7 +8,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPalette, QPen,
 from PySide6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 from app.ui.models import ProgressRole, SessionsRole
-from app.ui.theme import SessionState, state_colour
+from app.ui.theme import SessionState, state_colour, tone_on
 
 STRIP = 4  # px: thin enough to leave the text readable, thick enough to see at a glance
 
@@ -135,10 +135,13 @@ class SessionsDelegate(QStyledItemDelegate):
                     f"+{len(chips) - i}",
                 )
                 break
-            # On a selected row the highlight colour takes the marker's place (the text
-            # stays the palette's highlighted text): contrast over hue there.
-            colour = text_colour if selected else state_colour(state, palette)
+            colour = tone_on(state, text_colour) if selected else state_colour(state, palette)
             dot = QRect(x, rect.center().y() - DOT // 2 + 1, DOT, DOT)
+            if selected:  # on the highlight: the marker sits on a disc of the text colour
+                painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+                painter.setPen(Qt.PenStyle.NoPen)
+                painter.setBrush(text_colour)
+                painter.drawEllipse(QRectF(dot).adjusted(-3, -3, 3, 3))
             paint_state_marker(painter, dot, state, colour)
             painter.setFont(font)
             painter.setPen(text_colour)

@@ -173,6 +173,7 @@ class IdeTab(QWidget):
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 2)
         bar.addWidget(self._notice, 1)
+        bar.addStretch()  # keeps the button its size while no notice is shown
         bar.addWidget(self._browser_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

@@ -21,9 +21,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QSplitter,
     QStackedWidget,
-    QTabBar,
     QTableView,
-    QTabWidget,
     QToolBar,
     QVBoxLayout,
     QWidget,
@@ -42,24 +40,25 @@ from app.ui.models import (
     is_running,
 )
 from app.ui.panes import DetailPane, EmptyState, NoticeBar, PhaseEntry
+from app.ui.tabs import TerminalTabs
 from app.ui.theme import tone
 
 __all__ = ["COLUMN_WIDTHS", "DetailPane", "EmptyState", "MainWindow", "PhaseEntry"]
 
 #: Default column widths (px) chosen so a typical row reads without eliding.
 COLUMN_WIDTHS = {
-    Column.NAME: 130,
-    Column.REPO: 230,
-    Column.PROVIDER: 90,
-    Column.REGION: 60,
-    Column.SIZE: 60,
-    Column.STATUS: 210,
+    Column.NAME: 110,
+    Column.SESSIONS: 260,
+    Column.REPO: 180,
+    Column.PROVIDER: 80,
+    Column.REGION: 55,
+    Column.SIZE: 55,
+    Column.STATUS: 240,
     Column.UPTIME: 80,
     Column.COST: 85,
     Column.PRICE: 75,
     Column.IDLE_LEFT: 105,
     Column.LIFETIME_LEFT: 100,
-    Column.SESSIONS: 230,
 }
 
 
@@ -199,8 +198,8 @@ class MainWindow(QMainWindow):
         self.act_previous_tab.setShortcuts(
             [QKeySequence("Ctrl+PgUp"), QKeySequence("Ctrl+Shift+Tab")]
         )
-        self.act_next_tab.triggered.connect(lambda: self.step_tab(1))
-        self.act_previous_tab.triggered.connect(lambda: self.step_tab(-1))
+        self.act_next_tab.triggered.connect(lambda: self.tabs.step(1))
+        self.act_previous_tab.triggered.connect(lambda: self.tabs.step(-1))
         self.act_new.triggered.connect(self.newRequested)
         self.act_new_session.triggered.connect(self._new_session)
         self.act_settings.triggered.connect(self.settingsRequested)
@@ -260,9 +259,9 @@ class MainWindow(QMainWindow):
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         for column, width in COLUMN_WIDTHS.items():
             header.resizeSection(column, width)
-        # The sessions at a glance, right after the VM's status (a column added last keeps
-        # the other columns' numbers).
-        header.moveSection(header.visualIndex(Column.SESSIONS), Column.STATUS + 1)
+        # The sessions at a glance, right after the name (a column added last keeps the other
+        # columns' numbers).
+        header.moveSection(header.visualIndex(Column.SESSIONS), Column.NAME + 1)
         header.setStretchLastSection(True)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._context_menu)
@@ -277,7 +276,7 @@ class MainWindow(QMainWindow):
         splitter.addWidget(self.detail)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
-        splitter.setSizes([430, 230])
+        splitter.setSizes([300, 380])
         self.splitter = splitter
 
         self.empty = EmptyState()
@@ -287,13 +286,7 @@ class MainWindow(QMainWindow):
         self.stack.addWidget(self.empty)
         self.stack.addWidget(splitter)
         # Terminals open as tabs beside the list; the list tab itself cannot be closed.
-        self.tabs = QTabWidget()
-        self.tabs.setDocumentMode(True)
-        self.tabs.setTabBarAutoHide(True)  # the tab bar appears with the first terminal
-        self.tabs.setTabsClosable(True)
-        self.tabs.addTab(self.stack, "Workspaces")
-        self.tabs.tabBar().setTabButton(0, QTabBar.ButtonPosition.RightSide, None)
-        self.tabs.tabBar().setTabButton(0, QTabBar.ButtonPosition.LeftSide, None)
+        self.tabs = TerminalTabs(self.stack, "Workspaces")
         self.tabs.tabCloseRequested.connect(self.close_tab)
         self.notice_bar = NoticeBar()
         self.notice_bar.openRequested.connect(self._notice_open)
@@ -339,12 +332,14 @@ class MainWindow(QMainWindow):
         self.model.set_workspaces(workspaces)
         self._resort()
         self._selection_changed()
+        self.tabs.follow_states(workspaces)
 
     def upsert_workspace(self, ws: Workspace) -> None:
         self.record_phase(ws)
         self.model.upsert(ws)
         self._resort()
         self._selection_changed()
+        self.tabs.follow_states(self.model.workspaces())
 
     def tick(self) -> None:
         """Repaint the visible time-dependent cells (uptime, cost, countdowns)."""
@@ -422,25 +417,13 @@ class MainWindow(QMainWindow):
 
     def add_tab(self, widget: QWidget, title: str) -> int:
         """Show ``widget`` (a terminal) in a new closable tab and switch to it."""
-        index = self.tabs.addTab(widget, title)
-        self.tabs.setCurrentIndex(index)
+        index = self.tabs.add(widget, title)
+        self.tabs.follow_states(self.model.workspaces())
         return index
 
     def tab_for(self, name: str, session: str = "main") -> QWidget | None:
         """The open terminal tab of ``session`` of workspace ``name`` (None when not open)."""
-        for i in range(1, self.tabs.count()):
-            widget = self.tabs.widget(i)
-            if (
-                getattr(widget, "workspace", None) == name
-                and (getattr(widget, "session", "main") or "main") == session
-            ):
-                return widget
-        return None
-
-    def step_tab(self, step: int) -> None:
-        """Next (1) or previous (-1) tab, wrapping around."""
-        if self.tabs.count() > 1:
-            self.tabs.setCurrentIndex((self.tabs.currentIndex() + step) % self.tabs.count())
+        return self.tabs.session_tab(name, session)
 
     def show_session_notice(self, account: str, workspace: str, session: str, text: str) -> None:
         """The "needs you" bar above the tabs; its button opens that session's tab."""
@@ -475,6 +458,7 @@ class MainWindow(QMainWindow):
         )
         self.unaccounted_label.setStyleSheet(f"color: {tone('warning', self.palette()).name()};")
         self._selection_changed()
+        self.tabs.follow_states(self.model.workspaces())
         self.table.viewport().update()
 
     def changeEvent(self, event: QEvent) -> None:

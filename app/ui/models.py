@@ -114,9 +114,13 @@ def status_text(ws: Workspace, now: datetime | None = None) -> str:
         return "running · booting"
     text = ws.status.phase.value
     agent = ws.agent.state if ws.agent is not None else AgentState.UNKNOWN
-    if ws.status.phase is Phase.READY and agent is not AgentState.UNKNOWN:
-        text = f"{text} · {_AGENT_LABELS[agent]}"
     warning = idle_warning_text(ws, now or utcnow())
+    if ws.status.phase is Phase.READY and ws.sessions:
+        summary = sessions_summary(ws.sessions)
+        if warning is None or summary not in ("agent idle", "agents idle"):
+            text = f"{text} · {summary}"  # an idle delete coming says more than "idle"
+    elif ws.status.phase is Phase.READY and agent is not AgentState.UNKNOWN:
+        text = f"{text} · {_AGENT_LABELS[agent]}"
     return text if warning is None else f"{text} · {warning}"
 
 
@@ -156,6 +160,25 @@ def session_line(session: SessionReport) -> str:
 def sessions_text(ws: Workspace) -> str:
     """``main: working · review: needs you`` (the sessions cell as text)."""
     return " · ".join(f"{s.name}: {session_state(s).value}" for s in sessions_of(ws))
+
+
+def sessions_summary(sessions: Sequence[SessionReport]) -> str:
+    """``review needs you``, ``2 sessions need you``, ``1 agent working``, ``agents idle``."""
+    by_state: dict[SessionState, list[str]] = {}
+    for x in sessions:
+        by_state.setdefault(session_state(x), []).append(x.name)
+    waiting = by_state.get(SessionState.WAITING, [])
+    working = by_state.get(SessionState.WORKING, [])
+    failed = by_state.get(SessionState.FAILED, [])
+    if len(waiting) == 1:
+        return f"{waiting[0]} needs you"
+    if waiting:
+        return f"{len(waiting)} sessions need you"
+    if working:
+        return f"{len(working)} agent{'' if len(working) == 1 else 's'} working"
+    if failed:
+        return f"{len(failed)} session{'' if len(failed) == 1 else 's'} failed"
+    return "agent idle" if len(sessions) == 1 else "agents idle"
 
 
 def progress_of(ws: Workspace) -> float | None:

@@ -142,7 +142,7 @@ class EmptyState(QWidget):
         single = QHBoxLayout(self.single)
         single.addStretch()
         self.new_button = QPushButton("Create a workspace…")
-        self.new_button.setMinimumHeight(36)
+        self.new_button.setMinimumSize(240, 36)
         self.new_button.setDefault(True)
         self.new_button.clicked.connect(self.createWorkspace)
         single.addWidget(self.new_button)
@@ -176,14 +176,14 @@ class EmptyState(QWidget):
             self.title.setText("No workspaces yet")
             self.text.setText(
                 "A workspace is a VM with your repository, its devcontainer and a coding agent "
-                "in a terminal. It deletes itself when nobody uses it; your work is backed up."
+                "in a terminal. It deletes itself when nobody has used it for a while."
             )
             self.button.setText("Create your first workspace…")
         else:
             self.title.setText("Welcome to Bivy")
             self.text.setText(
-                "Bivy runs coding agents in disposable VMs, one per repository. "
-                "Where should the first one run?"
+                "Bivy runs coding agents in disposable VMs, one per repository.\n"
+                "Where should your first workspace run?"
             )
             self.button.setText("Add an account…")
 
@@ -317,7 +317,7 @@ class DetailPane(QWidget):
         sessions_head.addStretch()
         sessions_head.addWidget(self.new_session)
         layout.addLayout(sessions_head)
-        layout.addWidget(self.sessions, 2)
+        layout.addWidget(self.sessions, 3)
         lower = QHBoxLayout()
         history_box = QVBoxLayout()
         history_box.addWidget(QLabel("Phase history"))

@@ -23,6 +23,7 @@ __all__ = [
     "session_state",
     "state_colour",
     "tone",
+    "tone_on",
 ]
 
 
@@ -75,6 +76,12 @@ def tone(name: str, palette: QPalette | None = None) -> QColor:
 
 def state_colour(state: SessionState, palette: QPalette | None = None) -> QColor:
     return tone(state, palette)
+
+
+def tone_on(name: str, background: QColor) -> QColor:
+    """The variant of ``name`` that reads on ``background`` (e.g. a marker on a disc)."""
+    light, dark = _TONES[name]
+    return QColor(dark if background.lightnessF() < 0.5 else light)
 
 
 def _luminance(colour: QColor) -> float:

@@ -13,8 +13,8 @@ from app.domain import (
     Phase,
     Price,
     Server,
-    SessionReport,
     ServerStatus,
+    SessionReport,
     StatusReport,
     Workspace,
 )
@@ -101,7 +101,7 @@ def with_sessions(ws: Workspace, *sessions: SessionReport) -> Workspace:
 #: One session in each state the window tells apart.
 EVERY_STATE = (
     session("main", AgentState.WORKING),
-    session("review", AgentState.WAITING, agent="codex", message="Allow `git push`?"),
+    session("review", AgentState.WAITING, agent="codex", message="Allow git push?"),
     session("docs", AgentState.IDLE, agent="gemini"),
     session("tests", failed=True, agent="opencode", message="npm install failed"),
 )

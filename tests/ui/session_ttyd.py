@@ -41,6 +41,7 @@ def start_session_ttyd(directory: Path, *, password: str, banners: Path | None =
             str(ttyd_binary()),
             *("-i", "lo", "-p", str(port), "-W", "-O", "-a"),
             *("-c", f"bivy:{password}", "-t", "disableLeaveAlert=true"),
+            *("-t", "disableResizeOverlay=true"),  # a screenshot's "179x42" otherwise
             "--",
             str(script),
         ],

@@ -75,10 +75,11 @@ def test_session_rows_render_each_state(qtbot: QtBot) -> None:
         ("tests", SessionState.FAILED),
     ]
     assert api.data() == "main: working · review: needs you · docs: idle · tests: failed"
-    assert "review (codex, bivy/review): needs you — Allow `git push`?" in api.data(0x3)
-    # The sessions come right after the VM's status in the list.
+    assert "review (codex, bivy/review): needs you — Allow git push?" in api.data(0x3)
+    # The sessions come right after the workspace's name in the list.
     header = window.table.horizontalHeader()
-    assert header.visualIndex(Column.SESSIONS) == header.visualIndex(Column.STATUS) + 1
+    assert header.visualIndex(Column.SESSIONS) == header.visualIndex(Column.NAME) + 1
+    assert api.siblingAtColumn(Column.STATUS).data() == "ready · review needs you"
     # Painted: each state's marker in its colour (no row selected: the palette's highlight
     # would take the markers' place).
     window.table.clearSelection()
@@ -323,6 +324,9 @@ def test_waiting_session_notifies_and_its_click_opens_the_tab(
         assert window.notice_bar.isVisible()
         assert "review in api needs you: Allow edits?" in window.notice_bar.text.text()
         assert shell.tray.icon_name == "tray-attention.svg"
+        # The open tabs show their session's state as their icon.
+        assert not window.tabs.tabIcon(window.tabs.indexOf(review_tab)).isNull()
+        assert "review of api: needs you" in window.tabs.tabToolTip(window.tabs.indexOf(review_tab))
         assert "Needs you: review in api" in shell.tray.icon.toolTip()
         # Its button opens (here: switches to) review's terminal tab.
         window.notice_bar.open_button.click()
