@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -51,6 +52,7 @@ from app.settings import SecretKeys, SecretStore
 
 __all__ = [
     "REVIEW_COMMAND",
+    "SCRIPT_NAME",
     "SESSION_NAME_RE",
     "Commit",
     "DiffStat",
@@ -64,12 +66,16 @@ __all__ = [
     "local_git_identity",
     "parse_diff",
     "parse_stat",
+    "review_script",
 ]
 
 log = logging.getLogger(__name__)
 
-#: The VM's review command (run with ``sudo -n`` as dev).
+#: Where a VM whose user data has room keeps the review command (``session diff|push`` there
+#: hand over to it). The app does not rely on it: it sends the script with each call.
 REVIEW_COMMAND = f"{LIB_DIR}/session-review"
+#: The script's name as ``$0`` when the app sends it.
+SCRIPT_NAME = "session-review"
 #: A session's name (notes/CONTRACTS2.md).
 SESSION_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,29}$")
 #: The script's exit statuses with a meaning of their own.
@@ -79,6 +85,20 @@ EXIT_NO_REMOTE = 4
 HOME_BRANCH_PREFIX = "bivy/"
 
 ProgressCallback = Callable[[str, float | None], None]
+
+
+@functools.lru_cache(maxsize=1)
+def review_script() -> str:
+    """``cloudinit/scripts/session-review.sh`` rendered as the cloud-config would install it.
+
+    The app runs it as ``sudo -n bash -c SCRIPT session-review VERB …`` over SSH: it then needs
+    no room in the user data (Hetzner's 32 KiB are taken), and every VM, also one made by an
+    older Bivy, runs the script of this app. It uses the VM's lib.sh and git-askpass.
+    """
+    from app.cloudinit.render import _environment, _strip_comments, template_dir
+
+    template = _environment(template_dir()).get_template("scripts/session-review.sh")
+    return _strip_comments(template.render(lib_dir=LIB_DIR))
 
 
 class UncommittedWork(ActionFailed):
@@ -403,8 +423,9 @@ class ReviewService:
     """Diff and push of a workspace's sessions (see the module docstring).
 
     ``tunnels``: the app's tunnel service (its connections are reused); without one the service
-    makes its own and ``aclose`` closes it. ``sudo``: the prefix that makes the command root
-    (tests of a VM tree run as root may pass ``()``).
+    makes its own and ``aclose`` closes it. ``command``: None sends :func:`review_script` with
+    each call; a path runs the VM's installed copy instead. ``sudo``: the prefix that makes
+    the command root.
     """
 
     def __init__(
@@ -413,7 +434,7 @@ class ReviewService:
         tunnels: TunnelService | None = None,
         *,
         registry: Registry | None = None,
-        command: str = REVIEW_COMMAND,
+        command: str | None = None,
         sudo: tuple[str, ...] = ("sudo", "-n"),
         timeout: float = 900.0,
     ) -> None:
@@ -442,7 +463,11 @@ class ReviewService:
         return await self._tunnels.open(SSHTarget.from_record(record))
 
     def _line(self, verb: str, session: str, *args: str) -> str:
-        return shlex.join([*self._sudo, self._command, verb, session, *args])
+        if self._command is None:
+            program = ["bash", "-c", review_script(), SCRIPT_NAME]
+        else:
+            program = [self._command]
+        return shlex.join([*self._sudo, *program, verb, session, *args])
 
     @staticmethod
     def _check_session(session: str) -> None:

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Review before merge (issue 15): what a session changed against its base, and its branch out of
-# the disposable VM. Runs as root (the app: `sudo -n` as dev over SSH; `session diff|push` hands
-# over to it).
+# the disposable VM. Runs as root. The app sends it with each call (`sudo -n bash -c SCRIPT
+# session-review VERB ...` as dev over SSH), so it takes no room in the user data; where it is
+# installed as /usr/local/lib/bivy/session-review, `session diff|push` hand over to it.
 #
 #   session-review diff SESSION [--json]      committed changes since the base (git diff --stat
 #                                              base...HEAD) and, apart, the uncommitted ones

@@ -20,15 +20,12 @@ OWNER = 61234  # the devcontainer user's uid on the VM host (not root, not anyon
 
 
 def install_review_script(lib: Path) -> Path:
-    """``session-review`` as the cloud-config installs it (rendered, comment lines stripped),
-    also where the cloud-config does not carry it (yet)."""
-    from app.cloudinit.render import LIB_DIR, _environment, _strip_comments, template_dir
+    """``session-review`` at its VM path, rendered exactly as the app sends it."""
+    from app.services.review import review_script
 
     target = lib / "session-review"
-    if not target.exists():
-        template = _environment(template_dir()).get_template("scripts/session-review.sh")
-        target.write_text(_strip_comments(template.render(lib_dir=LIB_DIR)))
-        target.chmod(0o755)
+    target.write_text(review_script())
+    target.chmod(0o755)
     return target
 
 
