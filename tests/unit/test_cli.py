@@ -143,7 +143,10 @@ def test_create_passes_the_checkout_and_reports_a_long_upload(
     seen: list[WorkspaceSpec] = []
 
     async def create(
-        self: WorkspaceService, spec: WorkspaceSpec, on_progress: Any = None
+        self: WorkspaceService,
+        spec: WorkspaceSpec,
+        on_progress: Any = None,
+        use_prebuild: bool = True,
     ) -> Workspace:
         seen.append(spec)
         on_progress(CreateProgress("wait", "Server 1 is running", 0.79))
