@@ -225,7 +225,7 @@ def _file_line(change: FileChange) -> str:
 
 
 def _decode_path(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape").encode("utf-8", "replace").decode("utf-8")
+    return raw.decode("utf-8", "replace")
 
 
 def parse_stat(numstat: bytes, name_status: bytes, untracked: bytes = b"") -> DiffStat:
@@ -362,7 +362,7 @@ class PushResult:
                 f"{self.local_branch}; your checked-out branch and files were not touched"
             )
         elif "up to date" in self.outcome:
-            text = f"{self.branch} was already up to date at {self.remote}"
+            text = f"already up to date: {self.branch} ({self.commit[:10]}) at {self.remote}"
         else:
             text = f"pushed {self.branch} ({self.commit[:10]}) to {self.remote}"
             if self.outcome:
