@@ -2,8 +2,9 @@
 # Bivy idle monitor (bivy-idle.timer, every 60 s): decides whether anyone or the agent still uses
 # this VM and deletes it after idle_minutes without use, or at the hard lifetime regardless.
 #
-# Activity, any of: bootstrap still running; keep-alive lease in the future; the agent working
-# (a hook event inside the window) or with background tasks; an established connection to ttyd
+# Activity, any of: bootstrap still running; keep-alive lease in the future; the agent of any
+# session (issue 15: main and every session in sessions/) working (a hook event inside the
+# window) or with background tasks; an established connection to ttyd
 # (web terminal / IDE websocket); an interactive SSH session (an sshd session process holding a
 # pty, "sshd: dev@pts/0"; not utmp, where the host-tmux fallback registers too; the app's status
 # reads are exec channels without a pty and never count); a workspace file changed since the last
@@ -44,17 +45,21 @@ window=$((BIVY_IDLE_MINUTES * 60))
 
 log() { printf '%s bivy-idle: %s\n' "$(date -u +%FT%TZ)" "$*"; }
 
-# One python3 start per check reads both JSON files: "PHASE AGENT_STATE UPDATED_EPOCH BACKGROUND".
+# One python3 start per check reads status.json and every session's agent.json (main's is
+# agent/agent.json, another session's agent/NAME/agent.json): "PHASE REASON", REASON being why
+# an agent keeps the VM ("agent working", "agent has N background task(s)", "... in session
+# NAME" for a session other than main) or "-".
 read_state() {
-    python3 - "$BIVY_STATE_DIR/status.json" "$BIVY_STATE_DIR/agent/agent.json" <<'PY' 2>/dev/null || echo "unknown none 0 0"
-import json, os, stat, sys
+    python3 - "$BIVY_STATE_DIR" "$now" "$window" <<'PY' 2>/dev/null || echo "unknown -"
+import json, os, re, stat, sys
 from datetime import datetime
 
 # agent.json is written from inside the container, so the agent's code may replace it with a
-# FIFO, a device or a huge file: open without blocking, read only a regular file, and only so much.
+# FIFO, a device, a link or a huge file: open without blocking or following a link, read only a
+# regular file, and only so much.
 def load(path):
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 return {}
@@ -67,14 +72,34 @@ def word(value, default):
     text = str(value or "").split()
     return text[0] if text else default
 
-status, agent = load(sys.argv[1]), load(sys.argv[2])
+def reason(agent, now, window):
+    try:
+        updated = int(datetime.fromisoformat(str(agent.get("updated_at")).replace("Z", "+00:00")).timestamp())
+    except Exception:
+        updated = 0
+    if now - updated >= window:
+        return ""
+    background = agent.get("background_tasks", 0)
+    if isinstance(background, int) and background > 0:
+        return f"agent has {background} background task(s)"
+    return "agent working" if agent.get("state") == "working" else ""
+
+state_dir, now, window = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+agents = [("main", os.path.join(state_dir, "agent", "agent.json"))]
 try:
-    updated = int(datetime.fromisoformat(str(agent.get("updated_at")).replace("Z", "+00:00")).timestamp())
-except Exception:
-    updated = 0
-background = agent.get("background_tasks", 0)
-background = background if isinstance(background, int) and background > 0 else 0
-print(word(status.get("phase"), "unknown"), word(agent.get("state"), "none"), updated, background)
+    names = sorted(f[:-5] for f in os.listdir(os.path.join(state_dir, "sessions")) if f.endswith(".json"))
+except OSError:
+    names = []
+for name in names:
+    if name != "main" and re.fullmatch(r"[a-z0-9][a-z0-9-]{0,29}", name):
+        agents.append((name, os.path.join(state_dir, "agent", name, "agent.json")))
+found = "-"
+for name, path in agents:
+    why = reason(load(path), now, window)
+    if why:
+        found = why if name == "main" else f"{why} in session {name}"
+        break
+print(word(load(os.path.join(state_dir, "status.json")).get("phase"), "unknown"), found)
 PY
 }
 
@@ -146,12 +171,8 @@ activity() {
         echo "keep-alive lease"
         return 0
     fi
-    if [ "$background" -gt 0 ] && [ $((now - updated)) -lt "$window" ]; then
-        echo "agent has $background background task(s)"
-        return 0
-    fi
-    if [ "$state" = working ] && [ $((now - updated)) -lt "$window" ]; then
-        echo "agent working"
+    if [ "$agents" != - ]; then
+        echo "$agents"
         return 0
     fi
     connections=$(ttyd_connections)
@@ -223,7 +244,7 @@ if [ "$mode" = --lifetime ] || [ "$now" -ge "$deadline" ]; then
     exit $?
 fi
 
-read -r phase state updated background <<<"$(read_state)"
+read -r phase agents <<<"$(read_state)"
 # A reboot during the bootstrap leaves its phase behind with nothing running to finish it (a
 # stopped bootstrap is marked by its unit's ExecStopPost; a hard reset runs none).
 if [[ " installing restoring cloning building starting " == *" $phase "* ]]; then
@@ -272,7 +293,7 @@ case "$decision" in
         # saved, a keep-alive from the app) or an agent that started working keeps the VM. The
         # same checks again, on a fresh clock and state; activity restarts the idle clock.
         now=$(bivy_now)
-        read -r phase state updated background <<<"$(read_state)"
+        read -r phase agents <<<"$(read_state)"
         decision=$(decide)
         if [[ "$decision" == active* ]]; then
             log "${decision#active } during the final backup; not deleting"

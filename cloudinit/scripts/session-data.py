@@ -140,7 +140,7 @@ def launcher(name: str, workdir: str, state_dir: str, env_file: str, descriptor:
         out.append(f"export {key}={shlex.quote(value)}")
     command = agent.get("command") or []
     if command:
-        plain = " ".join(shlex.quote(w) for w in command if w != "{prompt}")
+        plain = shlex.quote(command[0])  # without a prompt: the agent alone, no prompt flag
         with_prompt = " ".join('"$1"' if w == "{prompt}" else shlex.quote(w) for w in command)
         out.append(f"BIVY_SESSION_BINARY={shlex.quote(command[0])}")
         out.append(

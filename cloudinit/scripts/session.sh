@@ -94,6 +94,7 @@ tmux_name() { if [ "$1" = main ]; then echo agent; else echo "bivy-$1"; fi; }
 # another one comes with the app's description ($2/agent.json: its files are in place already)
 # or was installed by an earlier session. Prints the container's credentials file for it.
 ensure_agent() {
+    # shellcheck disable=SC2034  # host_dir and uid_gid are the sourced setup's
     local agent="$1" work="$2" host_dir env_file uid_gid="$C_UID:$C_GID"
     if [ "$agent" = "$WORKSPACE_AGENT" ]; then
         [ -s "$work/agent.json" ] && cp "$work/agent.json" "$AGENTS_DIR/$agent.json"
