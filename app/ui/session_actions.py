@@ -2,17 +2,17 @@
 clicks on "needs you" notices (tray, desktop, the window's bar) that open a session's tab.
 
 Starting a session goes to ``SessionService.new`` (``app/services/sessions.py``) over the
-workspace's tunnel; ``starter`` replaces it (the tests start sessions on their own VM side).
+app's tunnel to the workspace; ``starter`` replaces it (the tests start sessions on their own VM
+side). The new session shows in its row at once, before the next status read lists it.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from app.domain import Workspace
-from app.errors import BivyError
+from app.domain import SessionReport, Workspace
+from app.services.sessions import SessionService
 from app.ui.session_dialog import NewSession, NewSessionDialog
 
 if TYPE_CHECKING:
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SessionActions", "Starter"]
 
-#: Starts a session on the VM (``SessionService.new`` by default).
-Starter = Callable[[NewSession], Awaitable[None]]
+#: Starts a session on the VM (``SessionService.new`` by default): its report, if it has one.
+Starter = Callable[[NewSession], Awaitable[SessionReport | None]]
 
 
 class SessionActions:
@@ -34,7 +34,7 @@ class SessionActions:
     def __init__(self, shell: Shell, starter: Starter | None = None) -> None:
         self.shell = shell
         self.starter: Starter = starter or self._start_on_vm
-        self._service: Any = None
+        self._service: SessionService | None = None
         window, tray = shell.window, shell.tray
         window.openSessionRequested.connect(self.open)
         window.newSessionRequested.connect(self.new_session)
@@ -64,16 +64,34 @@ class SessionActions:
         return dialog
 
     async def _submit(self, request: NewSession) -> None:
-        await self.starter(request)
+        report = await self.starter(request)
         window = self.shell.window
+        if report is not None:
+            self._show_started(request.workspace, report)
         window.statusBar().showMessage(
             f"Started session {request.name} ({request.agent}) in {request.workspace.name}", 8000
         )
         self.open(request.workspace, request.name)
 
-    async def _start_on_vm(self, request: NewSession) -> None:
-        service = self._sessions_service()
-        await service.new(
+    def _show_started(self, ws: Workspace, report: SessionReport) -> None:
+        for row in self.shell.window.model.workspaces():
+            if (row.account, row.name) == (ws.account, ws.name):
+                if all(x.name != report.name for x in row.sessions):
+                    sessions = [*row.sessions, report]
+                    self.shell.window.upsert_workspace(
+                        row.model_copy(update={"sessions": sessions})
+                    )
+                return
+
+    async def _start_on_vm(self, request: NewSession) -> SessionReport:
+        if self._service is None:
+            status = self.shell.status
+            self._service = SessionService(
+                self.shell.settings,
+                self.shell.secrets,
+                status.tunnels if status is not None else None,  # the app's tunnels, reused
+            )
+        return await self._service.new(
             request.workspace.name,
             request.name,
             agent=request.agent,
@@ -81,14 +99,7 @@ class SessionActions:
             prompt=request.prompt or None,
         )
 
-    def _sessions_service(self) -> Any:
-        if self._service is None:
-            try:
-                module = importlib.import_module("app.services.sessions")
-            except ImportError as exc:
-                raise BivyError(
-                    "this build cannot start sessions yet",
-                    hint="Use `bivy session new` from a terminal",
-                ) from exc
-            self._service = module.SessionService(self.shell.settings, self.shell.secrets)
-        return self._service
+    async def aclose(self) -> None:
+        """Close the tunnels the session service opened itself (none when it used the app's)."""
+        if self._service is not None:
+            await self._service.aclose()

@@ -74,7 +74,7 @@ class NewSessionDialog(QDialog):
     def __init__(
         self,
         ws: Workspace,
-        submit: Callable[[NewSession], Awaitable[None]],
+        submit: Callable[[NewSession], Awaitable[object]],
         secrets: SecretStore | None = None,
         parent: QWidget | None = None,
     ) -> None:

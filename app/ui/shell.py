@@ -529,6 +529,7 @@ class Shell(ShellDialogs, QObject):
         if self.backup_actions is not None:
             await self.backup_actions.cancel_all()
         await self.recovery.close()
+        await self.session_actions.aclose()
 
         self.tray.hide()
         self.window.hide()

@@ -4,7 +4,6 @@ the session's terminal tab, New session…, and colours that read in light and d
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -245,21 +244,13 @@ def test_session_url_picks_the_session() -> None:
 # -- the shell: status events with sessions, notices, tabs ----------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class _SnapshotWithSessions(StatusSnapshot):
-    sessions: list[SessionReport] = dataclasses.field(default_factory=list)
-
-
 def snapshot(name: str, sessions: Sequence[SessionReport]) -> StatusSnapshot:
     """A status read of a ready VM whose ``session ls`` listed ``sessions``."""
     now = datetime.now(UTC)
     status = StatusReport(phase=Phase.READY, progress=1.0, updated_at=now)
     main = next((s for s in sessions if s.name == "main"), None)
     agent = AgentReport(state=main.state, message=main.message) if main else None
-    fields = {f.name for f in dataclasses.fields(StatusSnapshot)}
-    if "sessions" in fields:  # the status service reads them (issue 15)
-        return StatusSnapshot(name, status, agent, now, sessions=list(sessions))  # type: ignore[call-arg]
-    return _SnapshotWithSessions(name, status, agent, now, list(sessions))
+    return StatusSnapshot(name, status, agent, now, sessions=tuple(sessions))
 
 
 def _terminal_tab(workspace: str, session: str) -> QWidget:
@@ -380,10 +371,11 @@ def test_new_session_dialog_starts_a_session_and_opens_its_tab(
     started: list[NewSession] = []
     opened: list[tuple[str, str]] = []
 
-    async def starter(request: NewSession) -> None:
+    async def starter(request: NewSession) -> SessionReport:
         if request.name == "taken-on-vm":
             raise BivyError("a session called taken-on-vm exists on the VM")
         started.append(request)
+        return session(request.name, AgentState.WORKING, agent=request.agent)
 
     shell.session_actions.starter = starter
     messages: list[str] = []
@@ -417,9 +409,52 @@ def test_new_session_dialog_starts_a_session_and_opens_its_tab(
             NewSession(ws, "fix-login", "codex", "feature/x", "Fix the login redirect")
         ]
         assert opened == [("api", "fix-login")]
+        # The row shows the new session before the next status read lists it.
+        cell = window.model.index(window.model.row_of("hetzner", "api") or 0, Column.SESSIONS)
+        assert cell.data() == "main: working · fix-login: working"
         assert "Started session fix-login (codex) in api" in messages
     finally:
         done = asyncio.ensure_future(shell.shutdown())
         qtbot.waitUntil(done.done, timeout=WAIT_MS)
         window.close()
         window.deleteLater()
+
+
+def test_new_session_goes_to_the_session_service_over_the_apps_tunnels(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.services.sessions import SessionService
+    from app.ui.session_dialog import NewSession
+
+    secrets = SecretStore()
+    tunnels = TunnelService(secrets)
+    controller = StatusController(tunnels, StatusService(tunnels), Registry(), secrets)
+    emulator = HetznerEmulator(token=TOKEN, create_seconds=0, start_seconds=0)
+    shell = make_shell(emulator, tmp_path, configured_settings(), status=controller)
+    calls: list[tuple[object, ...]] = []
+
+    async def new(self: SessionService, workspace: str, name: str | None, **kw: object) -> object:
+        calls.append((self._tunnels, workspace, name, kw))  # type: ignore[attr-defined]
+        return session(str(name), AgentState.WORKING, agent=str(kw["agent"]))
+
+    monkeypatch.setattr(SessionService, "new", new)
+    try:
+        ws = workspace("api")
+        task = asyncio.ensure_future(
+            shell.session_actions.starter(NewSession(ws, "docs", "gemini", "", "Write the docs"))
+        )
+        qtbot.waitUntil(task.done, timeout=WAIT_MS)
+        assert task.result().name == "docs"
+        assert calls == [
+            (
+                tunnels,
+                "api",
+                "docs",
+                {"agent": "gemini", "branch": None, "prompt": "Write the docs"},
+            )
+        ]
+    finally:
+        done = asyncio.ensure_future(shell.shutdown())
+        qtbot.waitUntil(done.done, timeout=WAIT_MS)
+        shell.window.close()
+        shell.window.deleteLater()
