@@ -164,3 +164,12 @@ def test_a_failed_settings_write_is_shown_and_keeps_the_dialog(
     assert "cannot write" in dialog.error.text() and "not-a-folder" in dialog.error.text()
     assert dialog.isVisible() and not accepted
     assert dialog.buttons.isEnabled()  # the user can fix it and save again
+
+
+def test_agent_tab_shows_commands_as_code_not_backticks(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, emulator: HetznerEmulator
+) -> None:
+    dialog = open_dialog(qtbot, Settings(), emulator)
+    advice = dialog.agent_advice.text()
+    assert "<code>claude setup-token</code>" in advice
+    assert "`" not in advice and "`" not in dialog.oauth_token.toolTip()
