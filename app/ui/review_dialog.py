@@ -167,15 +167,16 @@ class ReviewDialog(QDialog):
 
     # -- loading --------------------------------------------------------------------------
 
-    def _destination_text(self) -> str:
+    def _destination_text(self, branch: str = "") -> str:
+        what = f"{branch} is" if branch else "the branch is"
         if self.home:
             return (
-                f"Bring home: the branch is fetched into {self.ws.repo_url} as bivy/"
+                f"Bring home: {what} fetched into {self.ws.repo_url} as bivy/"
                 f"{self.session}. Your checked-out branch and your files stay as they are."
             )
         return (
-            f"Push: the branch goes to {self.ws.repo_url} with your git token from the "
-            "keychain, used once on the VM and never stored there."
+            f"Push: {what} pushed to {self.ws.repo_url} (same branch name) with your git "
+            "token from the keychain, used once on the VM and never stored there."
         )
 
     def showEvent(self, event: Any) -> None:
@@ -219,6 +220,7 @@ class ReviewDialog(QDialog):
             f"{diff.branch}: {commits} commit{'s' if commits != 1 else ''} since {since} · "
             f"{diff.committed.summary()}"
         )
+        self.destination.setText(self._destination_text(diff.branch))
         self.tree.clear()
         if diff.commits:
             group = self._group(f"Commits ({commits})", "")

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -176,6 +177,15 @@ def test_bring_home_fetches_the_branch_into_the_checkout_and_nothing_else(
         assert out.startswith("Session s1 of demo: branch bivy/s1, 2 commit(s) since ")
         assert "+2 -1  src/app.py" in out and "binary  logo.bin" in out
         assert "Uncommitted: 3 files changed" in out and "(new, untracked)" in out
+        code, out, err = bivy("session", "diff", "demo", "s1", "--json", monkeypatch=monkeypatch)
+        assert code == 0, err
+        data = json.loads(out)
+        assert (data["committed"]["insertions"], data["committed"]["deletions"]) == (6, 2)
+        logo = next(f for f in data["committed"]["files"] if f["path"] == "logo.bin")
+        assert logo["binary"] is True and logo["insertions"] is None
+        assert [f["path"] for f in data["uncommitted"]["files"] if f["untracked"]] == [
+            "notes/todo.md"
+        ]
 
         refused = bivy("session", "push", "demo", "s1", monkeypatch=monkeypatch)
         assert refused[0] == 1

@@ -180,7 +180,10 @@ def test_diff_stat_reads_as_a_list_with_counts(qtbot: QtBot, tmp_path: Path) -> 
     added = committed.child(0).foreground(1).color()
     removed = committed.child(0).foreground(2).color()
     assert added.green() > added.red() and removed.red() > removed.green()
-    assert "with your git token" in dialog.destination.text()
+    assert dialog.destination.text() == (
+        "Push: bivy/review is pushed to https://github.com/acme/api.git (same branch name) "
+        "with your git token from the keychain, used once on the VM and never stored there."
+    )
     screenshot(dialog, "review-dialog.png", tmp_path)
 
 
@@ -256,8 +259,8 @@ def test_a_local_checkout_is_brought_home(qtbot: QtBot, tmp_path: Path) -> None:
     dialog = open_dialog(qtbot, service, api_workspace(str(checkout)))
     assert dialog.push_button.text() == "Bring branch home"
     assert dialog.destination.text() == (
-        f"Bring home: the branch is fetched into {checkout} as bivy/review. Your checked-out "
-        "branch and your files stay as they are."
+        f"Bring home: bivy/review is fetched into {checkout} as bivy/review. Your "
+        "checked-out branch and your files stay as they are."
     )
 
 
