@@ -131,6 +131,10 @@ class DigitalOceanEmulator(DigitalOceanImagesMixin, Emulator):
                 needed.add("ssh_key:read")
             if body.get("image"):
                 needed.add("image:read")
+        # the actions operation's table: a snapshot also needs image:create
+        actions = op.template == "/v2/droplets/{droplet_id}/actions"
+        if actions and (request.json() or {}).get("type") == "snapshot":
+            needed.add("image:create")
         tagged = op.template in ("/v2/droplets", "/v2/images")
         if request.method == "GET" and tagged and request.arg("tag_name"):
             needed.add("tag:read")

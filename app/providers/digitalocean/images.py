@@ -92,7 +92,12 @@ class DigitalOceanImagesMixin:
     client: DigitalOceanClient
     _sleep: Callable[[float], Awaitable[None]]
     #: Scopes prebuilds add to ``token_scopes``: droplet actions, polling them, deleting images.
-    image_token_scopes: tuple[str, ...] = ("actions:read", "droplet:update", "image:delete")
+    image_token_scopes: tuple[str, ...] = (
+        "actions:read",
+        "droplet:update",
+        "image:create",
+        "image:delete",
+    )
 
     def _check_token(self) -> None:
         raise NotImplementedError

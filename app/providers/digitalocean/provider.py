@@ -227,7 +227,7 @@ class DigitalOceanProvider(DigitalOceanImagesMixin, Provider):
         "In the DigitalOcean control panel open API → Tokens → Generate New Token and choose "
         "Custom Scopes: droplet (create, read, delete), ssh_key (create, read), tag (create, "
         "read), sizes (read), regions (read), account (read) and image (read); for prebuilds "
-        "also droplet (update), actions (read) and image (delete). Give it an expiry. For "
+        "also droplet (update), actions (read) and image (create, delete). Give it an expiry. For "
         "the VM's self-delete, create a second token with only droplet:delete; "
         "note that it can still delete any droplet of the team, so use a team that holds "
         "nothing else."
