@@ -133,3 +133,13 @@ async def round_trip(env: ImageEnv) -> tuple[Server, ProviderImage, Server]:
     await provider.delete_image(image.id)  # already gone: fine
     assert await provider.list_images() == []
     return builder, ready, server
+
+
+async def misspelt_is_a_violation(env: ImageEnv, path: str, body: dict[str, Any]) -> None:
+    """A request the spec (or OVH's hand-written schema) rejects never reaches the routes."""
+    from tests.emulators.base import SpecViolation
+
+    api = env.provider.client.api  # type: ignore[attr-defined]
+    with pytest.raises(SpecViolation):
+        await api.send_json("POST", path, body)
+    assert len(env.emulator.take_violations()) == 1

@@ -13,7 +13,13 @@ from app.domain import ImageStatus
 from app.errors import AuthError, Conflict, NotFound
 from app.providers.digitalocean.images import SNAPSHOT_PRICE_PER_GB_MONTH
 from app.providers.digitalocean.tags import labels_to_tags
-from tests.contract.images import PREBUILD_LABELS, PREBUILD_NAME, image_env, round_trip
+from tests.contract.images import (
+    PREBUILD_LABELS,
+    PREBUILD_NAME,
+    image_env,
+    misspelt_is_a_violation,
+    round_trip,
+)
 
 
 async def test_round_trip() -> None:
@@ -113,3 +119,9 @@ async def test_prebuild_scopes_are_declared_and_needed() -> None:
             emu.scoped[scoped] = all_scopes - {scope}
             with pytest.raises(AuthError, match="missing scope"):
                 await prebuild()
+
+
+async def test_a_misspelt_image_request_is_a_spec_violation() -> None:
+    async with image_env("digitalocean") as env:
+        body = {"resources": [{"resource_id": "1", "resource_typ": "image"}]}
+        await misspelt_is_a_violation(env, "v2/tags/bivy/resources", body)

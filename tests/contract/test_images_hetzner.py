@@ -12,7 +12,13 @@ import pytest
 
 from app.domain import ImageStatus
 from app.errors import Conflict, InvalidInput, NotFound
-from tests.contract.images import PREBUILD_LABELS, PREBUILD_NAME, image_env, round_trip
+from tests.contract.images import (
+    PREBUILD_LABELS,
+    PREBUILD_NAME,
+    image_env,
+    misspelt_is_a_violation,
+    round_trip,
+)
 
 
 async def test_round_trip() -> None:
@@ -111,3 +117,9 @@ def test_real_create_image_answer_parses(data_dir: Path) -> None:
         json.loads((folder / "images__image_response.json").read_text())["image"]
     )
     assert image_to_domain(done, None).status == ImageStatus.AVAILABLE
+
+
+async def test_a_misspelt_image_request_is_a_spec_violation() -> None:
+    async with image_env("hetzner") as env:
+        body = {"type": "snapshot", "descripton": "typo"}
+        await misspelt_is_a_violation(env, "servers/1000/actions/create_image", body)

@@ -11,7 +11,7 @@ import pytest
 
 from app.errors import AuthError, InvalidInput, NotFound
 from app.providers.ovh.images import labels_from_snapshot_name, snapshot_name
-from tests.contract.images import PREBUILD_LABELS, image_env, round_trip
+from tests.contract.images import PREBUILD_LABELS, image_env, misspelt_is_a_violation, round_trip
 from tests.emulators import ovh as emu_mod
 from tests.emulators.ovh_images import SNAPSHOT_HOURLY
 
@@ -90,3 +90,9 @@ async def test_declared_access_rules_cover_prebuilds() -> None:
         await env.provider.power_off(builder.id)
         with pytest.raises(AuthError, match="access rules"):
             await env.provider.create_image(builder.id, name="x", labels=PREBUILD_LABELS)
+
+
+async def test_a_misspelt_image_request_is_a_spec_violation() -> None:
+    async with image_env("ovh") as env:
+        path = f"cloud/project/{emu_mod.PROJECT_ID}/instance/x/snapshot"
+        await misspelt_is_a_violation(env, path, {"name": "bivy-prebuild-x"})

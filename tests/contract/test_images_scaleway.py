@@ -13,7 +13,13 @@ from app.domain import ImageStatus
 from app.errors import Conflict, InvalidInput, NotFound
 from app.providers.scaleway.common import labels_to_tags
 from app.providers.scaleway.images import SNAPSHOT_PRICE_PER_GB_MONTH
-from tests.contract.images import PREBUILD_LABELS, PREBUILD_NAME, image_env, round_trip
+from tests.contract.images import (
+    PREBUILD_LABELS,
+    PREBUILD_NAME,
+    image_env,
+    misspelt_is_a_violation,
+    round_trip,
+)
 from tests.emulators.scaleway import PROJECT_ID
 
 BASE = "/instance/v1/zones/fr-par-1"
@@ -100,3 +106,9 @@ async def test_unknown_ids() -> None:
         with pytest.raises(NotFound):
             await env.provider.get_image("mars-1/00000000-0000-4000-8000-000000000000")
         await env.provider.delete_image("fr-par-1/00000000-0000-4000-8000-000000000000")
+
+
+async def test_a_misspelt_image_request_is_a_spec_violation() -> None:
+    async with image_env("scaleway") as env:
+        body = {"root_volume": "x", "arch": "x86_64", "tagz": ["bivy"]}
+        await misspelt_is_a_violation(env, "instance/v1/zones/fr-par-1/images", body)
