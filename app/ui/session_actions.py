@@ -8,11 +8,14 @@ side). The new session shows in its row at once, before the next status read lis
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from app.domain import SessionReport, Workspace
 from app.services.sessions import SessionService
+from app.ui.desktop_notify import DesktopNotifier
+from app.ui.notifications import Notice
 from app.ui.session_dialog import NewSession, NewSessionDialog
 
 if TYPE_CHECKING:
@@ -39,6 +42,10 @@ class SessionActions:
         window.openSessionRequested.connect(self.open)
         window.newSessionRequested.connect(self.new_session)
         tray.openSessionRequested.connect(self.open_from_outside)
+        # Without a tray: the desktop's notification server (D-Bus), its click opens the tab.
+        self.desktop = DesktopNotifier(shell)
+        self.desktop.activated.connect(self._notice_clicked)
+        self._sent: set[asyncio.Future[bool]] = set()
 
     def open(self, ws: Workspace, session: str) -> None:
         """That session's terminal tab (brought to the front when open)."""
@@ -56,6 +63,19 @@ class SessionActions:
             ws,
         )
         self.open(current, session)
+
+    def notify_desktop(self, notice: Notice) -> None:
+        """Send ``notice`` to the desktop's notification server (where there is one)."""
+        if self.desktop.available():
+            sent = asyncio.ensure_future(self.desktop.notify(notice))
+            self._sent.add(sent)
+            sent.add_done_callback(self._sent.discard)
+
+    def _notice_clicked(self, notice: Notice) -> None:
+        for ws in self.shell.window.model.workspaces():
+            if ws.name == notice.workspace and notice.account in ("", ws.account):
+                self.open_from_outside(ws, notice.session)
+                return
 
     def new_session(self, ws: Workspace) -> NewSessionDialog:
         dialog = NewSessionDialog(ws, self._submit, self.shell.secrets, self.shell.window)
@@ -100,6 +120,10 @@ class SessionActions:
         )
 
     async def aclose(self) -> None:
-        """Close the tunnels the session service opened itself (none when it used the app's)."""
+        """Close the desktop notifications' bus connection and the tunnels the session service
+        opened itself (none when it used the app's)."""
+        for sent in list(self._sent):
+            sent.cancel()
+        await self.desktop.aclose()
         if self._service is not None:
             await self._service.aclose()

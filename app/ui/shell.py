@@ -368,6 +368,8 @@ class Shell(ShellDialogs, QObject):
             self.window.show_session_notice(notice.account, notice.workspace, notice.session, text)
         if not self.tray.notify(notice):
             self.window.show_error(notice.title, notice.text)
+            if notice.session:  # no tray: the desktop's own notifications, if it has them
+                self.session_actions.notify_desktop(notice)
 
     def _with_status(self, ws: Workspace) -> Workspace:
         snapshot = self.snapshots.get(ws.name)
