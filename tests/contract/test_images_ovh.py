@@ -96,3 +96,16 @@ async def test_a_misspelt_image_request_is_a_spec_violation() -> None:
     async with image_env("ovh") as env:
         path = f"cloud/project/{emu_mod.PROJECT_ID}/instance/x/snapshot"
         await misspelt_is_a_violation(env, path, {"name": "bivy-prebuild-x"})
+
+
+async def test_a_snapshot_that_never_shows_up_is_a_clear_error() -> None:
+    async with image_env("ovh") as env:
+        builder = await env.builder()
+        await env.provider.power_off(builder.id)
+        env.emulator.inject_error(
+            "GET", r"/1.0/cloud/project/[^/]+/snapshot", 200, times=None, body=[]
+        )
+        with pytest.raises(NotFound, match="does not list"):
+            await env.provider.create_image(builder.id, name="x", labels=PREBUILD_LABELS)
+        assert len(env.emulator.calls("GET", r"/1.0/cloud/project/[^/]+/snapshot")) == 15
+        assert 50 <= sum(env.sleeps[-14:]) <= 70  # about a minute of the provider's time

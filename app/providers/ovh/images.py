@@ -44,6 +44,8 @@ LABEL_PREBUILD = "bivy-prebuild"
 LABEL_CONFIG_HASH = "bivy-config-hash"
 SNAPSHOT_PLAN_CODE = "snapshot.consumption"
 POWER_OFF_TIMEOUT = 600.0
+#: Polls (1 s growing to 5 s, about a minute) for a snapshot OVH accepted to show up listed.
+LIST_LAG_POLLS = 14
 MAX_NAME = 255
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
@@ -186,10 +188,24 @@ class OvhImagesMixin:
         server = await self.get(server_id)
         require_off(server, "OVHcloud")
         await self.client.snapshot_instance(server_id, wanted)
-        found = [s for s in await self.client.snapshots(server.region or None) if s.name == wanted]
+
+        async def named() -> builtins.list[m.Snapshot]:
+            listed = await self.client.snapshots(server.region or None)
+            return [s for s in listed if s.name == wanted]
+
+        # Glance lists the new image (queued) within moments; allow the API a little lag
+        # (counted in polls, not by a clock, so a test's instant sleep cannot spin).
+        found = await named()
+        delays = Backoff(initial=1.0, factor=1.5, maximum=5.0).delays()
+        for _ in range(LIST_LAG_POLLS):
+            if found:
+                break
+            await self.sleep(next(delays))
+            found = await named()
         if not found:
             raise NotFound(
                 f"OVHcloud accepted the snapshot of {server_id} but does not list {wanted!r}",
+                hint="It may still appear: see `bivy prebuild ls` before building again",
                 provider=KIND,
             )
         newest = max(found, key=lambda s: (s.creationDate or "", s.id))
