@@ -107,5 +107,16 @@ async def test_a_snapshot_that_never_shows_up_is_a_clear_error() -> None:
         )
         with pytest.raises(NotFound, match="does not list"):
             await env.provider.create_image(builder.id, name="x", labels=PREBUILD_LABELS)
-        assert len(env.emulator.calls("GET", r"/1.0/cloud/project/[^/]+/snapshot")) == 15
+        assert len(env.emulator.calls("GET", r"/1.0/cloud/project/[^/]+/snapshot")) == 1 + 15
         assert 50 <= sum(env.sleeps[-14:]) <= 70  # about a minute of the provider's time
+
+
+async def test_a_second_prebuild_of_the_same_name_is_a_new_image() -> None:
+    async with image_env("ovh") as env:
+        builder = await env.builder()
+        await env.provider.power_off(builder.id)
+        first = await env.provider.create_image(builder.id, name="x", labels=PREBUILD_LABELS)
+        await env.wait_image(first.id)
+        second = await env.provider.create_image(builder.id, name="x", labels=PREBUILD_LABELS)
+        assert second.id != first.id and second.name == first.name
+        assert {i.id for i in await env.provider.list_images()} == {first.id, second.id}

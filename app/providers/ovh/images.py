@@ -187,11 +187,15 @@ class OvhImagesMixin:
         wanted = snapshot_name(labels)
         server = await self.get(server_id)
         require_off(server, "OVHcloud")
-        await self.client.snapshot_instance(server_id, wanted)
 
         async def named() -> builtins.list[m.Snapshot]:
             listed = await self.client.snapshots(server.region or None)
-            return [s for s in listed if s.name == wanted]
+            return [s for s in listed if s.name == wanted and s.id not in earlier]
+
+        # An earlier prebuild of the same repository, config and agent has the same name.
+        earlier: set[str] = set()
+        earlier = {s.id for s in await named()}
+        await self.client.snapshot_instance(server_id, wanted)
 
         # Glance lists the new image (queued) within moments; allow the API a little lag
         # (counted in polls, not by a clock, so a test's instant sleep cannot spin).
