@@ -34,7 +34,7 @@ IMAGE_STATUS = {
 MAX_DESCRIPTION = 255
 
 
-def image_id(value: str) -> int:
+def parse_image_id(value: str) -> int:
     """Hetzner's integer image id; ``NotFound`` for anything that cannot be one."""
     try:
         number = int(value)
@@ -106,9 +106,9 @@ class HetznerImagesMixin:
         )
         return image_to_domain(created.image, None)
 
-    async def get_image(self, image_id_: str) -> ProviderImage:
+    async def get_image(self, image_id: str) -> ProviderImage:
         self._need_token()
-        image = await self.client.image(image_id(image_id_))
+        image = await self.client.image(parse_image_id(image_id))
         return image_to_domain(image, await self._image_price())
 
     async def list_images(self) -> builtins.list[ProviderImage]:
@@ -119,10 +119,10 @@ class HetznerImagesMixin:
         price = await self._image_price() if images else None
         return [image_to_domain(i, price) for i in images]
 
-    async def delete_image(self, image_id_: str) -> None:
+    async def delete_image(self, image_id: str) -> None:
         self._need_token()
         try:
-            await self.client.delete_image(image_id(image_id_))
+            await self.client.delete_image(parse_image_id(image_id))
         except NotFound:
             return
 
