@@ -11,7 +11,12 @@
 # Two restic snapshots per backup, each of a directory's contents (so a restore does not depend
 # on absolute paths): tag bivy-agent = the agent's config dir (transcripts, .claude.json,
 # credentials); tag bivy-workspace = a staging dir with the git work tree's uncommitted state
-# (HEAD, branch, `git diff --binary HEAD`, untracked-not-ignored files, unpushed commits).
+# (HEAD, branch, `git diff --binary HEAD`, untracked-not-ignored files, unpushed commits), and
+# the same for every other agent session (issue 15) under sessions/NAME/ with its record (its
+# worktree .bivy/worktrees/NAME; the commits of its branch that main's HEAD and the remotes
+# lack); tag bivy-agents = the config dirs of the sessions' other agents (state dir's
+# agent/.agents). A restore brings the sessions' worktrees back on their branches; `session new
+# main` (bootstrap) then repairs their paths for the container and gives them their terminals.
 # A backup runs only after restore has finished, so an empty new VM never becomes "latest".
 set -euo pipefail
 umask 077
@@ -143,7 +148,18 @@ as_owner() {
   fi
 }
 
-g() { as_owner git -c safe.directory='*' -C "$WORKSPACE_DIR" "$@"; }
+# git in the main folder, or (TREE_GIT/TREE_DIR set) in a session's worktree, whose links were
+# written inside the container: its admin dir is named explicitly, so they need not resolve here.
+g() {
+  if [[ -n ${TREE_GIT:-} ]]; then
+    as_owner git -c safe.directory='*' --git-dir="$TREE_GIT" --work-tree="${TREE_DIR:?}" -C "$TREE_DIR" "$@"
+  else
+    as_owner git -c safe.directory='*' -C "$WORKSPACE_DIR" "$@"
+  fi
+}
+
+SESSION_RE='^[a-z0-9][a-z0-9-]{0,29}$'
+AGENTS_HOME=${BIVY_AGENTS_HOME:-$VAR_DIR/agent/.agents}
 
 has_worktree() { [[ $UNCOMMITTED == 1 && -n $WORKSPACE_DIR && -d $WORKSPACE_DIR/.git ]]; }
 
@@ -159,17 +175,21 @@ stage_workspace() {
     g symbolic-ref -q --short HEAD >"$stage/branch" || true
     g diff --binary HEAD >"$stage/changes.patch" || return 1
     g ls-files -z --others --exclude-standard >"$stage/untracked.list" || return 1
-    # Commits no remote has (there may be none: git refuses an empty bundle).
-    unpushed=$(g rev-list -n1 HEAD --not --remotes) || return 1
+    # Commits no remote has (there may be none: git refuses an empty bundle); for a session,
+    # also none main's HEAD has (BESIDES: main's HEAD, which the restore has by then).
+    # shellcheck disable=SC2086  # BESIDES is empty or one commit id
+    unpushed=$(g rev-list -n1 HEAD --not --remotes ${BESIDES:-}) || return 1
     if [[ -n $unpushed ]]; then
-      g bundle create - HEAD --not --remotes >"$stage/unpushed.bundle" 2>/dev/null || return 1
+      # shellcheck disable=SC2086
+      g bundle create - HEAD --not --remotes ${BESIDES:-} >"$stage/unpushed.bundle" 2>/dev/null ||
+        return 1
     fi
   else
     # No commit yet: every non-ignored file is unsaved work.
     g ls-files -z --cached --others --exclude-standard >"$stage/untracked.list" || return 1
   fi
   if [[ -s $stage/untracked.list ]]; then
-    (cd "$WORKSPACE_DIR" && tar --null -T "$stage/untracked.list" -cf -) >"$stage/untracked.tar" ||
+    (cd "${TREE_DIR:-$WORKSPACE_DIR}" && tar --null -T "$stage/untracked.list" -cf -) >"$stage/untracked.tar" ||
       return 1
     if (($(du -k "$stage/untracked.tar" | cut -f1) > MAX_UNTRACKED_KB)); then
       log "untracked files exceed ${MAX_UNTRACKED_KB} KiB: not backed up (commit or ignore them)"
@@ -178,6 +198,26 @@ stage_workspace() {
     fi
   fi
   rm -f "$stage/untracked.list"
+}
+
+# Every session but main whose worktree is there: its record and unsaved state under
+# $1/sessions/NAME (see the top).
+stage_sessions() {
+  local stage=$1 record name tree admin main_head
+  main_head=$(g rev-parse -q --verify HEAD || true)
+  for record in "$VAR_DIR"/sessions/*.json; do
+    [[ -f $record ]] || continue
+    name=$(basename "$record" .json)
+    [[ $name =~ $SESSION_RE && $name != main ]] || continue
+    tree="$WORKSPACE_DIR/.bivy/worktrees/$name"
+    [[ -f $tree/.git ]] || continue
+    admin=$(sed -n 's/^gitdir: //p' "$tree/.git")
+    admin="$WORKSPACE_DIR/.git/worktrees/${admin##*/}"
+    [[ -d $admin ]] || continue
+    TREE_GIT=$admin TREE_DIR=$tree BESIDES=$main_head stage_workspace "$stage/sessions/$name" ||
+      return 1
+    cp "$record" "$stage/sessions/$name/record.json"
+  done
 }
 
 # One restic backup of the contents of directory $1 with tag $2.
@@ -227,9 +267,16 @@ do_backup() {
   if [[ -n $AGENT_DIR && -d $AGENT_DIR ]]; then
     snapshot "$AGENT_DIR" bivy-agent || return 1
   fi
+  if [[ -d $AGENTS_HOME ]]; then
+    snapshot "$AGENTS_HOME" bivy-agents || return 1
+  fi
   if has_worktree; then
-    stage_workspace "$STATE_DIR/stage" || {
+    BESIDES="" stage_workspace "$STATE_DIR/stage" || {
       LAST_ERROR="could not read the uncommitted changes of $WORKSPACE_DIR"
+      return 1
+    }
+    stage_sessions "$STATE_DIR/stage" || {
+      LAST_ERROR="could not read the uncommitted changes of a session's worktree"
       return 1
     }
     snapshot "$STATE_DIR/stage" bivy-workspace || return 1
@@ -280,6 +327,54 @@ apply_workspace() {
     as_owner tar -xf - -C "$WORKSPACE_DIR" <"$src/untracked.tar" ||
       log "some untracked files could not be restored"
   fi
+  apply_sessions "$src"
+}
+
+# The sessions' worktrees, back on their branches with their unsaved work, and their records.
+apply_sessions() {
+  local src=$1 dir name branch head tree bundle
+  for dir in "$src"/sessions/*/; do
+    [[ -f $dir/record.json ]] || continue
+    name=$(basename "$dir")
+    [[ $name =~ $SESSION_RE && $name != main ]] || continue
+    branch=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("branch", ""))' \
+      "$dir/record.json" 2>/dev/null || true)
+    head=$(cat "$dir/head" 2>/dev/null || true)
+    if [[ -s $dir/unpushed.bundle ]]; then
+      bundle=$(mktemp /tmp/bivy-unpushed.XXXXXX)
+      cat "$dir/unpushed.bundle" >"$bundle"
+      chown "$(stat -c %u:%g "$WORKSPACE_DIR")" "$bundle"
+      g fetch -q "$bundle" 2>/dev/null || log "session $name: could not read its commits"
+      rm -f "$bundle"
+    fi
+    if [[ -z $head ]] || ! g cat-file -e "$head^{commit}" 2>/dev/null; then
+      log "session $name: its commit ${head:-?} is gone; not restored"
+      continue
+    fi
+    tree="$WORKSPACE_DIR/.bivy/worktrees/$name"
+    # shellcheck disable=SC2016  # expanded by that sh
+    as_owner sh -c 'mkdir -p "$(dirname "$1")" && touch "$1" && { grep -qx /.bivy/ "$1" || echo /.bivy/ >>"$1"; }' \
+      sh "$WORKSPACE_DIR/.git/info/exclude"
+    if [[ -n $branch ]] && g check-ref-format --branch "$branch" >/dev/null 2>&1; then
+      g branch -f "$branch" "$head" >/dev/null 2>&1 || log "session $name: could not set $branch"
+      g worktree add -q "$tree" "$branch" || { log "session $name: no worktree"; continue; }
+    else
+      g worktree add -q --detach "$tree" "$head" || { log "session $name: no worktree"; continue; }
+    fi
+    if [[ -s $dir/changes.patch ]] &&
+      ! as_owner git -C "$tree" apply --binary --whitespace=nowarn <"$dir/changes.patch" 2>/dev/null &&
+      ! as_owner git -C "$tree" apply --binary --3way --whitespace=nowarn <"$dir/changes.patch" 2>/dev/null; then
+      cp "$dir/changes.patch" "$WORKSPACE_DIR/.git/bivy-restore-$name.patch"
+      log "session $name: its uncommitted changes did not apply; kept in .git/bivy-restore-$name.patch"
+    fi
+    if [[ -s $dir/untracked.tar ]]; then
+      as_owner tar -xf - -C "$tree" <"$dir/untracked.tar" || log "session $name: untracked files not restored"
+    fi
+    mkdir -p "$VAR_DIR/sessions"
+    chmod 0755 "$VAR_DIR/sessions"
+    install -m 0644 "$dir/record.json" "$VAR_DIR/sessions/$name.json"
+    log "restored session $name"
+  done
 }
 
 # Restore the latest snapshot with tag $2 into directory $1 (SNAPSHOTS: the listing);
@@ -340,6 +435,14 @@ restore_into() {
       fi
       log "restored the agent's history into $AGENT_DIR"
     fi
+  fi
+  restore_tag "$tmp/agents" bivy-agents || return 1
+  if [[ $RESULT == restored ]]; then
+    if ! mkdir -p "$AGENTS_HOME" || ! cp -a "$tmp/agents/." "$AGENTS_HOME/"; then
+      LAST_ERROR="could not copy the restored agents' config into $AGENTS_HOME"
+      return 1
+    fi
+    log "restored the other agents' config dirs into $AGENTS_HOME"
   fi
   if has_worktree; then
     restore_tag "$tmp/workspace" bivy-workspace || return 1

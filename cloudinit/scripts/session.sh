@@ -211,14 +211,7 @@ cmd_new() {
             chown "$C_UID:$C_GID" "$state/agent.json"
         fi
     fi
-    local descriptor=-
-    [ -s "$AGENTS_DIR/$agent.json" ] && descriptor="$AGENTS_DIR/$agent.json"
-    {
-        data launcher "$name" "$worktree" "$(container_state_dir "$name")" "$env_file" "$descriptor"
-        if [ "$agent" = "$WORKSPACE_AGENT" ] && [ -n "$WORKSPACE_AGENT_EXPORTS" ]; then
-            echo "export $WORKSPACE_AGENT_EXPORTS"
-        fi
-    } | hook_write "$HOOK_DIR/sessions/$name.sh"
+    write_launcher "$name" "$agent" "$worktree" "$env_file"
     data record "$SESSIONS_DIR/$name.json" "name=$name" "agent=$agent" "branch=$branch" \
         "base=$base" "worktree=$worktree" "created_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)" failed=false
     if [ "$name" != main ]; then
@@ -227,7 +220,51 @@ cmd_new() {
             die "the session's terminal did not start (see $LOG)"
         fi
     fi
+    [ "$name" != main ] || adopt_restored
     echo "session $name: $agent on ${branch:-(detached)} in $worktree"
+}
+
+# The settings session-agent reads in the container (hook dir: root's, read-only there).
+write_launcher() {
+    local name="$1" agent="$2" worktree="$3" env_file="$4"
+    if [ ! -s "$AGENTS_DIR/$agent.json" ] && [ "$agent" = "$WORKSPACE_AGENT" ]; then
+        printf '{"name": "%s", "command": ["%s"], "config_env": {}}\n' "$agent" "{{ agent_binary }}" \
+            >"$AGENTS_DIR/$agent.json"
+    fi
+    local descriptor=-
+    [ -s "$AGENTS_DIR/$agent.json" ] && descriptor="$AGENTS_DIR/$agent.json"
+    {
+        data launcher "$name" "$worktree" "$(container_state_dir "$name")" "$env_file" "$descriptor"
+        if [ "$agent" = "$WORKSPACE_AGENT" ] && [ -n "$WORKSPACE_AGENT_EXPORTS" ]; then
+            echo "export $WORKSPACE_AGENT_EXPORTS"
+        fi
+    } | hook_write "$HOOK_DIR/sessions/$name.sh"
+}
+
+# Sessions a restore brought back (backup.sh made their worktrees and records on this host):
+# their worktrees' links repaired for the container's paths, their state dirs and settings; the
+# web terminal starts each one's tmux session when it is opened.
+adopt_restored() {
+    local record name agent env_file state
+    for record in "$SESSIONS_DIR"/*.json; do
+        [ -f "$record" ] || continue
+        name=$(basename "$record" .json)
+        { valid_name "$name" && [ "$name" != main ]; } || continue
+        [ ! -e "$HOOK_DIR/sessions/$name.sh" ] || continue
+        cgit worktree repair ".bivy/worktrees/$name" >>"$LOG" 2>&1 ||
+            echo "session $name: git worktree repair failed" >>"$LOG"
+        agent=$(data get "$record" agent)
+        [[ "$agent" =~ ^[a-z0-9-]{1,30}$ ]] || agent="$WORKSPACE_AGENT"
+        env_file="/etc/bivy-agent-$agent.env"
+        [ "$agent" != "$WORKSPACE_AGENT" ] || env_file="$WORKSPACE_AGENT_ENV"
+        state=$(state_dir "$name")
+        mkdir -p "$state"
+        chown "$C_UID:$C_GID" "$state"
+        chmod 0755 "$state"
+        write_launcher "$name" "$agent" "$BIVY_REMOTE_WORKSPACE/.bivy/worktrees/$name" "$env_file"
+        data record "$record" "worktree=$BIVY_REMOTE_WORKSPACE/.bivy/worktrees/$name"
+        echo "restored session $name ($agent)" >>"$LOG"
+    done
 }
 
 cmd_ls() {
