@@ -389,6 +389,20 @@ class ReviewActions:
                 toolbar.insertAction(anchor, self.action)
             else:
                 toolbar.addAction(self.action)
+        extras = getattr(window, "extra_context_actions", None)
+        if isinstance(extras, list):  # the workspace row's context menu
+            extras.append(self.action)
+        table = getattr(window, "table", None)
+        if table is not None and table.selectionModel() is not None:
+            table.selectionModel().selectionChanged.connect(self._selection_changed)
+        self._selection_changed()
+
+    def _selection_changed(self, *_: object) -> None:
+        """Enabled for a ready workspace (its VM answers over SSH), like Open terminal."""
+        from app.ui.models import is_ready
+
+        ws = self.shell.window.selected()
+        self.action.setEnabled(ws is not None and is_ready(ws) and not ws.unrecorded)
 
     def service(self) -> Any:
         """The injected service, else a new ``ReviewService`` (one per dialog: its SSH

@@ -264,7 +264,7 @@ def test_a_local_checkout_is_brought_home(qtbot: QtBot, tmp_path: Path) -> None:
     )
 
 
-def test_review_action_opens_the_selected_session(qtbot: QtBot) -> None:
+def test_review_action_opens_the_selected_session(qtbot: QtBot, tmp_path: Path) -> None:
     window = MainWindow(now=lambda: NOW)
     qtbot.addWidget(window)
     window.resize(1400, 700)
@@ -281,8 +281,12 @@ def test_review_action_opens_the_selected_session(qtbot: QtBot) -> None:
     assert actions.action in window.actions()
     assert actions.action.shortcut().toString() == "Ctrl+Shift+R"
     assert actions.review_selected() is None  # nothing selected: says so
+    assert not actions.action.isEnabled()
+    assert actions.action in window.extra_context_actions  # the row's context menu
     window.model.set_workspaces([api_workspace()])
     window.select("hetzner", "api")
+    assert actions.action.isEnabled()  # a ready workspace
+    screenshot(window, "review-action-window.png", tmp_path)
     dialog = actions.review_selected()
     assert dialog is not None and kept == [dialog]
     assert dialog.session in {"main", "review"}
