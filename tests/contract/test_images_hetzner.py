@@ -123,3 +123,10 @@ async def test_a_misspelt_image_request_is_a_spec_violation() -> None:
     async with image_env("hetzner") as env:
         body = {"type": "snapshot", "descripton": "typo"}
         await misspelt_is_a_violation(env, "servers/1000/actions/create_image", body)
+
+
+async def test_a_server_type_too_small_for_the_image_is_refused() -> None:
+    async with image_env("hetzner") as env:
+        big = env.emulator.add_snapshot(labels=PREBUILD_LABELS, disk=160)
+        with pytest.raises(InvalidInput, match="disk"):
+            await env.provider.create(env.request("small", image=str(big)))

@@ -120,3 +120,15 @@ async def test_a_second_prebuild_of_the_same_name_is_a_new_image() -> None:
         second = await env.provider.create_image(builder.id, name="x", labels=PREBUILD_LABELS)
         assert second.id != first.id and second.name == first.name
         assert {i.id for i in await env.provider.list_images()} == {first.id, second.id}
+
+
+async def test_a_flavor_too_small_for_the_snapshot_is_refused() -> None:
+    async with image_env("ovh") as env:
+        builder = await env.builder()  # d2-4: 50 GB
+        await env.provider.power_off(builder.id)
+        image = await env.wait_image(
+            (await env.provider.create_image(builder.id, name="x", labels=PREBUILD_LABELS)).id
+        )
+        small = env.request("small", image=image.id).model_copy(update={"size": "d2-2"})
+        with pytest.raises(InvalidInput, match="minDisk"):
+            await env.provider.create(small)

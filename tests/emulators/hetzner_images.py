@@ -67,7 +67,7 @@ class HetznerImagesMixin(_Base):
                 return self._image_view(image)["status"] == "available"
         return False
 
-    def add_snapshot(self, labels: dict[str, str], size: float = 3.5) -> int:
+    def add_snapshot(self, labels: dict[str, str], size: float = 3.5, disk: int = 40) -> int:
         """An available snapshot made outside the test's provider (another tool, the console)."""
         with self.lock:
             iid = next(self._image_ids)
@@ -79,7 +79,7 @@ class HetznerImagesMixin(_Base):
                     "name": None,
                     "description": f"snapshot-{iid}",
                     "image_size": size,
-                    "disk_size": 40,
+                    "disk_size": disk,
                     "created": _iso(self.clock()),
                     "created_from": {"id": 1, "name": "elsewhere"},
                     "bound_to": None,
@@ -94,6 +94,13 @@ class HetznerImagesMixin(_Base):
                 }
             )
             return iid
+
+    def image_disk(self, ref: Any) -> float:
+        """The disk size (GB) an image needs; 0 when unknown."""
+        for image in self.images:
+            if str(image["id"]) == str(ref) or (image["name"] is not None and image["name"] == ref):
+                return float(image["disk_size"] or 0)
+        return 0.0
 
     # -- routes --------------------------------------------------------------------------------
 

@@ -73,6 +73,8 @@ class HetznerServersMixin(_Base):
             errors["image"] = ["image not found"]
         elif not self.image_usable(image_ref):
             errors["image"] = ["image is not available (still being created)"]
+        elif st is not None and self.image_disk(image_ref) > st["disk"]:
+            errors["image"] = ["the image's disk is larger than the server type's disk"]
         key_ids = []
         for ref in body.get("ssh_keys") or []:
             found = self._find(self.project.ssh_keys.values(), ref)

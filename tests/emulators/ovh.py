@@ -442,7 +442,7 @@ class OvhEmulator(OvhImagesMixin, Emulator):
             k["name"] == body["sshKey"]["name"] for k in self.ssh_keys.values()
         ):
             return self.error(400, "", f"SSH key {body['sshKey']['name']} does not exist")
-        if error := self.boot_image_error(region, body["bootFrom"].get("imageId")):
+        if error := self.boot_image_error(region, body["bootFrom"].get("imageId"), flavor):
             return error
         instance_id = str(uuid.uuid4())
         now = self.clock()

@@ -82,14 +82,19 @@ class OvhImagesMixin(_Base):
         if stop_at is not None and self.clock() >= stop_at and instance["status"] == "ACTIVE":
             instance["status"] = "SHUTOFF"
 
-    def boot_image_error(self, region: str, image_id: str | None) -> EmuResponse | None:
-        """400 when ``image_id`` is neither a public image nor an active snapshot in ``region``."""
+    def boot_image_error(
+        self, region: str, image_id: str | None, flavor: dict[str, Any]
+    ) -> EmuResponse | None:
+        """400 when ``image_id`` is neither a public image nor an active snapshot in ``region``
+        whose ``minDisk`` fits the flavour's disk."""
         if image_id is None:
             return None
         if any(i["id"] == image_id and i["region"] == region for i in self.images):
             return None
         snapshot = self.snapshots.get(image_id)
         if snapshot is not None and snapshot["region"] == region:
+            if snapshot["minDisk"] > flavor["disk"]:
+                return self.error(400, "", f"Flavor disk is smaller than image {image_id} minDisk")
             if self._snapshot_view(snapshot)["status"] == "active":
                 return None
             return self.error(400, "", f"Image {image_id} is not active")
