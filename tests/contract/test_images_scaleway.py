@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from app.domain import ImageStatus
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import BivyError, Conflict, InvalidInput, NotFound
 from app.providers.scaleway.common import labels_to_tags
 from app.providers.scaleway.images import SNAPSHOT_PRICE_PER_GB_MONTH
 from tests.contract.images import (
@@ -112,3 +112,18 @@ async def test_a_misspelt_image_request_is_a_spec_violation() -> None:
     async with image_env("scaleway") as env:
         body = {"root_volume": "x", "arch": "x86_64", "tagz": ["bivy"]}
         await misspelt_is_a_violation(env, "instance/v1/zones/fr-par-1/images", body)
+
+
+async def test_a_snapshot_left_behind_is_named_in_the_error() -> None:
+    async with image_env("scaleway") as env:
+        builder = await env.builder()
+        await env.provider.power_off(builder.id)
+        image = await env.provider.create_image(builder.id, name="p", labels=PREBUILD_LABELS)
+        [snapshot_id] = [key[1] for key in env.emulator.snapshots]
+        env.emulator.inject_error(
+            "DELETE", rf"{BASE}/snapshots/[^/]+", 500, "internal_error", "boom", times=None
+        )
+        with pytest.raises(BivyError) as info:
+            await env.provider.delete_image(image.id)
+        assert snapshot_id in info.value.message and snapshot_id in info.value.hint
+        assert env.emulator.images == {}

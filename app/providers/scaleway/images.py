@@ -205,6 +205,25 @@ class ScalewayImagesMixin:
             return
         with contextlib.suppress(NotFound):
             await self.client.delete_image(zone, uuid)
+        left: builtins.list[tuple[str, BivyError]] = []
         for snapshot_id in image.snapshot_ids:
-            with contextlib.suppress(NotFound):
+            try:
                 await self.client.delete_snapshot(zone, snapshot_id)
+            except NotFound:
+                continue
+            except BivyError as exc:
+                left.append((snapshot_id, exc))
+        if left:
+            # The image is gone, so nothing will find these again: name them.
+            ids = ", ".join(snapshot_id for snapshot_id, _ in left)
+            first = left[0][1]
+            raise type(first)(
+                f"Scaleway deleted the image but not its snapshot(s) {ids} in {zone}: "
+                f"{first.message}",
+                hint=f"Delete snapshot(s) {ids} in the Scaleway console (Instances → Snapshots); "
+                "they are billed until then",
+                provider=KIND,
+                code=first.code,
+                request_id=first.request_id,
+                status=first.status,
+            )
