@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from app.domain import ImageStatus
-from app.errors import AuthError, Conflict, NotFound
+from app.errors import AuthError, Conflict, NotFound, Timeout
 from app.providers.digitalocean.images import SNAPSHOT_PRICE_PER_GB_MONTH
 from app.providers.digitalocean.tags import labels_to_tags
 from tests.contract.images import (
@@ -125,3 +125,14 @@ async def test_a_misspelt_image_request_is_a_spec_violation() -> None:
     async with image_env("digitalocean") as env:
         body = {"resources": [{"resource_id": "1", "resource_typ": "image"}]}
         await misspelt_is_a_violation(env, "v2/tags/bivy/resources", body)
+
+
+async def test_a_snapshot_that_takes_too_long_says_where_to_find_it() -> None:
+    async with image_env("digitalocean") as env:
+        builder = await env.builder()
+        await env.provider.power_off(builder.id)
+        env.emulator.snapshot_seconds = 10 * 3600
+        env.provider._clock = env.clock  # type: ignore[attr-defined]
+        with pytest.raises(Timeout) as info:
+            await env.provider.create_image(builder.id, name="slow-one", labels=PREBUILD_LABELS)
+        assert "slow-one" in info.value.hint

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -29,7 +30,7 @@ from app.domain import (
     Server,
     ServerStatus,
 )
-from app.errors import ActionFailed, Conflict, InvalidInput, NotFound
+from app.errors import ActionFailed, Conflict, InvalidInput, NotFound, Timeout
 from app.providers._polling import Backoff, poll_until
 from app.providers._snapshots import require_off, snapshot_price
 from app.providers.digitalocean import models as m
@@ -91,6 +92,8 @@ class DigitalOceanImagesMixin:
 
     client: DigitalOceanClient
     _sleep: Callable[[float], Awaitable[None]]
+    #: What waits measure their deadline by (tests swap in the emulator's clock).
+    _clock: Callable[[], float] = staticmethod(time.monotonic)
     #: Scopes prebuilds add to ``token_scopes``: droplet actions, polling them, deleting images.
     image_token_scopes: tuple[str, ...] = (
         "actions:read",
@@ -130,6 +133,7 @@ class DigitalOceanImagesMixin:
             timeout=limit,
             backoff=Backoff(initial=2.0, factor=1.5, maximum=15.0),
             sleep=self._sleep,
+            clock=self._clock,
             what=f"DigitalOcean to {body['type'].replace('_', ' ')} droplet {droplet_id}",
             provider=KIND,
         )
@@ -153,7 +157,15 @@ class DigitalOceanImagesMixin:
         if not name:
             raise InvalidInput("A DigitalOcean snapshot needs a name", provider=KIND)
         require_off(await self.get(server_id), "DigitalOcean")
-        await self._run_action(droplet, {"type": "snapshot", "name": name}, SNAPSHOT_TIMEOUT)
+        try:
+            await self._run_action(droplet, {"type": "snapshot", "name": name}, SNAPSHOT_TIMEOUT)
+        except Timeout as exc:
+            # The snapshot may still finish, untagged: Bivy's listing would never show it.
+            exc.hint = (
+                f"DigitalOcean may still finish snapshot {name!r}; if it appears under Images → "
+                "Snapshots and you do not want it, delete it there (it is billed)"
+            )
+            raise
         found = [s for s in await self.client.droplet_snapshots(droplet) if s.name == name]
         if not found:
             raise ActionFailed(
