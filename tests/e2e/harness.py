@@ -7,7 +7,8 @@ The terminal check goes through the app's own tunnel code (pinned host key, ttyd
 the keychain) and types into ttyd with ``tests.e2e.ttyd_client``.
 
 Test repositories (``make_repo``) are git checkouts on the host; their devcontainers name
-``bivy-test/base:latest``, which the test guest imports from its preloaded tarball.
+``bivy-test/base:latest`` (or ``bivy-test/claude:latest``, the same with Claude Code installed),
+which the test guest carries preloaded in its Docker data root.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "bivy-test/base:latest"
+#: The base image with Claude Code already installed (tests/e2e/image.py builds it at host speed).
+AGENT_IMAGE = "bivy-test/claude:latest"
 #: The local provider's size for e2e VMs (2 vCPUs: Docker and npm inside an emulated guest).
 SIZE = os.environ.get("BIVY_E2E_SIZE", "local-2cpu-4gb")
 
@@ -52,9 +55,10 @@ def _git(repo: Path, *args: str) -> str:
     ).stdout
 
 
-def make_repo(parent: Path, name: str, kind: str) -> Path:
+def make_repo(parent: Path, name: str, kind: str, image: str = BASE_IMAGE) -> Path:
     """A committed test repository. ``kind``: ``user`` (devcontainer with remote user ``node``),
-    ``root`` (runs as root), ``compose`` (Docker Compose), ``none`` (no devcontainer)."""
+    ``root`` (runs as root), ``compose`` (Docker Compose), ``none`` (no devcontainer).
+    ``image``: the container image its devcontainer (Compose: its ``app`` service) runs."""
     repo = parent / name
     repo.mkdir(parents=True)
     (repo / "README.md").write_text(f"# {name}\n\nA Bivy e2e test repository ({kind}).\n")
@@ -62,13 +66,13 @@ def make_repo(parent: Path, name: str, kind: str) -> Path:
     if kind == "user":
         dc.mkdir()
         (dc / "devcontainer.json").write_text(
-            json.dumps({"name": name, "image": BASE_IMAGE, "remoteUser": "node"}, indent=2)
+            json.dumps({"name": name, "image": image, "remoteUser": "node"}, indent=2)
         )
     elif kind == "root":
         dc.mkdir()
         (dc / "devcontainer.json").write_text(
             json.dumps(
-                {"name": name, "image": BASE_IMAGE, "remoteUser": "root", "containerUser": "root"},
+                {"name": name, "image": image, "remoteUser": "root", "containerUser": "root"},
                 indent=2,
             )
         )
@@ -77,7 +81,7 @@ def make_repo(parent: Path, name: str, kind: str) -> Path:
         (dc / "docker-compose.yml").write_text(
             "services:\n"
             "  app:\n"
-            f"    image: {BASE_IMAGE}\n"
+            f"    image: {image}\n"
             "    command: sleep infinity\n"
             "    volumes:\n"
             f"      - ..:/workspaces/{name}:cached\n"
@@ -173,7 +177,11 @@ class E2E:
         )
         return result.stdout
 
-    def create(self, name: str, repo: str, *extra: str) -> None:
+    def create(
+        self, name: str, repo: str, *extra: str, size: str = SIZE, timeout: float = 900
+    ) -> None:
+        """``bivy create`` (with a local checkout it returns once the VM's sshd took the
+        repository's bundle, so ``timeout`` covers the boot)."""
         self.created_at[name] = time.time()
         self.must(
             "create",
@@ -181,17 +189,21 @@ class E2E:
             "--provider",
             "local",
             "--size",
-            SIZE,
+            size,
             "--repo",
             repo,
             *extra,
-            timeout=900,
+            timeout=timeout,
         )
 
-    def wait(self, name: str, timeout: float) -> WaitResult:
-        """``bivy wait NAME``, printing each line as it comes with the seconds since create."""
+    def wait(self, name: str, timeout: float, interval: float = 2.0) -> WaitResult:
+        """``bivy wait NAME``, printing each line as it comes with the seconds since create.
+
+        ``interval``: seconds between status reads (each one is an SSH exec on the guest,
+        whose emulated CPU several VMs side by side share)."""
+        command = ["wait", name, "--timeout", str(int(timeout)), "--interval", str(interval)]
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "wait", name, "--timeout", str(int(timeout))],
+            [sys.executable, "-m", "app", *command],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

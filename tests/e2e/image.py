@@ -19,6 +19,14 @@ proxy in front of npm/PyPI) and the e2e's test CA, and carry a preloaded Docker 
 default devcontainer's image, so no container registry is needed; the bare guest's Docker,
 installed by the bootstrap, finds it too.
 
+The ``tools`` variant also preloads ``bivy-test/claude:latest`` (``AGENT_IMAGE``): the base image
+with Claude Code already installed by npm, built here at host speed; its default devcontainer
+image is made from that one too. Under emulation the agent's npm install is most of a VM's
+``starting`` phase (4-15 min), so the e2e matrix repositories name this image (and the
+no-devcontainer one gets it as the default) and the bootstrap takes its "already installed"
+path, the one a prebuild's VM takes; the main e2e repository names the plain base image, so
+the real npm install inside the guest stays proven there.
+
 Cached under ``tests.support.docker_engine.cache_dir()`` by a hash of the recipe.
 """
 
@@ -35,6 +43,8 @@ import sys
 import time
 from pathlib import Path
 
+from app.agents.claude import AGENT as CLAUDE
+from tests.e2e.harness import AGENT_IMAGE
 from tests.e2e.served_repo import e2e_ca_certificate
 from tests.support.docker_engine import (
     BASE_IMAGE,
@@ -97,6 +107,11 @@ datasource_list: [ NoCloud, None ]
 
 #: The label the real default image carries: devcontainers use "node" as the remote user.
 DEFAULT_IMAGE_LABEL = 'LABEL devcontainer.metadata="[{\\"remoteUser\\":\\"node\\"}]"'
+#: How ``AGENT_IMAGE`` gets Claude Code: as agent-install.sh does it inside a devcontainer.
+AGENT_INSTALL = (
+    f"npm install -g --no-fund --no-audit --loglevel=warn {CLAUDE.npm_package} "
+    "&& npm cache clean --force && claude --version"
+)
 #: Left out of the preloaded Docker data root: state of the build-time engine (its bridge).
 DOCKER_STATE_DROPPED = ("network", "containers", "runtimes", "tmp", "buildkit", "engine-id")
 
@@ -157,6 +172,7 @@ def _recipe_key(variant: str, base_tarball: Path) -> str:
     ]
     if variant == "tools":
         parts += [DEVCONTAINER_CLI, hashlib.sha256(_ttyd_source().read_bytes()).hexdigest()]
+        parts += [AGENT_IMAGE, AGENT_INSTALL]
     return recipe_hash(*parts)
 
 
@@ -188,12 +204,14 @@ def _install_host_cas(rootfs: Path) -> int:
     return len(extra)
 
 
-def _preload_docker(rootfs: Path) -> None:
+def _preload_docker(rootfs: Path, variant: str) -> None:
     """Import the base container image into the guest's Docker data root at build time.
 
     (A ``docker import`` inside the guest under TCG took more than 6 minutes of emulated CPU:
     the preloaded overlay2 store, written by this machine's dockerd, costs the guest nothing.)
     Both variants get it: the bare guest's Docker, installed by the bootstrap, finds it too.
+    The tools variant also gets ``AGENT_IMAGE`` (Claude Code installed) and makes the default
+    devcontainer's image from it.
     """
     data_root = rootfs / "var/lib/docker"
     data_root.mkdir(parents=True, exist_ok=True)
@@ -201,13 +219,31 @@ def _preload_docker(rootfs: Path) -> None:
         with_base_image=False, data_root=data_root, storage_drivers=("overlay2",)
     ) as engine:
         engine.import_base_image()
-        container = engine.docker("create", BASE_IMAGE).stdout.strip()
+        default_source = BASE_IMAGE
+        if variant == "tools":
+            started = time.monotonic()
+            builder = engine.docker("create", BASE_IMAGE, "sh", "-c", AGENT_INSTALL).stdout.strip()
+            run = engine.docker("start", "-a", builder, timeout=1200, check=False)
+            if run.returncode != 0:
+                raise RuntimeError(
+                    f"installing Claude Code into {AGENT_IMAGE} failed:\n"
+                    f"{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
+                )
+            engine.docker("commit", "--change", 'CMD ["/bin/bash"]', builder, AGENT_IMAGE)
+            engine.docker("rm", builder)
+            _log(
+                f"{AGENT_IMAGE}: Claude Code {run.stdout.strip().splitlines()[-1]} installed "
+                f"in {time.monotonic() - started:.0f} s"
+            )
+            default_source = AGENT_IMAGE
+        container = engine.docker("create", default_source).stdout.strip()
         engine.docker(
             "commit", "--change", DEFAULT_IMAGE_LABEL, container, DEFAULT_DEVCONTAINER_IMAGE
         )
         engine.docker("rm", container)
         images = engine.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
     assert BASE_IMAGE in images and DEFAULT_DEVCONTAINER_IMAGE in images, images
+    assert variant != "tools" or AGENT_IMAGE in images, images
     for name in DOCKER_STATE_DROPPED:
         path = data_root / name
         if path.is_dir():
@@ -236,7 +272,7 @@ def _customize(rootfs: Path, variant: str) -> None:
         (rootfs / "etc/machine-id").write_text("uninitialized\n")
     (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     _log(f"trusting {_install_host_cas(rootfs)} extra CA certificate(s) from this machine")
-    _preload_docker(rootfs)
+    _preload_docker(rootfs, variant)
     if variant == "tools":
         ttyd = rootfs / "usr/local/bin/ttyd"
         shutil.copyfile(_ttyd_source(), ttyd)
