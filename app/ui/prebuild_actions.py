@@ -51,6 +51,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: How often the window lists the prebuilds for the ledger (seconds): snapshot storage costs
+#: money whether or not the Prebuilds dialog is open, and one made or deleted elsewhere (the
+#: CLI, the console) is noticed at the next listing. The listing rides on a workspace refresh.
+LIST_INTERVAL = 900.0
+
 
 @dataclass(frozen=True)
 class BuildRequest:
@@ -457,8 +462,23 @@ class PrebuildActions(QObject):
         self.act_list.triggered.connect(self.open_list)
         self.act_prebuild_selected.triggered.connect(lambda: self.open_form(window.selected()))
         self.dialog: QWidget | None = None
+        self._listed_at: float | None = None
         self._add_to_window()
         controller.failed.connect(window.show_error)
+        controller.listed.connect(self._note_listed)
+        if shell.workspaces is not None:
+            shell.workspaces.listed.connect(self._workspaces_listed)
+
+    def _note_listed(self, *_: object) -> None:
+        self._listed_at = time.monotonic()
+
+    def _workspaces_listed(self, *_: object) -> None:
+        """After a workspace refresh, list the prebuilds too when the last listing is old, so
+        their storage is in the month-to-date total even if the dialog is never opened."""
+        due = self._listed_at is None or time.monotonic() - self._listed_at >= LIST_INTERVAL
+        if due and self.controller.accounts() and not self.controller.running("list"):
+            self._listed_at = time.monotonic()  # a failing listing is not retried at once
+            self.controller.start_refresh()
 
     def _add_to_window(self) -> None:
         window = self.shell.window

@@ -366,3 +366,31 @@ def test_image_states_at_the_provider_read_plainly(qtbot: QtBot, shell: Shell) -
         "failed"
     )
     assert _record_state(base.model_copy(update={"repo": ""}), False)[0] == "ready (not used)"
+
+
+def test_prebuild_storage_reaches_the_month_total_without_opening_the_dialog(
+    qtbot: QtBot, shell: Shell, emulator: HetznerEmulator, tmp_path: Path
+) -> None:
+    record = add_prebuild(emulator, REPO, size=40.0)
+    costs = CostService(tmp_path / "ledger.sqlite3")
+    shell.request_refresh()  # a workspace refresh lists the prebuilds too (every 15 min)
+    qtbot.waitUntil(
+        lambda: any(e.image_id == record.id for e in wait_for(qtbot, costs.image_entries())),
+        timeout=WAIT_MS,
+    )
+    assert actions(shell).dialog is None
+    # The next refresh's cost snapshot has the storage in the month-to-date total.
+    shell.refresh_timer.stop()
+    shell._last_refresh = 0.0
+    shell.request_refresh()
+    qtbot.waitUntil(
+        lambda: (
+            shell.last_snapshot is not None
+            and shell.last_snapshot.storage_month_to_date.get("EUR", Decimal(0)) > 0
+        ),
+        timeout=WAIT_MS,
+    )
+    snapshot = shell.last_snapshot
+    assert snapshot is not None
+    assert snapshot.month_to_date["EUR"] >= snapshot.storage_month_to_date["EUR"]
+    assert snapshot.storage_per_month == {"EUR": Decimal("0.5236")}  # 40 GB × €0.01309
