@@ -593,7 +593,9 @@ class ReviewService:
                 hint="Switch to another branch there first",
             )
         report(f"Bundling session {session} on the VM", None)
-        data = self._json(await self._run(record, "bundle", session, *extra))
+        haves = await asyncio.to_thread(_local_tips, repo.path)
+        have_args = [arg for tip in haves for arg in ("--have", tip)]
+        data = self._json(await self._run(record, "bundle", session, *extra, *have_args))
         remote_path = str(data.get("path") or "")
         if not remote_path.startswith("/"):
             raise ActionFailed("the VM did not say where the bundle is")
@@ -648,6 +650,28 @@ class ReviewService:
             raise SSHError(
                 f"downloading the session's branch failed: {reason or type(exc).__name__}"
             ) from None
+
+
+#: At most this many of the checkout's branch and tag tips are named to the VM.
+MAX_HAVES = 100
+
+
+def _local_tips(repo: Path) -> list[str]:
+    """Commits the checkout has (its branch, tag and remote-tracking tips): the VM leaves
+    their history out of the bundle."""
+    git = shutil.which("git")
+    if git is None:
+        return []
+    done = subprocess.run(
+        [git, "rev-list", "--no-walk=unsorted", "--branches", "--tags", "--remotes"],
+        cwd=repo,
+        env={k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    tips = [ln for ln in done.stdout.split() if re.fullmatch(r"[0-9a-f]{40,64}", ln)]
+    return list(dict.fromkeys(tips))[:MAX_HAVES]
 
 
 def _fetch_bundle(repo: Path, bundle: Path, branch: str, local_branch: str) -> None:

@@ -9,8 +9,9 @@
 #   session-review push SESSION [--remote-url URL] [COMMIT OPTIONS]
 #                                              the git token on stdin (one line); pushes HEAD to
 #                                              the session's branch; prints a JSON summary
-#   session-review bundle SESSION [COMMIT OPTIONS]
-#                                              a git bundle of the branch in dev's home
+#   session-review bundle SESSION [COMMIT OPTIONS] [--have COMMIT]...
+#                                              a git bundle of the branch (without what the
+#                                              caller has, --have) in dev's home
 #                                              (~/bivy-outgoing/SESSION.bundle, for the app to
 #                                              fetch over SFTP and delete); prints a JSON summary
 #   session-review commit SESSION --commit-message M [--author-name N] [--author-email E]
@@ -51,17 +52,21 @@ usage() {
 [ $# -ge 2 ] || usage
 verb=$1 session=$2
 shift 2
-json=0 remote_url="" message="" commit_asked=0 author_name="" author_email=""
+json=0 remote_url="" message="" commit_asked=0 author_name="" author_email="" haves=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --json) json=1 ;;
-        --remote-url | --commit-message | --author-name | --author-email)
+        --remote-url | --commit-message | --author-name | --author-email | --have)
             [ $# -ge 2 ] || usage
             case "$1" in
                 --remote-url) remote_url=$2 ;;
                 --commit-message) message=$2 commit_asked=1 ;;
                 --author-name) author_name=$2 ;;
                 --author-email) author_email=$2 ;;
+                --have)
+                    [[ "$2" =~ ^[0-9a-f]{40,64}$ ]] || usage
+                    haves+=("$2")
+                    ;;
             esac
             shift
             ;;
@@ -335,7 +340,21 @@ case "$verb" in
         fi
         out="$outdir/$session.bundle"
         tgit update-ref "refs/heads/$branch" "$head"
-        tgit bundle create -q "$out.partial" "refs/heads/$branch"
+        # Commits the caller has (--have) stay out: the bundle carries only what is new.
+        excludes=()
+        for have in "${haves[@]}"; do
+            if tgit cat-file -e "$have^{commit}" 2>/dev/null; then
+                excludes+=("^$have")
+            fi
+        done
+        if [ "${excludes[*]:-}" ] && [ "$(tgit rev-list --count "$head" "${excludes[@]}")" = 0 ]; then
+            # Nothing new: git refuses an empty bundle, so it carries the tip on its parent.
+            excludes=()
+            if tgit rev-parse -q --verify "$head^" >/dev/null; then
+                excludes=("^$head^")
+            fi
+        fi
+        tgit bundle create -q "$out.partial" "refs/heads/$branch" "${excludes[@]}"
         chmod 0600 "$out.partial"
         if [ -n "$home" ] && [ -d "$home" ]; then
             chown "$SUDO_USER:$(id -g "$SUDO_USER")" "$out.partial"

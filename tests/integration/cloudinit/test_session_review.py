@@ -326,3 +326,28 @@ def test_environment_has_what_the_vm_has() -> None:
     for tool in ("git", "jq", "setpriv", "base64"):
         assert shutil.which(tool), f"{tool} is needed"
     assert os.geteuid() == 0, "the script runs as root on the VM"
+
+
+def test_bundle_leaves_out_what_the_caller_has(vm: Vm, tmp_path: Path) -> None:
+    owner_git(vm.worktree, "add", "-A")
+    owner_git(vm.worktree, "commit", "-q", "-m", "all")
+    head = git(vm.worktree, "rev-parse", "HEAD").strip()
+    full = json.loads(vm.run("bundle", "s1").stdout)["size"]
+    unknown = "0" * 40  # a commit the VM does not have is ignored
+    done = vm.run("bundle", "s1", "--have", vm.base, "--have", unknown)
+    assert done.returncode == 0, done.stderr
+    thin = json.loads(done.stdout)
+    assert thin["size"] < full
+    verify = subprocess.run(
+        ["git", "bundle", "verify", thin["path"]], cwd=vm.repo, capture_output=True, text=True
+    )
+    assert verify.returncode == 0 and vm.base in verify.stdout + verify.stderr  # a prerequisite
+    # The caller has it all already: still a bundle (git refuses empty ones), and tiny.
+    same = vm.run("bundle", "s1", "--have", head)
+    assert same.returncode == 0, same.stderr
+    heads = subprocess.run(
+        ["git", "bundle", "list-heads", json.loads(same.stdout)["path"]],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert heads == f"{head} refs/heads/bivy/s1\n"
+    assert vm.run("bundle", "s1", "--have", "not-a-sha").returncode == 2
