@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from app.domain import ImageStatus
-from app.errors import AuthError, Conflict, NotFound, Timeout
+from app.errors import AuthError, Conflict, InvalidInput, NotFound, Timeout
 from app.providers.digitalocean.images import SNAPSHOT_PRICE_PER_GB_MONTH
 from app.providers.digitalocean.tags import labels_to_tags
 from tests.contract.images import (
@@ -136,3 +136,13 @@ async def test_a_snapshot_that_takes_too_long_says_where_to_find_it() -> None:
         with pytest.raises(Timeout) as info:
             await env.provider.create_image(builder.id, name="slow-one", labels=PREBUILD_LABELS)
         assert "slow-one" in info.value.hint
+
+
+async def test_a_snapshot_is_usable_in_its_region_only() -> None:
+    async with image_env("digitalocean") as env:
+        builder = await env.builder()
+        await env.provider.power_off(builder.id)
+        image = await env.provider.create_image(builder.id, name="fra", labels=PREBUILD_LABELS)
+        elsewhere = env.request("ams", image=image.id).model_copy(update={"region": "ams3"})
+        with pytest.raises(InvalidInput, match="invalid image"):
+            await env.provider.create(elsewhere)

@@ -315,7 +315,7 @@ class DigitalOceanEmulator(DigitalOceanImagesMixin, Emulator):
         for ref in body.get("ssh_keys") or []:
             if not any(ref in (k["id"], k["fingerprint"]) for k in self.ssh_keys.values()):
                 return self.error(422, "unprocessable_entity", f"SSH key {ref} not found")
-        snapshot = self.image_for_droplet(body["image"], size["disk"])
+        snapshot = self.image_for_droplet(body["image"], size["disk"], region)
         if isinstance(snapshot, EmuResponse):
             return snapshot
         droplet_id = next(self._ids)

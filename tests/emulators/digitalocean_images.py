@@ -90,14 +90,17 @@ class DigitalOceanImagesMixin(_Base):
     def _not_found(self) -> EmuResponse:
         return self.error(404, "not_found", "The resource you were accessing could not be found.")
 
-    def image_for_droplet(self, ref: Any, disk: int) -> dict[str, Any] | EmuResponse | None:
+    def image_for_droplet(
+        self, ref: Any, disk: int, region: str
+    ) -> dict[str, Any] | EmuResponse | None:
         """The snapshot a droplet is created from (``ref`` an integer id), an error when it
-        cannot be used, or None for a public image slug."""
+        cannot be used (unknown, not in ``region``, larger than the size's disk), or None for a
+        public image slug."""
         if not isinstance(ref, int):
             return None
         self._settle()
         image = self.images.get(ref)
-        if image is None:
+        if image is None or region not in image["regions"]:
             return self.error(
                 422, "unprocessable_entity", "You specified an invalid image for Droplet creation."
             )
