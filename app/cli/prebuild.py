@@ -67,6 +67,15 @@ def _service(ctx: CliContext) -> PrebuildService:
     return PrebuildService(ctx.service)
 
 
+async def _note_costs(
+    seen: list[PrebuildRecord] | None = None, *, deleted: list[PrebuildRecord] | None = None
+) -> None:
+    """Snapshot storage in the window's cost ledger (app/services/costs.py, best effort)."""
+    from app.services.costs import note_prebuilds
+
+    await note_prebuilds(seen or [], deleted=deleted or [])
+
+
 def record_json(record: PrebuildRecord) -> dict[str, Any]:
     price = record.monthly_price
     return {
@@ -143,6 +152,7 @@ async def _build(args: argparse.Namespace, ctx: CliContext) -> int:
         include_uncommitted=args.include_uncommitted,
         progress=on_progress,
     )
+    await _note_costs([result])
     if args.json:
         ctx.emit_json(record_json(result))
     else:
@@ -166,6 +176,7 @@ async def _local_path(repo: str) -> str:
 async def _ls(args: argparse.Namespace, ctx: CliContext) -> int:
     service = _service(ctx)
     records = await service.list(refresh=True)
+    await _note_costs(records)
     for account_id, error in sorted(service.errors.items()):
         ctx.note(f"bivy: account {account_id}: {error.one_line()}")
     if args.json:
@@ -208,6 +219,7 @@ async def _rm(args: argparse.Namespace, ctx: CliContext) -> int:
             ctx.note("Not deleted.")
             return EXIT_ERROR
     record = await _service(ctx).delete(args.id, account=args.account)
+    await _note_costs(deleted=[record])
     print(f"Prebuild {record.id} deleted.", file=ctx.out)
     return EXIT_OK
 

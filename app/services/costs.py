@@ -11,6 +11,7 @@ budget check.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,11 +64,14 @@ __all__ = [
     "hourly_rate_now",
     "ledger_path",
     "month_bounds",
+    "note_prebuilds",
     "running_cost",
     "seen_image",
     "seen_prebuild",
     "storage_amount",
 ]
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 RuleLookup = Callable[[str], BillingRule]
@@ -417,6 +421,26 @@ class CostService:
             rule=self.rule_for(server.provider),
             max_hours=_max_hours(server, ws.max_hours),
         )
+
+
+async def note_prebuilds(
+    seen: Sequence[PrebuildLike] = (),
+    *,
+    deleted: Sequence[PrebuildLike] = (),
+    service: CostService | None = None,
+) -> None:
+    """Tell the cost ledger (the one the window shows) about prebuilds the CLI built or listed
+    (``seen``) and deleted, so their storage counts from creation to deletion, whoever made or
+    deleted them. Best effort: the CLI's work is done, so a ledger that cannot be used is
+    logged, never raised."""
+    costs = service or CostService()
+    try:
+        if seen:
+            await costs.observe_images([seen_prebuild(r) for r in seen], listed_accounts=())
+        for record in deleted:
+            await costs.record_image_deleted(record.account, record.provider, record.id)
+    except LedgerError as exc:
+        log.warning("the cost ledger was not updated: %s", exc.one_line())
 
 
 def _month_to_date(

@@ -287,3 +287,28 @@ async def test_a_ledger_from_before_prebuilds_gains_the_images_table(tmp_path: P
     costs = service(path, clock)
     await costs.observe_images([image("a", NOV)], listed_accounts=())
     assert await costs.month_to_date() == {"EUR": Decimal("0.18")}
+
+
+async def test_the_cli_notes_built_listed_and_deleted_prebuilds_best_effort(
+    tmp_path: Path,
+) -> None:
+    from app.services.costs import note_prebuilds
+    from app.services.prebuild_registry import PrebuildRecord
+
+    clock = Clock(datetime(2026, 11, 11, tzinfo=UTC))
+    costs = service(tmp_path / "ledger.sqlite3", clock)
+    record = PrebuildRecord(
+        id="77", account="acct", provider="hetzner", repo="https://example.com/r.git",
+        size_gb=30, monthly_price=monthly("0.36"), created_at=NOV,
+    )  # fmt: skip
+    await note_prebuilds([record], service=costs)
+    clock.now = datetime(2026, 11, 16, tzinfo=UTC)
+    await note_prebuilds(deleted=[record], service=costs)
+    (entry,) = await costs.image_entries()
+    assert (entry.name, entry.deleted_by, entry.deleted_at) == (record.repo, "bivy", clock.now)
+    clock.now = datetime(2026, 11, 30, tzinfo=UTC)
+    assert await costs.month_to_date() == {"EUR": Decimal("0.18")}  # 15 of 30 days
+    # A ledger that cannot be used does not fail the CLI's finished work.
+    (tmp_path / "dir-not-db").mkdir()
+    broken = service(tmp_path / "dir-not-db", clock)
+    await note_prebuilds([record], deleted=[record], service=broken)
