@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QColor, QKeySequence, QPalette
 from PySide6.QtWidgets import QFormLayout, QLabel, QLayout, QMenu, QToolButton, QWidget
 
 from app.domain import ImageStatus, Workspace, WorkspaceSpec
@@ -30,8 +30,10 @@ from app.services.costs import CostService, seen_prebuild
 from app.services.prebuild_hash import repo_key
 from app.services.prebuilds import BuildProgress, PrebuildRecord, PrebuildService, match_prebuild
 from app.settings import Account
+from app.ui import formatting
 from app.ui.controllers import Controller
 from app.ui.icons import ICON_PROPERTY, icon
+from app.ui.theme import is_dark, tone
 
 if TYPE_CHECKING:
     from app.ui.create_dialog import CreateDialog
@@ -45,6 +47,8 @@ __all__ = [
     "PrebuildActions",
     "PrebuildsController",
     "attach",
+    "colour",
+    "css",
     "install_create_hint",
     "snapshot_accounts",
 ]
@@ -311,13 +315,23 @@ def _named(record: PrebuildRecord) -> PrebuildRecord:
 
 # --- the create dialog's line -------------------------------------------------------------
 
-_HINT_STYLE = {
-    MatchState.READY: "color: #1e7b34;",
-    MatchState.STALE: "color: #b35c00;",
-    MatchState.BUILDING: "",
-    MatchState.NONE: "",
-    MatchState.UNSUPPORTED: "",
-}
+#: "ok" (a usable prebuild) on a light and on a dark base; "warning" and "error" are the
+#: window's (app/ui/theme.py).
+_OK_TONES = ("#1e7b34", "#74d68e")
+
+
+def colour(kind: str, palette: QPalette | None = None) -> QColor:
+    """ "ok", "warning" or "error" in the variant that reads on ``palette``'s base."""
+    if kind == "ok":
+        return QColor(_OK_TONES[1] if is_dark(palette) else _OK_TONES[0])
+    return tone(kind, palette)
+
+
+def css(kind: str, palette: QPalette | None = None) -> str:
+    return f"color: {colour(kind, palette).name()};"
+
+
+_HINT_TONE = {MatchState.READY: "ok", MatchState.STALE: "warning"}
 
 
 class CreateHint(QObject):
@@ -398,7 +412,8 @@ class CreateHint(QObject):
         if text and record is not None and state is MatchState.READY and record.commit:
             text += f" (built at {record.commit[:8]})"
         self.label.setText(text or "")
-        self.label.setStyleSheet(_HINT_STYLE.get(state, "") if state else "")
+        kind = _HINT_TONE.get(state) if state is not None else None
+        self.label.setStyleSheet(css(kind, self.dialog.palette()) if kind else "")
         self.label.setVisible(bool(text))
 
 
@@ -466,8 +481,30 @@ class PrebuildActions(QObject):
         self._add_to_window()
         controller.failed.connect(window.show_error)
         controller.listed.connect(self._note_listed)
+        controller.built.connect(self._built)
         if shell.workspaces is not None:
             shell.workspaces.listed.connect(self._workspaces_listed)
+        if shell.cost_controller is not None:
+            shell.cost_controller.snapshot.connect(self._costs)
+
+    def _built(self, record: PrebuildRecord) -> None:
+        self.shell.window.statusBar().showMessage(
+            f"Prebuild of {record.repo} is ready: its new workspaces start in seconds", 15000
+        )
+
+    def _costs(self, snapshot: object) -> None:
+        """The status bar's "This month" says how much of it is prebuild storage."""
+        label = getattr(self.shell.window, "month_label", None)
+        storage = getattr(snapshot, "storage_month_to_date", None)
+        per_month = getattr(snapshot, "storage_per_month", None) or {}
+        if label is None or not storage:
+            return
+        spent = ", ".join(formatting.money(v, c, places=3) for c, v in sorted(storage.items()))
+        keep = ", ".join(formatting.money(v, c) for c, v in sorted(per_month.items()))
+        label.setToolTip(
+            "Spend this month, deleted workspaces included (local ledger); of it, prebuild "
+            f"storage: {spent}" + (f" (the prebuilds kept cost {keep} per month)" if keep else "")
+        )
 
     def _note_listed(self, *_: object) -> None:
         self._listed_at = time.monotonic()

@@ -33,12 +33,10 @@ from app.services.accounts import provider_class
 from app.settings import Settings
 from app.ui import formatting
 from app.ui.controllers import WorkspacesController
-from app.ui.prebuild_actions import BuildRequest, PrebuildsController
+from app.ui.prebuild_actions import BuildRequest, PrebuildsController, css
 from app.ui.repo_field import RepoField
 
 __all__ = ["PrebuildForm"]
-
-_ERROR = "color: #b00020;"
 
 
 def _provider_name(kind: str) -> str:
@@ -96,7 +94,7 @@ class PrebuildForm(QDialog):
         self.repo_field = RepoField(self)
         self.repo = self.repo_field.edit
         self.repo_error = QLabel()
-        self.repo_error.setStyleSheet(_ERROR)
+        self.repo_error.setStyleSheet(css("error", self.palette()))
         self.repo_error.setWordWrap(True)
         self.repo_error.hide()
         self.branch = QLineEdit()

@@ -15,7 +15,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtGui import QBrush, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -37,7 +37,7 @@ from app.errors import BivyError
 from app.services.accounts import provider_class
 from app.services.prebuilds import PrebuildRecord
 from app.ui import formatting
-from app.ui.prebuild_actions import Build, BuildRequest, PrebuildsController
+from app.ui.prebuild_actions import Build, BuildRequest, PrebuildsController, colour, css
 from app.ui.prebuild_form import PrebuildForm  # re-exported: both dialogs from one place
 
 __all__ = ["PrebuildForm", "PrebuildsDialog", "ask_delete", "per_month_text"]
@@ -56,9 +56,6 @@ WHAT_IT_COSTS = (
     "need it."
 )
 
-_ERROR = "color: #b00020;"
-_WARN = "color: #b35c00;"
-_OK = "color: #1e7b34;"
 
 Confirm = Callable[[QWidget | None, str, str], bool]
 
@@ -155,7 +152,7 @@ class PrebuildsDialog(QDialog):
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Prebuilds")
-        self.resize(1040, 420)
+        self.resize(1060, 420)
         self.controller = controller
         self.currency = currency
         self.confirm = confirm
@@ -174,7 +171,7 @@ class PrebuildsDialog(QDialog):
         self.table.verticalHeader().setDefaultSectionSize(30)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column, width in ((1, 185), (2, 70), (3, 105), (4, 185), (5, 235)):
+        for column, width in ((1, 175), (2, 70), (3, 105), (4, 215), (5, 235)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
             header.resizeSection(column, width)
         self.table.itemSelectionChanged.connect(self._selection_changed)
@@ -192,7 +189,7 @@ class PrebuildsDialog(QDialog):
         self.footer = QLabel()
         self.footer.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.errors = QLabel()
-        self.errors.setStyleSheet(_ERROR)
+        self.errors.setStyleSheet(css("error", self.palette()))
         self.errors.setWordWrap(True)
         self.errors.hide()
 
@@ -296,7 +293,7 @@ class PrebuildsDialog(QDialog):
         size = f"{record.size_gb:.1f} GB" if record.size_gb is not None else "–"
         now = utcnow()
         built = f"{formatting.local_time(record.created_at)} ({_age(now - record.created_at)})"
-        state, style, tip = _record_state(record, self.controller.deleting(record))
+        state, kind, tip = _record_state(record, self.controller.deleting(record))
         repo_tip = (
             f"Image {record.id} at account {record.account}"
             + (f", commit {record.commit[:12]}" if record.commit else "")
@@ -315,8 +312,8 @@ class PrebuildsDialog(QDialog):
             return
         cell = QTableWidgetItem(state)
         cell.setToolTip(tip)
-        if style:
-            cell.setForeground(_colour(style))
+        if kind:
+            cell.setForeground(QBrush(colour(kind, self.palette())))
         self.table.setItem(row, 5, cell)
 
     def _stale_cell(self, record: PrebuildRecord, tip: str) -> QWidget:
@@ -326,7 +323,7 @@ class PrebuildsDialog(QDialog):
         layout = QHBoxLayout(widget)
         layout.setContentsMargins(4, 0, 4, 0)
         label = QLabel("stale: config changed")
-        label.setStyleSheet(_WARN)
+        label.setStyleSheet(css("warning", self.palette()))
         button = QPushButton("Rebuild")
         button.setObjectName("rebuild")
         button.setToolTip("Build it again; the new one replaces this one when ready")
@@ -347,7 +344,7 @@ class PrebuildsDialog(QDialog):
             self.table.removeCellWidget(row, 5)
             cell = QTableWidgetItem(f"failed: {build.error}")
             cell.setToolTip(build.error)
-            cell.setForeground(_colour(_ERROR))
+            cell.setForeground(QBrush(colour("error", self.palette())))
             self.table.setItem(row, 5, cell)
             return
         bar = QProgressBar()
@@ -515,19 +512,19 @@ def _same(a: PrebuildRecord | Build, b: PrebuildRecord | Build) -> bool:
 
 
 def _record_state(record: PrebuildRecord, deleting: bool) -> tuple[str, str, str]:
-    """(text, style, tooltip) of a prebuild's state cell."""
+    """(text, colour kind or "", tooltip) of a prebuild's state cell."""
     if deleting:
         return "deleting…", "", "Its image is being deleted at the provider"
     if record.status is ImageStatus.CREATING:
         return "image being made", "", "The provider is still making the image"
     if record.status is ImageStatus.FAILED:
-        return "failed", _ERROR, "The provider could not make the image: delete it"
+        return "failed", "error", "The provider could not make the image: delete it"
     if record.status is ImageStatus.UNKNOWN:
-        return "unknown", _WARN, "The provider reports a state Bivy does not know"
+        return "unknown", "warning", "The provider reports a state Bivy does not know"
     if record.stale:
         return (
             "stale",
-            _WARN,
+            "warning",
             (
                 "The repository's devcontainer configuration changed since it was built: a "
                 "workspace made from it has to build the devcontainer again. Rebuild it."
@@ -535,8 +532,4 @@ def _record_state(record: PrebuildRecord, deleting: bool) -> tuple[str, str, str
         )
     if not record.repo:
         return "ready (not used)", "", "Its repository is unknown here"
-    return "ready", _OK, "New workspaces of this repository here start from it"
-
-
-def _colour(style: str) -> QBrush:
-    return QBrush(QColor(style.split(":", 1)[1].strip(" ;")))
+    return "ready", "ok", "New workspaces of this repository here start from it"

@@ -394,3 +394,5 @@ def test_prebuild_storage_reaches_the_month_total_without_opening_the_dialog(
     assert snapshot is not None
     assert snapshot.month_to_date["EUR"] >= snapshot.storage_month_to_date["EUR"]
     assert snapshot.storage_per_month == {"EUR": Decimal("0.5236")}  # 40 GB × €0.01309
+    tip = shell.window.month_label.toolTip()
+    assert "prebuild storage: €0.0" in tip and "cost €0.52 per month" in tip
