@@ -285,6 +285,19 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.empty)
         self.stack.addWidget(splitter)
+        # A terminal tab needs its keys (tmux's Ctrl+B, readline's Ctrl+K, Ctrl+T, Ctrl+N,
+        # Ctrl+R, Del): the list's shortcuts act only while the focus is in the list tab.
+        for action in (
+            self.act_new,
+            self.act_terminal,
+            self.act_browser,
+            self.act_copy_ssh,
+            self.act_keep_alive,
+            self.act_delete,
+            self.act_refresh,
+        ):
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            self.stack.addAction(action)
         # Terminals open as tabs beside the list; the list tab itself cannot be closed.
         self.tabs = TerminalTabs(self.stack, "Workspaces")
         self.tabs.tabCloseRequested.connect(self.close_tab)

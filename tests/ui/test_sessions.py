@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QImage
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtWidgets import QApplication, QLineEdit, QWidget
 from pytestqt.qtbot import QtBot
 
 from app.domain import AgentReport, AgentState, Phase, SessionReport, StatusReport, Workspace
@@ -172,6 +173,35 @@ def test_shortcuts_for_the_main_actions(qtbot: QtBot) -> None:
     assert window.tabs.currentIndex() == 2
     window.act_previous_tab.trigger()
     assert window.tabs.currentIndex() == 1
+    # In a terminal tab the terminal keeps its keys (tmux's Ctrl+B, readline's Ctrl+T, Del);
+    # tab switching and New session… still work there.
+    window.set_workspaces([workspace("api")])
+    window.select("hetzner", "api")
+    asked: list[object] = []
+    for signal in (
+        window.openBrowserRequested,
+        window.openSessionRequested,
+        window.deleteRequested,
+    ):
+        signal.connect(lambda *args: asked.append(args))
+    terminal = QLineEdit()
+    terminal.workspace, terminal.session = "api", "x"  # type: ignore[attr-defined]
+    window.add_tab(terminal, "x")
+    window.activateWindow()
+    terminal.setFocus()
+    qtbot.waitUntil(terminal.hasFocus, timeout=WAIT_MS)
+    for key in (Qt.Key.Key_B, Qt.Key.Key_T):
+        qtbot.keyClick(terminal, key, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(terminal, Qt.Key.Key_Delete)
+    assert asked == []
+    qtbot.keyClick(terminal, Qt.Key.Key_PageUp, Qt.KeyboardModifier.ControlModifier)
+    assert window.tabs.currentIndex() == 2
+    # In the list they are the list's shortcuts.
+    window.tabs.setCurrentIndex(0)
+    window.table.setFocus()
+    qtbot.waitUntil(window.table.hasFocus, timeout=WAIT_MS)
+    with qtbot.waitSignal(window.openSessionRequested):
+        qtbot.keyClick(window.table, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier)
     # Every toolbar action has an icon.
     for action in window.toolbar.actions():
         assert action.isSeparator() or not action.icon().isNull(), action.text()
