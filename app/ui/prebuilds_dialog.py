@@ -64,6 +64,8 @@ def per_month_text(record: PrebuildRecord) -> str:
     price = record.monthly_price
     if price is None:
         return "–"
+    if price.monthly == 0:
+        return "free"  # e.g. an image on this computer's disk
     places = 3 if Decimal(0) < price.monthly < Decimal("0.1") else 2
     return f"{formatting.money(price.monthly, price.currency, places=places)}/month"
 

@@ -355,7 +355,8 @@ def test_the_create_dialog_says_whether_a_prebuild_matches(
 
 
 def test_image_states_at_the_provider_read_plainly(qtbot: QtBot, shell: Shell) -> None:
-    from app.ui.prebuilds_dialog import _record_state
+    from app.domain import Price
+    from app.ui.prebuilds_dialog import _record_state, per_month_text
 
     base = PrebuildRecord(id="1", account="hetzner", provider="hetzner", repo=REPO)
     assert _record_state(base, False)[0] == "ready"
@@ -366,6 +367,11 @@ def test_image_states_at_the_provider_read_plainly(qtbot: QtBot, shell: Shell) -
         "failed"
     )
     assert _record_state(base.model_copy(update={"repo": ""}), False)[0] == "ready (not used)"
+    assert per_month_text(base) == "–"  # not reported yet
+    free = Price(currency="EUR", hourly=Decimal(0), monthly=Decimal(0))
+    assert per_month_text(base.model_copy(update={"monthly_price": free})) == "free"
+    usd = Price(currency="USD", hourly=Decimal(0), monthly=Decimal("1.2"))
+    assert per_month_text(base.model_copy(update={"monthly_price": usd})) == "$1.20/month"
 
 
 def test_prebuild_storage_reaches_the_month_total_without_opening_the_dialog(
