@@ -51,6 +51,7 @@ from app.services.tunnels import SSHTarget, Tunnel, TunnelService
 from app.settings import SecretKeys, SecretStore
 
 __all__ = [
+    "GIT_TOKEN_ENV",
     "REVIEW_COMMAND",
     "SCRIPT_NAME",
     "SESSION_NAME_RE",
@@ -58,6 +59,7 @@ __all__ = [
     "DiffStat",
     "FileChange",
     "GitIdentity",
+    "MissingGitToken",
     "PushResult",
     "PushTarget",
     "ReviewService",
@@ -99,6 +101,19 @@ def review_script() -> str:
 
     template = _environment(template_dir()).get_template("scripts/session-review.sh")
     return _strip_comments(template.render(lib_dir=LIB_DIR))
+
+
+#: A git token here wins over the keychain's (as the agents' credentials do).
+GIT_TOKEN_ENV = "BIVY_GIT_TOKEN"
+
+
+class MissingGitToken(InvalidInput):
+    """No git token is set (environment or keychain) for a push by URL."""
+
+    default_hint = (
+        f"Give a token with write access to the repository (the review dialog asks for one; "
+        f"or set ${GIT_TOKEN_ENV})"
+    )
 
 
 class UncommittedWork(ActionFailed):
@@ -437,8 +452,10 @@ class ReviewService:
         command: str | None = None,
         sudo: tuple[str, ...] = ("sudo", "-n"),
         timeout: float = 900.0,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self._secrets = secrets
+        self._environ = environ
         self._own_tunnels = tunnels is None
         self._tunnels = tunnels or TunnelService(secrets, connect_timeout=15.0)
         self._registry = registry or Registry()
@@ -504,6 +521,13 @@ class ReviewService:
             )
         raise ActionFailed(f"{verb} of session {session} failed: {reason}")
 
+    async def git_token(self) -> str | None:
+        """The token a push by URL uses: ``$BIVY_GIT_TOKEN``, else the keychain's."""
+        environ = os.environ if self._environ is None else self._environ
+        return environ.get(GIT_TOKEN_ENV, "").strip() or await self._secrets.aget(
+            SecretKeys.GIT_TOKEN
+        )
+
     async def diff(self, workspace: str, session: str) -> SessionDiff:
         """The session's changes against its base (committed and uncommitted apart)."""
         self._check_session(session)
@@ -518,13 +542,15 @@ class ReviewService:
         commit_message: str | None = None,
         author: GitIdentity | None = None,
         progress: ProgressCallback | None = None,
+        token: str | None = None,
     ) -> PushResult:
         """Get the session's branch out of the VM: pushed to the repository's URL, or — for a
         repository from this computer — brought home into the checkout as ``bivy/<session>``.
 
         ``commit_message``: commit uncommitted work first (else :class:`UncommittedWork`).
         ``author``: the commit's author (default: the user's git identity here, if any).
-        ``progress(detail, fraction or None)`` follows the steps.
+        ``progress(detail, fraction or None)`` follows the steps. ``token``: the git token
+        for a push by URL (default: :meth:`git_token`).
         """
         self._check_session(session)
         if commit_message is not None and not commit_message.strip():
@@ -545,12 +571,11 @@ class ReviewService:
                 extra += ["--author-name", author.name, "--author-email", author.email]
         if home:
             return await self._bring_home(record, session, extra, report)
-        token = await self._secrets.aget(SecretKeys.GIT_TOKEN)
+        token = (token or "").strip() or await self.git_token()
         if not token:
-            raise InvalidInput(
-                "no git token is set, so Bivy cannot push for you",
-                hint="Add a token with write access to the repository in Settings (git token)",
-            )
+            raise MissingGitToken("no git token is set, so Bivy cannot push for you")
+        if any(ch.isspace() for ch in token):
+            raise InvalidInput("the git token contains white space")
         report(f"Pushing session {session} to {record.repo_url}")
         output = await self._run(
             record, "push", session, "--remote-url", record.repo_url, *extra, secret=token

@@ -14,14 +14,17 @@ workspace's selected session; the work itself is ``app.services.review.ReviewSer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QBrush, QFont, QKeySequence
 from PySide6.QtWidgets import (
+    QCheckBox,
     QDialog,
     QDialogButtonBox,
+    QFormLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -39,8 +42,10 @@ from shiboken6 import isValid
 from app.domain import Workspace
 from app.domain.validation import is_local_repo
 from app.errors import BivyError
-from app.services.review import DiffStat, FileChange, PushResult, SessionDiff
+from app.services.review import DiffStat, FileChange, MissingGitToken, PushResult, SessionDiff
+from app.settings import SecretKeys
 from app.ui.icons import ICON_PROPERTY, icon
+from app.ui.secret_field import SecretField
 from app.ui.theme import is_dark, tone
 
 if TYPE_CHECKING:
@@ -48,10 +53,12 @@ if TYPE_CHECKING:
 
 __all__ = ["ReviewActions", "ReviewDialog"]
 
-#: Loads the session's diff; pushes (commit message or None, progress callback).
+#: Loads the session's diff; pushes (commit message or None, progress callback, the git token
+#: the user typed or None, whether to keep it in the keychain); says whether a token is known.
 DiffLoader = Callable[[], Awaitable[SessionDiff]]
 Progress = Callable[[str, float | None], None]
-Pusher = Callable[[str | None, Progress], Awaitable[PushResult]]
+Pusher = Callable[[str | None, Progress, str | None, bool], Awaitable[PushResult]]
+TokenCheck = Callable[[], Awaitable[bool]]
 
 _ADDED = ("#1a7f37", "#56d364")  # on a light base, on a dark base
 
@@ -78,12 +85,15 @@ class ReviewDialog(QDialog):
         load: DiffLoader,
         push: Pusher,
         parent: QWidget | None = None,
+        *,
+        has_token: TokenCheck | None = None,
     ) -> None:
         super().__init__(parent)
         self.ws = ws
         self.session = session
         self._load = load
         self._push = push
+        self._has_token = has_token
         self.home = is_local_repo(ws.repo_url)
         self.diff: SessionDiff | None = None
         self.push_result: PushResult | None = None
@@ -131,6 +141,18 @@ class ReviewDialog(QDialog):
         commit_layout.addWidget(self.message)
         self.commit_box.hide()
 
+        self.token = SecretField()
+        self.token.setPlaceholderText("a token with write access to the repository")
+        self.token.textChanged.connect(self._update_buttons)
+        self.remember = QCheckBox("Keep it in the keychain for the next pushes")
+        self.remember.setChecked(True)
+        self.token_box = QWidget()
+        token_layout = QFormLayout(self.token_box)
+        token_layout.setContentsMargins(0, 0, 0, 0)
+        token_layout.addRow("Git token", self.token)
+        token_layout.addRow("", self.remember)
+        self.token_box.hide()
+
         self.progress = QProgressBar()
         self.progress.setTextVisible(False)
         self.progress.setMaximumHeight(8)
@@ -158,6 +180,7 @@ class ReviewDialog(QDialog):
         layout.addWidget(self.destination)
         layout.addWidget(self.tree, 1)
         layout.addWidget(self.commit_box)
+        layout.addWidget(self.token_box)
         status_row = QHBoxLayout()
         status_row.addWidget(self.status, 1)
         layout.addLayout(status_row)
@@ -200,6 +223,11 @@ class ReviewDialog(QDialog):
             return
         if not isValid(self):
             return
+        if not self.home and self._has_token is not None and not self.token_box.isVisible():
+            with contextlib.suppress(BivyError):
+                self.token_box.setVisible(not await self._has_token())
+            if not isValid(self):
+                return
         self._done()
         self.show_diff(diff)
         if self.push_result is not None:  # the push's result stays in view
@@ -291,6 +319,8 @@ class ReviewDialog(QDialog):
             return "The session's changes are not read yet."
         if self.diff.has_uncommitted and not self.message.text().strip():
             return "Write a commit message for the uncommitted changes first."
+        if self.token_box.isVisible() and not self.token.text().strip():
+            return "Give a git token with write access to the repository first."
         return ""
 
     def _update_buttons(self, *_: object) -> None:
@@ -300,6 +330,7 @@ class ReviewDialog(QDialog):
         self.push_button.setToolTip(problem)
         self.refresh_button.setEnabled(idle)
         self.message.setEnabled(idle)
+        self.token.setEnabled(idle)
 
     def start_push(self) -> None:
         problem = self.problem()
@@ -312,14 +343,19 @@ class ReviewDialog(QDialog):
         message = self.message.text().strip() if self.diff.has_uncommitted else None
         verb = "Bringing the branch home" if self.home else "Pushing the branch"
         self._busy(f"{verb}…", None)
-        self.task = asyncio.ensure_future(self._run_push(message))
+        token = self.token.text().strip() if self.token_box.isVisible() else None
+        self.task = asyncio.ensure_future(self._run_push(message, token or None))
 
-    async def _run_push(self, message: str | None) -> None:
+    async def _run_push(self, message: str | None, token: str | None) -> None:
         try:
-            result = await self._push(message, self._progress)
+            result = await self._push(message, self._progress, token, self.remember.isChecked())
         except BivyError as exc:
             if isValid(self):
                 self._done()
+                if isinstance(exc, MissingGitToken):
+                    self.token_box.show()
+                    self.token.setFocus()
+                    self._update_buttons()
                 self._show(exc.one_line(), error=True)
             return
         if not isValid(self):
@@ -327,6 +363,9 @@ class ReviewDialog(QDialog):
         self.push_result = result
         self._done()
         self.message.clear()
+        self.token.clear()
+        if self.remember.isChecked():
+            self.token_box.hide()
         self._show(result.summary(), error=False)
         self.reload()  # what is left (a commit made for the push is now committed)
 
@@ -431,13 +470,20 @@ class ReviewActions:
             diff: SessionDiff = await service.diff(ws.name, session)
             return diff
 
-        async def push(message: str | None, progress: Progress) -> PushResult:
+        async def push(
+            message: str | None, progress: Progress, token: str | None, remember: bool
+        ) -> PushResult:
             result: PushResult = await service.push(
-                ws.name, session, commit_message=message, progress=progress
+                ws.name, session, commit_message=message, progress=progress, token=token
             )
+            if token and remember:  # it worked: kept for the next pushes (and clones)
+                await self.shell.secrets.aset(SecretKeys.GIT_TOKEN, token)
             return result
 
-        dialog = ReviewDialog(ws, session, load, push, self.shell.window)
+        async def has_token() -> bool:
+            return bool(await service.git_token())
+
+        dialog = ReviewDialog(ws, session, load, push, self.shell.window, has_token=has_token)
         if service is not self._service:
             dialog.finished.connect(lambda *_: asyncio.ensure_future(service.aclose()))
         self.shell._keep(dialog)

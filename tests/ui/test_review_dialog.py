@@ -24,6 +24,7 @@ from app.services.review import (
     Commit,
     DiffStat,
     FileChange,
+    MissingGitToken,
     PushResult,
     PushTarget,
     SessionDiff,
@@ -86,14 +87,26 @@ class FakeService:
         self.pushes: list[dict[str, Any]] = []
         self.release = asyncio.Event()
 
+    async def git_token(self) -> str | None:
+        return "ghp_known"
+
     async def diff(self, workspace: str, session: str) -> SessionDiff:
         self.loads += 1
         return self.diffs[min(self.loads, len(self.diffs)) - 1]
 
     async def push(
-        self, workspace: str, session: str, *, commit_message: str | None, progress: Any
+        self,
+        workspace: str,
+        session: str,
+        *,
+        commit_message: str | None,
+        progress: Any,
+        token: str | None = None,
     ) -> PushResult:
-        self.pushes.append({"workspace": workspace, "session": session, "msg": commit_message})
+        record = {"workspace": workspace, "session": session, "msg": commit_message}
+        if token is not None:
+            record["token"] = token
+        self.pushes.append(record)
         progress("Pushing session review to https://github.com/acme/api.git", None)
         await self.release.wait()
         if self.push_error is not None:
@@ -115,15 +128,22 @@ def api_workspace(repo_url: str = "https://github.com/acme/api.git") -> Workspac
     return ws.model_copy(update={"repo_url": repo_url})
 
 
-def open_dialog(qtbot: QtBot, service: FakeService, ws: Workspace | None = None) -> ReviewDialog:
+def open_dialog(
+    qtbot: QtBot, service: FakeService, ws: Workspace | None = None, *, token_known: bool = True
+) -> ReviewDialog:
     ws = ws or api_workspace()
+
+    async def has_token() -> bool:  # a token used for a push was kept (remember is on)
+        return token_known or any("token" in push for push in service.pushes)
+
     dialog = ReviewDialog(
         ws,
         "review",
         lambda: service.diff(ws.name, "review"),
-        lambda message, progress: service.push(
-            ws.name, "review", commit_message=message, progress=progress
+        lambda message, progress, token, _remember: service.push(
+            ws.name, "review", commit_message=message, progress=progress, token=token
         ),
+        has_token=has_token,
     )
     qtbot.addWidget(dialog)
     dialog.resize(760, 600)
@@ -304,8 +324,8 @@ def test_counts_read_in_light_and_dark_themes(qtbot: QtBot, theme: str, tmp_path
         ws,
         "review",
         lambda: service.diff(ws.name, "review"),
-        lambda message, progress: service.push(
-            ws.name, "review", commit_message=message, progress=progress
+        lambda message, progress, token, _remember: service.push(
+            ws.name, "review", commit_message=message, progress=progress, token=token
         ),
     )
     dialog.setPalette(dark_palette() if theme == "dark" else light_palette())
@@ -318,3 +338,33 @@ def test_counts_read_in_light_and_dark_themes(qtbot: QtBot, theme: str, tmp_path
     for column in (1, 2):
         assert contrast_ratio(committed.foreground(column).color(), base) >= 3.0
     screenshot(dialog, f"review-dialog-{theme}.png", tmp_path)
+
+
+def test_without_a_token_the_dialog_asks_for_one(qtbot: QtBot, tmp_path: Path) -> None:
+    service = FakeService([make_diff(uncommitted=False)])
+    dialog = open_dialog(qtbot, service, token_known=False)
+    assert dialog.token_box.isVisible() and dialog.remember.isChecked()
+    assert not dialog.push_button.isEnabled()
+    assert "git token" in dialog.push_button.toolTip()
+    screenshot(dialog, "review-dialog-token.png", tmp_path)
+    qtbot.keyClicks(dialog.token, "ghp_typed0123")
+    assert dialog.token.echoMode() == dialog.token.EchoMode.Password
+    service.release.set()
+    dialog.push_button.click()
+    qtbot.waitUntil(lambda: dialog.push_result is not None and not dialog.task, timeout=WAIT_MS)
+    assert service.pushes[0]["token"] == "ghp_typed0123"
+    assert dialog.token.text() == "" and not dialog.token_box.isVisible()
+
+
+def test_a_missing_token_reported_by_the_service_opens_the_field(qtbot: QtBot) -> None:
+    service = FakeService(
+        [make_diff(uncommitted=False)],
+        push_error=MissingGitToken("no git token is set, so Bivy cannot push for you"),
+    )
+    dialog = open_dialog(qtbot, service)  # the check said there was one (then it went)
+    assert not dialog.token_box.isVisible()
+    service.release.set()
+    dialog.push_button.click()
+    qtbot.waitUntil(lambda: bool(dialog.error), timeout=WAIT_MS)
+    assert dialog.token_box.isVisible() and not dialog.push_button.isEnabled()
+    assert "no git token is set" in dialog.error

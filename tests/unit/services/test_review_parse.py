@@ -139,3 +139,14 @@ def test_the_command_line_is_the_script_and_words_never_a_secret() -> None:
     assert words[6:] == ["push", "s1", "--remote-url", "https://x/r.git; rm -rf /"]
     assert "{{" not in review_script() and review_script().startswith("#!/bin/bash\n")
     assert '. "${BIVY_LIB_DIR:-/usr/local/lib/bivy}/lib.sh"' in review_script()
+
+
+async def test_the_git_token_comes_from_the_environment_then_the_keychain() -> None:
+    from app.settings import SecretKeys
+
+    secrets = SecretStore()
+    assert await ReviewService(secrets, environ={}).git_token() is None
+    secrets.set(SecretKeys.GIT_TOKEN, "ghp_keychain")
+    assert await ReviewService(secrets, environ={}).git_token() == "ghp_keychain"
+    env = {"BIVY_GIT_TOKEN": " ghp_env \n"}
+    assert await ReviewService(secrets, environ=env).git_token() == "ghp_env"
