@@ -31,7 +31,7 @@ from app.domain import Phase, Workspace, utcnow
 from app.paths import resource_path
 from app.ui import formatting
 from app.ui.delegates import ProgressDelegate, SessionsDelegate
-from app.ui.icons import ICON_PROPERTY, refresh_icons
+from app.ui.icons import refresh_icons
 from app.ui.models import (
     Column,
     WorkspaceRole,
@@ -42,6 +42,9 @@ from app.ui.models import (
 from app.ui.panes import DetailPane, EmptyState, NoticeBar, PhaseEntry
 from app.ui.tabs import TerminalTabs
 from app.ui.theme import tone
+from app.ui.window_actions import add_actions as _add_actions
+from app.ui.window_actions import ask_delete as _ask
+from app.ui.window_actions import list_only, make_action
 
 __all__ = ["COLUMN_WIDTHS", "DetailPane", "EmptyState", "MainWindow", "PhaseEntry"]
 
@@ -128,15 +131,7 @@ class MainWindow(QMainWindow):
         shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None,
         icon: str = "",
     ) -> QAction:
-        action = QAction(text, self)
-        if icon:
-            action.setProperty(ICON_PROPERTY, icon)  # drawn in the palette's colours: retint()
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
-            tip = f"{tip} ({action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})"
-        action.setToolTip(tip)
-        action.setStatusTip(tip)
-        return action
+        return make_action(self, text, tip, shortcut, icon)  # icons tinted by retint()
 
     def _build_actions(self) -> None:
         self.act_new = self._action(
@@ -285,19 +280,12 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.empty)
         self.stack.addWidget(splitter)
-        # A terminal tab needs its keys (tmux's Ctrl+B, readline's Ctrl+K, Ctrl+T, Ctrl+N,
-        # Ctrl+R, Del): the list's shortcuts act only while the focus is in the list tab.
-        for action in (
-            self.act_new,
-            self.act_terminal,
-            self.act_browser,
-            self.act_copy_ssh,
-            self.act_keep_alive,
-            self.act_delete,
-            self.act_refresh,
-        ):
-            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-            self.stack.addAction(action)
+        # A terminal tab keeps its keys: these shortcuts act only in the list tab.
+        list_only(
+            (self.act_new, self.act_terminal, self.act_browser, self.act_copy_ssh),
+            self.stack,
+        )
+        list_only((self.act_keep_alive, self.act_delete, self.act_refresh), self.stack)
         # Terminals open as tabs beside the list; the list tab itself cannot be closed.
         self.tabs = TerminalTabs(self.stack, "Workspaces")
         self.tabs.tabCloseRequested.connect(self.close_tab)
@@ -589,23 +577,3 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self.closing.emit()
         event.accept()
-
-
-def _ask(parent: QWidget, title: str, text: str) -> bool:
-    from PySide6.QtWidgets import QMessageBox
-
-    box = QMessageBox(QMessageBox.Icon.Warning, title, text, parent=parent)
-    delete = box.addButton("Delete", QMessageBox.ButtonRole.DestructiveRole)
-    box.addButton(QMessageBox.StandardButton.Cancel)
-    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-    box.exec()
-    return box.clickedButton() is delete
-
-
-def _add_actions(target: QToolBar | QMenu, actions: tuple[QAction | None, ...]) -> None:
-    """Add actions in order to a toolbar or menu; ``None`` is a separator."""
-    for action in actions:
-        if action is None:
-            target.addSeparator()
-        else:
-            target.addAction(action)
