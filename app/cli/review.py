@@ -10,16 +10,18 @@ Two verbs of the ``bivy session`` group (the group itself, with ``new``/``ls``/`
   gets the session's branch pushed with the git token from the keychain (used once on the VM,
   never stored there); a repository from this computer gets it back as branch
   ``bivy/SESSION`` in the checkout (the checked-out branch and files are not touched).
-  Uncommitted work is refused unless ``--commit-message`` says to commit it first.
+  Uncommitted work is refused unless ``--commit-message`` says to commit it first. The token:
+  ``$BIVY_GIT_TOKEN``, else the keychain's; with neither, a terminal asks for one (not stored).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from typing import Any
 
-from app.cli.base import EXIT_OK, CliContext, Command, SubParsers
+from app.cli.base import EXIT_OK, CliContext, Command, SubParsers, read_secret
 
 __all__ = ["SESSION_VERBS", "add_review_verbs", "diff_json", "push_json"]
 
@@ -97,7 +99,7 @@ async def _cmd_diff(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 async def _cmd_push(args: argparse.Namespace, ctx: CliContext) -> int:
-    from app.services.review import ReviewService
+    from app.services.review import MissingGitToken, ReviewService
 
     shown: set[str] = set()
 
@@ -108,9 +110,24 @@ async def _cmd_push(args: argparse.Namespace, ctx: CliContext) -> int:
 
     service = ReviewService(ctx.secrets)
     try:
-        result = await service.push(
-            args.name, args.session, commit_message=args.commit_message, progress=progress
-        )
+        try:
+            result = await service.push(
+                args.name, args.session, commit_message=args.commit_message, progress=progress
+            )
+        except MissingGitToken:
+            if not sys.stdin.isatty():
+                raise
+            # Asked for once, used for this push only (the window can keep it in the keychain).
+            token = read_secret("Git token with write access (not stored): ", False)
+            if not token:
+                raise
+            result = await service.push(
+                args.name,
+                args.session,
+                commit_message=args.commit_message,
+                progress=progress,
+                token=token,
+            )
     finally:
         await service.aclose()
     if args.json:
