@@ -118,12 +118,13 @@ PY
 
 # shellcheck disable=SC2329  # run in the background through run_job
 install_packages() {
-    local packages=() tool compose
+    local packages=() tool compose compose_ok=yes
     for tool in tmux git jq curl; do
         command -v "$tool" >/dev/null || packages+=("$tool")
     done
+    has_compose || compose_ok=""
     if [ "${#packages[@]}" -gt 0 ] || ! command -v ttyd >/dev/null || ! command -v docker >/dev/null ||
-        ! has_compose; then
+        [ -z "$compose_ok" ]; then
         bivy_apt update -q
     fi
     if ! command -v ttyd >/dev/null && available ttyd; then
@@ -141,7 +142,7 @@ install_packages() {
             packages+=(docker-buildx)
         fi
     fi
-    if ! has_compose; then
+    if [ -z "$compose_ok" ]; then
         # Compose-based devcontainers need it; Ubuntu's docker.io does not bring it.
         compose=$(compose_package) || { echo "no Docker Compose package for this distribution"; return 1; }
         packages+=("$compose")
