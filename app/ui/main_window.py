@@ -334,6 +334,7 @@ class MainWindow(QMainWindow):
         self._resort()
         self._selection_changed()
         self.tabs.follow_states(workspaces)
+        self.notice_bar.follow(workspaces)
 
     def upsert_workspace(self, ws: Workspace) -> None:
         self.record_phase(ws)
@@ -341,6 +342,7 @@ class MainWindow(QMainWindow):
         self._resort()
         self._selection_changed()
         self.tabs.follow_states(self.model.workspaces())
+        self.notice_bar.follow(self.model.workspaces())
 
     def tick(self) -> None:
         """Repaint the visible time-dependent cells (uptime, cost, countdowns)."""

@@ -426,6 +426,19 @@ class NoticeBar(QFrame):
         self.open_button.setIcon(icon("terminal", self.palette()))
         self.show()
 
+    def follow(self, workspaces: Sequence[Workspace]) -> None:
+        """Hide the bar once its session no longer needs the user (answered in its terminal,
+        or gone)."""
+        if self.target is None or self.isHidden():
+            return
+        account, name, session = self.target
+        for ws in workspaces:
+            if ws.name == name and account in ("", ws.account):
+                for x in sessions_of(ws):
+                    if x.name == session and session_state(x) is SessionState.WAITING:
+                        return
+        self.hide()
+
     def _open(self) -> None:
         if self.target is not None:
             self.hide()

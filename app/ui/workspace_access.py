@@ -86,16 +86,23 @@ class WorkspaceAccess:
         index = self.window.tabs.indexOf(tab)
         self.window.tabs.setTabToolTip(index, f"Session {session} of workspace {name}")
 
-    def open_browser(self, ws: Workspace) -> None:
+    def open_browser(self, ws: Workspace, session: str | None = None) -> None:
+        """The terminal in the system browser: ``session``, else the one selected in the
+        window's details when they show ``ws``, else ``main``."""
+        if session is None:
+            shown = self.window.detail.shown
+            same = shown is not None and (shown.account, shown.name) == (ws.account, ws.name)
+            session = (self.window.detail.sessions.current() if same else None) or MAIN_SESSION
         if self.status is not None:
-            self.status.start(f"browser:{ws.name}", self._open_browser(ws.name))
+            self.status.start(f"browser:{ws.name}", self._open_browser(ws.name, session))
 
-    async def _open_browser(self, name: str) -> None:
+    async def _open_browser(self, name: str, session: str = MAIN_SESSION) -> None:
         assert self.status is not None
         found = await self.status.terminal(name)
         if found is None:
             return
         url, password = found
+        url = session_url(url, session)
         # The password goes on the clipboard, never into the URL (process list, history).
         QGuiApplication.clipboard().setText(password)
         QTimer.singleShot(45000, lambda: _clear_if(password))

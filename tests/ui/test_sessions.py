@@ -488,3 +488,58 @@ def test_new_session_goes_to_the_session_service_over_the_apps_tunnels(
         qtbot.waitUntil(done.done, timeout=WAIT_MS)
         shell.window.close()
         shell.window.deleteLater()
+
+
+def test_the_needs_you_bar_goes_once_the_session_is_answered(qtbot: QtBot) -> None:
+    window = make_window(qtbot)
+    waiting = with_sessions(
+        workspace("api"), session("main"), session("review", AgentState.WAITING)
+    )
+    window.set_workspaces([waiting])
+    window.show_session_notice("hetzner", "api", "review", "review in api needs you")
+    assert window.notice_bar.isVisible()
+    window.upsert_workspace(waiting)  # another read, still waiting: the bar stays
+    assert window.notice_bar.isVisible()
+    answered = with_sessions(
+        workspace("api"), session("main"), session("review", AgentState.WORKING)
+    )
+    window.upsert_workspace(answered)  # answered in its terminal
+    assert not window.notice_bar.isVisible()
+
+
+def test_open_in_browser_opens_the_selected_session(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = SecretStore()
+    tunnels = TunnelService(secrets)
+    controller = StatusController(tunnels, StatusService(tunnels), Registry(), secrets)
+
+    async def terminal(name: str) -> tuple[str, str]:
+        return "http://127.0.0.1:41234/", "the-password"
+
+    opened: list[str] = []
+    monkeypatch.setattr(controller, "terminal", terminal)
+    monkeypatch.setattr(
+        "app.ui.workspace_access.QDesktopServices.openUrl",
+        lambda url: opened.append(url.toString()) or True,
+    )
+    emulator = HetznerEmulator(token=TOKEN, create_seconds=0, start_seconds=0)
+    shell = make_shell(emulator, tmp_path, configured_settings(), status=controller)
+    window = shell.window
+    try:
+        window.set_workspaces([with_sessions(workspace("api"), *EVERY_STATE)])
+        window.select("hetzner", "api")
+        tree = window.detail.sessions.tree
+        tree.setCurrentItem(tree.topLevelItem(1))
+        window.act_browser.trigger()
+        qtbot.waitUntil(lambda: bool(opened), timeout=WAIT_MS)
+        assert opened == ["http://127.0.0.1:41234/?arg=review"]  # no password in it
+        tree.setCurrentItem(tree.topLevelItem(0))
+        window.act_browser.trigger()
+        qtbot.waitUntil(lambda: len(opened) == 2, timeout=WAIT_MS)
+        assert opened[1] == "http://127.0.0.1:41234/"
+    finally:
+        done = asyncio.ensure_future(shell.shutdown())
+        qtbot.waitUntil(done.done, timeout=WAIT_MS)
+        window.close()
+        window.deleteLater()
