@@ -17,7 +17,7 @@ set -Eeuo pipefail
 # shellcheck source=/dev/null
 . "${BIVY_LIB_DIR:-{{ lib_dir }}}/lib.sh"
 ROOT="${BIVY_SEAL_ROOT:-}"
-TIMERS=(bivy-idle.timer bivy-lifetime.timer bivy-backup.timer)
+TIMERS=(bivy-idle.timer bivy-lifetime.timer) # a builder has no backups
 
 phase=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("phase") or "")' \
     "$BIVY_STATE_DIR/status.json" 2>/dev/null || true)

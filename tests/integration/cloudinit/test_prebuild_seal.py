@@ -17,7 +17,7 @@ from tests.unit.cloudinit.vmtree import render_tree
 
 RECORDED = ("systemctl", "systemd-run", "docker", "apt-get", "cloud-init", "journalctl", "fstrim",
             "chattr")  # fmt: skip
-TIMERS = "bivy-idle.timer bivy-lifetime.timer bivy-backup.timer"
+TIMERS = "bivy-idle.timer bivy-lifetime.timer"
 
 
 class Builder:
