@@ -119,10 +119,10 @@ class Tray(QObject):
             open_action.setEnabled(is_ready(ws))
             open_action.setIcon(action_icon("terminal"))
             open_action.triggered.connect(lambda _=False, w=ws: self.openRequested.emit(w))
-            keep_action = QAction("Keep alive for an hour", sub)
+            keep_action = QAction(action_icon("keep-alive"), "Keep alive for an hour", sub)
             keep_action.setEnabled(is_running(ws) and not ws.unrecorded)
             keep_action.triggered.connect(lambda _=False, w=ws: self.keepAliveRequested.emit(w))
-            delete_action = QAction("Delete…", sub)
+            delete_action = QAction(action_icon("delete"), "Delete…", sub)
             delete_action.triggered.connect(lambda _=False, w=ws: self.deleteRequested.emit(w))
             sub.addAction(open_action)
             sessions = sessions_of(ws)
@@ -146,13 +146,15 @@ class Tray(QObject):
             more = self.menu.addAction(f"… {len(self.workspaces) - len(shown)} more in the window")
             more.triggered.connect(self.showRequested)
         self.menu.addSeparator()
-        self.menu.addAction("New workspace…").triggered.connect(self.newRequested)
-        delete_all = self.menu.addAction("Delete all…")
+        self.menu.addAction(action_icon("new-workspace"), "New workspace…").triggered.connect(
+            self.newRequested
+        )
+        delete_all = self.menu.addAction(action_icon("delete"), "Delete all…")
         delete_all.setEnabled(bool(self.workspaces))
         delete_all.triggered.connect(self.deleteAllRequested)
         self.menu.addSeparator()
         self.menu.addAction("Show window").triggered.connect(self.showRequested)
-        self.menu.addAction("Quit").triggered.connect(self.quitRequested)
+        self.menu.addAction(action_icon("quit"), "Quit").triggered.connect(self.quitRequested)
 
     def _update_icon(self) -> None:
         states = {ws.agent.state for ws in self.workspaces if ws.agent is not None}
