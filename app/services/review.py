@@ -26,6 +26,7 @@ import asyncio
 import base64
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -53,7 +54,6 @@ from app.settings import SecretKeys, SecretStore
 __all__ = [
     "GIT_TOKEN_ENV",
     "REVIEW_COMMAND",
-    "SCRIPT_NAME",
     "SESSION_NAME_RE",
     "Commit",
     "DiffStat",
@@ -73,11 +73,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Where a VM whose user data has room keeps the review command (``session diff|push`` there
-#: hand over to it). The app does not rely on it: it sends the script with each call.
+#: The VM's review command (``session diff|push`` there hand over to it). The app installs it
+#: (its own version) on first use in each workspace instead of shipping it in the user data.
 REVIEW_COMMAND = f"{LIB_DIR}/session-review"
-#: The script's name as ``$0`` when the app sends it.
-SCRIPT_NAME = "session-review"
+#: Puts stdin at $1 (mode 0755) unless a file with sha256 $2 is there already; run as root.
+_INSTALL = (
+    'set -e; [ -d "${1%/*}" ] || exit 3; '
+    'if [ -f "$1" ] && [ "$(sha256sum <"$1" | cut -c1-64)" = "$2" ]; then exit 0; fi; '
+    'tmp=$(mktemp "$1.XXXXXX"); cat >"$tmp"; '
+    '[ "$(sha256sum <"$tmp" | cut -c1-64)" = "$2" ] || { rm -f "$tmp"; exit 4; }; '
+    'chmod 0755 "$tmp"; mv -f "$tmp" "$1"'
+)
 #: A session's name (notes/CONTRACTS2.md).
 SESSION_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,29}$")
 #: The script's exit statuses with a meaning of their own.
@@ -93,9 +99,10 @@ ProgressCallback = Callable[[str, float | None], None]
 def review_script() -> str:
     """``cloudinit/scripts/session-review.sh`` rendered as the cloud-config would install it.
 
-    The app runs it as ``sudo -n bash -c SCRIPT session-review VERB …`` over SSH: it then needs
-    no room in the user data (Hetzner's 32 KiB are taken), and every VM, also one made by an
-    older Bivy, runs the script of this app. It uses the VM's lib.sh and git-askpass.
+    The app installs it on the VM at :data:`REVIEW_COMMAND` on first use (over SSH, checked by
+    its sha256): it then needs no room in the user data (Hetzner's 32 KiB are taken), and every
+    VM, also one made by an older Bivy, runs the script of this app. It uses the VM's lib.sh
+    and git-askpass.
     """
     from app.cloudinit.render import _environment, _strip_comments, template_dir
 
@@ -438,9 +445,9 @@ class ReviewService:
     """Diff and push of a workspace's sessions (see the module docstring).
 
     ``tunnels``: the app's tunnel service (its connections are reused); without one the service
-    makes its own and ``aclose`` closes it. ``command``: None sends :func:`review_script` with
-    each call; a path runs the VM's installed copy instead. ``sudo``: the prefix that makes
-    the command root.
+    makes its own and ``aclose`` closes it. ``command``: the VM's review command, installed
+    (:func:`review_script`) before its first use in a workspace. ``sudo``: the prefix that
+    makes the command root.
     """
 
     def __init__(
@@ -449,7 +456,7 @@ class ReviewService:
         tunnels: TunnelService | None = None,
         *,
         registry: Registry | None = None,
-        command: str | None = None,
+        command: str = REVIEW_COMMAND,
         sudo: tuple[str, ...] = ("sudo", "-n"),
         timeout: float = 900.0,
         environ: Mapping[str, str] | None = None,
@@ -462,6 +469,7 @@ class ReviewService:
         self._command = command
         self._sudo = sudo
         self._timeout = timeout
+        self._installed: set[tuple[str, str]] = set()  # (workspace, host key): up to date
 
     async def aclose(self) -> None:
         if self._own_tunnels:
@@ -480,11 +488,24 @@ class ReviewService:
         return await self._tunnels.open(SSHTarget.from_record(record))
 
     def _line(self, verb: str, session: str, *args: str) -> str:
-        if self._command is None:
-            program = ["bash", "-c", review_script(), SCRIPT_NAME]
-        else:
-            program = [self._command]
-        return shlex.join([*self._sudo, *program, verb, session, *args])
+        return shlex.join([*self._sudo, self._command, verb, session, *args])
+
+    async def _install(self, record: WorkspaceRecord, tunnel: Tunnel) -> None:
+        """The VM's review command is this app's version (installed when it is not)."""
+        key = (record.name, record.host_public_key)
+        if key in self._installed:
+            return
+        script = review_script()
+        digest = hashlib.sha256(script.encode()).hexdigest()
+        line = shlex.join([*self._sudo, "sh", "-c", _INSTALL, "install", self._command, digest])
+        result = await tunnel.run(line, input=script, limit=60.0)
+        if result.exit_status != 0:
+            reason = _last_lines(result.stderr) or f"exit status {result.exit_status}"
+            raise ActionFailed(
+                f"could not put the review command on workspace {record.name!r}: {reason}",
+                hint="The VM may not be a Bivy VM set up by this version; recreate it",
+            )
+        self._installed.add(key)
 
     @staticmethod
     def _check_session(session: str) -> None:
@@ -503,6 +524,7 @@ class ReviewService:
         secret: str | None = None,
     ) -> str:
         tunnel = await self._tunnel(record)
+        await self._install(record, tunnel)
         stdin = f"{secret}\n" if secret else ""
         result = await tunnel.run(
             self._line(verb, session, *args), input=stdin, limit=self._timeout
@@ -514,11 +536,6 @@ class ReviewService:
             raise UncommittedWork(reason)
         if result.exit_status == EXIT_NO_REMOTE:
             raise InvalidInput(reason, hint="Bivy pushes to the repository's https URL")
-        if "session-review" in result.stderr and "No such file" in result.stderr:
-            raise ActionFailed(
-                f"workspace {record.name!r} has no review command",
-                hint="It was created by an older Bivy: recreate it to review sessions",
-            )
         raise ActionFailed(f"{verb} of session {session} failed: {reason}")
 
     async def git_token(self) -> str | None:

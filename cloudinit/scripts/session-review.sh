@@ -1,8 +1,9 @@
 #!/bin/bash
 # Review before merge (issue 15): what a session changed against its base, and its branch out of
-# the disposable VM. Runs as root. The app sends it with each call (`sudo -n bash -c SCRIPT
-# session-review VERB ...` as dev over SSH), so it takes no room in the user data; where it is
-# installed as /usr/local/lib/bivy/session-review, `session diff|push` hand over to it.
+# the disposable VM. Runs as root (the app: `sudo -n` as dev over SSH). It is not in the user
+# data (no room left there): the app installs its own version as
+# /usr/local/lib/bivy/session-review on first use in a workspace (checked by sha256), and from
+# then on `session diff|push` on the VM hand over to it too.
 #
 #   session-review diff SESSION [--json]      committed changes since the base (git diff --stat
 #                                              base...HEAD) and, apart, the uncommitted ones

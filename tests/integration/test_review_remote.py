@@ -33,7 +33,7 @@ from app.cli.base import Command, SubParsers
 from app.cli.review import add_review_verbs
 from app.errors import ActionFailed, InvalidInput
 from app.services.registry import Registry, WorkspaceRecord
-from app.services.review import ReviewService
+from app.services.review import ReviewService, review_script
 from app.services.tunnels import SSHTarget, TunnelService
 from app.settings import SecretKeys, SecretStore
 from tests.support.git_http import serve_git_http
@@ -169,11 +169,14 @@ def test_bring_home_fetches_the_branch_into_the_checkout_and_nothing_else(
     write_file(home / "README.md", "hello, my own edit\n")
     write_file(home / "scratch.txt", "untracked\n")
     before = _state(home)
+    (vm.lib / "session-review").unlink()  # the app puts its own version there on first use
 
     with vm_sshd(_layout(vm), _vm_user(), extra_config=SFTP) as server:
         _register(server, str(home))
         code, out, err = bivy("session", "diff", "demo", "s1", monkeypatch=monkeypatch)
         assert code == 0, err
+        assert (vm.lib / "session-review").read_text() == review_script()
+        assert (vm.lib / "session-review").stat().st_uid == 0
         assert out.startswith("Session s1 of demo: branch bivy/s1, 2 commit(s) since ")
         assert "+2 -1  src/app.py" in out and "binary  logo.bin" in out
         assert "Uncommitted: 3 files changed" in out and "(new, untracked)" in out

@@ -13,7 +13,6 @@ import pytest
 
 from app.errors import ActionFailed
 from app.services.review import (
-    SCRIPT_NAME,
     PushResult,
     PushTarget,
     ReviewService,
@@ -130,15 +129,38 @@ def test_push_sentences() -> None:
     assert home.summary().startswith("Committed the uncommitted changes, then fetched bivy/s1")
 
 
-def test_the_command_line_is_the_script_and_words_never_a_secret() -> None:
+def test_the_command_line_quotes_every_word_and_never_holds_a_secret() -> None:
     service = ReviewService(SecretStore())
     line = service._line("push", "s1", "--remote-url", "https://x/r.git; rm -rf /")
-    words = shlex.split(line)
-    assert words[:4] == ["sudo", "-n", "bash", "-c"]
-    assert words[4] == review_script() and words[5] == SCRIPT_NAME
-    assert words[6:] == ["push", "s1", "--remote-url", "https://x/r.git; rm -rf /"]
+    assert shlex.split(line) == [
+        "sudo", "-n", "/usr/local/lib/bivy/session-review",
+        "push", "s1", "--remote-url", "https://x/r.git; rm -rf /",
+    ]  # fmt: skip
     assert "{{" not in review_script() and review_script().startswith("#!/bin/bash\n")
     assert '. "${BIVY_LIB_DIR:-/usr/local/lib/bivy}/lib.sh"' in review_script()
+
+
+def test_the_install_step_writes_only_a_script_with_the_right_digest(tmp_path: Path) -> None:
+    import hashlib
+
+    from app.services.review import _INSTALL
+
+    target = tmp_path / "lib" / "session-review"
+    script = review_script()
+    digest = hashlib.sha256(script.encode()).hexdigest()
+
+    def install(text: str, where: Path = target, sha: str = digest) -> int:
+        return subprocess.run(
+            ["sh", "-c", _INSTALL, "install", str(where), sha], input=text, text=True
+        ).returncode
+
+    assert install(script) == 3  # no such folder: not a Bivy VM
+    target.parent.mkdir()
+    assert install(script[:-20]) == 4 and list(target.parent.iterdir()) == []  # cut short
+    assert install(script) == 0
+    assert target.read_text() == script and (target.stat().st_mode & 0o777) == 0o755
+    stamp = target.stat().st_mtime_ns
+    assert install(script) == 0 and target.stat().st_mtime_ns == stamp  # already there
 
 
 async def test_the_git_token_comes_from_the_environment_then_the_keychain() -> None:
