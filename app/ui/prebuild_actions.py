@@ -198,7 +198,16 @@ class PrebuildsController(Controller):
             return None
         self.builds[request.key] = Build(request)
         self.changed.emit()
-        return self.start(name, self._build(request))
+        task = self.start(name, self._build(request))
+        task.add_done_callback(lambda _: self._build_ended(request.key))
+        return task
+
+    def _build_ended(self, key: str) -> None:
+        # Cancelled, even before it began: its row goes (a failure keeps its row and reason).
+        build = self.builds.get(key)
+        if build is not None and not build.error and not self.running(f"build:{key}"):
+            del self.builds[key]
+            self.changed.emit()
 
     async def _build(self, request: BuildRequest) -> PrebuildRecord | None:
         build = self.builds[request.key]

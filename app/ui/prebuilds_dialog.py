@@ -410,8 +410,8 @@ class PrebuildsDialog(QDialog):
         if isinstance(item, Build):
             self.rebuild_button.setEnabled(bool(item.error))
             self.rebuild_button.setText("Try again" if item.error else "Rebuild")
-            self.delete_button.setEnabled(bool(item.error))
-            self.delete_button.setText("Dismiss" if item.error else "Delete…")
+            self.delete_button.setEnabled(True)
+            self.delete_button.setText("Dismiss" if item.error else "Cancel build")
             return
         self.rebuild_button.setText("Rebuild")
         self.delete_button.setText("Delete…")
@@ -446,7 +446,10 @@ class PrebuildsDialog(QDialog):
     def delete_selected(self) -> None:
         item = self.selected()
         if isinstance(item, Build):
-            self.controller.dismiss(item.request.key)
+            if item.error:
+                self.controller.dismiss(item.request.key)
+            else:  # its cleanup deletes the builder VM and any half-made image
+                self.controller.cancel(f"build:{item.request.key}")
             return
         if not isinstance(item, PrebuildRecord):
             return

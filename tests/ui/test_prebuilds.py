@@ -402,3 +402,42 @@ def test_prebuild_storage_reaches_the_month_total_without_opening_the_dialog(
     assert snapshot.storage_per_month == {"EUR": Decimal("0.5236")}  # 40 GB × €0.01309
     tip = shell.window.month_label.toolTip()
     assert "prebuild storage: €0.0" in tip and "cost €0.52 per month" in tip
+
+
+def test_a_running_build_can_be_cancelled_from_the_dialog(
+    qtbot: QtBot, shell: Shell, emulator: HetznerEmulator
+) -> None:
+    controller = actions(shell).controller
+    cancelled: list[bool] = []
+
+    async def slow_build(repo: str, **kw: object) -> PrebuildRecord:
+        progress = kw["progress"]
+        assert callable(progress)
+        progress(BuildProgress("create", "Creating the builder VM", 0.05))
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(True)  # the real service deletes its builder here
+            raise
+        raise AssertionError("not reached")
+
+    controller.service.build = slow_build  # type: ignore[method-assign]
+    dialog = open_list(qtbot, shell)
+    controller.start_build(BuildRequest(repo=REPO, account="hetzner"))
+    qtbot.waitUntil(lambda: isinstance(dialog.table.cellWidget(0, 5), QProgressBar),
+                    timeout=WAIT_MS)  # fmt: skip
+    (build,) = controller.builds.values()
+    qtbot.waitUntil(lambda: build.progress is not None, timeout=WAIT_MS)  # it is running
+    dialog.table.selectRow(0)
+    assert dialog.delete_button.text() == "Cancel build" and dialog.delete_button.isEnabled()
+    assert not dialog.rebuild_button.isEnabled()
+    dialog.delete_button.click()
+    qtbot.waitUntil(lambda: cancelled == [True] and controller.builds == {}, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: dialog.table.rowCount() == 0, timeout=WAIT_MS)
+    # Cancelled before it even began: the row goes too.
+    controller.start_build(BuildRequest(repo=OTHER, account="hetzner"))
+    assert dialog.table.rowCount() == 1
+    dialog.table.selectRow(0)
+    dialog.delete_button.click()
+    qtbot.waitUntil(lambda: controller.builds == {} and dialog.table.rowCount() == 0,
+                    timeout=WAIT_MS)  # fmt: skip
