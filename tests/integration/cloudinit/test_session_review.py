@@ -351,3 +351,15 @@ def test_bundle_leaves_out_what_the_caller_has(vm: Vm, tmp_path: Path) -> None:
     ).stdout  # fmt: skip
     assert heads == f"{head} refs/heads/bivy/s1\n"
     assert vm.run("bundle", "s1", "--have", "not-a-sha").returncode == 2
+
+
+def test_the_session_command_hands_diff_over(vm: Vm) -> None:
+    """`session diff` (H5's VM command) runs this script once the app installed it."""
+    assert (vm.lib / "session").exists()
+    direct = vm.run("diff", "s1")
+    handed = subprocess.run(
+        ["bash", str(vm.lib / "session"), "diff", "s1"],
+        env=vm.env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert handed.returncode == 0, handed.stderr
+    assert handed.stdout == direct.stdout
