@@ -108,19 +108,31 @@ def session_vm(
         vm.cleanup()
 
 
+#: A stand-in for the agent in the container: records its argument and environment, then
+#: waits (the real agents need a model to talk to).
+FAKE_AGENT = """#!/bin/sh
+printf "%s" "${1:-}" > /tmp/prompt-$BIVY_SESSION
+echo "$BIVY_AGENT_STATE_DIR|$(pwd)|$(id -un)|${ANTHROPIC_API_KEY:-}" > /tmp/env-$BIVY_SESSION
+exec sleep 600
+"""
+
+
+def _install_fake_agent(vm: SessionVm) -> None:
+    cid = vm.container()["BIVY_CONTAINER_ID"]
+    vm.engine.docker(
+        "exec", "-i", "-u", "root", cid, "sh", "-c",
+        "cat > /usr/local/bin/fake-agent && chmod 0755 /usr/local/bin/fake-agent",
+        input=FAKE_AGENT.encode(),
+    )  # fmt: skip
+
+
 def _payload(prompt: str | None) -> str:
-    """What the app sends for a session of the workspace's own agent; the start command is a
-    stand-in that records what it got (the real agents need a model to talk to)."""
-    record = (
-        'printf "%s" "$1" > /tmp/prompt-$BIVY_SESSION; '
-        'echo "$BIVY_AGENT_STATE_DIR|$(pwd)|$(id -un)|${ANTHROPIC_API_KEY:-}" '
-        "> /tmp/env-$BIVY_SESSION; "
-        "exec sleep 600"
-    )
+    """What the app sends for a session of the workspace's own agent, its start command the
+    stand-in's (``fake-agent PROMPT``, as ``claude PROMPT``)."""
     agent = {
         "name": "claude",
-        "binary": "sh",
-        "command": ["sh", "-c", record, "sh", "{prompt}"],
+        "binary": "fake-agent",
+        "command": ["fake-agent", "{prompt}"],
         "config_dir": "/bivy/claude",
         "config_env": {"CLAUDE_CONFIG_DIR": "/bivy/claude"},
         "env_login": "",
@@ -150,13 +162,36 @@ def test_two_sessions_with_their_worktrees_branches_terminals_and_states(
 ) -> None:
     vm = session_vm
     workspace = vm.container()["BIVY_REMOTE_WORKSPACE"]
+    _install_fake_agent(vm)
 
-    # main: what the bootstrap makes (nothing on stdin): the repository folder on its branch.
+    # A session a restore brought back (backup.sh makes it on this host, with this host's
+    # paths, before the container runs): a worktree on its branch and its record.
+    git = ["git", "-C", str(vm.repo), "-c", "safe.directory=*", "-c", "user.name=t"]
+    subprocess.run([*git, "worktree", "add", "-q", "-b", "bivy/old", ".bivy/worktrees/old"],
+                   check=True, capture_output=True)  # fmt: skip
+    (vm.repo / ".git" / "info" / "exclude").write_text("/.bivy/\n")
+    (vm.repo / ".bivy" / "worktrees" / "old" / "restored.txt").write_text("unsaved\n")
+    subprocess.run(["chown", "-R", "1000:1000", str(vm.repo)], check=True)
+    (vm.state / "sessions").mkdir()
+    (vm.state / "sessions" / "old.json").write_text(
+        json.dumps({"name": "old", "agent": "claude", "branch": "bivy/old", "base": "",
+                    "worktree": "/elsewhere", "created_at": "2026-12-01T00:00:00Z"})
+    )  # fmt: skip
+
+    # main: what the bootstrap makes (nothing on stdin): the repository folder on its branch;
+    # it also adopts the restored session: links repaired for the container's paths.
     result = vm.session("new", "main", "--agent", "claude")
     assert result.returncode == 0, result.stderr + _log(vm)
     assert vm.session("new", "main", "--agent", "claude").returncode == 0  # idempotent
     main = vm.sessions()["main"]
     assert (main.agent, main.branch, main.worktree) == ("claude", "main", workspace)
+    old = vm.sessions()["old"]
+    assert old.worktree == f"{workspace}/.bivy/worktrees/old"
+    status = vm.exec("node", "git", "-C", old.worktree, "status", "--porcelain", "--branch")
+    assert status.stdout.splitlines() == ["## bivy/old", "?? restored.txt"]
+    output = _terminal(vm, ["old"], "echo MARK:$BIVY_SESSION:$(pwd)")
+    assert f"MARK:old:{old.worktree}" in output, output[-2000:]
+    assert vm.session("rm", "old", "--force").returncode == 0
 
     # Two more: one on bivy/<name> with a first prompt, one on a branch the user named.
     result = vm.session("new", "feature", "--agent", "claude", stdin=_payload(PROMPT))
