@@ -169,6 +169,7 @@ class PrebuildsDialog(QDialog):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a repository's name is last
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setDefaultSectionSize(30)
         header = self.table.horizontalHeader()
@@ -297,7 +298,7 @@ class PrebuildsDialog(QDialog):
         built = f"{formatting.local_time(record.created_at)} ({_age(now - record.created_at)})"
         state, kind, tip = _record_state(record, self.controller.deleting(record))
         repo_tip = (
-            f"Image {record.id} at account {record.account}"
+            f"{repo}\nImage {record.id} at account {record.account}"
             + (f", commit {record.commit[:12]}" if record.commit else "")
             + (f", agent {record.agent}" if record.agent else "")
             + ("" if record.repo else ". Another installation made it (or this one lost its "
