@@ -292,7 +292,6 @@ update_repo() {
         branch="${branch#origin/}"
     fi
     "${git[@]}" checkout --quiet --force -B "$branch" "refs/remotes/origin/$branch"
-    chown -R dev:dev "$BIVY_REPO_DIR"
 }
 
 # shellcheck disable=SC2329  # run in the background through run_job
@@ -305,7 +304,9 @@ clone_repo() {
     fi
     if [ "${BIVY_REPO_SOURCE:-url}" = bundle ]; then
         receive_bundle
-        chown -R dev:dev "$BIVY_REPO_DIR"
+        # (An updated prebuild clone stays its devcontainer user's: devcontainer-up hands the
+        # workspace to that user in any case, one walk over a tree with dependencies is enough.)
+        [ "$FROM_PREBUILD" = true ] || chown -R dev:dev "$BIVY_REPO_DIR"
         return 0
     fi
     if [ -n "${BIVY_BRANCH:-}" ]; then

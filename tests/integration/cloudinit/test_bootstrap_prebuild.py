@@ -74,6 +74,8 @@ def test_the_prebuilt_clone_is_updated_to_the_branchs_latest_commit(tmp_path: Pa
     assert not (tmp_path / "vm" / "etc" / "git-token").exists()
     assert "ghp_once" not in (clone / ".git" / "config").read_text()
     assert "devcontainer-up" in log.read_text()
+    # Still the devcontainer user's (devcontainer-up hands it over anyway): no walk to dev.
+    assert "chown -R dev:dev" not in log.read_text()
 
 
 def test_the_default_branch_is_the_remotes(tmp_path: Path) -> None:
