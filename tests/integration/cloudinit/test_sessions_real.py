@@ -319,3 +319,76 @@ def _terminal(vm: SessionVm, args: list[str], command: str, timeout: float = 30)
         os.waitpid(pid, 0)
         os.close(fd)
     return output.decode(errors="replace")
+
+
+CODEX_KEY = "sk-proj-test-session-0123456789abcdef"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_a_session_with_another_agent_than_the_workspaces(session_vm: SessionVm) -> None:
+    """Codex next to the workspace's Claude Code: the app's description (its install, hooks,
+    login) and its credential from this computer, all on `session new`'s stdin; npm installs it
+    in the running container; its config dir persists on the host; it runs in its own tmux
+    session with its credential; its hook reports into the session's own agent.json."""
+    from app.agents import get_agent
+    from app.cloudinit.render import render_session_agent
+    from app.domain import AgentReport, AgentState
+
+    vm = session_vm
+    assert vm.session("new", "main", "--agent", "claude").returncode == 0
+    description = {**render_session_agent(get_agent("codex")),
+                   "credentials": {"OPENAI_API_KEY": CODEX_KEY}}  # fmt: skip
+    payload = json.dumps({"prompt": None, "agent": description})
+    result = vm.session("new", "review", "--agent", "codex", stdin=payload, timeout=900)
+    assert result.returncode == 0, result.stderr + _log(vm)
+    review = vm.sessions()["review"]
+    assert (review.agent, review.branch) == ("codex", "bivy/review")
+
+    # Installed in the container, found by a login shell as the remote user.
+    assert vm.exec("node", "sh", "-lc", "codex --version").stdout.startswith("codex-cli ")
+    # Its config dir is on the host under the state mount, linked where Codex looks.
+    host_dir = vm.state / "agent" / ".agents" / "codex"
+    assert vm.exec("node", "readlink", "/bivy/codex").stdout.strip() == "/bivy/state/.agents/codex"
+    assert (host_dir / "config.toml").read_text().count("/bivy/hook/agents/codex/hook.js") >= 1
+    assert "hooks" in vm.exec("node", "cat", "/etc/codex/requirements.toml").stdout
+    assert CODEX_KEY in (host_dir / "auth.json").read_text()  # logged in from the key
+    # Its credential: root-only on the host, the remote user's only in the container.
+    host_env = vm.root / "etc" / "agents" / "codex.env"
+    assert host_env.read_text() == f"OPENAI_API_KEY={CODEX_KEY}\n"
+    assert host_env.stat().st_mode & 0o077 == 0
+    listing = vm.exec("root", "stat", "-c", "%U %a", "/etc/bivy-agent-codex.env").stdout.split()
+    assert listing == ["node", "600"]
+    assert CODEX_KEY not in result.stdout + result.stderr + _log(vm)
+    # Its terminal runs Codex (the TUI) with the key and the session's state dir.
+    deadline = time.monotonic() + 60
+    environ = ""
+    while time.monotonic() < deadline and "OPENAI_API_KEY" not in environ:
+        time.sleep(1)
+        environ = vm.exec(
+            "node", "sh", "-c",
+            "for p in $(pgrep -u node -f codex); do tr '\\0' '\\n' < /proc/$p/environ; done",
+            check=False,
+        ).stdout  # fmt: skip
+    assert f"OPENAI_API_KEY={CODEX_KEY}" in environ.splitlines(), _log(vm)
+    assert "BIVY_AGENT_STATE_DIR=/bivy/state/review" in environ.splitlines()
+    assert "CODEX_HOME=/bivy/codex" in environ.splitlines()
+    # The adapter, run as Codex runs it with the session's environment, writes its agent.json.
+    event = json.dumps({"session_id": "s", "hook_event_name": "UserPromptSubmit", "prompt": "go"})
+    vm.exec(
+        "node", "sh", "-c",
+        f"echo '{event}' | BIVY_AGENT_STATE_DIR=/bivy/state/review "
+        "node /bivy/hook/agents/codex/hook.js UserPromptSubmit",
+    )  # fmt: skip
+    report = AgentReport.model_validate_json(
+        (vm.state / "agent" / "review" / "agent.json").read_text()
+    )
+    assert report.state is AgentState.WORKING
+    assert vm.sessions()["review"].state is AgentState.WORKING
+    assert vm.sessions()["main"].state is not AgentState.WORKING
+    # A second session of the same agent needs nothing sent again.
+    again = vm.session("new", "review-2", "--agent", "codex")
+    assert again.returncode == 0, again.stderr + _log(vm)
+    launcher = vm.lib / "hook" / "sessions" / "review-2.sh"
+    assert "CODEX_HOME=/bivy/codex" in launcher.read_text()
+    assert "/etc/bivy-agent-codex.env" in launcher.read_text()
