@@ -142,6 +142,8 @@ class Agent:
         (interactive either way: the agent keeps running in the session's terminal)."""
         if not prompt:
             return (self.binary,)
+        if prompt.startswith("-"):  # one argument, never taken for an option
+            prompt = " " + prompt
         return (self.binary, *(prompt if a == "{prompt}" else a for a in self.prompt_args))
 
     @property

@@ -177,7 +177,10 @@ class SessionService:
                 raise InvalidInput("main is the workspace's own session; choose another name")
         plugin = get_agent(agent)
         if branch:
-            validate_branch(branch)
+            try:
+                validate_branch(branch)
+            except ValueError as exc:
+                raise InvalidInput(f"{branch!r}: {exc}") from None
         if base is not None and (not base.strip() or base.startswith("-")):
             raise InvalidInput(f"{base!r} is not a commit or branch to start from")
         if prompt is not None and (len(prompt) > MAX_PROMPT or "\0" in prompt):
