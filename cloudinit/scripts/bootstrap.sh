@@ -22,8 +22,9 @@ exec >>"$LOG" 2>&1
 export DEBIAN_FRONTEND=noninteractive
 NODE_MAJOR="{{ node_major }}"
 DEVCONTAINER_CLI="{{ devcontainer_cli }}"
+# (A builder booted from an older prebuild, to rebuild it, builds on it the same way.)
 FROM_PREBUILD=false
-if [ "${BIVY_MODE:-workspace}" = workspace ] && [ -s "$BIVY_STATE_DIR/prebuild.json" ] && [ -d "$BIVY_REPO_DIR/.git" ]; then
+if [ -s "$BIVY_STATE_DIR/prebuild.json" ] && [ -d "$BIVY_REPO_DIR/.git" ]; then
     FROM_PREBUILD=true
 fi
 
@@ -426,6 +427,7 @@ bivy_status phase=prebuilt "detail=prebuilt: ready to be sealed" progress=1
 trap - ERR
 exit 0
 {% endif %}
+"$BIVY_LIB_DIR/session" new main --agent "{{ agent_name }}" </dev/null >>"$LOG_DIR/session.log" 2>&1 || echo "the main session was not recorded (session.log)"
 
 # devcontainer-up started the terminal's service as soon as the container was ready (so it
 # starts while the agent installs); enabling it again is a no-op. Polled every 0.2 s.

@@ -9,7 +9,8 @@
 #
 # BIVY_MODE=prebuild: no credentials go into the container and the lifecycle commands stop after
 # updateContentCommand (the CLI's --prebuild); the rest runs on the VMs booted from the image.
-# Booted from a prebuild (prebuild.json): the devcontainer built then is started again (the CLI
+# Booted from a prebuild (prebuild.json; a builder rebuilding one too, whose --prebuild run
+# reruns updateContentCommand): the devcontainer built then is started again (the CLI
 # finds it by its labels: same workspace folder, same config file) with the agent installed in
 # it, unless the config hash or the agent changed: then it is replaced (the image stays as build
 # cache) and status.json says prebuild_stale.
@@ -123,7 +124,7 @@ fi
 # is reused when built from the same config for the same agent.
 up_args=(--workspace-folder "$BIVY_REPO_DIR" "${config_args[@]}")
 stale=()
-{% if not prebuild %}if [ -s "$BIVY_STATE_DIR/prebuild.json" ]; then
+if [ -s "$BIVY_STATE_DIR/prebuild.json" ]; then
     read -r built_hash built_agent < <(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d.get("config_hash") or "-", d.get("agent") or "-")' "$BIVY_STATE_DIR/prebuild.json") || built_hash=""
     config_hash=$(python3 "$BIVY_LIB_DIR/devcontainer-hash" "$BIVY_REPO_DIR" "$BIVY_LIB_DIR/devcontainer.json")
     if [ "$config_hash" = "$built_hash" ] && [ "$built_agent" = "{{ agent_name }}" ]; then
@@ -135,7 +136,7 @@ stale=()
         stale=(prebuild_stale=true)
     fi
 fi
-{% endif %}bivy_status phase=building "detail=building the devcontainer" progress=0.5 "${stale[@]}"
+bivy_status phase=building "detail=building the devcontainer" progress=0.5 "${stale[@]}"
 if reasons=$(python3 "$BIVY_LIB_DIR/devcontainer-check" "$config_file" 2>>"$LOG"); then
     :
 else
