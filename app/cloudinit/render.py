@@ -15,17 +15,33 @@ Backup hook points (issue 6): with ``UserDataInputs.backup`` set, ``/etc/bivy/ba
 and ``BIVY_BACKUP_INCLUDE_UNCOMMITTED``; every ``cloudinit/backup/<name>.sh`` template is
 installed as ``/usr/local/lib/bivy/<name>`` (``restore``, ``pre-delete``, ``backup``) and
 ``bivy-backup.timer`` runs ``backup`` every interval.
+
+Layouts (``RenderedUserData.layout``), the first that fits the provider's limit wins:
+``files`` — every file its own write_files entry (the whole YAML gzip+base64'd where the
+datasource decodes that); ``inline`` — everything under ``LIB_DIR`` as one deterministic tar.xz
+(the *toolkit*) in ``/var/lib/bivy/toolkit.tar.xz``, which runcmd installs with
+``toolkit-install`` (sha256-checked) before any unit loads; ``split`` — stage 1 only
+(``STAGE1``: what keeps the user's money safe and lets the VM report; the units), and the app
+sends the rest as the toolkit over SSH once sshd answers (``RenderedUserData.toolkit``, to
+``~dev/bivy-incoming/toolkit.tar.xz``, its ``.sha256`` last): the bootstrap waits for it and
+installs only the archive whose sha256 the root-only workspace.env names
+(``BIVY_TOOLKIT_SHA256``). Without whole-gzip, the toolkit layouts gzip+base64 each remaining
+script and unit.
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
+import io
 import json
+import lzma
 import re
 import secrets
 import shlex
 import sys
+import tarfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +64,12 @@ if TYPE_CHECKING:
     from app.providers.base import Provider
 
 __all__ = [
+    "STAGE1",
+    "TOOLKIT_NAME",
     "BackupInputs",
     "RenderedUserData",
     "UserDataInputs",
+    "pack_toolkit",
     "render_user_data",
     "template_dir",
     "yaml_quote",
@@ -100,6 +119,13 @@ PRUNE_NAMES = (
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TTYD_PASSWORD_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 _PLACEHOLDER = "PLACEHOLDER"
+#: Files under LIB_DIR always in the user data (the rest of LIB_DIR may go in the toolkit).
+STAGE1 = frozenset(
+    {"lib.sh", "status", "idle-monitor", "self-delete", "metadata-guard", "metadata-guard.nft",
+     "bootstrap", "bootstrap-stopped", "git-askpass", "toolkit-install"}
+)  # fmt: skip
+TOOLKIT_NAME = "toolkit.tar.xz"
+Layout = Literal["files", "inline", "split"]
 
 
 def template_dir() -> Path:
@@ -233,12 +259,21 @@ class RenderedUserData:
         cloud_config: the plain ``#cloud-config`` YAML.
         compressed: whether ``user_data`` is base64(gzip(...)).
         size: bytes of ``user_data``.
+        layout: ``files``, ``inline`` or ``split`` (module docstring).
+        toolkit: the archive the app must send over SSH (``split``), else None.
+        toolkit_sha256: the toolkit's hex sha256 (``inline``/``split``), else "".
+        sent_config: the plain YAML of ``user_data`` (``cloud_config`` is always the ``files``
+            layout: every file as the VM ends up with it, for reading and tests).
     """
 
     user_data: str = field(repr=False)
     cloud_config: str = field(repr=False)
     compressed: bool
     size: int
+    layout: Layout = "files"
+    toolkit: bytes | None = field(default=None, repr=False)
+    toolkit_sha256: str = ""
+    sent_config: str = field(default="", repr=False)
 
 
 def _env_file(values: Mapping[str, str], what: str) -> str:
@@ -301,13 +336,28 @@ def _validate(inputs: UserDataInputs) -> None:
         raise InvalidInput("The host private key is not an OpenSSH private key")
 
 
-def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -> str:
-    """The plain ``#cloud-config`` YAML for ``inputs``.
+def render_cloud_config(inputs: UserDataInputs) -> str:
+    """The plain ``#cloud-config`` YAML for ``inputs`` in the ``files`` layout."""
+    return _render(inputs, "files")[0]
 
-    ``pack_scripts`` stores the static files (scripts, units: no user values) as
-    ``encoding: gz+b64``, which cloud-init decodes itself: for providers whose datasource does
-    not decode a compressed whole.
-    """
+
+def pack_toolkit(files: list[dict[str, str]]) -> bytes:
+    """``files`` (write_files entries under LIB_DIR) as a tar.xz with paths relative to LIB_DIR:
+    deterministic (sorted, mtime 0, uid/gid 0, no names), modes kept."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for entry in sorted(files, key=lambda e: e["path"]):
+            data = entry["content"].encode()
+            info = tarfile.TarInfo(entry["path"][len(LIB_DIR) + 1 :])
+            info.size, info.mode, info.mtime = len(data), int(entry["permissions"], 8), 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    return lzma.compress(buffer.getvalue(), format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)
+
+
+def _render(inputs: UserDataInputs, layout: Layout) -> tuple[str, bytes | None]:
+    """The plain YAML in ``layout`` and the toolkit (None in the ``files`` layout)."""
     _validate(inputs)
     prebuild = inputs.mode == "prebuild"
     # A builder VM's disk becomes an image: nothing of a user's secrets may be on it.
@@ -340,6 +390,9 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
         "backup": backup is not None,
         "backup_interval_minutes": backup.interval_minutes if backup else 0,
         "prebuild": prebuild,
+        "toolkit_sha256": "",  # set in the inline layout: runcmd installs the toolkit first
+        "toolkit_path": f"{STATE_DIR}/{TOOLKIT_NAME}",
+        "toolkit_name": TOOLKIT_NAME,
         **_agent_context(agent),
     }
 
@@ -449,19 +502,45 @@ def render_cloud_config(inputs: UserDataInputs, *, pack_scripts: bool = False) -
             {"path": f"/etc/systemd/system/{unit}", "permissions": "0644",
              "content": render(f"systemd/{unit}")}
         )  # fmt: skip
-    if pack_scripts:
-        for entry in files:
-            if entry["path"].startswith((f"{LIB_DIR}/", "/etc/systemd/")):
-                packed = gzip.compress(entry["content"].encode(), 9, mtime=0)
-                entry["content"] = base64.b64encode(packed).decode()
-                entry["encoding"] = "gz+b64"
-    return env.get_template("cloud-config.yaml.j2").render(
+    toolkit = None
+    if layout != "files":
+        files.append(
+            {"path": f"{LIB_DIR}/toolkit-install", "permissions": "0755",
+             "content": _strip_comments(render("scripts/toolkit-install.py"))}
+        )  # fmt: skip
+        # inline: all of LIB_DIR but its installer, run by runcmd before any unit starts;
+        # split: stage 1 stays, the bootstrap installs the rest once the app sent it.
+        keep = {"toolkit-install"} if layout == "inline" else STAGE1
+        packed = [
+            f for f in files
+            if f["path"].startswith(f"{LIB_DIR}/") and f["path"][len(LIB_DIR) + 1 :] not in keep
+        ]  # fmt: skip
+        files = [f for f in files if f not in packed]
+        toolkit = pack_toolkit(packed)
+        toolkit_sha256 = hashlib.sha256(toolkit).hexdigest()
+        if layout == "split":
+            workspace_env["BIVY_TOOLKIT_SHA256"] = toolkit_sha256
+            assert files[0]["path"] == f"{ETC_DIR}/workspace.env"
+            files[0]["content"] = _env_file(workspace_env, "workspace")
+        if not inputs.gzip_base64_ok:  # the rest of the scripts and units: each gzip+base64
+            for entry in files:
+                if entry["path"].startswith((f"{LIB_DIR}/", "/etc/systemd/")):
+                    gz = gzip.compress(entry["content"].encode(), 9, mtime=0)
+                    entry.update(content=base64.b64encode(gz).decode(), encoding="gz+b64")
+        if layout == "inline":
+            files.append(
+                {"path": f"{STATE_DIR}/{TOOLKIT_NAME}", "permissions": "0600", "encoding": "b64",
+                 "content": base64.b64encode(toolkit).decode()}
+            )  # fmt: skip
+            context["toolkit_sha256"] = toolkit_sha256
+    cloud_config = env.get_template("cloud-config.yaml.j2").render(
         context,
         files=files,
         ssh_authorized_key=inputs.ssh_authorized_key,
         host_key_private=inputs.host_key_private,
         host_key_public=inputs.host_key_public,
     )
+    return cloud_config, toolkit
 
 
 def _strip_comments(script: str) -> str:
@@ -548,31 +627,48 @@ def _agent_files(
     return files
 
 
-def render_user_data(inputs: UserDataInputs) -> RenderedUserData:
-    """Render, then fit the provider's limit: plain when it fits; else base64(gzip(all)) when
-    the provider's datasource decodes it; else with the scripts compressed file by file.
-
-    Raises ``InvalidInput`` when the result cannot fit.
-    """
-    cloud_config = render_cloud_config(inputs)
-    size = len(cloud_config.encode())
-    if size <= inputs.user_data_limit:
-        return RenderedUserData(cloud_config, cloud_config, compressed=False, size=size)
+def _fit(config: str, inputs: UserDataInputs) -> tuple[str, bool] | None:
+    """``config`` as sent (plain, else base64(gzip) where the datasource decodes it) when it
+    fits the provider's limit, with whether it is compressed; else None."""
+    if len(config.encode()) <= inputs.user_data_limit:
+        return config, False
     if inputs.gzip_base64_ok:
-        packed = base64.b64encode(gzip.compress(cloud_config.encode(), 9, mtime=0)).decode()
+        packed = base64.b64encode(gzip.compress(config.encode(), 9, mtime=0)).decode()
         if len(packed) <= inputs.user_data_limit:
-            return RenderedUserData(packed, cloud_config, compressed=True, size=len(packed))
-        raise InvalidInput(
-            f"The user data is {len(packed)} bytes even compressed; "
-            f"{inputs.provider} accepts {inputs.user_data_limit}",
-            hint="Shorten the backup settings or the agent credentials.",
+            return packed, True
+    return None
+
+
+def render_user_data(inputs: UserDataInputs) -> RenderedUserData:
+    """Render in the first layout that fits the provider's limit: ``files``, then ``inline``,
+    then ``split`` (the module docstring); each plain, else base64(gzip) where the provider's
+    datasource decodes that.
+
+    Raises ``InvalidInput`` when not even stage 1 fits.
+    """
+    expanded = ""
+    size = 0
+    layouts: tuple[Layout, ...] = ("files", "inline", "split")
+    for layout in layouts:
+        config, toolkit = _render(inputs, layout)
+        expanded = expanded or config
+        fitted = _fit(config, inputs)
+        if fitted is None:
+            size = len(config.encode())
+            continue
+        data, compressed = fitted
+        return RenderedUserData(
+            data,
+            expanded,
+            compressed=compressed,
+            size=len(data.encode()),
+            layout=layout,
+            toolkit=toolkit if layout == "split" else None,
+            toolkit_sha256=hashlib.sha256(toolkit).hexdigest() if toolkit else "",
+            sent_config=config,
         )
-    packed_config = render_cloud_config(inputs, pack_scripts=True)
-    packed_size = len(packed_config.encode())
-    if packed_size <= inputs.user_data_limit:
-        return RenderedUserData(packed_config, packed_config, compressed=False, size=packed_size)
     raise InvalidInput(
-        f"The user data is {packed_size} bytes even with compressed scripts; "
+        f"The user data is {size} bytes even without Bivy's tools; "
         f"{inputs.provider} accepts {inputs.user_data_limit}",
         hint="Shorten the backup settings or the agent credentials.",
     )

@@ -47,11 +47,14 @@ def _variants() -> list[tuple[str, str]]:
             render_user_data(inputs_for(SPECS[0], git_token="t", backup=backup)).cloud_config,
         )
     )
-    packed = render_user_data(
-        inputs_for(SPECS[0], backup=backup, user_data_limit=48000, gzip_base64_ok=False)
-    )
-    assert "gz+b64" in packed.cloud_config
-    out.append(("packed-scripts", packed.cloud_config))
+    # As sent in the toolkit layouts (app/cloudinit/render.py): the toolkit in the user data,
+    # and stage 1 only (the app sends the toolkit); scripts gzip+base64'd for a plain provider.
+    for layout, limit in (("inline", 48000), ("split", 30000)):
+        packed = render_user_data(
+            inputs_for(SPECS[0], backup=backup, user_data_limit=limit, gzip_base64_ok=False)
+        )
+        assert packed.layout == layout and "gz+b64" in packed.sent_config
+        out.append((f"{layout}-toolkit", packed.sent_config))
     return out
 
 
@@ -117,6 +120,8 @@ def test_every_embedded_shell_script_passes_shellcheck(
             )
             assert result.returncode == 0, f"{entry['path']}:\n{result.stdout}"
             checked.append(entry["path"])
+    if name.endswith("-toolkit"):  # the toolkit's scripts are the other variants' files
+        return
     assert {
         "/usr/local/lib/bivy/bootstrap",
         "/usr/local/lib/bivy/idle-monitor",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
+import io
 import shlex
 import shutil
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -62,28 +65,61 @@ def test_fits_the_limit_compressed_when_needed() -> None:
     assert rendered.size == len(rendered.user_data.encode())
     if rendered.compressed:
         plain = gzip.decompress(base64.b64decode(rendered.user_data)).decode()
-        assert plain == rendered.cloud_config
+        assert plain == rendered.sent_config
     big = render_user_data(inputs_for(SPEC, user_data_limit=10**6))
-    assert not big.compressed and big.user_data == big.cloud_config
+    assert not big.compressed and big.user_data == big.cloud_config == big.sent_config
+    assert big.layout == "files" and big.toolkit is None and not big.toolkit_sha256
 
 
-def test_without_whole_gzip_the_scripts_are_packed_file_by_file() -> None:
+def test_without_whole_gzip_the_toolkit_goes_inline_as_one_archive() -> None:
     plain = render_user_data(inputs_for(SPEC, user_data_limit=10**6))
     limit = plain.size - 1000
     packed = render_user_data(inputs_for(SPEC, user_data_limit=limit, gzip_base64_ok=False))
+    assert packed.layout == "inline" and packed.toolkit is None  # nothing for the app to send
     assert not packed.compressed and packed.size <= limit
+    assert packed.user_data == packed.sent_config and packed.cloud_config == plain.cloud_config
     assert packed.user_data.startswith("#cloud-config\n")
-    raw = yaml.safe_load(packed.cloud_config)["write_files"]
-    encodings = {f["path"]: f.get("encoding") for f in raw}
-    assert encodings["/usr/local/lib/bivy/idle-monitor"] == "gz+b64"
-    assert encodings["/etc/bivy/workspace.env"] is None  # user values stay plain and quoted
-    assert write_files(packed.cloud_config) == write_files(plain.cloud_config)
+    data = yaml.safe_load(packed.user_data)
+    raw = {f["path"]: f for f in data["write_files"]}
+    archive = base64.b64decode(raw["/var/lib/bivy/toolkit.tar.xz"]["content"])
+    assert raw["/var/lib/bivy/toolkit.tar.xz"]["encoding"] == "b64"
+    assert hashlib.sha256(archive).hexdigest() == packed.toolkit_sha256
+    assert raw["/usr/local/lib/bivy/toolkit-install"]["encoding"] == "gz+b64"
+    assert raw["/etc/systemd/system/bivy-idle.timer"]["encoding"] == "gz+b64"
+    assert raw["/etc/bivy/workspace.env"].get("encoding") is None  # user values stay plain
+    assert "BIVY_TOOLKIT_SHA256" not in raw["/etc/bivy/workspace.env"]["content"]
+    assert not [p for p in raw if p.startswith("/usr/local/lib/bivy/") and "toolkit" not in p]
+    # runcmd installs the checked archive before any unit is loaded or started.
+    commands = [" ".join(map(str, c)) for c in data["runcmd"]]
+    install = commands.index(
+        "python3 /usr/local/lib/bivy/toolkit-install "
+        f"{packed.toolkit_sha256} /var/lib/bivy/toolkit.tar.xz /usr/local/lib/bivy"
+    )
+    assert install < commands.index("systemctl daemon-reload")
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:xz") as tar:
+        names = {m.name for m in tar.getmembers() if m.isfile()}
+        assert {m.uid for m in tar.getmembers()} == {0} == {m.mtime for m in tar.getmembers()}
+    whole = {f["path"] for f in write_files(plain.cloud_config)}
+    assert {f"/usr/local/lib/bivy/{n}" for n in names} == {
+        p for p in whole if p.startswith("/usr/local/lib/bivy/")
+    }
+
+
+def test_split_when_even_the_archive_does_not_fit() -> None:
+    inputs = inputs_for(SPEC, user_data_limit=30000, gzip_base64_ok=False)
+    rendered = render_user_data(inputs)
+    assert rendered.layout == "split" and rendered.toolkit is not None
+    assert rendered.size <= 30000 and "toolkit.tar.xz" not in rendered.user_data
+    assert render_user_data(inputs).toolkit == rendered.toolkit  # deterministic
+    env = parse_env(file_content(rendered.sent_config, "/etc/bivy/workspace.env"))
+    assert env["BIVY_TOOLKIT_SHA256"] == hashlib.sha256(rendered.toolkit).hexdigest()
+    assert "toolkit-install" not in " ".join(map(str, yaml.safe_load(rendered.user_data)["runcmd"]))
 
 
 def test_too_large_is_a_clear_error() -> None:
-    with pytest.raises(InvalidInput, match="even with compressed scripts; hetzner accepts 4000"):
+    with pytest.raises(InvalidInput, match="even without Bivy's tools; hetzner accepts 4000"):
         render_user_data(inputs_for(SPEC, user_data_limit=4000, gzip_base64_ok=False))
-    with pytest.raises(InvalidInput, match="even compressed"):
+    with pytest.raises(InvalidInput, match="even without Bivy's tools"):
         render_user_data(inputs_for(SPEC, user_data_limit=2000))
 
 

@@ -109,5 +109,5 @@ def test_both_modes_fit_hetzner_with_every_option() -> None:
         assert rendered.size <= limit, (mode, rendered.size)
         if rendered.compressed:
             assert gzip.decompress(base64.b64decode(rendered.user_data)).decode() == (
-                rendered.cloud_config
+                rendered.sent_config
             )
