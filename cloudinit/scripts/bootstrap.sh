@@ -256,6 +256,24 @@ receive_bundle() {
     rm -f "$bundle.sha256" "$bundle"
 }
 
+# Bivy's scripts beyond stage 1 (the split layout, when the user data cannot hold them): the app
+# sends them as dev once sshd answers, the .sha256 last; toolkit-install takes only the archive
+# whose sha256 the root-only workspace.env names.
+receive_toolkit() {
+    local archive="${BIVY_INCOMING_DIR:-/home/dev/bivy-incoming}/{{ toolkit_name }}" waited=0
+    local limit="${BIVY_BUNDLE_WAIT_SECONDS:-1800}"
+    until [ -s "$archive.sha256" ]; do
+        if [ "$waited" -ge $((limit * 2)) ]; then
+            echo "the app did not send Bivy's tools within $limit seconds"
+            return 1
+        fi
+        sleep 0.5
+        waited=$((waited + 1))
+    done
+    python3 "$BIVY_LIB_DIR/toolkit-install" "$BIVY_TOOLKIT_SHA256" "$archive" "$BIVY_LIB_DIR"
+    rm -f "$archive.sha256" "$archive"
+}
+
 # The prebuild's clone, updated from the app's new bundle: its branches replace the local ones
 # (the one checked out too), then BIVY_BRANCH, else the branch the bundle's HEAD is on (the
 # current one when it is), is checked out at its new commit; the prebuild's untracked and ignored
@@ -355,6 +373,11 @@ run_job() {
 install_packages_log="$LOG_DIR/packages.log"
 node_log="$LOG_DIR/node.log"
 clone_log="$LOG_DIR/clone.log"
+toolkit_pid=""
+if [ -n "${BIVY_TOOLKIT_SHA256:-}" ]; then
+    run_job toolkit receive_toolkit &
+    toolkit_pid=$!
+fi
 run_job packages install_packages &
 packages_pid=$!
 run_job node install_node &
@@ -366,6 +389,10 @@ if command -v git >/dev/null; then
 fi
 
 wait "$packages_pid" || { forget_token; fail "installing packages failed" "$install_packages_log"; }
+if [ -n "$toolkit_pid" ]; then
+    kill -0 "$toolkit_pid" 2>/dev/null && bivy_status "detail=waiting for Bivy's tools from the app"
+    wait "$toolkit_pid" || { forget_token; fail "installing Bivy's tools from the app failed" "$LOG_DIR/toolkit.log"; }
+fi
 if [ "${BIVY_REPO_SOURCE:-url}" = bundle ]; then
     bivy_status phase=cloning "detail=waiting for the repository from the app" progress=0.3
 elif [ "$FROM_PREBUILD" = true ]; then
