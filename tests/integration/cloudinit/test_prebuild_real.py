@@ -237,3 +237,33 @@ def test_a_changed_devcontainer_config_rebuilds_and_says_the_prebuild_is_stale(
         "config changed since the prebuild"
         in (machine.vm.state / "log" / "devcontainer.log").read_text()
     )
+
+
+def test_a_prebuild_rebuilt_on_its_own_image_builds_on_it(
+    machine: Machine, claude_image: str
+) -> None:
+    # "Rebuild" may boot the builder from the previous prebuild's image: the clone is updated,
+    # the devcontainer reused, and the CLI's --prebuild reruns updateContentCommand.
+    config = {
+        "image": claude_image,
+        "remoteUser": "node",
+        "updateContentCommand": "echo update >> $HOME/update-content",
+        **LIFECYCLE,
+    }
+    machine.commit(".devcontainer.json", json.dumps(config))
+    machine.render("prebuild")
+    assert machine.bootstrap()["phase"] == "prebuilt"
+    first = json.loads((machine.vm.state / "prebuild.json").read_text())
+    machine.seal()
+
+    latest = machine.commit("README.md", "newer\n")
+    machine.render("prebuild")
+    status = machine.bootstrap()
+    assert status["phase"] == "prebuilt" and status["from_prebuild"] is True
+    second = json.loads((machine.vm.state / "prebuild.json").read_text())
+    assert second["commit"] == latest != first["commit"]
+    assert second["container_id"] == first["container_id"]
+    assert second["config_hash"] == first["config_hash"]
+    assert machine.in_container("cat", "/home/node/update-content") == "update\nupdate\n"
+    assert machine.in_container("cat", "/home/node/on-create") == "once\n"
+    assert "post-create" not in machine.in_container("ls", "/home/node").split()
