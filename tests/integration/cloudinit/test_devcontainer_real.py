@@ -346,7 +346,8 @@ def test_the_whole_bootstrap_reaches_ready(
     (stubs / "systemctl").write_text(
         "#!/bin/bash\n"
         # devcontainer-up starts the service early, the bootstrap makes sure: one ttyd.
-        'case "$*" in "start --no-block bivy-ttyd.service"|"enable --now --no-reload bivy-ttyd.service")\n'
+        'case "$*" in "start --no-block bivy-ttyd.service"|'
+        '"enable --now --no-reload bivy-ttyd.service")\n'
         f'  [ -s "{ttyd_pids}" ] && exit 0\n'
         f'  setsid bash "$BIVY_LIB_DIR/ttyd-run" >"{tmp_path}/ttyd.log" 2>&1 &\n'
         f'  echo $! >> "{ttyd_pids}" ;;\n'
