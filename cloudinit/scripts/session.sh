@@ -137,7 +137,11 @@ start_tmux() {
     local name="$1" tmux
     tmux=$(tmux_name "$name")
     if docker exec "$BIVY_CONTAINER_ID" sh -c 'command -v tmux' >/dev/null 2>&1; then
-        devcontainer_exec tmux new-session -d -s "$tmux" "sh $CONTAINER_HOOK/session-agent $name --agent" \
+        # Through the workspace agent's credentials as ttyd-session does: when this starts the
+        # tmux server, its environment is what main's terminal later gets too.
+        # shellcheck disable=SC2016  # expanded inside the container
+        devcontainer_exec sh -c 'set -a; [ -r "$1" ] && . "$1"; set +a; shift; exec "$@"' sh \
+            "$WORKSPACE_AGENT_ENV" tmux new-session -d -s "$tmux" "sh $CONTAINER_HOOK/session-agent $name --agent" \
             >>"$LOG" 2>&1
     else
         # As ttyd-session does without tmux in the image: the host's tmux runs the exec.

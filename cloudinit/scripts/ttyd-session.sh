@@ -33,7 +33,9 @@ if [ "$session" = main ]; then
 fi
 launcher="sh {{ container_hook_dir }}/session-agent $session"
 if docker exec "$BIVY_CONTAINER_ID" sh -c 'command -v tmux' >/dev/null 2>&1; then
-    exec "${BIVY_DEVCONTAINER:-devcontainer}" "${exec_args[@]}" tmux new -A -s "bivy-$session" "$launcher"
+    # With the agent's credentials like main: if this starts the tmux server, main gets them.
+    exec "${BIVY_DEVCONTAINER:-devcontainer}" "${exec_args[@]}" sh -c "$with_agent_env" sh \
+        tmux new -A -s "bivy-$session" "$launcher"
 fi
 exec tmux new -A -s "bivy-$session" "${BIVY_DEVCONTAINER:-devcontainer}" "${exec_args[@]}" \
     sh "{{ container_hook_dir }}/session-agent" "$session"

@@ -192,6 +192,9 @@ def test_two_sessions_with_their_worktrees_branches_terminals_and_states(
     output = _terminal(vm, ["old"], "echo MARK:$BIVY_SESSION:$(pwd)")
     assert f"MARK:old:{old.worktree}" in output, output[-2000:]
     assert vm.session("rm", "old", "--force").returncode == 0
+    # That terminal started the tmux server: main's terminal still has the agent's key.
+    _assert_main_terminal(vm, workspace)
+    vm.exec("node", "tmux", "kill-server", check=False)  # the next one: by `session new`
 
     # Two more: one on bivy/<name> with a first prompt, one on a branch the user named.
     result = vm.session("new", "feature", "--agent", "claude", stdin=_payload(PROMPT))
@@ -252,6 +255,8 @@ def test_two_sessions_with_their_worktrees_branches_terminals_and_states(
         json.loads((vm.state / "agent" / "agent.json").read_text())["event"] != "UserPromptSubmit"
     )
 
+    _assert_main_terminal(vm, workspace)  # a server `session new` started: the same
+
     # The web terminal: ?arg=fix opens that session; its tmux session, once gone, comes back
     # as a shell in the worktree with the session's environment.
     vm.exec("node", "tmux", "kill-session", "-t", "bivy-fix")
@@ -278,6 +283,14 @@ def test_two_sessions_with_their_worktrees_branches_terminals_and_states(
     assert vm.session("rm", "fix").returncode == 0
     assert "fix/readme" in vm.exec("node", "git", "branch", "--list", "fix/readme").stdout
     assert vm.session("rm", "main").returncode != 0
+
+
+def _assert_main_terminal(vm: SessionVm, workspace: str) -> None:
+    """main's terminal (no ?arg): the repository folder, the agent's key, main's state dir."""
+    output = _terminal(
+        vm, [], "echo MARK:${ANTHROPIC_API_KEY#sk-ant-}:${BIVY_AGENT_STATE_DIR:-}:$(pwd)"
+    )
+    assert f"MARK:{API_KEY[7:]}::{workspace}" in output, output[-2000:]
 
 
 def _terminal(vm: SessionVm, args: list[str], command: str, timeout: float = 30) -> str:
