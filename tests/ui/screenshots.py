@@ -41,7 +41,7 @@ from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
 from app.ui.ide import IdeTab  # noqa: E402  (QtWebEngine before the QApplication)
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-SIZE = (1280, 760)
+SIZE = (1480, 800)  # wide enough for every column at its default width
 PASSWORD = "screenshot-only-7d2c"
 
 
@@ -173,7 +173,10 @@ def shoot_all(app: QApplication, palette: QPalette, suffix: str) -> None:
     settle(app)
     save(dialog, "new-session.png")
     dialog.close()
-    terminal_tabs(app, window)
+    try:
+        terminal_tabs(app, window)
+    except (RuntimeError, TimeoutError, OSError) as exc:  # no ttyd here: the rest still stands
+        print(f"terminal-tabs.png not made: {exc}", file=sys.stderr)
     window.close()
 
 
