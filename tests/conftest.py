@@ -85,6 +85,16 @@ def isolated_environment(
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("BIVY_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("BIVY_DATA_DIR", str(tmp_path / "data"))
+    # Bivy's tools sent to an emulated server (nobody's address) reach a stand-in VM inbox, in
+    # this process and in child processes talking to a served emulator: tests/support/emulated_vm.
+    from app.services import toolkit_send
+    from tests.support import emulated_vm
+
+    monkeypatch.setattr(toolkit_send, "send_toolkit", emulated_vm.install())
+    site = str(Path(__file__).resolve().parent / "support" / "emulated_site")
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))
+    )
     for name in _SCRUBBED_ENV:
         monkeypatch.delenv(name, raising=False)
     previous = keyring.get_keyring()

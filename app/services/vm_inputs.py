@@ -13,20 +13,25 @@ from dataclasses import dataclass
 from typing import Literal
 
 from app.agents import DEFAULT_AGENT, Agent, get_agent
-from app.cloudinit import BackupInputs, UserDataInputs, render_user_data
+from app.cloudinit import BackupInputs, RenderedUserData, UserDataInputs, render_user_data
 from app.domain import WorkspaceSpec
 from app.domain.validation import is_local_repo
+from app.errors import InvalidInput
 from app.providers.base import Provider
 from app.services.keys import KeyPair
 from app.settings import SecretKeys, SecretStore, Settings
 
-__all__ = ["VmMode", "VmSecrets", "agent_env", "vm_user_data"]
+__all__ = ["LOCAL_USER_DATA_LIMIT_ENV", "VmMode", "VmSecrets", "agent_env", "vm_user_data"]
 
 #: ``workspace``: a normal VM; ``prebuild``: a prebuild's builder (no agent credentials, no
 #: backups, no terminal; notes/CONTRACTS2.md).
 VmMode = Literal["workspace", "prebuild"]
 
 log = logging.getLogger(__name__)
+
+#: The user data limit on the local provider (bytes; default its 1 MiB): a small one (e.g.
+#: 32768) makes a local VM take the ``split`` layout, its tools sent over SSH as on Hetzner.
+LOCAL_USER_DATA_LIMIT_ENV = "BIVY_LOCAL_USER_DATA_LIMIT"
 
 
 @dataclass(frozen=True)
@@ -48,14 +53,22 @@ async def vm_user_data(
     ttyd_password: str,
     *,
     mode: VmMode = "workspace",
-) -> str:
-    """The user data (as sent) for ``spec``'s VM at ``provider``."""
+) -> RenderedUserData:
+    """The user data for ``spec``'s VM at ``provider`` (``.user_data`` as sent; ``.toolkit``
+    the archive to send over SSH once sshd answers, when it did not fit)."""
     caps = provider.capabilities
     builder = mode == "prebuild"
+    environ = os.environ if source.environ is None else source.environ
+    limit = caps.user_data_limit
+    if provider.kind == "local" and environ.get(LOCAL_USER_DATA_LIMIT_ENV, "").strip():
+        try:
+            limit = int(environ[LOCAL_USER_DATA_LIMIT_ENV])
+        except ValueError:
+            raise InvalidInput(f"{LOCAL_USER_DATA_LIMIT_ENV} must be a number of bytes") from None
     inputs = UserDataInputs(
         spec=spec,
         provider=provider.kind,
-        user_data_limit=caps.user_data_limit,
+        user_data_limit=limit,
         gzip_base64_ok=caps.user_data_gzip_base64,
         ssh_authorized_key=ssh_public_key,
         host_key_private=host_key.private_openssh,
@@ -74,8 +87,7 @@ async def vm_user_data(
         backup=None if builder else await _backup_inputs(source, spec),
         mode=mode,
     )
-    rendered = await asyncio.to_thread(render_user_data, inputs)
-    return rendered.user_data
+    return await asyncio.to_thread(render_user_data, inputs)
 
 
 async def agent_env(source: VmSecrets, spec: WorkspaceSpec) -> dict[str, str]:

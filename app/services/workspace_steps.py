@@ -12,7 +12,7 @@ from app.domain import Server, ServerStatus
 from app.errors import ActionFailed, BivyError, Conflict, NotFound
 from app.providers._polling import Backoff, poll_until
 from app.providers.base import Provider
-from app.services import sshconfig
+from app.services import sshconfig, toolkit_send
 from app.services.keys import KeyService
 from app.services.reconcile import pick_server
 from app.services.registry import Registry
@@ -160,6 +160,28 @@ class WorkspaceSteps:
             timeout=self.repository_timeout,
             incoming_dir=self.incoming_dir,
             on_progress=lambda detail, done: progress("repository", detail, 0.8 + 0.19 * done),
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+
+    async def _send_toolkit(
+        self,
+        name: str,
+        server: Server,
+        host_public_key: str,
+        toolkit: bytes,
+        progress: Callable[[str, str, float], None],
+        end: float,
+    ) -> None:
+        """Send Bivy's tools (the user data's ``split`` layout) once the VM's sshd answers."""
+        start = end - 0.1
+        await toolkit_send.send_toolkit(
+            toolkit,
+            self._ssh_target(name, server, host_public_key),
+            (await self.keys.install_key()).private_openssh,
+            timeout=self.repository_timeout,
+            incoming_dir=self.incoming_dir,
+            on_progress=lambda detail, done: progress("toolkit", detail, start + 0.1 * done),
             sleep=self._sleep,
             clock=self._clock,
         )

@@ -376,7 +376,7 @@ class WorkspaceService(WorkspaceSteps):
             await self.secrets.aset(SecretKeys.workspace(spec.name, TTYD_PASSWORD), ttyd_password)
 
             progress("user-data", "Rendering the VM's cloud-init configuration", 0.2)
-            user_data = await vm_user_data(
+            rendered = await vm_user_data(
                 VmSecrets(self.settings, self.secrets, self._environ),
                 spec,
                 provider,
@@ -399,7 +399,7 @@ class WorkspaceService(WorkspaceSteps):
                 ssh_public_key=install_key.public_openssh,
                 ssh_key_name="bivy",
                 labels=labels,
-                user_data=user_data,
+                user_data=rendered.user_data,
                 image=prebuild.id if prebuild is not None else None,
             )
             if prebuild is not None:
@@ -428,11 +428,15 @@ class WorkspaceService(WorkspaceSteps):
             if not provider.capabilities.unique_names:
                 await self._check_duplicates(spec.name, account, provider, created)
 
-            server = await self._wait_running(
-                provider, created, progress, end=0.8 if bundle_job else 1.0
-            )
+            toolkit = rendered.toolkit
+            end = 1.0 - 0.1 * (toolkit is not None) - 0.2 * (bundle_job is not None)
+            server = await self._wait_running(provider, created, progress, end=end)
             if server.ipv4 and (server.ipv4, server.ssh_port) != (created.ipv4, created.ssh_port):
                 await self.registry.aupdate(spec.name, ipv4=server.ipv4, ssh_port=server.ssh_port)
+            if toolkit is not None:  # the tools the user data could not hold, then the repo
+                await self._send_toolkit(
+                    spec.name, server, host_key.public_openssh, toolkit, progress, end + 0.1
+                )
             if bundle_job is not None:
                 await self._send_repository(
                     spec.name, server, host_key.public_openssh, bundle_job, progress

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import io
+import tarfile
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -174,6 +177,18 @@ async def test_create_sends_the_checkout_once_sshd_answers(
         await service.aclose()
 
     assert relay.dropped == 2 and relay.relayed >= 1  # retried while "sshd" was not up
+    # Hetzner's user data cannot hold Bivy's tools: they went first, through the same sshd.
+    steps = [p.step for p in seen]
+    assert steps.index("toolkit") < steps.index("repository")
+    tool_details = [p.detail for p in seen if p.step == "toolkit"]
+    assert tool_details[0] == "Waiting for the VM's SSH server to send Bivy's tools"
+    assert any(d.startswith("Sending Bivy's tools (") for d in tool_details)
+    toolkit = (incoming / "toolkit.tar.xz").read_bytes()
+    digest = hashlib.sha256(toolkit).hexdigest()
+    assert (incoming / "toolkit.tar.xz.sha256").read_text() == digest + "\n"
+    assert f"BIVY_TOOLKIT_SHA256={digest}" in user_data_of(emulator)  # the VM takes only this
+    with tarfile.open(fileobj=io.BytesIO(toolkit), mode="r:xz") as tar:
+        assert "devcontainer-up" in tar.getnames()
     details = [p.detail for p in seen if p.step == "repository"]
     assert details[0] == "Waiting for the VM's SSH server"
     assert any(d.startswith("Sending the repository (") and d.endswith(" MB)") for d in details)
@@ -182,7 +197,9 @@ async def test_create_sends_the_checkout_once_sshd_answers(
     assert workspace.repo_url == str(repo)
 
     # what arrived is complete and clones back to the user's work, uncommitted changes included
-    assert sorted(p.name for p in incoming.iterdir()) == ["repo.bundle", "repo.bundle.sha256"]
+    assert sorted(p.name for p in incoming.iterdir()) == [
+        "repo.bundle", "repo.bundle.sha256", "toolkit.tar.xz", "toolkit.tar.xz.sha256"
+    ]  # fmt: skip
     clone = tmp_path / "vm" / "project"
     clone.parent.mkdir()
     clone_like_the_vm(incoming / "repo.bundle", clone, branch="feature")
@@ -212,7 +229,7 @@ async def test_cancel_while_waiting_for_sshd_deletes_the_server_and_the_bundle(
     waiting = asyncio.Event()
 
     def progress(p: CreateProgress) -> None:
-        if p.step == "repository":
+        if p.step in ("toolkit", "repository"):  # both wait for sshd
             waiting.set()
 
     spec = WorkspaceSpec(name="demo", repo_url=str(repo))
