@@ -75,6 +75,9 @@ def inputs_for(harness: Harness, provider: object) -> UserDataInputs:
 #: refuse clearly, before any API call. Empty since the renderer packs embedded files with
 #: cloud-init's gz+b64 encoding when plain text would not fit (OVH with backups: 35,795 of 49,149).
 TOO_BIG: set[tuple[str, bool]] = set()
+#: Providers whose user data cannot hold Bivy's tools even as one archive (app/cloudinit
+#: render.py ``split``): the app sends them over SSH. The others work without the app.
+SPLIT = {"hetzner"}
 
 
 @pytest.mark.parametrize("backup", [False, True], ids=["plain", "with-backup"])
@@ -98,13 +101,22 @@ async def test_rendered_user_data_fits_and_is_accepted(harness: Harness, backup:
     rendered = render_user_data(inputs)
     limit = provider.capabilities.user_data_limit
     size = len(rendered.user_data.encode())
-    print(f"{harness.kind}: {size} of {limit} bytes (compressed={rendered.compressed})")
+    print(
+        f"{harness.kind}: {size} of {limit} bytes (compressed={rendered.compressed}, "
+        f"layout={rendered.layout}, toolkit sent over SSH: {len(rendered.toolkit or b'')} bytes)"
+    )
     assert size <= limit
+    assert (rendered.layout == "split") == (harness.kind in SPLIT)
+    assert (rendered.toolkit is not None) == (rendered.layout == "split")
+    if rendered.toolkit is not None:  # the same inputs give the same archive
+        assert render_user_data(inputs).toolkit == rendered.toolkit
+        assert f"BIVY_TOOLKIT_SHA256={rendered.toolkit_sha256}" in rendered.sent_config
     if provider.capabilities.user_data_gzip_base64 and rendered.compressed:
         plain = gzip.decompress(base64.b64decode(rendered.user_data)).decode()
     else:
         assert not rendered.compressed  # DigitalOcean, Scaleway, OVH: plain text only
         plain = rendered.user_data
+    assert plain == rendered.sent_config
     assert plain.startswith("#cloud-config")
     config = yaml.safe_load(plain)
     assert isinstance(config, dict)
