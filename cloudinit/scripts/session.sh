@@ -142,15 +142,16 @@ start_tmux() {
         # shellcheck disable=SC2016  # expanded inside the container
         devcontainer_exec sh -c 'set -a; [ -r "$1" ] && . "$1"; set +a; shift; exec "$@"' sh \
             "$WORKSPACE_AGENT_ENV" tmux new-session -d -s "$tmux" "sh $CONTAINER_HOOK/session-agent $name --agent" \
-            >>"$LOG" 2>&1
+            >>"$LOG" 2>&1 9>&-
     else
         # As ttyd-session does without tmux in the image: the host's tmux runs the exec.
         local args=(exec --container-id "$BIVY_CONTAINER_ID" --workspace-folder "$BIVY_REPO_DIR")
         if [ -n "${BIVY_DEVCONTAINER_OVERRIDE:-}" ]; then
             args+=(--override-config "$BIVY_DEVCONTAINER_OVERRIDE")
         fi
+        # (fd 9, the sessions' lock, must not live on in the tmux server)
         tmux new-session -d -s "$tmux" "$DEVCONTAINER" "${args[@]}" \
-            sh "$CONTAINER_HOOK/session-agent" "$name" --agent >>"$LOG" 2>&1
+            sh "$CONTAINER_HOOK/session-agent" "$name" --agent >>"$LOG" 2>&1 9>&-
     fi
 }
 

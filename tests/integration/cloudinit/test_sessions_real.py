@@ -405,3 +405,34 @@ def test_a_session_with_another_agent_than_the_workspaces(session_vm: SessionVm)
     launcher = vm.lib / "hook" / "sessions" / "review-2.sh"
     assert "CODEX_HOME=/bivy/codex" in launcher.read_text()
     assert "/etc/bivy-agent-codex.env" in launcher.read_text()
+
+
+@pytest.mark.timeout(1500)
+def test_without_tmux_in_the_image_the_hosts_tmux_runs_the_session(
+    session_vm: SessionVm, tmp_path: Path
+) -> None:
+    """An image without tmux: the session's tmux session is the host's (as main's terminal
+    falls back to), running `devcontainer exec` into the container; rm ends it."""
+    vm = session_vm
+    vm.env["TMUX_TMPDIR"] = str(tmp_path / "tmux")  # a private server on this machine
+    (tmp_path / "tmux").mkdir()
+    cid = vm.container()["BIVY_CONTAINER_ID"]
+    vm.engine.docker("exec", "-u", "root", cid, "sh", "-c", "rm -f $(command -v tmux)")
+    assert vm.engine.docker("exec", cid, "sh", "-c", "command -v tmux", check=False).returncode
+    try:
+        _install_fake_agent(vm)
+        assert vm.session("new", "main", "--agent", "claude").returncode == 0
+        result = vm.session("new", "s1", "--agent", "claude", stdin=_payload("hello"))
+        assert result.returncode == 0, result.stderr + _log(vm)
+        host_tmux = ["tmux", "list-sessions", "-F", "#S"]
+        listed = subprocess.run(host_tmux, env=vm.env, capture_output=True, text=True, check=False)
+        assert "bivy-s1" in listed.stdout.split(), listed.stderr
+        assert _wait_for(vm, "node", "/tmp/prompt-s1") == "hello"
+        state_dir, cwd, user, _ = _wait_for(vm, "node", "/tmp/env-s1").strip().split("|")
+        worktree = vm.sessions()["s1"].worktree
+        assert (state_dir, cwd, user) == ("/bivy/state/s1", worktree, "node")
+        assert vm.session("rm", "s1", "--force").returncode == 0
+        listed = subprocess.run(host_tmux, env=vm.env, capture_output=True, text=True, check=False)
+        assert "bivy-s1" not in listed.stdout.split()
+    finally:
+        subprocess.run(["tmux", "kill-server"], env=vm.env, capture_output=True, check=False)
