@@ -87,6 +87,11 @@ def _cmd_render_user_data(args: argparse.Namespace, ctx: CliContext) -> int:
         f"{rendered.size} bytes as sent"
         + (" (gzip+base64)" if rendered.compressed else "")
         + f"; limit {provider_cls.capabilities.user_data_limit}"
+        + {
+            "files": "",
+            "inline": "; Bivy's tools inline as one archive",
+            "split": f"; Bivy's tools ({len(rendered.toolkit or b'')} bytes) go over SSH",
+        }[rendered.layout]
     )
     return 0
 
