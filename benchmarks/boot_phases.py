@@ -145,7 +145,8 @@ def main() -> int:
         print(_ratio_line("bare/tools", results["bare"], results["tools"]))
     if "from prebuild" in results:
         cold_label = "tools" if "tools" in results else "builder"
-        print(_ratio_line(f"{cold_label}/prebuilt", results[cold_label], results["from prebuild"]))
+        print(_ratio_line("cold/prebuilt", results[cold_label], results["from prebuild"]))
+        print(f"(cold: the {cold_label} row)")
     return 0
 
 
