@@ -12,6 +12,7 @@ its own.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from app.cloudinit import LIB_DIR, STAGE1, pack_toolkit, render_user_data
 from app.domain import WorkspaceSpec
@@ -260,3 +262,32 @@ def test_toolkit_install_extracts_files_with_their_modes(tmp_path: Path) -> None
     assert (dest / "hook" / "agent-hook").stat().st_mode & 0o7777 == 0o755
     assert (dest / "a" / "b" / "c").stat().st_mode & 0o7777 == 0o600
     assert not list(dest.rglob("*.toolkit-new"))
+
+
+def test_the_inline_layout_installs_every_file_as_runcmd_does(tmp_path: Path) -> None:
+    """Where the whole archive fits (DigitalOcean, Scaleway, OVH), runcmd's toolkit-install
+    turns the user data into exactly the files layout's tree."""
+    inputs = inputs_for(SPEC, git_token="t", user_data_limit=48000, gzip_base64_ok=False)
+    rendered = render_user_data(inputs)
+    assert rendered.layout == "inline" and rendered.toolkit is None
+    env = materialize(rendered.sent_config, tmp_path / "vm")
+    lib, state = Path(env["BIVY_LIB_DIR"]), Path(env["BIVY_STATE_DIR"])
+    assert sorted(p.name for p in lib.iterdir()) == ["toolkit-install"]
+    # The runcmd line, with the VM's directories mapped into the test tree.
+    command = next(c for c in yaml.safe_load(rendered.sent_config)["runcmd"] if c[0] == "python3")
+    mapped = [str(lib / "toolkit-install"), command[2], str(state / "toolkit.tar.xz"), str(lib)]
+    # materialize wrote the b64 entry as text: cloud-init writes its decoded bytes.
+    archive = base64.b64decode((state / "toolkit.tar.xz").read_text())
+    (state / "toolkit.tar.xz").write_bytes(archive)
+    result = subprocess.run(["python3", *mapped], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    whole = {
+        e["path"][len(LIB_DIR) + 1 :]: (int(e["permissions"], 8), e["content"])
+        for e in write_files(rendered.cloud_config)
+        if e["path"].startswith(f"{LIB_DIR}/")
+    }
+    for name, (mode, content) in whole.items():
+        assert (lib / name).read_text() == content, name
+        assert (lib / name).stat().st_mode & 0o7777 == mode, name
+    installed = {str(p.relative_to(lib)) for p in lib.rglob("*") if p.is_file()}
+    assert installed == set(whole) | {"toolkit-install"}
