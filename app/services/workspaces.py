@@ -26,6 +26,7 @@ from app.domain import (
     LABEL_MAX_HOURS,
     LABEL_WORKSPACE,
     CreateServerRequest,
+    ImageStatus,
     Region,
     Server,
     Size,
@@ -43,7 +44,7 @@ from app.services.accounts import (
     resolve_options,
 )
 from app.services.keys import KeyService, generate_host_key
-from app.services.prebuilds import PrebuildRegistry, match_prebuild
+from app.services.prebuilds import PrebuildRecord, PrebuildRegistry, match_prebuild
 from app.services.reconcile import hold_create_lock, reconcile
 from app.services.registry import Registry, WorkspaceRecord
 from app.services.repo_bundle import INCOMING_DIR, prepare_local_repo
@@ -341,8 +342,7 @@ class WorkspaceService(WorkspaceSteps):
         await self._check_name_free(spec.name, account, provider)
         prebuild = None
         if options.use_prebuild and provider.capabilities.snapshots:
-            records = await self.prebuilds.aall()
-            prebuild = await asyncio.to_thread(match_prebuild, records, spec, account.id, region)
+            prebuild = await self._usable_prebuild(spec, account, provider, region)
         # A local checkout: checked now, bundled in a thread while the VM boots, sent over SSH.
         spec, bundle_job = await prepare_local_repo(spec)
 
@@ -482,6 +482,26 @@ class WorkspaceService(WorkspaceSteps):
             idle_minutes=spec.idle_minutes,
             max_hours=spec.max_hours,
         )
+
+    async def _usable_prebuild(
+        self, spec: WorkspaceSpec, account: Account, provider: Provider, region: str
+    ) -> PrebuildRecord | None:
+        """The matching prebuild, once the provider confirmed its image is there and available
+        (one deleted in the provider's console is forgotten; any doubt: the plain image)."""
+        records = await self.prebuilds.aall()
+        found = await asyncio.to_thread(match_prebuild, records, spec, account.id, region)
+        if found is None:
+            return None
+        try:
+            image = await provider.get_image(found.id)
+        except NotFound:
+            log.info("prebuild %s is gone at the provider; forgetting it", found.id)
+            await self.prebuilds.aremove(account.id, found.id)
+            return None
+        except BivyError as exc:
+            log.warning("prebuild %s could not be checked (%s); not used", found.id, exc.one_line())
+            return None
+        return found if image.status == ImageStatus.AVAILABLE else None
 
     # -- delete --------------------------------------------------------------------------------
 

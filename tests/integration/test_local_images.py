@@ -10,6 +10,7 @@ after N seconds). What the "VM wrote" is put into its overlay with ``qemu-io`` w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -165,3 +166,59 @@ async def test_a_forgotten_builder_is_reaped_after_its_keep_time(
     monkeypatch.setattr(provider_mod, "BUILDER_KEEP", timedelta(seconds=0))
     assert await local.list() == []
     assert not local.store.files(builder.id).root.exists()
+
+
+async def test_workspace_create_starts_from_a_prebuild_and_forgets_a_vanished_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``WorkspaceService.create`` over the local provider: the matching prebuild's image is what
+    the VM's overlay is backed by (and recorded); ``use_prebuild=False`` and an image deleted
+    behind Bivy's back both give the plain base (the vanished one is forgotten)."""
+    from app.services.prebuild_hash import repo_key
+    from app.services.prebuild_registry import PrebuildRecord, PrebuildRegistry
+    from app.services.registry import Registry
+    from app.services.workspaces import WorkspaceService
+    from app.settings import SecretStore, Settings
+
+    base = guest_image(tmp_path / "guest.img", seconds=FOREVER)
+    monkeypatch.setenv("BIVY_LOCAL_IMAGE", str(base))
+    monkeypatch.setenv("BIVY_LOCAL_ACCEL", "tcg")
+    repo = "https://git.example.org/o/r.git"
+    service = WorkspaceService(Settings(), SecretStore())
+    local = await service.provider(service.account(provider="local"))
+    assert isinstance(local, LocalProvider)
+    builder = await local.create(request("bivy-pb-4", PREBUILD_LABELS))
+    await local.power_off(builder.id)
+    image = await local.create_image(builder.id, name="pb", labels=PREBUILD_LABELS)
+    await local.delete(builder.id)
+    prebuilds = PrebuildRegistry()
+    prebuilds.put(PrebuildRecord(id=image.id, account="local", provider="local", region="local",
+                                 repo=repo, repo_key=repo_key(repo, None)))  # fmt: skip
+    from app.domain import WorkspaceSpec
+
+    def spec(name: str) -> WorkspaceSpec:
+        return WorkspaceSpec(name=name, repo_url=repo, provider="local", size="local-1cpu-2gb")
+
+    steps: list[str] = []
+    try:
+        made = await service.create(spec("warm"), lambda p: steps.append(p.detail))
+        assert made.server is not None
+        assert local.store.read(made.server.id).image.disk.parent == local.images.folder(image.id)
+        assert f"Starting from the prebuild {image.id}" in " ".join(steps)
+        assert Registry().get("warm").prebuild == image.id  # type: ignore[union-attr]
+        plain = await service.create(spec("plain"), use_prebuild=False)
+        assert plain.server is not None
+        assert local.store.read(plain.server.id).image.disk == base
+        await service.delete("warm")
+        await local.delete_image(image.id)  # gone behind Bivy's back: the registry still has it
+        assert [r.id for r in prebuilds.all()] == [image.id]
+        cold = await service.create(spec("cold"))
+        assert cold.server is not None
+        assert local.store.read(cold.server.id).image.disk == base
+        assert prebuilds.all() == [] and Registry().get("cold").prebuild == ""  # type: ignore[union-attr]
+    finally:
+        for name in ("warm", "plain", "cold"):
+            with contextlib.suppress(NotFound):
+                await service.delete(name)
+        await service.aclose()
+    assert local.store.ids() == []
