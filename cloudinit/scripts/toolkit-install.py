@@ -1,14 +1,13 @@
 #!/usr/bin/env python3
-"""Installs Bivy's toolkit: ``toolkit-install SHA256 ARCHIVE DEST``.
-
-The toolkit is the tar.xz of Bivy's VM scripts beyond stage 1 (app/cloudinit/render.py), in the
-user data or sent by the app over SSH as user dev. Only the archive the app rendered is
-accepted: ARCHIVE is read once, its sha256 must be SHA256 (from the root-only workspace.env),
-and it is extracted from those same bytes. Every member must be a regular file or a directory
-with a relative path inside DEST (no absolute path, no "..", no link), and a write never follows
-a link: each file is written beside its target and renamed over it. Exit 1 with the reason on
-stderr otherwise; nothing is written then.
-"""
+# Installs Bivy's toolkit: ``toolkit-install SHA256 ARCHIVE DEST``.
+#
+# The toolkit is the tar.xz of Bivy's VM scripts beyond stage 1 (app/cloudinit/render.py), in the
+# user data or sent by the app over SSH as user dev. Only the archive the app rendered is
+# accepted: ARCHIVE is read once, its sha256 must be SHA256 (from the root-only workspace.env),
+# and it is extracted from those same bytes. Every member must be a regular file or a directory
+# with a relative path inside DEST (no absolute path, no "..", no link), and a write never follows
+# a link: each file is written beside its target and renamed over it. Exit 1 with the reason on
+# stderr otherwise; nothing is written then.
 
 import hashlib
 import io
