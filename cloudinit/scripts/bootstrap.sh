@@ -431,11 +431,14 @@ write_prebuild_json() {
     python3 - "$BIVY_STATE_DIR/prebuild.json" \
         "$(python3 "$BIVY_LIB_DIR/devcontainer-hash" "$BIVY_REPO_DIR" "$BIVY_LIB_DIR/devcontainer.json")" \
         "$("${git[@]}" rev-parse HEAD)" "$("${git[@]}" branch --show-current)" "{{ agent_name }}" \
-        "$version" "${BIVY_VERSION:-}" "$BIVY_REPO_DIR" "$BIVY_CONTAINER_ID" <<'PY'
+        "$version" "${BIVY_VERSION:-}" "$BIVY_REPO_DIR" "$BIVY_CONTAINER_ID" \
+        "$BIVY_REMOTE_USER" "$BIVY_REMOTE_WORKSPACE" "${BIVY_DEVCONTAINER_OVERRIDE:-}" <<'PY'
 import json, os, sys, time
 path, *values = sys.argv[1:]
 keys = ("config_hash", "commit", "branch", "agent", "agent_version", "bivy_version", "repo_dir", "container_id")
 data = dict(zip(keys, values), built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+names = ("BIVY_CONTAINER_ID", "BIVY_REMOTE_USER", "BIVY_REMOTE_WORKSPACE", "BIVY_DEVCONTAINER_OVERRIDE")
+data["container_env"] = dict(zip(names, values[7:]))
 with open(path + ".new", "w", encoding="utf-8") as handle:
     json.dump(data, handle, indent=1, sort_keys=True)
 os.chmod(path + ".new", 0o644)

@@ -124,12 +124,22 @@ fi
 # is reused when built from the same config for the same agent.
 up_args=(--workspace-folder "$BIVY_REPO_DIR" "${config_args[@]}")
 stale=()
+reuse=""
 if [ -s "$BIVY_STATE_DIR/prebuild.json" ]; then
-    read -r built_hash built_agent < <(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d.get("config_hash") or "-", d.get("agent") or "-")' "$BIVY_STATE_DIR/prebuild.json") || built_hash=""
+    # (Also the prebuild's container.env, for starting that container again without the CLI.)
+    read -r built_hash built_agent < <(python3 - "$BIVY_STATE_DIR/prebuild.json" "$BIVY_STATE_DIR/prebuilt-container.env" <<'PY'
+import json, shlex, sys
+d = json.load(open(sys.argv[1]))
+with open(sys.argv[2], "w") as out:
+    out.writelines(f"{k}={shlex.quote(str(v))}\n" for k, v in (d.get("container_env") or {}).items())
+print(d.get("config_hash") or "-", d.get("agent") or "-")
+PY
+    ) || built_hash=""
     config_hash=$(python3 "$BIVY_LIB_DIR/devcontainer-hash" "$BIVY_REPO_DIR" "$BIVY_LIB_DIR/devcontainer.json")
     if [ "$config_hash" = "$built_hash" ] && [ "$built_agent" = "{{ agent_name }}" ]; then
         echo "prebuilt devcontainer (config $config_hash): started again" >>"$LOG"
         stale=(prebuild_stale=false)
+        reuse=yes
     else
         echo "the devcontainer config changed since the prebuild ($built_hash -> $config_hash, agent $built_agent): rebuilt" >>"$LOG"
         up_args+=(--remove-existing-container)
@@ -145,19 +155,38 @@ fi
 protect_hooks
 mkdir -p "$CLAUDE_DIR" "$BIVY_STATE_DIR/agent"
 
+# The prebuild's container, started as after a reboot (start_again): `docker start`, not the
+# CLI's `up`, whose start alone takes long under emulation. Compose projects (several
+# containers) and a container that is gone go through `up`.
+reuse_container() {
+    local project
+    [ -s "$BIVY_STATE_DIR/prebuilt-container.env" ] || return 1
+    # shellcheck source=/dev/null
+    . "$BIVY_STATE_DIR/prebuilt-container.env"
+    project=$(docker inspect -f '{{ "{{" }} index .Config.Labels "com.docker.compose.project" {{ "}}" }}' "$BIVY_CONTAINER_ID") || return 1
+    { [ -z "$project" ] || [ "$project" = "<no value>" ]; } || return 1
+    docker start "$BIVY_CONTAINER_ID" >>"$LOG" 2>&1 || return 1
+    mv "$BIVY_STATE_DIR/prebuilt-container.env" "$BIVY_STATE_DIR/container.env"
+}
+
 started=$SECONDS
-# --skip-post-create: the lifecycle commands run below, once the container is checked and the
-# workspace belongs to its user.
-if ! "$DEVCONTAINER" up "${up_args[@]}" --skip-post-create \
-    --mount "type=bind,source=$CLAUDE_DIR,target={{ agent_config_dir }}" \
-    --mount "type=bind,source=$BIVY_STATE_DIR/agent,target={{ container_state_dir }}" \
-    --mount "type=bind,source=$HOOK_DIR,target={{ container_hook_dir }}" \
-    >"$BIVY_STATE_DIR/devcontainer-up.json" 2>>"$LOG"; then
-    cat "$BIVY_STATE_DIR/devcontainer-up.json" >>"$LOG"
-    fail "building the devcontainer failed"
+if [ -n "$reuse" ] && reuse_container; then
+    echo "started the prebuild's devcontainer $BIVY_CONTAINER_ID again" >>"$LOG"
+else
+    # --skip-post-create: the lifecycle commands run below, once the container is checked and
+    # the workspace belongs to its user.
+    if ! "$DEVCONTAINER" up "${up_args[@]}" --skip-post-create \
+        --mount "type=bind,source=$CLAUDE_DIR,target={{ agent_config_dir }}" \
+        --mount "type=bind,source=$BIVY_STATE_DIR/agent,target={{ container_state_dir }}" \
+        --mount "type=bind,source=$HOOK_DIR,target={{ container_hook_dir }}" \
+        >"$BIVY_STATE_DIR/devcontainer-up.json" 2>>"$LOG"; then
+        cat "$BIVY_STATE_DIR/devcontainer-up.json" >>"$LOG"
+        fail "building the devcontainer failed"
+    fi
+    python3 "$BIVY_LIB_DIR/container-env" "$BIVY_STATE_DIR/devcontainer-up.json" "${config_args[@]}" \
+        >"$BIVY_STATE_DIR/container.env" 2>>"$LOG" || fail "the devcontainer did not start"
 fi
-python3 "$BIVY_LIB_DIR/container-env" "$BIVY_STATE_DIR/devcontainer-up.json" "${config_args[@]}" \
-    >"$BIVY_STATE_DIR/container.env" 2>>"$LOG" || fail "the devcontainer did not start"
+rm -f "$BIVY_STATE_DIR/prebuilt-container.env"
 bivy_load_env
 devcontainer_took=$(took "$started")
 

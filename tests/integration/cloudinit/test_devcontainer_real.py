@@ -242,7 +242,7 @@ def test_without_a_devcontainer_the_default_is_used(
     container = vm.container()
     assert container["BIVY_REMOTE_USER"] == "node"
     assert container["BIVY_DEVCONTAINER_OVERRIDE"] == str(vm.lib / "devcontainer.json")
-    # The default's postCreateCommand ran (apt inside the container) and git works.
+    # The default's onCreateCommand ran (apt inside the container) and git works.
     assert vm.exec("node", "sh", "-c", "command -v rg jq").returncode == 0
     assert vm.exec("node", "git", "status", "--short").returncode == 0
     default = json.loads((vm.lib / "devcontainer.json").read_text())

@@ -188,6 +188,10 @@ def test_a_workspace_from_a_prebuild_reuses_its_devcontainer_and_agent(
     assert status["phase"] == "ready", status
     assert status["from_prebuild"] is True and status["prebuild_stale"] is False
     assert machine.vm.container()["BIVY_CONTAINER_ID"] == cid  # the same container, started
+    # ... with `docker start`, not the CLI's `up` (slow to start under emulation).
+    devcontainer_log = (machine.vm.state / "log" / "devcontainer.log").read_text()
+    assert f"started the prebuild's devcontainer {cid} again" in devcontainer_log
+    assert not (machine.vm.state / "devcontainer-up.json").exists()
     assert _container_running(docker_engine, cid) == "true"
     assert (machine.vm.repo / "README.md").read_text() == "newer\n"
     head = subprocess.run(["git", "-c", f"safe.directory={machine.vm.repo}", "-C",
