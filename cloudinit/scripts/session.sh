@@ -250,7 +250,7 @@ write_launcher() {
 # their worktrees' links repaired for the container's paths, their state dirs and settings; the
 # web terminal starts each one's tmux session when it is opened.
 adopt_restored() {
-    local record name agent env_file state
+    local record name agent env_file state note
     for record in "$SESSIONS_DIR"/*.json; do
         [ -f "$record" ] || continue
         name=$(basename "$record" .json)
@@ -268,6 +268,12 @@ adopt_restored() {
         chmod 0755 "$state"
         write_launcher "$name" "$agent" "$BIVY_REMOTE_WORKSPACE/.bivy/worktrees/$name" "$env_file"
         data record "$record" "worktree=$BIVY_REMOTE_WORKSPACE/.bivy/worktrees/$name"
+        note="restored from the backup; its terminal opens a shell in the worktree"
+        [ -s "$AGENTS_DIR/$agent.json" ] ||
+            note="restored from the backup; $agent is not installed in this VM: start a new session with it from the app"
+        printf '{"state": "idle", "event": "SessionRestored", "message": "%s", "background_tasks": 0, "updated_at": "%s"}\n' \
+            "$note" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$state/agent.json"
+        chown "$C_UID:$C_GID" "$state/agent.json"
         echo "restored session $name ($agent)" >>"$LOG"
     done
 }

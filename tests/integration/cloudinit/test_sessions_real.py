@@ -187,6 +187,8 @@ def test_two_sessions_with_their_worktrees_branches_terminals_and_states(
     assert (main.agent, main.branch, main.worktree) == ("claude", "main", workspace)
     old = vm.sessions()["old"]
     assert old.worktree == f"{workspace}/.bivy/worktrees/old"
+    assert (old.state.value, old.event) == ("idle", "SessionRestored")
+    assert old.message.startswith("restored from the backup")
     status = vm.exec("node", "git", "-C", old.worktree, "status", "--porcelain", "--branch")
     assert status.stdout.splitlines() == ["## bivy/old", "?? restored.txt"]
     output = _terminal(vm, ["old"], "echo MARK:$BIVY_SESSION:$(pwd)")
