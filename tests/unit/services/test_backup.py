@@ -380,6 +380,9 @@ async def test_delete_tolerates_a_vm_already_gone() -> None:
 
 
 async def test_created_vm_gets_the_backup_and_deleting_it_keeps_the_password() -> None:
+    import io
+    import tarfile
+
     import yaml
 
     from tests.unit.cloudinit.vmtree import file_content
@@ -400,6 +403,12 @@ async def test_created_vm_gets_the_backup_and_deleting_it_keeps_the_password() -
     assert "RESTIC_REPOSITORY=s3:https://fsn1.your-objectstorage.com/my-bivy/bivy/demo" in env
     assert f"RESTIC_PASSWORD={password}" in env
     paths = {f["path"] for f in yaml.safe_load(cloud_config)["write_files"]}
+    # Hetzner's user data cannot hold Bivy's tools: the rest came in the toolkit sent over SSH.
+    from tests.support.emulated_vm import RECEIVED
+
+    toolkit = next(archive for name, archive in reversed(RECEIVED) if name == "demo")
+    with tarfile.open(fileobj=io.BytesIO(toolkit), mode="r:xz") as tar:
+        paths |= {f"/usr/local/lib/bivy/{name}" for name in tar.getnames()}
     assert {"/usr/local/lib/bivy/restore", "/usr/local/lib/bivy/pre-delete"} <= paths
 
     # Deleting the VM is not deleting its backups: the password that reads them stays.
