@@ -197,8 +197,10 @@ class SessionService:
             )
         if name is None:
             name = suggest_name(plugin.name, [s.name for s in existing])
-        if any(s.name == name for s in existing):
+        same = next((s for s in existing if s.name == name), None)
+        if same is not None and same.event != "SessionRestored":
             raise InvalidInput(f"workspace {workspace!r} has a session called {name} already")
+        # A session a backup brought back is started again (its agent set up when needed).
         description = render_session_agent(plugin)
         if plugin.name != main.agent:
             # The workspace's own agent has its credentials on the VM already.

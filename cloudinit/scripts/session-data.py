@@ -163,7 +163,7 @@ def record(path: str, pairs: list[str]) -> int:
         data = json.loads(target.read_text(encoding="utf-8"))
     for pair in pairs:
         key, _, value = pair.partition("=")
-        data[key] = value == "true" if key == "failed" else value
+        data[key] = value == "true" if key in ("failed", "restored") else value
     write_atomic(target, json.dumps(data, indent=1) + "\n", 0o644)
     return 0
 

@@ -172,9 +172,16 @@ cmd_new() {
     chmod 0755 "$SESSIONS_DIR" "$AGENTS_DIR"
     exec 9>"$SESSIONS_DIR/.lock"
     flock 9
+    local resume=""
     if [ -e "$SESSIONS_DIR/$name.json" ]; then
         [ "$name" = main ] && exit 0 # the bootstrap made it already
-        die "there is a session called $name already"
+        # A restored session is started again here, its worktree as it is (its agent set up
+        # first when it is not the workspace's); any other is there already.
+        [ "$(data get "$SESSIONS_DIR/$name.json" restored)" = true ] ||
+            die "there is a session called $name already"
+        [ "$(data get "$SESSIONS_DIR/$name.json" agent)" = "$agent" ] ||
+            die "the restored session $name runs $(data get "$SESSIONS_DIR/$name.json" agent)"
+        resume=1
     fi
     need_container
     work=$(mktemp -d)
@@ -190,6 +197,10 @@ cmd_new() {
         [ -z "$branch$base" ] || die "main is the repository folder on its own branch"
         worktree="$BIVY_REMOTE_WORKSPACE"
         branch=$(cgit symbolic-ref -q --short HEAD || true)
+    elif [ -n "$resume" ]; then
+        branch=$(data get "$SESSIONS_DIR/$name.json" branch)
+        base=$(data get "$SESSIONS_DIR/$name.json" base)
+        worktree="$BIVY_REMOTE_WORKSPACE/.bivy/worktrees/$name"
     else
         [ -n "$branch" ] || branch="bivy/$name"
         cgit check-ref-format --branch "$branch" >/dev/null 2>&1 || die "not a branch name: $branch"
@@ -198,13 +209,14 @@ cmd_new() {
         worktree="$BIVY_REMOTE_WORKSPACE/.bivy/worktrees/$name"
     fi
     env_file=$(ensure_agent "$agent" "$work")
-    if [ "$name" != main ]; then
+    if [ "$name" != main ] && [ -z "$resume" ]; then
         make_worktree "$name" "$branch" "$base"
     fi
     state=$(state_dir "$name")
     mkdir -p "$state"
     chmod 0777 "$BIVY_STATE_DIR/agent"
     if [ "$name" != main ]; then
+        [ -z "$resume" ] || rm -f "$state/agent.json"
         chown "$C_UID:$C_GID" "$state"
         chmod 0755 "$state"
         if [ -s "$work/prompt" ]; then
@@ -218,7 +230,8 @@ cmd_new() {
     fi
     write_launcher "$name" "$agent" "$worktree" "$env_file"
     data record "$SESSIONS_DIR/$name.json" "name=$name" "agent=$agent" "branch=$branch" \
-        "base=$base" "worktree=$worktree" "created_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)" failed=false
+        "base=$base" "worktree=$worktree" "created_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)" failed=false \
+        restored=false
     if [ "$name" != main ]; then
         if ! start_tmux "$name"; then
             data record "$SESSIONS_DIR/$name.json" failed=true "message=the session's terminal did not start (see $LOG)"
@@ -267,7 +280,7 @@ adopt_restored() {
         chown "$C_UID:$C_GID" "$state"
         chmod 0755 "$state"
         write_launcher "$name" "$agent" "$BIVY_REMOTE_WORKSPACE/.bivy/worktrees/$name" "$env_file"
-        data record "$record" "worktree=$BIVY_REMOTE_WORKSPACE/.bivy/worktrees/$name"
+        data record "$record" "worktree=$BIVY_REMOTE_WORKSPACE/.bivy/worktrees/$name" restored=true
         note="restored from the backup; its terminal opens a shell in the worktree"
         [ -s "$AGENTS_DIR/$agent.json" ] ||
             note="restored from the backup; $agent is not installed in this VM: start a new session with it from the app"

@@ -351,10 +351,36 @@ def test_a_session_with_another_agent_than_the_workspaces(session_vm: SessionVm)
     from app.domain import AgentReport, AgentState
 
     vm = session_vm
+    # A Codex session a backup brought back: its worktree and record, no Codex in this VM.
+    git = ["git", "-C", str(vm.repo), "-c", "safe.directory=*"]
+    subprocess.run([*git, "worktree", "add", "-q", "-b", "bivy/old", ".bivy/worktrees/old"],
+                   check=True, capture_output=True)  # fmt: skip
+    (vm.repo / ".git" / "info" / "exclude").write_text("/.bivy/\n")
+    (vm.repo / ".bivy" / "worktrees" / "old" / "wip.txt").write_text("unsaved\n")
+    subprocess.run(["chown", "-R", "1000:1000", str(vm.repo)], check=True)
+    (vm.state / "sessions").mkdir()
+    (vm.state / "sessions" / "old.json").write_text(
+        json.dumps({"name": "old", "agent": "codex", "branch": "bivy/old", "base": "",
+                    "worktree": "/elsewhere", "created_at": "2026-12-01T00:00:00Z"})
+    )  # fmt: skip
     assert vm.session("new", "main", "--agent", "claude").returncode == 0
+    old = vm.sessions()["old"]
+    assert old.event == "SessionRestored" and "codex is not installed" in old.message
     description = {**render_session_agent(get_agent("codex")),
                    "credentials": {"OPENAI_API_KEY": CODEX_KEY}}  # fmt: skip
     payload = json.dumps({"prompt": None, "agent": description})
+    refused = vm.session("new", "old", "--agent", "claude", stdin=payload)
+    assert refused.returncode != 0 and "runs codex" in refused.stderr
+    # Started again from the app: Codex is set up, the worktree stays as it was.
+    result = vm.session("new", "old", "--agent", "codex", stdin=payload, timeout=900)
+    assert result.returncode == 0, result.stderr + _log(vm)
+    old = vm.sessions()["old"]
+    assert old.event != "SessionRestored" and old.branch == "bivy/old"
+    assert (vm.repo / ".bivy" / "worktrees" / "old" / "wip.txt").read_text() == "unsaved\n"
+    tmux = vm.exec("node", "tmux", "list-sessions", "-F", "#S").stdout.split()
+    assert "bivy-old" in tmux
+    again = vm.session("new", "old", "--agent", "codex", stdin=payload)
+    assert again.returncode != 0 and "already" in again.stderr
     result = vm.session("new", "review", "--agent", "codex", stdin=payload, timeout=900)
     assert result.returncode == 0, result.stderr + _log(vm)
     review = vm.sessions()["review"]

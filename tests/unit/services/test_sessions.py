@@ -112,6 +112,13 @@ def test_names_and_refusals() -> None:
     recorder.sessions = []
     with pytest.raises(ActionFailed, match="not ready for sessions"):
         asyncio.run(service.new("demo", "s1", agent="claude"))
+    recorder.sessions = [dict(MAIN), {"name": "s1", "agent": "codex"}]
+    with pytest.raises(InvalidInput, match="has a session called s1 already"):
+        asyncio.run(service.new("demo", "s1", agent="codex"))
+    # one a backup brought back is started again (the VM sets its agent up)
+    recorder.sessions[1]["event"] = "SessionRestored"
+    asyncio.run(service.new("demo", "s1", agent="codex"))
+    assert recorder.calls[-2][0][3:] == ["new", "s1", "--agent", "codex"]
     recorder.sessions = [dict(MAIN)]
     recorder.fail = CommandResult(1, "", "session: there is no session called s9\n")
     with pytest.raises(ActionFailed, match="there is no session called s9"):
