@@ -32,16 +32,12 @@ script and unit.
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
-import io
 import json
-import lzma
 import re
 import secrets
 import shlex
 import sys
-import tarfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +47,17 @@ import jinja2
 
 from app import __version__
 from app.agents import Agent, get_agent
+from app.cloudinit.toolkit import (
+    LAYOUTS,
+    LIB_DIR,
+    STAGE1,
+    TOOLKIT_NAME,
+    Layout,
+    fit,
+    gzip_entries,
+    pack_toolkit,
+    toolkit_files,
+)
 from app.domain import WorkspaceSpec
 from app.domain.validation import (
     is_local_repo,
@@ -64,6 +71,7 @@ if TYPE_CHECKING:
     from app.providers.base import Provider
 
 __all__ = [
+    "LIB_DIR",
     "STAGE1",
     "TOOLKIT_NAME",
     "BackupInputs",
@@ -76,7 +84,6 @@ __all__ = [
 ]
 
 STATE_DIR = "/var/lib/bivy"
-LIB_DIR = "/usr/local/lib/bivy"
 ETC_DIR = "/etc/bivy"
 TTYD_PORT = 7681
 #: Claude Code, installed from npm inside the devcontainer (the devcontainer feature would need
@@ -119,13 +126,6 @@ PRUNE_NAMES = (
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TTYD_PASSWORD_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 _PLACEHOLDER = "PLACEHOLDER"
-#: Files under LIB_DIR always in the user data (the rest of LIB_DIR may go in the toolkit).
-STAGE1 = frozenset(
-    {"lib.sh", "status", "idle-monitor", "self-delete", "metadata-guard", "metadata-guard.nft",
-     "bootstrap", "bootstrap-stopped", "git-askpass", "toolkit-install"}
-)  # fmt: skip
-TOOLKIT_NAME = "toolkit.tar.xz"
-Layout = Literal["files", "inline", "split"]
 
 
 def template_dir() -> Path:
@@ -341,21 +341,6 @@ def render_cloud_config(inputs: UserDataInputs) -> str:
     return _render(inputs, "files")[0]
 
 
-def pack_toolkit(files: list[dict[str, str]]) -> bytes:
-    """``files`` (write_files entries under LIB_DIR) as a tar.xz with paths relative to LIB_DIR:
-    deterministic (sorted, mtime 0, uid/gid 0, no names), modes kept."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for entry in sorted(files, key=lambda e: e["path"]):
-            data = entry["content"].encode()
-            info = tarfile.TarInfo(entry["path"][len(LIB_DIR) + 1 :])
-            info.size, info.mode, info.mtime = len(data), int(entry["permissions"], 8), 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info, io.BytesIO(data))
-    return lzma.compress(buffer.getvalue(), format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)
-
-
 def _render(inputs: UserDataInputs, layout: Layout) -> tuple[str, bytes | None]:
     """The plain YAML in ``layout`` and the toolkit (None in the ``files`` layout)."""
     _validate(inputs)
@@ -508,25 +493,16 @@ def _render(inputs: UserDataInputs, layout: Layout) -> tuple[str, bytes | None]:
             {"path": f"{LIB_DIR}/toolkit-install", "permissions": "0755",
              "content": _strip_comments(render("scripts/toolkit-install.py"))}
         )  # fmt: skip
-        # inline: all of LIB_DIR but its installer, run by runcmd before any unit starts;
-        # split: stage 1 stays, the bootstrap installs the rest once the app sent it.
-        keep = {"toolkit-install"} if layout == "inline" else STAGE1
-        packed = [
-            f for f in files
-            if f["path"].startswith(f"{LIB_DIR}/") and f["path"][len(LIB_DIR) + 1 :] not in keep
-        ]  # fmt: skip
-        files = [f for f in files if f not in packed]
+        packed = toolkit_files(files, layout)
+        files = [f for f in files if all(f is not p for p in packed)]
         toolkit = pack_toolkit(packed)
         toolkit_sha256 = hashlib.sha256(toolkit).hexdigest()
         if layout == "split":
             workspace_env["BIVY_TOOLKIT_SHA256"] = toolkit_sha256
             assert files[0]["path"] == f"{ETC_DIR}/workspace.env"
             files[0]["content"] = _env_file(workspace_env, "workspace")
-        if not inputs.gzip_base64_ok:  # the rest of the scripts and units: each gzip+base64
-            for entry in files:
-                if entry["path"].startswith((f"{LIB_DIR}/", "/etc/systemd/")):
-                    gz = gzip.compress(entry["content"].encode(), 9, mtime=0)
-                    entry.update(content=base64.b64encode(gz).decode(), encoding="gz+b64")
+        if not inputs.gzip_base64_ok:
+            gzip_entries(files)
         if layout == "inline":
             files.append(
                 {"path": f"{STATE_DIR}/{TOOLKIT_NAME}", "permissions": "0600", "encoding": "b64",
@@ -627,18 +603,6 @@ def _agent_files(
     return files
 
 
-def _fit(config: str, inputs: UserDataInputs) -> tuple[str, bool] | None:
-    """``config`` as sent (plain, else base64(gzip) where the datasource decodes it) when it
-    fits the provider's limit, with whether it is compressed; else None."""
-    if len(config.encode()) <= inputs.user_data_limit:
-        return config, False
-    if inputs.gzip_base64_ok:
-        packed = base64.b64encode(gzip.compress(config.encode(), 9, mtime=0)).decode()
-        if len(packed) <= inputs.user_data_limit:
-            return packed, True
-    return None
-
-
 def render_user_data(inputs: UserDataInputs) -> RenderedUserData:
     """Render in the first layout that fits the provider's limit: ``files``, then ``inline``,
     then ``split`` (the module docstring); each plain, else base64(gzip) where the provider's
@@ -648,11 +612,10 @@ def render_user_data(inputs: UserDataInputs) -> RenderedUserData:
     """
     expanded = ""
     size = 0
-    layouts: tuple[Layout, ...] = ("files", "inline", "split")
-    for layout in layouts:
+    for layout in LAYOUTS:
         config, toolkit = _render(inputs, layout)
         expanded = expanded or config
-        fitted = _fit(config, inputs)
+        fitted = fit(config, inputs.user_data_limit, inputs.gzip_base64_ok)
         if fitted is None:
             size = len(config.encode())
             continue
