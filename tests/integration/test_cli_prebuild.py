@@ -52,3 +52,17 @@ def test_prebuild_ls_and_rm(
     missing = cli("prebuild", "rm", "12345", "-y", env=env)
     assert missing.returncode == 1 and "no prebuild '12345'" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_prebuild_of_an_unknown_workspace_or_nothing_is_a_clean_error(
+    cli: CliRunner, secret_service: SecretServiceSession
+) -> None:
+    env = secret_service.env({})
+    unknown = cli("prebuild", "nosuch", env=env)
+    assert unknown.returncode == 1 and "no workspace named 'nosuch'" in unknown.stderr
+    nothing = cli("prebuild", env=env)
+    assert nothing.returncode == 1 and "give a workspace NAME or --repo" in nothing.stderr
+    no_id = cli("prebuild", "rm", env=env)
+    assert no_id.returncode == 1 and "bivy prebuild rm ID" in no_id.stderr
+    for result in (unknown, nothing, no_id):
+        assert "Traceback" not in result.stderr
