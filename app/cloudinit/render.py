@@ -34,23 +34,41 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import re
 import secrets
 import shlex
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
-
-import jinja2
 
 from app import __version__
 from app.agents import Agent, get_agent
+from app.cloudinit.agent_files import agent_context, agent_files
+from app.cloudinit.templates import (
+    CLAUDE_PACKAGE,
+    CONTAINER_AGENT_ENV,
+    CONTAINER_CLAUDE_DIR,
+    CONTAINER_HOOK_DIR,
+    CONTAINER_STATE_DIR,
+    DEVCONTAINER_CLI,
+    ENV_KEY_RE,
+    ETC_DIR,
+    EXPIRY_WARNING_SECONDS,
+    GIT_USERNAME,
+    METADATA_IPV4,
+    METADATA_IPV6,
+    NODE_MAJOR,
+    PLACEHOLDER,
+    PRUNE_NAMES,
+    STATE_DIR,
+    TTYD_PASSWORD_RE,
+    TTYD_PORT,
+    environment,
+    strip_comments,
+    template_dir,
+)
 from app.cloudinit.toolkit import (
     LAYOUTS,
     LIB_DIR,
-    STAGE1,
     TOOLKIT_NAME,
     Layout,
     fit,
@@ -69,102 +87,6 @@ from app.errors import InvalidInput
 
 if TYPE_CHECKING:
     from app.providers.base import Provider
-
-__all__ = [
-    "LIB_DIR",
-    "STAGE1",
-    "TOOLKIT_NAME",
-    "BackupInputs",
-    "RenderedUserData",
-    "UserDataInputs",
-    "pack_toolkit",
-    "render_user_data",
-    "template_dir",
-    "yaml_quote",
-]
-
-STATE_DIR = "/var/lib/bivy"
-ETC_DIR = "/etc/bivy"
-TTYD_PORT = 7681
-#: Claude Code, installed from npm inside the devcontainer (the devcontainer feature would need
-#: ghcr.io, which some networks cannot reach; npm works wherever its registry does).
-CLAUDE_PACKAGE = "@anthropic-ai/claude-code"
-DEVCONTAINER_CLI = "@devcontainers/cli@0.89.0"
-NODE_MAJOR = 22
-EXPIRY_WARNING_SECONDS = 15 * 60
-CONTAINER_CLAUDE_DIR = "/bivy/claude"
-CONTAINER_STATE_DIR = "/bivy/state"
-CONTAINER_HOOK_DIR = "/bivy/hook"
-#: The agent's credentials inside the container (sh assignments, readable by its user only).
-CONTAINER_AGENT_ENV = "/etc/bivy-agent.env"
-GIT_USERNAME = "x-access-token"
-#: The metadata services' addresses (Hetzner, DigitalOcean, OVH; Scaleway v4 and v6): they serve
-#: the user data, so only root on the host may reach them (metadata-guard.nft).
-METADATA_IPV4 = ("169.254.169.254", "169.254.42.42")
-METADATA_IPV6 = ("fd00:42::42",)
-#: Directory names the idle check does not descend into: changes there are not a person's work.
-PRUNE_NAMES = (
-    ".git",
-    "node_modules",
-    ".venv",
-    "venv",
-    "__pycache__",
-    ".mypy_cache",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".tox",
-    ".cache",
-    ".next",
-    ".nuxt",
-    ".turbo",
-    ".gradle",
-    "target",
-    "dist",
-    "build",
-    "coverage",
-)
-_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TTYD_PASSWORD_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-_PLACEHOLDER = "PLACEHOLDER"
-
-
-def template_dir() -> Path:
-    """cloudinit/ beside the ``app`` package (source tree, or a bundle that keeps that layout),
-    else in the PyInstaller bundle's data (``sys._MEIPASS``)."""
-    candidates = [Path(__file__).resolve().parents[2] / "cloudinit"]
-    bundle = getattr(sys, "_MEIPASS", None)
-    if bundle:
-        candidates.append(Path(bundle) / "cloudinit")
-    for candidate in candidates:
-        if (candidate / "cloud-config.yaml.j2").is_file():
-            return candidate
-    raise InvalidInput(
-        "The cloud-init templates are missing from this installation",
-        hint=f"Looked in {', '.join(str(c) for c in candidates)}; reinstall Bivy.",
-    )
-
-
-def yaml_quote(value: object) -> str:
-    """``value`` as a YAML double-quoted scalar (valid JSON too) that no character can escape.
-
-    Python's JSON escapes quotes, backslashes and C0 controls; on top of that every character
-    YAML would treat as a line break or refuses unescaped (C1 controls, U+2028/9, surrogates,
-    BOM) is written as an escape, so the value parses back exactly and stays on one line.
-    """
-    if not isinstance(value, str):
-        return json.dumps(value)
-    out = []
-    for ch in json.dumps(value, ensure_ascii=False):
-        code = ord(ch)
-        if 0x7F <= code <= 0x9F or code in (0x2028, 0x2029, 0xFEFF) or 0xD800 <= code <= 0xDFFF:
-            if 0xD800 <= code <= 0xDFFF:
-                raise InvalidInput("A value contains an unpaired surrogate character")
-            out.append(f"\\u{code:04x}")
-        elif code > 0xFFFF:
-            out.append(f"\\U{code:08x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -226,7 +148,7 @@ class UserDataInputs:
     def placeholder(cls, spec: WorkspaceSpec, provider_cls: type[Provider]) -> UserDataInputs:
         """Inputs with every secret replaced by an obvious placeholder: safe to print."""
         caps = provider_cls.capabilities
-        options = {o.key: o.default or _PLACEHOLDER for o in provider_cls.options}
+        options = {o.key: o.default or PLACEHOLDER for o in provider_cls.options}
         # Every provider takes its options first (CONTRACTS.md); never used for a request here.
         make = cast("Callable[[Mapping[str, str]], Provider]", provider_cls)
         provider = make(options)
@@ -237,16 +159,16 @@ class UserDataInputs:
             provider=provider_cls.kind,
             user_data_limit=caps.user_data_limit,
             gzip_base64_ok=caps.user_data_gzip_base64,
-            ssh_authorized_key=f"ssh-ed25519 {_PLACEHOLDER} bivy",
+            ssh_authorized_key=f"ssh-ed25519 {PLACEHOLDER} bivy",
             host_key_private=(
                 "-----BEGIN OPENSSH PRIVATE KEY-----\n"
-                f"{_PLACEHOLDER}\n-----END OPENSSH PRIVATE KEY-----\n"
+                f"{PLACEHOLDER}\n-----END OPENSSH PRIVATE KEY-----\n"
             ),
-            host_key_public=f"ssh-ed25519 {_PLACEHOLDER} bivy-host",
-            ttyd_password=_PLACEHOLDER + "-" * 8,
+            host_key_public=f"ssh-ed25519 {PLACEHOLDER} bivy-host",
+            ttyd_password=PLACEHOLDER + "-" * 8,
             self_delete_script=script,
-            self_delete_env=dict.fromkeys(env_keys, _PLACEHOLDER),
-            agent_env={get_agent(spec.agent).credentials[0].env: _PLACEHOLDER},
+            self_delete_env=dict.fromkeys(env_keys, PLACEHOLDER),
+            agent_env={get_agent(spec.agent).credentials[0].env: PLACEHOLDER},
         )
 
 
@@ -280,7 +202,7 @@ def _env_file(values: Mapping[str, str], what: str) -> str:
     """Shell assignments, one per line, each value ``shlex.quote``d (sourced by bash and sh)."""
     lines = []
     for key, value in values.items():
-        if not _ENV_KEY_RE.match(key):
+        if not ENV_KEY_RE.match(key):
             raise InvalidInput(f"{key!r} is not a valid environment variable name ({what})")
         if "\0" in value:
             raise InvalidInput(f"The value of {key} contains a NUL character ({what})")
@@ -292,7 +214,7 @@ def _docker_env_file(values: Mapping[str, str]) -> str:
     """``docker --env-file`` format: KEY=VALUE taken literally, so a value must be one line."""
     lines = []
     for key, value in values.items():
-        if not _ENV_KEY_RE.match(key):
+        if not ENV_KEY_RE.match(key):
             raise InvalidInput(f"{key!r} is not a valid environment variable name (agent)")
         if any(ch in value for ch in "\r\n\0"):
             raise InvalidInput(
@@ -303,20 +225,6 @@ def _docker_env_file(values: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _environment(directory: Path) -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(directory)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 - YAML and shell, not HTML: quoting is explicit
-        # Shell uses "{#" (${#array[@]}), so jinja comments get delimiters no script contains.
-        comment_start_string="<%#",
-        comment_end_string="#%>",
-    )
-    env.filters["tojson"] = yaml_quote
-    return env
-
-
 def _validate(inputs: UserDataInputs) -> None:
     spec = inputs.spec
     validate_repo_source(spec.repo_url)
@@ -324,7 +232,7 @@ def _validate(inputs: UserDataInputs) -> None:
         validate_branch(spec.branch)
     if inputs.mode not in ("workspace", "prebuild"):
         raise InvalidInput(f"Unknown user data mode {inputs.mode!r}")
-    if inputs.mode == "workspace" and not _TTYD_PASSWORD_RE.match(inputs.ttyd_password):
+    if inputs.mode == "workspace" and not TTYD_PASSWORD_RE.match(inputs.ttyd_password):
         raise InvalidInput("The web terminal password must be 16-128 URL-safe characters")
     for what, value in (
         ("SSH public key", inputs.ssh_authorized_key),
@@ -348,7 +256,7 @@ def _render(inputs: UserDataInputs, layout: Layout) -> tuple[str, bytes | None]:
     # A builder VM's disk becomes an image: nothing of a user's secrets may be on it.
     backup = None if prebuild else inputs.backup
     directory = template_dir()
-    env = _environment(directory)
+    env = environment(directory)
     spec = inputs.spec
     repo_dir = f"/workspaces/{repo_dir_name(spec.repo_url)}"
     hook = f"{CONTAINER_HOOK_DIR}/agent-hook"
@@ -378,7 +286,7 @@ def _render(inputs: UserDataInputs, layout: Layout) -> tuple[str, bytes | None]:
         "toolkit_sha256": "",  # set in the inline layout: runcmd installs the toolkit first
         "toolkit_path": f"{STATE_DIR}/{TOOLKIT_NAME}",
         "toolkit_name": TOOLKIT_NAME,
-        **_agent_context(agent),
+        **agent_context(agent),
     }
 
     def render(name: str) -> str:
@@ -448,7 +356,7 @@ def _render(inputs: UserDataInputs, layout: Layout) -> tuple[str, bytes | None]:
     for template, (target, mode) in scripts.items():
         files.append(
             {"path": f"{LIB_DIR}/{target}", "permissions": mode,
-             "content": _strip_comments(render(f"scripts/{template}"))}
+             "content": strip_comments(render(f"scripts/{template}"))}
         )  # fmt: skip
     files.append(
         {"path": f"{LIB_DIR}/self-delete", "permissions": "0700",
@@ -463,7 +371,7 @@ def _render(inputs: UserDataInputs, layout: Layout) -> tuple[str, bytes | None]:
          "content": render("claude-hooks.json")}
     )  # fmt: skip
     if agent.name != "claude":
-        files.extend(_agent_files(agent, env, context))
+        files.extend(agent_files(agent, env, context))
     files.append(
         {"path": f"{LIB_DIR}/devcontainer.json", "permissions": "0644",
          "content": render("devcontainer.json")}
@@ -480,7 +388,7 @@ def _render(inputs: UserDataInputs, layout: Layout) -> tuple[str, bytes | None]:
         for script in sorted((directory / "backup").glob("*.sh")):
             files.append(
                 {"path": f"{LIB_DIR}/{script.stem}", "permissions": "0755",
-                 "content": _strip_comments(render(f"backup/{script.name}"))}
+                 "content": strip_comments(render(f"backup/{script.name}"))}
             )  # fmt: skip
     for unit in units:
         files.append(
@@ -491,7 +399,7 @@ def _render(inputs: UserDataInputs, layout: Layout) -> tuple[str, bytes | None]:
     if layout != "files":
         files.append(
             {"path": f"{LIB_DIR}/toolkit-install", "permissions": "0755",
-             "content": _strip_comments(render("scripts/toolkit-install.py"))}
+             "content": strip_comments(render("scripts/toolkit-install.py"))}
         )  # fmt: skip
         packed = toolkit_files(files, layout)
         files = [f for f in files if all(f is not p for p in packed)]
@@ -519,20 +427,6 @@ def _render(inputs: UserDataInputs, layout: Layout) -> tuple[str, bytes | None]:
     return cloud_config, toolkit
 
 
-def _strip_comments(script: str) -> str:
-    """A shell or Python script without its comment-only lines (they stay in the source tree):
-    the user data must fit the providers' 32 KiB. Keeps the shebang and shellcheck directives;
-    the scripts' heredocs hold Python, whose ``#`` lines are comments too."""
-    lines = script.splitlines(keepends=True)
-    kept = lines[:1]
-    for line in lines[1:]:
-        text = line.lstrip()
-        if text.startswith("#") and not text.startswith("# shellcheck"):
-            continue
-        kept.append(line)
-    return "".join(kept)
-
-
 def _backup_env(backup: BackupInputs, agent: Agent) -> dict[str, str]:
     env = {
         "RESTIC_REPOSITORY": backup.repository,
@@ -544,63 +438,6 @@ def _backup_env(backup: BackupInputs, agent: Agent) -> dict[str, str]:
     if agent.name != "claude":  # the backups keep the agent's config dir (Claude's by default)
         env["BIVY_AGENT_DIR"] = f"{STATE_DIR}/{agent.name}"
     return env
-
-
-_SAFE_ENV_VALUE = re.compile(r"^[A-Za-z0-9/_.-]+$")
-
-
-def _agent_context(agent: Agent) -> dict[str, object]:
-    """What the scripts need to know about the workspace's agent (app/agents)."""
-    for key, value in agent.config_env.items():
-        if not (_ENV_KEY_RE.match(key) and _SAFE_ENV_VALUE.match(value)):
-            raise InvalidInput(f"The agent {agent.name} has an unusable variable {key}")
-    login = ""
-    if agent.env_login:
-        login = shlex.quote(
-            f"set -a; [ -r {CONTAINER_AGENT_ENV} ] && . {CONTAINER_AGENT_ENV}; set +a; "
-            + agent.env_login
-        )
-    return {
-        "agent_name": agent.name,
-        "agent_display": agent.display_name,
-        "agent_package": agent.npm_package,
-        "agent_binary": agent.binary,
-        "agent_config_dir": agent.config_dir,
-        "agent_profile_exports": " ".join(f"{k}={v}" for k, v in agent.config_env.items()),
-        "agent_env_login": login,
-        "agent_node_min": agent.node_min,
-    }
-
-
-def _agent_files(
-    agent: Agent, env: jinja2.Environment, context: Mapping[str, object]
-) -> list[dict[str, str]]:
-    """An agent other than Claude Code: its hook adapter (in the hook dir the container mounts
-    read-only), its hook files with a manifest, and agent-config that puts them in place."""
-    adapter = agent.hook_adapter.rsplit("/", 1)[-1]
-    in_container = f"{CONTAINER_HOOK_DIR}/agents/{agent.name}/{adapter}"
-    hook_context = {**context, "hook": f"node {in_container}", "hook_js": in_container}
-    files = [
-        {"path": f"{LIB_DIR}/hook/agents/agent-state.js", "permissions": "0644",
-         "content": env.get_template("agents/agent-state.js").render(context)},
-        {"path": f"{LIB_DIR}/hook/agents/{agent.name}/{adapter}", "permissions": "0644",
-         "content": env.get_template(agent.hook_adapter).render(context)},
-        {"path": f"{LIB_DIR}/agent-config", "permissions": "0755",
-         "content": _strip_comments(env.get_template("agents/agent-config.py").render(context))},
-    ]  # fmt: skip
-    manifest = []
-    for i, hook in enumerate(agent.hook_configs):
-        name = f"{i}-{hook.template.rsplit('/', 1)[-1]}"
-        files.append(
-            {"path": f"{LIB_DIR}/agents/{agent.name}/{name}", "permissions": "0644",
-             "content": env.get_template(hook.template).render(hook_context)}
-        )  # fmt: skip
-        manifest.append({"source": name, "target": hook.target, "merge": hook.merge})
-    files.append(
-        {"path": f"{LIB_DIR}/agents/{agent.name}/configs.json", "permissions": "0644",
-         "content": json.dumps(manifest, indent=1) + "\n"}
-    )  # fmt: skip
-    return files
 
 
 def render_user_data(inputs: UserDataInputs) -> RenderedUserData:
@@ -640,40 +477,3 @@ def render_user_data(inputs: UserDataInputs) -> RenderedUserData:
 def new_ttyd_password() -> str:
     """A fresh web-terminal password (URL-safe, 32 characters)."""
     return secrets.token_urlsafe(24)
-
-
-def render_session_agent(agent: Agent) -> dict[str, object]:
-    """What the VM's ``session new`` needs to run ``agent`` in a session of a workspace created
-    with another agent (issue 15; H5): its files at their VM paths (the hook adapter, the hook
-    files with their manifest, ``agent-config``, its own ``agent-install``), the variables that
-    point it at its config dir, its login command and its start command (``{prompt}`` stands
-    for the first prompt). No secret is part of it."""
-    env = _environment(template_dir())
-    context: dict[str, object] = {
-        "state_dir": STATE_DIR,
-        "lib_dir": LIB_DIR,
-        "etc_dir": ETC_DIR,
-        "container_agent_env": CONTAINER_AGENT_ENV,
-        "container_state_dir": CONTAINER_STATE_DIR,
-        "container_hook_dir": CONTAINER_HOOK_DIR,
-        "hook": f"{CONTAINER_HOOK_DIR}/agent-hook",
-        **_agent_context(agent),
-    }
-    files: list[dict[str, str]] = []
-    if agent.name != "claude":  # Claude's hook, settings and claude-config are on every VM
-        files = _agent_files(agent, env, context)
-    for template, target in (("agent-install.sh", "agent-install"), ("session-setup.sh", "setup")):
-        files.append(
-            {"path": f"{LIB_DIR}/agents/{agent.name}/{target}", "permissions": "0644",
-             "content": _strip_comments(env.get_template(f"scripts/{template}").render(context))}
-        )  # fmt: skip
-    return {
-        "name": agent.name,
-        "display": agent.display_name,
-        "binary": agent.binary,
-        "config_dir": agent.config_dir,
-        "config_env": dict(agent.config_env),
-        "env_login": agent.env_login,
-        "command": list(agent.start_command("{prompt}")),
-        "files": files,
-    }

@@ -111,7 +111,9 @@ def review_script() -> str:
     VM, also one made by an older Bivy, runs the script of this app. It uses the VM's lib.sh
     and git-askpass.
     """
-    from app.cloudinit.render import _environment, _strip_comments, template_dir
+    from app.cloudinit.templates import environment as _environment
+    from app.cloudinit.templates import strip_comments as _strip_comments
+    from app.cloudinit.templates import template_dir
 
     template = _environment(template_dir()).get_template("scripts/session-review.sh")
     return _strip_comments(template.render(lib_dir=LIB_DIR))

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 from app.agents import Agent, get_agent
 from app.cloudinit import LIB_DIR
-from app.cloudinit.render import render_session_agent
+from app.cloudinit.agent_files import render_session_agent
 from app.domain import SessionReport
 from app.domain.validation import validate_branch
 from app.errors import ActionFailed, InvalidInput, NotFound

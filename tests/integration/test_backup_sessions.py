@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cloudinit.render import render_cloud_config
+from app.cloudinit import render_cloud_config
 from tests.integration import test_restic_s3
 from tests.integration.test_restic_s3 import VM, S3Server, _git, _make_vm, s3
 from tests.unit.cloudinit.vmtree import inputs_for, materialize

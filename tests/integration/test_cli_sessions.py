@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from app import cli
-from app.cloudinit.render import render_cloud_config
+from app.cloudinit import render_cloud_config
 from app.domain import AgentState, WorkspaceSpec
 from app.services.registry import Registry, WorkspaceRecord
 from app.services.status import StatusService

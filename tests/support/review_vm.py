@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.cloudinit.render import render_cloud_config
+from app.cloudinit import render_cloud_config
 from app.domain import WorkspaceSpec
 from tests.support.local_repo import GIT_ENV, git
 from tests.unit.cloudinit.vmtree import inputs_for, materialize

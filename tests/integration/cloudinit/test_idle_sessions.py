@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cloudinit.render import render_cloud_config
+from app.cloudinit import render_cloud_config
 from app.domain import WorkspaceSpec
 from tests.integration.cloudinit import test_idle_monitor
 from tests.integration.cloudinit.test_idle_monitor import T0, WINDOW, Vm

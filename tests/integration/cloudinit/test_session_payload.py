@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from app.agents import AGENTS, get_agent
-from app.cloudinit.render import render_cloud_config, render_session_agent
+from app.cloudinit import render_cloud_config, render_session_agent
 from app.domain import WorkspaceSpec
 from tests.unit.cloudinit.vmtree import inputs_for, materialize
 

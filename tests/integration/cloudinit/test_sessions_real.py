@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cloudinit.render import render_cloud_config
+from app.cloudinit import render_cloud_config
 from app.domain import SessionReport, WorkspaceSpec
 from tests.integration.cloudinit import devcontainer_env
 from tests.integration.cloudinit.devcontainer_env import API_KEY, VmWorkspace, devcontainer_cli
@@ -347,7 +347,7 @@ def test_a_session_with_another_agent_than_the_workspaces(session_vm: SessionVm)
     in the running container; its config dir persists on the host; it runs in its own tmux
     session with its credential; its hook reports into the session's own agent.json."""
     from app.agents import get_agent
-    from app.cloudinit.render import render_session_agent
+    from app.cloudinit import render_session_agent
     from app.domain import AgentReport, AgentState
 
     vm = session_vm

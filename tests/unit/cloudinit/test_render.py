@@ -17,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import app.cloudinit.render as cloudinit
+import app.cloudinit.templates as cloudinit
 from app.cloudinit import BackupInputs, UserDataInputs, render_user_data, yaml_quote
 from app.domain import WORKSPACE_NAME_PATTERN, WorkspaceSpec
 from app.errors import InvalidInput

@@ -9,7 +9,7 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.cloudinit.render import render_cloud_config
+from app.cloudinit import render_cloud_config
 from app.domain import AgentState, SessionReport, WorkspaceSpec
 from app.services.status import (
     StatusEvent,
