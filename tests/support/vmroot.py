@@ -105,9 +105,7 @@ def vm_sshd(
         str(scratch), user.name, str(_free_uid()), user.shell, user.sudo,
         str(scratch / "home" / user.name), mounts,
     ]  # fmt: skip
-    server = start_sshd(
-        base / "sshd", user=user.name, launcher=launcher, extra_config=extra_config
-    )
+    server = start_sshd(base / "sshd", user=user.name, launcher=launcher, extra_config=extra_config)
     try:
         yield server
     finally:
