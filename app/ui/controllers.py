@@ -18,11 +18,12 @@ from typing import Any, ParamSpec, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
-from app.domain import Region, Size, Workspace, WorkspaceSpec
+from app.domain import Region, Size, StatusReport, Workspace, WorkspaceSpec
 from app.errors import BivyError, SSHError
 from app.services.costs import CostService
+from app.services.prebuild_match import mark_stale_from_status
 from app.services.registry import Registry
-from app.services.status import StatusService
+from app.services.status import StatusEvent, StatusService
 from app.services.tunnels import SSHTarget, Tunnel, TunnelService
 from app.services.workspaces import TTYD_PASSWORD, CreateProgress, WorkspaceList, WorkspaceService
 from app.settings import SecretKeys, SecretStore
@@ -248,7 +249,28 @@ class StatusController(Controller):
         self.registry = registry
         self.secrets = secrets
         self.watched: set[str] = set()
+        self._stale_noted: set[str] = set()
+        self._background: set[asyncio.Future[None]] = set()
         status.add_listener(self.changed.emit)
+        status.add_listener(self._note_prebuild_stale)
+
+    def _note_prebuild_stale(self, event: StatusEvent) -> None:
+        """A workspace made from a prebuild had to rebuild its devcontainer (its config changed
+        since): that prebuild is stale, as ``bivy ls`` marks it. Once per workspace, in a task
+        (the registries are files)."""
+        report = event.snapshot.status if event.snapshot is not None else None
+        if report is None or not report.prebuild_stale or event.workspace in self._stale_noted:
+            return
+        self._stale_noted.add(event.workspace)
+        task = asyncio.ensure_future(self._mark_prebuild_stale(event.workspace, report))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _mark_prebuild_stale(self, name: str, report: StatusReport) -> None:
+        try:
+            await mark_stale_from_status(await self.registry.aget(name), report)
+        except (BivyError, OSError) as exc:
+            log.warning("could not mark the prebuild of %s stale: %s", name, exc)
 
     async def follow(self, workspaces: Sequence[Workspace]) -> None:
         """Watch every running workspace this install created; stop watching the others."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -441,3 +441,38 @@ def test_a_running_build_can_be_cancelled_from_the_dialog(
     dialog.delete_button.click()
     qtbot.waitUntil(lambda: controller.builds == {} and dialog.table.rowCount() == 0,
                     timeout=WAIT_MS)  # fmt: skip
+
+
+def test_a_vm_that_rebuilt_marks_its_prebuild_stale_in_the_window(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop
+) -> None:
+    """A status read saying ``prebuild_stale`` (the VM rebuilt its devcontainer) marks the
+    prebuild the workspace came from stale, as ``bivy ls`` does; other prebuilds stay."""
+    from app.domain import Phase, StatusReport
+    from app.services.registry import Registry, WorkspaceRecord
+    from app.services.status import StatusEvent, StatusEventKind, StatusService, StatusSnapshot
+    from app.services.tunnels import TunnelService
+    from app.settings import SecretStore
+    from app.ui.controllers import StatusController
+
+    prebuilds = PrebuildRegistry()
+    for image in ("img-1", "img-2"):
+        prebuilds.put(PrebuildRecord(id=image, account="hetzner", provider="hetzner"))
+    Registry().put(
+        WorkspaceRecord(name="api", account="hetzner", provider="hetzner", prebuild="img-1")
+    )
+    secrets = SecretStore()
+    status = StatusService(TunnelService(secrets))
+    StatusController(TunnelService(secrets), status, Registry(), secrets)
+
+    def read(stale: bool) -> None:
+        report = StatusReport(phase=Phase.READY, prebuild_stale=stale)
+        snapshot = StatusSnapshot("api", report, None, datetime.now(UTC))
+        status._emit(StatusEvent(StatusEventKind.UPDATED, "api", snapshot))
+
+    read(False)
+    qtbot.wait(200)
+    assert not prebuilds.get("hetzner", "img-1").stale  # type: ignore[union-attr]
+    read(True)
+    qtbot.waitUntil(lambda: prebuilds.get("hetzner", "img-1").stale, timeout=WAIT_MS)  # type: ignore[union-attr]
+    assert not prebuilds.get("hetzner", "img-2").stale  # type: ignore[union-attr]
