@@ -32,8 +32,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "e2e_matrix: the other repository kinds (root, compose, none, url), one VM each; "
-        "not in .ci/test's default run (each takes 13-20 min under emulation): -m e2e_matrix",
+        "e2e_matrix: the other repository kinds (root, compose, none over a URL), three VMs "
+        "side by side in one test; part of .ci/test's default run; alone: -m e2e_matrix",
     )
 
 

@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     app = _application()
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
+    code = 0
     try:
         with loop:
             loop.run_until_complete(
@@ -140,8 +141,13 @@ def main(argv: list[str] | None = None) -> int:
             )
     except TimeoutError as exc:
         print(f"screenshot: {exc}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+        code = 1
+    # Leave without the interpreter's finalisation: a collection of Qt/QtWebEngine objects at
+    # that point aborted the process once (PySide6 "bool_dealloc", exit 134) after the PNG was
+    # written and the shell had shut down.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
