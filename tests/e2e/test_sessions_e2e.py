@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import E2E, log, make_repo
+from tests.e2e.harness import AGENT_IMAGE, E2E, log, make_repo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -38,7 +38,9 @@ def _sessions(e2e: E2E, name: str) -> dict[str, dict[str, object]]:
 @pytest.mark.timeout(WAIT_SECONDS + WORK_SECONDS + SELF_DELETE_SECONDS + 1800)
 def test_a_working_session_keeps_the_vm_and_all_idle_deletes_it(e2e: E2E, tmp_path: Path) -> None:
     name = "e2e-sessions"
-    repo = make_repo(tmp_path / "repos", "e2e-sessions", "user")
+    # Claude Code comes preinstalled in this repository's image (the main e2e proves the npm
+    # install; this test is about sessions, and runs beside the other VM tests in CI).
+    repo = make_repo(tmp_path / "repos", "e2e-sessions", "user", image=AGENT_IMAGE)
     e2e.create(name, str(repo), "--idle-minutes", "1")
     result = e2e.wait(name, WAIT_SECONDS, 5.0)
     assert result.returncode == 0, f"{name} did not reach ready:\n{result.text[-6000:]}"
