@@ -154,17 +154,11 @@ async def _backup_setup(args: argparse.Namespace, ctx: CliContext, backups: Any)
 
 
 async def _backup_now(args: argparse.Namespace, ctx: CliContext, backups: Any) -> int:
-    from app.errors import NotFound
     from app.services.registry import Registry
     from app.services.status import StatusService
     from app.services.tunnels import SSHTarget, TunnelService
 
-    record = await Registry().aget(args.name)
-    if record is None:
-        raise NotFound(
-            f"no workspace named {args.name!r} was created by this installation of Bivy",
-            hint="`bivy ls` lists the workspaces",
-        )
+    record = await Registry().arequire(args.name)
     tunnels = TunnelService(ctx.secrets)
     try:
         tunnel = await tunnels.open(SSHTarget.from_record(record))

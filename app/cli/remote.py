@@ -51,16 +51,9 @@ COMMAND_LEASE_REFRESH = 30
 
 
 async def _record(name: str) -> WorkspaceRecord:
-    from app.errors import NotFound
     from app.services.registry import Registry
 
-    record = await Registry().aget(name)
-    if record is None:
-        raise NotFound(
-            f"no workspace named {name!r} was created by this installation of Bivy",
-            hint="`bivy ls` lists the workspaces",
-        )
-    return record
+    return await Registry().arequire(name)
 
 
 async def _openssh(

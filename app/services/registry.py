@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from app.domain import DEFAULT_IDLE_MINUTES, DEFAULT_MAX_HOURS, utcnow
-from app.errors import BivyError, InvalidInput
+from app.errors import BivyError, InvalidInput, NotFound
 from app.settings import atomic_write_text, data_dir, file_lock, move_aside
 from app.settings.files import report
 
@@ -242,6 +242,16 @@ class Registry:
 
     async def aget(self, name: str) -> WorkspaceRecord | None:
         return await asyncio.to_thread(self.get, name)
+
+    async def arequire(self, name: str) -> WorkspaceRecord:
+        """The record of ``name``; ``NotFound`` (saying so) when this installation has none."""
+        record = await self.aget(name)
+        if record is None:
+            raise NotFound(
+                f"no workspace named {name!r} was created by this installation of Bivy",
+                hint="`bivy ls` lists the workspaces",
+            )
+        return record
 
     async def aput(self, record: WorkspaceRecord) -> None:
         await asyncio.to_thread(self.put, record)

@@ -44,7 +44,7 @@ import asyncssh
 
 from app.cloudinit import LIB_DIR
 from app.domain.validation import is_local_repo
-from app.errors import ActionFailed, InvalidInput, NotFound, SSHError
+from app.errors import ActionFailed, InvalidInput, SSHError
 from app.services.registry import Registry, WorkspaceRecord
 from app.services.repo_bundle import inspect_local_repo
 from app.services.review_diff import (
@@ -272,13 +272,7 @@ class ReviewService:
             await self._tunnels.close_all()
 
     async def _record(self, workspace: str) -> WorkspaceRecord:
-        record = await self._registry.aget(workspace)
-        if record is None:
-            raise NotFound(
-                f"no workspace named {workspace!r} was created by this installation of Bivy",
-                hint="`bivy ls` lists the workspaces",
-            )
-        return record
+        return await self._registry.arequire(workspace)
 
     async def _tunnel(self, record: WorkspaceRecord) -> Tunnel:
         return await self._tunnels.open(SSHTarget.from_record(record))

@@ -25,7 +25,7 @@ from app.cloudinit import LIB_DIR
 from app.cloudinit.agent_files import render_session_agent
 from app.domain import SessionReport
 from app.domain.validation import validate_branch
-from app.errors import ActionFailed, InvalidInput, NotFound
+from app.errors import ActionFailed, InvalidInput
 from app.services.registry import Registry, WorkspaceRecord
 from app.services.tunnels import SSHTarget, Tunnel, TunnelService
 from app.settings import SecretStore, Settings
@@ -125,13 +125,7 @@ class SessionService:
             await self._tunnels.close_all()
 
     async def _record(self, workspace: str) -> WorkspaceRecord:
-        record = await self._registry.aget(workspace)
-        if record is None:
-            raise NotFound(
-                f"no workspace named {workspace!r} was created by this installation of Bivy",
-                hint="`bivy ls` lists the workspaces",
-            )
-        return record
+        return await self._registry.arequire(workspace)
 
     async def _tunnel(self, workspace: str) -> Tunnel:
         return await self._tunnels.open(SSHTarget.from_record(await self._record(workspace)))
