@@ -25,13 +25,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import asyncssh
 
 from app.domain import WorkspaceSpec
 from app.domain.validation import is_local_repo, validate_local_repo_path
 from app.errors import ActionFailed, HostKeyMismatch, InvalidInput, SSHError
-from app.services.tunnels import SSHTarget, TunnelService
+from app.services.tunnels import SSHTarget, Tunnel, TunnelService
 
 __all__ = [
     "BUNDLE_NAME",
@@ -462,6 +463,55 @@ def _percent_reporter(detail: str, report: SendProgress) -> ProgressHandler:
     return sent
 
 
+_T = TypeVar("_T")
+
+
+async def send_when_sshd_answers(
+    target: SSHTarget,
+    client_key: str,
+    send: Callable[[Tunnel], Awaitable[_T]],
+    *,
+    what: str,
+    waiting: str,
+    timeout: float,  # noqa: ASYNC109 - a deadline for the whole retry loop
+    on_progress: SendProgress | None,
+    retry_interval: float,
+    sleep: Callable[[float], Awaitable[None]],
+    clock: Callable[[], float],
+) -> _T:
+    """Wait for the VM's sshd (pinned host key), then ``send`` over the tunnel; retried until
+    ``timeout`` while sshd does not answer or the connection drops (a host key mismatch is never
+    retried). ``what`` names the cargo in messages ("the repository"), ``waiting`` is the first
+    progress detail. Cancellable at any await."""
+    deadline = clock() + timeout
+    tunnels = TunnelService(client_key=client_key, connect_timeout=15.0)
+    last_error: SSHError | None = None
+    try:
+        if on_progress is not None:
+            on_progress(waiting, 0.0)
+        while True:
+            try:
+                return await send(await tunnels.open(target))
+            except HostKeyMismatch:
+                raise
+            except SSHError as exc:
+                last_error = exc
+                await tunnels.close_all()
+                if clock() + retry_interval > deadline:
+                    raise SSHError(
+                        f"{what} could not be sent to workspace {target.workspace!r} "
+                        f"within {timeout:g} s: {exc.message}",
+                        hint="The VM's SSH server did not answer; check the VM in the "
+                        "provider's console",
+                    ) from None
+                log.info("%s not sent yet (%s); retrying", what, exc.message)
+                await sleep(retry_interval)
+    finally:
+        await tunnels.close_all()
+        if last_error is not None:
+            log.debug("last SSH error while sending %s: %s", what, last_error.message)
+
+
 async def send_repository(
     job: BundleJob,
     target: SSHTarget,
@@ -484,41 +534,28 @@ async def send_repository(
         if on_progress is not None:
             on_progress(detail, fraction)
 
-    deadline = clock() + timeout
-    tunnels = TunnelService(client_key=client_key, connect_timeout=15.0)
-    last_error: SSHError | None = None
-    try:
-        report("Waiting for the VM's SSH server", 0.0)
-        while True:
-            try:
-                tunnel = await tunnels.open(target)
-                bundle = await job.result()
-                megabytes = bundle.size / 1e6
-                detail = f"Sending the repository ({megabytes:.1f} MB)"
-                report(detail, 0.0)
-                await upload_bundle(
-                    await tunnel.connection(),
-                    bundle,
-                    incoming_dir=incoming_dir,
-                    on_progress=_percent_reporter(detail, report),
-                )
-                report("Repository sent", 1.0)
-                return bundle
-            except HostKeyMismatch:
-                raise
-            except SSHError as exc:
-                last_error = exc
-                await tunnels.close_all()
-                if clock() + retry_interval > deadline:
-                    raise SSHError(
-                        f"the repository could not be sent to workspace {target.workspace!r} "
-                        f"within {timeout:g} s: {exc.message}",
-                        hint="The VM's SSH server did not answer; check the VM in the "
-                        "provider's console",
-                    ) from None
-                log.info("repository not sent yet (%s); retrying", exc.message)
-                await sleep(retry_interval)
-    finally:
-        await tunnels.close_all()
-        if last_error is not None:
-            log.debug("last SSH error while sending the repository: %s", last_error.message)
+    async def send(tunnel: Tunnel) -> Bundle:
+        bundle = await job.result()
+        detail = f"Sending the repository ({bundle.size / 1e6:.1f} MB)"
+        report(detail, 0.0)
+        await upload_bundle(
+            await tunnel.connection(),
+            bundle,
+            incoming_dir=incoming_dir,
+            on_progress=_percent_reporter(detail, report),
+        )
+        report("Repository sent", 1.0)
+        return bundle
+
+    return await send_when_sshd_answers(
+        target,
+        client_key,
+        send,
+        what="the repository",
+        waiting="Waiting for the VM's SSH server",
+        timeout=timeout,
+        on_progress=on_progress,
+        retry_interval=retry_interval,
+        sleep=sleep,
+        clock=clock,
+    )

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 import asyncssh
 
 from app.cloudinit import TOOLKIT_NAME
-from app.errors import HostKeyMismatch, SSHError
-from app.services.repo_bundle import INCOMING_DIR
-from app.services.tunnels import SSHTarget, TunnelService
+from app.errors import SSHError
+from app.services.repo_bundle import INCOMING_DIR, send_when_sshd_answers
+from app.services.tunnels import SSHTarget, Tunnel
 
 __all__ = ["send_toolkit", "upload_toolkit"]
 
@@ -81,29 +81,20 @@ async def send_toolkit(
         if on_progress is not None:
             on_progress(detail, fraction)
 
-    deadline = clock() + timeout
-    tunnels = TunnelService(client_key=client_key, connect_timeout=15.0)
-    try:
-        report("Waiting for the VM's SSH server to send Bivy's tools", 0.0)
-        while True:
-            try:
-                tunnel = await tunnels.open(target)
-                report(f"Sending Bivy's tools ({len(toolkit) / 1000:.0f} kB)", 0.5)
-                await upload_toolkit(await tunnel.connection(), toolkit, incoming_dir=incoming_dir)
-                report("Bivy's tools sent", 1.0)
-                return
-            except HostKeyMismatch:
-                raise
-            except SSHError as exc:
-                await tunnels.close_all()
-                if clock() + retry_interval > deadline:
-                    raise SSHError(
-                        f"Bivy's tools could not be sent to workspace {target.workspace!r} "
-                        f"within {timeout:g} s: {exc.message}",
-                        hint="The VM's SSH server did not answer; check the VM in the "
-                        "provider's console",
-                    ) from None
-                log.info("Bivy's tools not sent yet (%s); retrying", exc.message)
-                await sleep(retry_interval)
-    finally:
-        await tunnels.close_all()
+    async def send(tunnel: Tunnel) -> None:
+        report(f"Sending Bivy's tools ({len(toolkit) / 1000:.0f} kB)", 0.5)
+        await upload_toolkit(await tunnel.connection(), toolkit, incoming_dir=incoming_dir)
+        report("Bivy's tools sent", 1.0)
+
+    await send_when_sshd_answers(
+        target,
+        client_key,
+        send,
+        what="Bivy's tools",
+        waiting="Waiting for the VM's SSH server to send Bivy's tools",
+        timeout=timeout,
+        on_progress=on_progress,
+        retry_interval=retry_interval,
+        sleep=sleep,
+        clock=clock,
+    )
