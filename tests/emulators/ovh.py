@@ -1,9 +1,7 @@
 """OVHcloud API 1.0 emulator (Public Cloud project, operations, public catalogue), signed requests.
 
-OVH's ``/cloud`` OpenAPI schema (~10.7 MB) is not vendored in tests/specs, so requests are validated
-against ``SCHEMA`` below: a hand-written description of only the endpoints Bivy uses (method,
-path template, allowed and required query parameters, JSON body schema), derived from
-the project's provider notes (python-ovh, terraform-provider-ovh, ovhcloud-cli facts).
+Requests are validated against a hand-written schema of the endpoints Bivy uses (``SCHEMA`` in
+``tests.emulators.ovh_data``, with the credentials, regions and flavours; re-exported here).
 Every signed request's ``X-Ovh-Signature`` is recomputed and its timestamp checked against the
 emulator's clock (which may be skewed from the client's: ``GET /auth/time`` reports it).
 
@@ -12,7 +10,8 @@ instance then goes ``BUILD`` → ``ACTIVE`` ``boot_seconds`` later. ``max_instan
 create with OVH's 400 quota message; a flavor named in ``unavailable`` is refused as unavailable.
 A consumer key may carry ``access_rules`` (method + path glob), enforced with NOT_GRANTED_CALL.
 
-Stop and snapshots: see ``tests.emulators.ovh_images``.
+Routes: project-level ones in ``tests.emulators.ovh_project``, instances and operations in
+``tests.emulators.ovh_instances``, stop and snapshots in ``tests.emulators.ovh_images``.
 
 ``MetadataEmulator`` serves ``/openstack/latest/meta_data.json`` for self-delete tests.
 
@@ -24,9 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fnmatch
-import hashlib
 import itertools
-import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -40,159 +37,40 @@ from tests.emulators.base import (
     json_response,
     route,
 )
-from tests.emulators.ovh_images import IMAGE_SCHEMA, OvhImagesMixin
+from tests.emulators.ovh_data import (
+    APPLICATION_KEY,
+    APPLICATION_SECRET,
+    BASE_PATH,
+    CONSUMER_KEY,
+    FLAVORS,
+    PROJECT_ID,
+    REGIONS,
+    SCHEMA,
+    sign,
+    validate_request,
+)
+from tests.emulators.ovh_images import OvhImagesMixin
+from tests.emulators.ovh_instances import OvhInstancesMixin
+from tests.emulators.ovh_project import OvhProjectMixin
 
-APPLICATION_KEY = "bivyAppKey0123456"
-APPLICATION_SECRET = "bivyAppSecret0123456789abcdefABCD"
-CONSUMER_KEY = "bivyConsumerKey0123456789abcdefAB"
-PROJECT_ID = "0123456789abcdef0123456789abcdef"
-BASE_PATH = "/1.0"
-
-REGIONS = ["GRA11", "SBG5", "BHS5"]
-# name → (vcpus, ram MB, disk GB, type, hourly price, monthly price) in 1e-8 EUR
-FLAVORS: dict[str, tuple[int, int, int, str, int, int]] = {
-    "d2-2": (1, 2000, 25, "ovh.d2", 880_000, 0),
-    "d2-4": (2, 4000, 50, "ovh.d2", 1_650_000, 0),
-    "b3-8": (2, 8000, 50, "ovh.b3", 5_080_000, 3_700_000_000),
-    "c3-4": (2, 4000, 50, "ovh.c3", 4_340_000, 3_168_000_000),
-}
-
-_NAME = {"type": "string", "minLength": 1, "maxLength": 255}
-SCHEMA: dict[tuple[str, str], dict[str, Any]] = {
-    ("GET", "/auth/time"): {},
-    ("GET", "/cloud/project/{serviceName}"): {},
-    ("GET", "/cloud/project/{serviceName}/region"): {},
-    ("GET", "/cloud/project/{serviceName}/flavor"): {"query": {"region": False}},
-    ("GET", "/cloud/project/{serviceName}/image"): {
-        "query": {"region": False, "osType": False, "flavorType": False}
-    },
-    ("GET", "/cloud/project/{serviceName}/sshkey"): {"query": {"region": False}},
-    ("POST", "/cloud/project/{serviceName}/sshkey"): {
-        "body": {
-            "type": "object",
-            "required": ["name", "publicKey"],
-            "additionalProperties": False,
-            "properties": {
-                "name": _NAME,
-                "publicKey": {"type": "string", "pattern": "^(ssh-|ecdsa-)"},
-                "region": {"type": "string"},
-            },
-        }
-    },
-    ("GET", "/cloud/project/{serviceName}/instance"): {"query": {"region": False}},
-    ("GET", "/cloud/project/{serviceName}/instance/{instanceId}"): {},
-    ("DELETE", "/cloud/project/{serviceName}/instance/{instanceId}"): {},
-    ("GET", "/cloud/project/{serviceName}/operation/{operationId}"): {},
-    ("POST", "/cloud/project/{serviceName}/region/{regionName}/instance"): {
-        "body": {
-            "type": "object",
-            "required": ["name", "flavor", "bootFrom"],
-            "additionalProperties": False,
-            "properties": {
-                "name": _NAME,
-                "flavor": {
-                    "type": "object",
-                    "required": ["id"],
-                    "additionalProperties": False,
-                    "properties": {"id": {"type": "string"}},
-                },
-                "bootFrom": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {"imageId": {"type": "string"}, "volumeId": {"type": "string"}},
-                    "oneOf": [{"required": ["imageId"]}, {"required": ["volumeId"]}],
-                },
-                "sshKey": {
-                    "type": "object",
-                    "required": ["name"],
-                    "additionalProperties": False,
-                    "properties": {"name": {"type": "string"}},
-                },
-                "sshKeyCreate": {
-                    "type": "object",
-                    "required": ["name", "publicKey"],
-                    "additionalProperties": False,
-                    "properties": {"name": {"type": "string"}, "publicKey": {"type": "string"}},
-                },
-                "userData": {"type": "string"},
-                "network": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {"public": {"type": "boolean"}, "private": {"type": "object"}},
-                },
-                "billingPeriod": {"enum": ["hourly", "monthly"]},
-                "availabilityZone": {"type": "string"},
-                "autobackup": {"type": "object"},
-                "bulk": {"type": "integer", "minimum": 1},
-                "group": {"type": "object"},
-            },
-        }
-    },
-    ("GET", "/order/catalog/public/cloud"): {"query": {"ovhSubsidiary": True}, "unsigned": True},
-}
+__all__ = [
+    "APPLICATION_KEY",
+    "APPLICATION_SECRET",
+    "BASE_PATH",
+    "CONSUMER_KEY",
+    "FLAVORS",
+    "PROJECT_ID",
+    "REGIONS",
+    "SCHEMA",
+    "MetadataEmulator",
+    "OvhEmulator",
+    "main",
+    "sign",
+    "validate_request",
+]
 
 
-def _template_regex(template: str) -> re.Pattern[str]:
-    parts = re.split(r"(\{[^{}]+\})", template)
-    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
-
-
-SCHEMA.update(IMAGE_SCHEMA)
-
-_COMPILED = [(method, _template_regex(t), t, spec) for (method, t), spec in SCHEMA.items()]
-
-
-def validate_request(request: EmuRequest) -> dict[str, Any]:
-    """Check ``request`` against ``SCHEMA``; return the entry or raise ``SpecViolation``."""
-    path = request.path[len(BASE_PATH) :] if request.path.startswith(BASE_PATH) else None
-    if path is None:
-        raise SpecViolation(request.method, request.path, ["outside /1.0"])
-    entries = [(m, t, s) for m, rx, t, s in _COMPILED if rx.fullmatch(path)]
-    if not entries:
-        raise SpecViolation(request.method, path, ["no such path in the OVH schema"])
-    entry = next((s for m, _, s in entries if m == request.method), None)
-    if entry is None:
-        raise SpecViolation(request.method, path, ["method not allowed"])
-    errors = []
-    allowed = entry.get("query", {})
-    for name in request.query:
-        if name not in allowed:
-            errors.append(f"unknown query parameter {name!r}")
-    for name, required in allowed.items():
-        if required and name not in request.query:
-            errors.append(f"missing required query parameter {name!r}")
-    schema = entry.get("body")
-    if schema is None and request.body:
-        errors.append("the operation takes no request body")
-    if schema is not None:
-        try:
-            body = request.json()
-        except ValueError as exc:
-            body = None
-            errors.append(f"body is not JSON: {exc}")
-        if body is None:
-            errors.append("a JSON request body is required")
-        else:
-            import jsonschema  # a test-only package: only imported when validating
-
-            checker = jsonschema.Draft7Validator.FORMAT_CHECKER
-            errors += [
-                f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-                for e in jsonschema.Draft7Validator(schema, format_checker=checker).iter_errors(
-                    body
-                )
-            ]
-    if errors:
-        raise SpecViolation(request.method, path, errors)
-    return entry
-
-
-def sign(secret: str, consumer: str, method: str, url: str, body: bytes, ts: int) -> str:
-    raw = "+".join([secret, consumer, method, url, body.decode(), str(ts)])
-    return "$1$" + hashlib.sha1(raw.encode()).hexdigest()
-
-
-class OvhEmulator(OvhImagesMixin, Emulator):
+class OvhEmulator(OvhProjectMixin, OvhInstancesMixin, OvhImagesMixin, Emulator):
     """In-memory OVHcloud Public Cloud project.
 
     Attributes:
@@ -360,240 +238,6 @@ class OvhEmulator(OvhImagesMixin, Emulator):
                 }
             ]
         return {k: v for k, v in instance.items() if not k.startswith("_")}
-
-    # -- routes ------------------------------------------------------------------------------
-
-    @route("GET", "/1.0/auth/time")
-    def auth_time(self, request: EmuRequest) -> EmuResponse:
-        return json_response(200, int(self.clock()))
-
-    @route("GET", "/1.0/cloud/project/{serviceName}")
-    def project(self, request: EmuRequest) -> EmuResponse:
-        return self._project(request) or json_response(
-            200,
-            {
-                "project_id": self.project_id,
-                "projectName": "bivy",
-                "description": "bivy",
-                "status": "ok",
-                "planCode": "project.2018",
-            },
-        )
-
-    @route("GET", "/1.0/cloud/project/{serviceName}/region")
-    def regions(self, request: EmuRequest) -> EmuResponse:
-        return self._project(request) or json_response(200, list(REGIONS))
-
-    @route("GET", "/1.0/cloud/project/{serviceName}/flavor")
-    def flavors_list(self, request: EmuRequest) -> EmuResponse:
-        region = request.arg("region")
-        items = [
-            {**f, "available": f["name"] not in self.unavailable}
-            for f in self.flavors
-            if not region or f["region"] == region
-        ]
-        return self._project(request) or json_response(200, items)
-
-    @route("GET", "/1.0/cloud/project/{serviceName}/image")
-    def images_list(self, request: EmuRequest) -> EmuResponse:
-        region = request.arg("region")
-        items = [i for i in self.images if not region or i["region"] == region]
-        return self._project(request) or json_response(200, items)
-
-    @route("GET", "/1.0/cloud/project/{serviceName}/sshkey")
-    def sshkeys(self, request: EmuRequest) -> EmuResponse:
-        return self._project(request) or json_response(200, list(self.ssh_keys.values()))
-
-    @route("POST", "/1.0/cloud/project/{serviceName}/sshkey")
-    def create_sshkey(self, request: EmuRequest) -> EmuResponse:
-        if error := self._project(request):
-            return error
-        body = request.json()
-        if any(k["name"] == body["name"] for k in self.ssh_keys.values()):
-            return self.error(409, "", f"SSH key {body['name']} already exists")
-        key = {
-            "id": uuid.uuid4().hex,
-            "name": body["name"],
-            "publicKey": body["publicKey"],
-            "regions": list(REGIONS),
-        }
-        self.ssh_keys[key["id"]] = key
-        return json_response(200, key)
-
-    @route("POST", "/1.0/cloud/project/{serviceName}/region/{regionName}/instance")
-    def create_instance(self, request: EmuRequest) -> EmuResponse:
-        if error := self._project(request):
-            return error
-        region = request.params["regionName"]
-        body = request.json()
-        flavor = next(
-            (f for f in self.flavors if f["id"] == body["flavor"]["id"] and f["region"] == region),
-            None,
-        )
-        if flavor is None:
-            return self.error(400, "", f"Flavor {body['flavor']['id']} does not exist in {region}")
-        if flavor["name"] in self.unavailable:
-            return self.error(
-                400, "", f"Flavor {flavor['name']} is not available in region {region}"
-            )
-        if len(self.instances) >= self.max_instances:
-            return self.error(400, "", "Quota exceeded: the maximum number of instances is reached")
-        if "sshKey" in body and not any(
-            k["name"] == body["sshKey"]["name"] for k in self.ssh_keys.values()
-        ):
-            return self.error(400, "", f"SSH key {body['sshKey']['name']} does not exist")
-        if error := self.boot_image_error(region, body["bootFrom"].get("imageId"), flavor):
-            return error
-        instance_id = str(uuid.uuid4())
-        now = self.clock()
-        self.instances[instance_id] = {
-            "id": instance_id,
-            "name": body["name"],
-            "status": "BUILD",
-            "region": region,
-            "flavorId": flavor["id"],
-            "imageId": body["bootFrom"].get("imageId"),
-            "planCode": flavor["planCodes"]["hourly"],
-            "ipAddresses": [],
-            "created": self._iso(now),
-            "monthlyBilling": None,
-            "_since": now,
-            "_hidden": True,  # appears once its operation completes (or time passed)
-            "_visible_at": now + self.operation_seconds,
-        }
-        self.user_data[instance_id] = body.get("userData", "")
-        operation_id = str(uuid.uuid4())
-        self.operations[operation_id] = {
-            "id": operation_id,
-            "action": "instance#create",
-            "status": "created",
-            "createdAt": self._iso(now),
-            "regions": [region],
-            "resourceId": None,
-            "subOperations": [],
-            "_polls": 0,
-            "_instance": instance_id,
-            "_fail": self.fail_operations > 0,
-        }
-        if self.fail_operations > 0:
-            self.fail_operations -= 1
-            self.instances[instance_id]["_visible_at"] = float("inf")
-        return json_response(
-            200, {k: v for k, v in self.operations[operation_id].items() if not k.startswith("_")}
-        )
-
-    @route("GET", "/1.0/cloud/project/{serviceName}/operation/{operationId}")
-    def operation(self, request: EmuRequest) -> EmuResponse:
-        if error := self._project(request):
-            return error
-        op = self.operations.get(request.params["operationId"])
-        if op is None:
-            return self.error(404, "", "Operation not found")
-        op["_polls"] += 1
-        if op.get("_fail") and op["_polls"] >= self.operation_polls:
-            op["status"] = "in-error"
-            self.instances.pop(op["_instance"], None)
-        elif op["_polls"] >= self.operation_polls and op["status"] not in ("completed", "in-error"):
-            instance_id = op["_instance"]
-            op["status"] = "completed"
-            op["subOperations"] = [
-                {
-                    "id": str(uuid.uuid4()),
-                    "action": "instance#create",
-                    "status": "completed",
-                    "resourceId": instance_id,
-                }
-            ]
-            if instance_id in self.instances:
-                self.instances[instance_id]["_hidden"] = False
-        elif op["status"] == "created":
-            op["status"] = "in-progress"
-        return json_response(200, {k: v for k, v in op.items() if not k.startswith("_")})
-
-    @route("GET", "/1.0/cloud/project/{serviceName}/instance")
-    def instances_list(self, request: EmuRequest) -> EmuResponse:
-        if error := self._project(request):
-            return error
-        region = request.arg("region")
-        items = [
-            self._view(i)
-            for i in self.instances.values()
-            if self._visible(i) and (not region or i["region"] == region)
-        ]
-        return json_response(200, items)
-
-    def _instance(self, request: EmuRequest) -> dict[str, Any] | EmuResponse:
-        if error := self._project(request):
-            return error
-        instance = self.instances.get(request.params["instanceId"])
-        if instance is None or not self._visible(instance):
-            return self.error(404, "", f"Instance {request.params['instanceId']} not found")
-        return instance
-
-    @route("GET", "/1.0/cloud/project/{serviceName}/instance/{instanceId}")
-    def get_instance(self, request: EmuRequest) -> EmuResponse:
-        found = self._instance(request)
-        return found if isinstance(found, EmuResponse) else json_response(200, self._view(found))
-
-    @route("DELETE", "/1.0/cloud/project/{serviceName}/instance/{instanceId}")
-    def delete_instance(self, request: EmuRequest) -> EmuResponse:
-        found = self._instance(request)
-        if isinstance(found, EmuResponse):
-            return found
-        del self.instances[found["id"]]
-        return json_response(200, None)
-
-    @route("GET", "/1.0/order/catalog/public/cloud")
-    def catalog(self, request: EmuRequest) -> EmuResponse:
-        addons = []
-        for name, (_v, _r, _d, _t, hourly, monthly) in FLAVORS.items():
-            addons.append(
-                {
-                    "planCode": f"{name}.consumption",
-                    "product": f"publiccloud-instance-{name}",
-                    "pricingType": "consumption",
-                    "pricings": [
-                        {
-                            "capacities": ["consumption"],
-                            "interval": 1,
-                            "intervalUnit": "hour",
-                            "price": hourly,
-                            "tax": 0,
-                            "description": "hourly",
-                        }
-                    ],
-                }
-            )
-            if monthly:
-                addons.append(
-                    {
-                        "planCode": f"{name}.monthly.postpaid",
-                        "product": f"publiccloud-instance-{name}",
-                        "pricingType": "rental",
-                        "pricings": [
-                            {
-                                "capacities": ["renew"],
-                                "interval": 1,
-                                "intervalUnit": "month",
-                                "price": monthly,
-                                "tax": 0,
-                                "description": "monthly",
-                            }
-                        ],
-                    }
-                )
-        addons.append(self.catalog_snapshot_addon())
-        subsidiary = request.arg("ovhSubsidiary", "FR")
-        currency = {"CA": "CAD", "US": "USD"}.get(subsidiary or "FR", "EUR")
-        return json_response(
-            200,
-            {
-                "catalogId": 1,
-                "locale": {"currencyCode": currency, "subsidiary": subsidiary, "taxRate": 20},
-                "plans": [],
-                "addons": addons,
-            },
-        )
 
 
 def _raw_query(request: EmuRequest) -> str:
