@@ -1,7 +1,7 @@
 """The "Prebuild a repository" form (issue 14): what to prebuild (repository, branch, agent)
 and where (account, region, the builder's size), with what it costs said before Build. Regions
 and sizes load through ``WorkspacesController`` in tasks; Build emits a ``BuildRequest`` that
-``PrebuildsController`` runs (``app/ui/prebuild_actions.py``).
+``PrebuildsController`` runs (``app/ui/prebuild_controller.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from app.services.accounts import provider_class
 from app.settings import Settings
 from app.ui import formatting
 from app.ui.controllers import WorkspacesController
-from app.ui.prebuild_actions import BuildRequest, PrebuildsController, css
+from app.ui.prebuild_controller import BuildRequest, PrebuildsController
+from app.ui.prebuild_hint import css
 from app.ui.repo_field import RepoField
 
 __all__ = ["PrebuildForm"]

@@ -5,7 +5,7 @@ month in the account's currency, when it was built, its state) and the builds th
 (with their progress, or why they failed). A stale prebuild is rebuilt with one click (the new
 one replaces it); "Delete…" asks first. With no prebuild it explains what one is and costs. The
 form asks what to prebuild and where. All work runs in ``PrebuildsController``'s tasks
-(``app/ui/prebuild_actions.py``); the widgets only show its signals.
+(``app/ui/prebuild_controller.py``); the widgets only show its signals.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from app.errors import BivyError
 from app.services.accounts import provider_class
 from app.services.prebuilds import PrebuildRecord
 from app.ui import formatting
-from app.ui.prebuild_actions import Build, BuildRequest, PrebuildsController, colour, css
+from app.ui.prebuild_controller import Build, BuildRequest, PrebuildsController
 from app.ui.prebuild_form import PrebuildForm  # re-exported: both dialogs from one place
+from app.ui.prebuild_hint import colour, css
 
 __all__ = ["PrebuildForm", "PrebuildsDialog", "ask_delete", "per_month_text"]
 
