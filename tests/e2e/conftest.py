@@ -32,8 +32,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "e2e_matrix: the other repository kinds (root, compose, none over a URL), three VMs "
-        "side by side in one test; part of .ci/test's default run; alone: -m e2e_matrix",
+        "e2e_matrix: the other repository kinds (Compose as root, none over a URL), one VM "
+        "after the other in one test; part of .ci/test's default run; alone: -m e2e_matrix",
     )
 
 

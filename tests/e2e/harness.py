@@ -57,7 +57,8 @@ def _git(repo: Path, *args: str) -> str:
 
 def make_repo(parent: Path, name: str, kind: str, image: str = BASE_IMAGE) -> Path:
     """A committed test repository. ``kind``: ``user`` (devcontainer with remote user ``node``),
-    ``root`` (runs as root), ``compose`` (Docker Compose), ``none`` (no devcontainer).
+    ``root`` (runs as root), ``compose`` (Docker Compose, remote user ``node``), ``compose-root``
+    (Docker Compose, remote user ``root``), ``none`` (no devcontainer).
     ``image``: the container image its devcontainer (Compose: its ``app`` service) runs."""
     repo = parent / name
     repo.mkdir(parents=True)
@@ -76,7 +77,7 @@ def make_repo(parent: Path, name: str, kind: str, image: str = BASE_IMAGE) -> Pa
                 indent=2,
             )
         )
-    elif kind == "compose":
+    elif kind in ("compose", "compose-root"):
         dc.mkdir()
         (dc / "docker-compose.yml").write_text(
             "services:\n"
@@ -97,7 +98,7 @@ def make_repo(parent: Path, name: str, kind: str, image: str = BASE_IMAGE) -> Pa
                     "service": "app",
                     "runServices": ["app", "cache"],
                     "workspaceFolder": f"/workspaces/{name}",
-                    "remoteUser": "node",
+                    "remoteUser": "root" if kind == "compose-root" else "node",
                 },
                 indent=2,
             )
@@ -385,3 +386,21 @@ class OpenTerminal:
         finally:
             self._ready.set()
             await tunnels.close_all()
+
+
+#: Longer than the idle monitor needs to delete an idle VM with a 1-minute idle window (60-120 s
+#: after the last activity).
+LONG_EXEC_SECONDS = 150
+
+
+def assert_a_long_exec_is_activity(e2e: E2E, name: str) -> None:
+    """On a VM with a 1-minute idle window, no terminal, no pty and an idle agent, only a
+    running ``bivy exec`` keeps the VM (it holds the keep-alive lease ahead while it runs): a
+    command longer than the idle window must come back, and the VM must still be there."""
+    started = time.monotonic()
+    command = f"sleep {LONG_EXEC_SECONDS}; echo still-here"
+    out = e2e.must("exec", name, "--", "sh", "-c", command, timeout=LONG_EXEC_SECONDS + 450)
+    assert out.strip() == "still-here", out
+    log(f"{name}: a {time.monotonic() - started:.0f} s bivy exec outlived the idle window")
+    entry = e2e.entry(name)
+    assert entry is not None and entry.get("phase") == "ready", entry
